@@ -1,0 +1,95 @@
+//! What every binary's `main` shares: logging set-up, running the library
+//! call, turning its error into one message and a documented exit code, and
+//! the argument parsers clap uses for durations.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::exit::{code_of, Code};
+use crate::log::Level;
+use crate::stream::is_broken_pipe;
+
+/// Runs `body` as program `prog`: an error is printed once with its causes
+/// (`prog: error: what: why`) and becomes its exit code; a broken pipe on
+/// stdout is a quiet, successful end.
+pub fn run(
+    prog: &'static str,
+    verbosity: Verbosity,
+    body: impl FnOnce() -> anyhow::Result<()>,
+) -> ExitCode {
+    crate::log::init(prog, verbosity.level());
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            crate::log_error!("{err:#}");
+            ExitCode::from(code_of(&err) as u8)
+        }
+    }
+}
+
+/// `-v` / `-q` as every binary spells them.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct Verbosity {
+    /// Say more on stderr (repeat for debug output)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Logging")]
+    pub verbose: u8,
+    /// Say only warnings and errors
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Logging"
+    )]
+    pub quiet: bool,
+}
+
+impl Verbosity {
+    pub fn level(self) -> Level {
+        match (self.quiet, self.verbose) {
+            (true, _) => Level::Warn,
+            (false, 0) => Level::Notice,
+            (false, 1) => Level::Info,
+            (false, _) => Level::Debug,
+        }
+    }
+}
+
+/// A duration as a sysadmin writes it: `15s`, `500ms`, `2m`, `1h30m`; a bare
+/// number is seconds (`batchd -d 15`, as lsyncd's `delay = 15`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 && secs < 1e9 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!(
+            "{text:?} is not a duration of zero or more seconds"
+        ));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 15, 15s, 500ms or 2m"))
+}
+
+/// The exit-code table, for the end of every `--help`.
+pub fn exit_codes_help() -> String {
+    Code::help_table()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("NaN").is_err());
+    }
+}

@@ -1,0 +1,351 @@
+//! The wire schema of the syncpipe stream, version 1: every record type, its
+//! fields, and how a line becomes a record and back.
+//!
+//! `docs/protocol.md` is the prose twin of this module; change both together.
+//! A stream is JSON lines: one object per line, each with a `"type"`. Readers
+//! ignore fields they do not know and hand records of a type they do not know
+//! through unchanged ([`Record::Other`] keeps the original line), so a later
+//! version can add either without breaking older programs in a pipeline.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wirepath::WirePath;
+
+/// The protocol version written in every header. Readers accept any version:
+/// additions never change the meaning of existing fields.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A wall-clock instant as RFC 3339 UTC with milliseconds
+/// (`2026-11-21T10:24:00.123Z`). Kept as text: no consumer does arithmetic on
+/// it, and keeping it opaque makes parsing cheap and re-serialising exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub String);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(humantime::format_rfc3339_millis(SystemTime::now()).to_string())
+    }
+}
+
+/// Starts a stream. A new `stream` id means "everything before is unrelated":
+/// a consumer that has not seen this id before must do a full sync of `root`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub v: u32,
+    /// Unique per producer start (128 random bits, hex).
+    pub stream: String,
+    /// The absolute root every relative path in the stream hangs from.
+    pub root: WirePath,
+    /// The host the root lives on.
+    pub host: String,
+    pub ts: Timestamp,
+    /// Who wrote the stream, `name/version`.
+    pub producer: String,
+}
+
+/// What happened to a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Create,
+    Modify,
+    Delete,
+    Move,
+    Attrib,
+    /// Anything under `path` may have changed: re-read it.
+    Rescan,
+    /// A kind from a later version. Consumers treat it as a `rescan` of the
+    /// path, the safe reading of "something happened here".
+    Other(String),
+}
+
+impl EventKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Create => "create",
+            EventKind::Modify => "modify",
+            EventKind::Delete => "delete",
+            EventKind::Move => "move",
+            EventKind::Attrib => "attrib",
+            EventKind::Rescan => "rescan",
+            EventKind::Other(s) => s,
+        }
+    }
+
+    fn parse(s: &str) -> EventKind {
+        match s {
+            "create" => EventKind::Create,
+            "modify" => EventKind::Modify,
+            "delete" => EventKind::Delete,
+            "move" => EventKind::Move,
+            "attrib" => EventKind::Attrib,
+            "rescan" => EventKind::Rescan,
+            other => EventKind::Other(other.to_string()),
+        }
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        Ok(EventKind::parse(&s))
+    }
+}
+
+/// One change seen by a watcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Strictly increasing within a stream; never reused.
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub kind: EventKind,
+    /// Relative to the header's root; `"."` is the root itself.
+    pub path: WirePath,
+    /// True when the entry is a directory.
+    #[serde(default)]
+    pub dir: bool,
+    /// On `move`: where the entry was before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<WirePath>,
+}
+
+/// Why a stream ended on purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    pub seq: u64,
+    pub ts: Timestamp,
+    /// `root-deleted`, `root-moved`, `root-unmounted`, or a later reason.
+    /// A consumer must NOT read this as "delete everything": the source is
+    /// gone, which says nothing about what the replicas should hold.
+    pub reason: String,
+}
+
+/// What a batch asks a consumer to do to one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    /// Bring the path to its current state on the source (created, written,
+    /// attributes changed: the consumer re-reads it).
+    Update,
+    /// The path is gone from the source.
+    Delete,
+    /// The entry at `from` now lives at `path` (a rename the target can do
+    /// without resending data).
+    Move,
+    /// Anything under `path` may have changed: sync the whole subtree.
+    Rescan,
+}
+
+/// One folded change inside a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub op: ChangeOp,
+    pub path: WirePath,
+    #[serde(default)]
+    pub dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<WirePath>,
+}
+
+/// Events `first_seq..=last_seq` of `stream`, folded into an ordered list of
+/// changes that, applied in order, bring a replica to the source's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub stream: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub root: WirePath,
+    pub ts: Timestamp,
+    pub changes: Vec<Change>,
+}
+
+/// One line of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Header(Header),
+    Event(Event),
+    End(End),
+    Batch(Batch),
+    /// A record of a type this version does not know: kept byte for byte (without
+    /// the newline) so it can be passed on unchanged.
+    Other {
+        kind: String,
+        line: Vec<u8>,
+    },
+}
+
+/// A line that is not a record: not JSON, not an object, no `type`, or a known
+/// type with a missing or ill-typed field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Malformed {
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+impl Record {
+    /// Parses one line (without its newline).
+    pub fn parse(line: &[u8]) -> Result<Record, Malformed> {
+        let malformed = |e: serde_json::Error| Malformed {
+            reason: e.to_string(),
+        };
+        // Two passes for records of known types (the tag, then the struct):
+        // cheaper than serde's internally tagged enums, which buffer every
+        // field into an intermediate tree first.
+        let probe: TypeOnly = serde_json::from_slice(line).map_err(malformed)?;
+        let Some(kind) = probe.kind else {
+            return Err(Malformed {
+                reason: "no \"type\" field".into(),
+            });
+        };
+        Ok(match kind.as_ref() {
+            "event" => Record::Event(serde_json::from_slice(line).map_err(malformed)?),
+            "batch" => Record::Batch(serde_json::from_slice(line).map_err(malformed)?),
+            "header" => Record::Header(serde_json::from_slice(line).map_err(malformed)?),
+            "end" => Record::End(serde_json::from_slice(line).map_err(malformed)?),
+            other => Record::Other {
+                kind: other.to_string(),
+                line: line.to_vec(),
+            },
+        })
+    }
+
+    /// Appends the record as one line, newline included, to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "lowercase")]
+        enum Tagged<'a> {
+            Header(&'a Header),
+            Event(&'a Event),
+            End(&'a End),
+            Batch(&'a Batch),
+        }
+        let tagged = match self {
+            Record::Header(h) => Tagged::Header(h),
+            Record::Event(e) => Tagged::Event(e),
+            Record::End(e) => Tagged::End(e),
+            Record::Batch(b) => Tagged::Batch(b),
+            Record::Other { line, .. } => {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+                return Ok(());
+            }
+        };
+        serde_json::to_writer(&mut *out, &tagged)?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// The record as one line, without the newline (for tests and messages).
+    pub fn to_line(&self) -> String {
+        let mut out = Vec::new();
+        self.write_line(&mut out)
+            .expect("records serialise: every field is a string, number, bool or path");
+        out.pop();
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A fresh stream id: 128 bits from the kernel's random source, as hex.
+pub fn new_stream_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, path: &str) -> Record {
+        Record::Event(Event {
+            seq: 7,
+            ts: Timestamp("2026-11-21T10:00:00.000Z".into()),
+            kind,
+            path: path.into(),
+            dir: false,
+            from: None,
+        })
+    }
+
+    #[test]
+    fn event_line_shape() {
+        assert_eq!(
+            event(EventKind::Create, "a b").to_line(),
+            r#"{"type":"event","seq":7,"ts":"2026-11-21T10:00:00.000Z","kind":"create","path":"a b","dir":false}"#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unknown_types_kept() {
+        let line = br#"{"type":"event","seq":1,"ts":"t","kind":"modify","path":"x","dir":false,"new":[1,2]}"#;
+        let Record::Event(e) = Record::parse(line).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!(e.kind, EventKind::Modify);
+        let other = br#"{"type":"heartbeat","n":3}"#;
+        let rec = Record::parse(other).unwrap();
+        assert_eq!(rec.to_line().as_bytes(), other);
+    }
+
+    #[test]
+    fn unknown_kind_survives() {
+        let line = br#"{"type":"event","seq":1,"ts":"t","kind":"xattr","path":"x"}"#;
+        let Record::Event(e) = Record::parse(line).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!(e.kind, EventKind::Other("xattr".into()));
+        assert!(Record::Event(e).to_line().contains(r#""kind":"xattr""#));
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_not_panics() {
+        for line in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{}",
+            b"{\"type\":3}",
+            br#"{"type":"event","seq":"x"}"#,
+            br#"{"type":"event","seq":1,"ts":"t","kind":"create"}"#,
+            b"{\"type\":\"event\"",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                Record::parse(line).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn stream_ids_are_fresh() {
+        let a = new_stream_id().unwrap();
+        let b = new_stream_id().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}

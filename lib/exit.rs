@@ -1,0 +1,113 @@
+//! The one exit-code table every syncpipe binary uses (README and man pages
+//! repeat it). Errors carry their code as a [`Coded`] cause, so deep library
+//! code decides the code and `main` only reports it.
+
+use std::fmt;
+
+/// Exit codes. Numbers are part of the interface: never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    /// Finished, stopped by SIGTERM/SIGINT, or the reader closed our stdout.
+    Ok = 0,
+    /// An unexpected failure (I/O error, a child process that could not start).
+    Failure = 1,
+    /// Bad flags or arguments.
+    Usage = 2,
+    /// The root or source is missing, not a directory, or unreadable at start.
+    NoSource = 3,
+    /// The watched root was deleted, moved away or unmounted while running.
+    SourceGone = 4,
+    /// A kernel limit is too small (inotify watches or instances); the message
+    /// names the setting, its value and what is needed.
+    Limit = 5,
+}
+
+impl Code {
+    /// Every code with its one-line meaning, for `--help` and the docs.
+    pub const TABLE: &'static [(Code, &'static str)] = &[
+        (
+            Code::Ok,
+            "done, stopped by SIGTERM/SIGINT, or the reader went away",
+        ),
+        (
+            Code::Failure,
+            "unexpected failure (I/O error, child process)",
+        ),
+        (Code::Usage, "bad flags or arguments"),
+        (
+            Code::NoSource,
+            "root/source missing, not a directory or unreadable at start",
+        ),
+        (
+            Code::SourceGone,
+            "watched root deleted, moved or unmounted while running",
+        ),
+        (
+            Code::Limit,
+            "kernel limit too small (fs.inotify.max_user_watches, ...)",
+        ),
+    ];
+
+    /// The table as text for the end of `--help`.
+    pub fn help_table() -> String {
+        let mut s = String::from("Exit codes:\n");
+        for (code, what) in Self::TABLE {
+            s.push_str(&format!("  {:>2}  {what}\n", *code as u8));
+        }
+        s
+    }
+}
+
+/// An error that decides the exit code. Wrap it in `anyhow::Error`; context
+/// added above it keeps the code.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: Code,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// An `anyhow::Error` that exits with `code`.
+pub fn coded(code: Code, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code,
+        message: message.into(),
+    })
+}
+
+/// The code an error asks for: the first [`Coded`] in its chain, else 1.
+pub fn code_of(err: &anyhow::Error) -> Code {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Coded>().map(|c| c.code))
+        .unwrap_or(Code::Failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn code_survives_context() {
+        let err = Err::<(), _>(coded(Code::Limit, "too few watches"))
+            .context("watching /data")
+            .unwrap_err();
+        assert_eq!(code_of(&err), Code::Limit);
+        assert_eq!(format!("{err:#}"), "watching /data: too few watches");
+        assert_eq!(code_of(&anyhow::anyhow!("x")), Code::Failure);
+    }
+
+    #[test]
+    fn table_lists_every_code_once() {
+        let codes: Vec<u8> = Code::TABLE.iter().map(|(c, _)| *c as u8).collect();
+        assert_eq!(codes, (0..codes.len() as u8).collect::<Vec<_>>());
+    }
+}

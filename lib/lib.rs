@@ -1,0 +1,14 @@
+//! syncpipe: real-time file synchronisation for Linux, as small programs that
+//! compose through a JSON-lines event stream.
+//!
+//! The binaries under `bins/` only parse flags; everything they do lives here,
+//! one module per job, so unit tests reach it without spawning processes.
+
+pub mod cli;
+pub mod event;
+pub mod exit;
+pub mod log;
+pub mod signals;
+pub mod stream;
+pub mod systemd;
+pub mod wirepath;
