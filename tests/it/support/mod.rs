@@ -1,0 +1,233 @@
+//! What the integration tests share: the built binaries, temporary trees,
+//! a reader for a child's record stream, waiting on conditions rather than
+//! sleeping, and a fake systemd notify socket.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use syncpipe::event::Record;
+
+/// Generous: CI machines are slow and noisy. Tests wait on signals the
+/// program gives; this only bounds how long a broken test hangs.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of a binary built by this package.
+pub fn bin(name: &str) -> PathBuf {
+    let path = match name {
+        "watchd" => env!("CARGO_BIN_EXE_watchd"),
+        other => panic!("unknown binary {other}"),
+    };
+    PathBuf::from(path)
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary directory, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("syncpipe-test-")
+        .tempdir()
+        .expect("creating a temporary directory")
+}
+
+/// Joins a relative path given as bytes (names need not be UTF-8).
+pub fn join_bytes(base: &Path, rel: &[u8]) -> PathBuf {
+    base.join(OsStr::from_bytes(rel))
+}
+
+/// Reads a child's stdout on a thread and hands over parsed records, so a
+/// test can wait for "the record that says X" with a timeout.
+pub struct RecordStream {
+    rx: mpsc::Receiver<Result<Record, String>>,
+    pub seen: Vec<Record>,
+}
+
+impl RecordStream {
+    pub fn new(stdout: ChildStdout) -> Self {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        let parsed = Record::parse(&line)
+                            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&line)));
+                        if tx.send(parsed).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        RecordStream {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next record, or `None` at end of stream or after `timeout`.
+    /// A line that does not parse fails the test: the producer broke the contract.
+    pub fn next(&mut self, timeout: Duration) -> Option<Record> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(Ok(record)) => {
+                self.seen.push(record.clone());
+                Some(record)
+            }
+            Ok(Err(e)) => panic!("producer wrote a malformed line: {e}"),
+            Err(_) => None,
+        }
+    }
+
+    /// Reads until `pred` matches a record; returns it. Panics with what was
+    /// seen when it does not come within `TIMEOUT`.
+    pub fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&Record) -> bool) -> Record {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(r) if pred(&r) => return r,
+                Some(_) => continue,
+                None => panic!(
+                    "timed out waiting for {what}; seen:\n{}",
+                    self.seen
+                        .iter()
+                        .map(Record::to_line)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything that arrives until the stream is quiet for `quiet`.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Some(r) = self.next(quiet) {
+            out.push(r);
+        }
+        out
+    }
+}
+
+/// A child process killed (and reaped) on drop, so a failing test leaves
+/// nothing running.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        Running { child }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("sending a signal");
+    }
+
+    /// Waits for exit within `TIMEOUT`; returns the exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for child") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child did not exit within {TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for systemd's notify socket: a datagram socket at a path in a
+/// temporary directory. Pass `path()` as `NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    sock: UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn new() -> Self {
+        let dir = tempdir();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("binding notify socket");
+        NotifySocket {
+            _dir: dir,
+            path,
+            sock,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next datagram's text, or `None` after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = vec![0u8; 4096];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for a datagram containing `needle` (e.g. `READY=1`); returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(msg) = self.recv(Duration::from_millis(200)) {
+                if msg.contains(needle) {
+                    return msg;
+                }
+                seen.push(msg);
+            }
+        }
+        panic!("no {needle:?} from the notify socket; got {seen:?}");
+    }
+}
