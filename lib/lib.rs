@@ -6,9 +6,12 @@
 
 pub mod cli;
 pub mod event;
+pub mod exclude;
 pub mod exit;
 pub mod log;
+pub mod mounts;
 pub mod signals;
 pub mod stream;
 pub mod systemd;
+pub mod watch;
 pub mod wirepath;
