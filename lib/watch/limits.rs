@@ -13,8 +13,37 @@ pub fn read_sysctl(name: &str) -> Option<u64> {
         .ok()
 }
 
-pub fn max_user_watches() -> Option<u64> {
-    read_sysctl("fs/inotify/max_user_watches")
+/// The number of inotify watches this account may hold, and which setting
+/// decides it. Inside a user namespace (a container) the namespace's own
+/// `user.max_inotify_watches` may be the smaller one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimit {
+    pub value: Option<u64>,
+    pub setting: &'static str,
+}
+
+impl WatchLimit {
+    pub fn read() -> Self {
+        let global = read_sysctl("fs/inotify/max_user_watches");
+        let namespace = read_sysctl("user/max_inotify_watches");
+        match (global, namespace) {
+            (Some(g), Some(n)) if n < g => WatchLimit {
+                value: Some(n),
+                setting: "user.max_inotify_watches",
+            },
+            _ => WatchLimit {
+                value: global,
+                setting: "fs.inotify.max_user_watches",
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self.value {
+            Some(v) => format!("{} is {v}", self.setting),
+            None => format!("{} could not be read", self.setting),
+        }
+    }
 }
 
 /// Directories at and below `dir` that would need a watch, honouring the
@@ -47,7 +76,7 @@ mod tests {
 
     #[test]
     fn reads_the_real_limit() {
-        assert!(max_user_watches().is_some_and(|n| n > 0));
+        assert!(WatchLimit::read().value.is_some_and(|n| n > 0));
         assert_eq!(read_sysctl("fs/inotify/no_such_setting"), None);
     }
 

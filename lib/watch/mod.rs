@@ -74,8 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.mode,
         config.excludes.clone(),
         &mut progress,
-    )
-    .with_context(|| format!("watching {}", root.display()))?;
+    )?;
 
     let header = Header {
         v: PROTOCOL_VERSION,

@@ -136,7 +136,7 @@ impl Watcher {
             tree: WatchTree::new(),
             mode,
             excludes,
-            max_watches: limits::max_user_watches(),
+            max_watches: limits::WatchLimit::read().value,
             out: Vec::new(),
         };
         watcher.watch_everything(progress)?;
@@ -180,7 +180,7 @@ impl Watcher {
             .watches()
             .add(&self.root, self.mode.mask())
             .map_err(|e| match e.raw_os_error() {
-                Some(libc_enospc) if libc_enospc == nix::libc::ENOSPC => self.limit_error(1, &[]),
+                Some(nix::libc::ENOSPC) => self.limit_error(),
                 _ => anyhow::Error::new(e).context(format!("cannot watch {}", self.root.display())),
             })?;
         let wd = handle.get_watch_descriptor_id();
@@ -248,12 +248,7 @@ impl Watcher {
                         Ok(Some(child)) => stack.push(child),
                         Ok(None) => {}
                         Err(AddError::Limit) => {
-                            let mut unlisted: Vec<PathBuf> = stack
-                                .iter()
-                                .map(|&n| self.absolute(&self.tree.path(n)))
-                                .collect();
-                            unlisted.push(self.absolute(&rel));
-                            return Err(self.limit_error(self.tree.len(), &unlisted));
+                            return Err(self.limit_error());
                         }
                         Err(AddError::Other(e)) => return Err(e),
                     }
@@ -312,25 +307,21 @@ impl Watcher {
     }
 
     /// The "limit too small" error, naming the setting, its value and how
-    /// many directories the tree needs (counted now, without watching).
-    fn limit_error(&self, watched: usize, unlisted: &[PathBuf]) -> anyhow::Error {
-        let needed = watched
-            + unlisted
-                .iter()
-                .map(|d| limits::count_dirs(d, &self.excludes, &self.root))
-                .sum::<usize>();
-        let max = self
-            .max_watches
-            .map_or_else(|| "unknown".to_string(), |m| m.to_string());
+    /// many directories the tree needs (counted afresh, without watching).
+    fn limit_error(&self) -> anyhow::Error {
+        let needed = limits::count_dirs(&self.root, &self.excludes, &self.root);
+        let limit = limits::WatchLimit::read();
         let suggest = (needed as u64 * 2).max(524_288);
         coded(
             Code::Limit,
             format!(
-                "cannot watch {}: it has at least {needed} directories to watch, but fs.inotify.max_user_watches \
-                 is {max} (shared by all inotify users of this account). Raise it: \
-                 `sysctl fs.inotify.max_user_watches={suggest}` and the same line in /etc/sysctl.d/90-syncpipe.conf \
-                 to keep it, or --exclude directories that need no watching",
-                self.root.display()
+                "cannot watch {}: it has at least {needed} directories to watch, but {} \
+                 (shared by all inotify users of this account). Raise it: `sysctl {}={suggest}` \
+                 and the same line in /etc/sysctl.d/90-syncpipe.conf to keep it, \
+                 or --exclude directories that need no watching",
+                self.root.display(),
+                limit.describe(),
+                limit.setting,
             ),
         )
     }
@@ -440,9 +431,7 @@ impl Watcher {
             match self.add_watch(parent, name, &rel) {
                 Ok(Some(child)) => self.watch_below(child, true, &mut |_| {})?,
                 Ok(None) => {}
-                Err(AddError::Limit) => {
-                    return Err(self.limit_error(self.tree.len(), &[self.absolute(&rel)]))
-                }
+                Err(AddError::Limit) => return Err(self.limit_error()),
                 Err(AddError::Other(e)) => return Err(e),
             }
         }

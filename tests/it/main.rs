@@ -2,3 +2,4 @@
 //! rsync and sshd. One test crate, so the support code is built once.
 
 mod support;
+mod watchd;
