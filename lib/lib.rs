@@ -10,6 +10,8 @@ pub mod event;
 pub mod exit;
 pub mod log;
 pub mod plan;
+pub mod push;
+pub mod pushstate;
 pub mod rsync;
 pub mod signals;
 pub mod stream;
