@@ -7,7 +7,6 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -100,10 +99,11 @@ pub fn check_source(root: &Path, guards: &Guards) -> Result<bool, String> {
     let mut entries = std::fs::read_dir(root)
         .map_err(|e| format!("source root {} is unreadable: {e}", root.display()))?;
     if guards.require_mount {
-        let parent = root.join("..");
-        let parent_meta = std::fs::metadata(&parent)
-            .map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
-        let is_mount = parent_meta.dev() != meta.dev() || parent_meta.ino() == meta.ino();
+        let canonical = root
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve source root {}: {e}", root.display()))?;
+        let is_mount = crate::mounts::is_mount_point(&canonical)
+            .map_err(|e| format!("cannot read the mount table: {e}"))?;
         if !is_mount {
             return Err(format!(
                 "source root {} is not a mount point (--require-mount): is the disk mounted?",

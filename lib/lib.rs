@@ -7,8 +7,10 @@
 pub mod apply;
 pub mod cli;
 pub mod event;
+pub mod exclude;
 pub mod exit;
 pub mod log;
+pub mod mounts;
 pub mod plan;
 pub mod push;
 pub mod pushstate;
@@ -17,4 +19,5 @@ pub mod signals;
 pub mod stream;
 pub mod systemd;
 pub mod target;
+pub mod watch;
 pub mod wirepath;

@@ -3,3 +3,4 @@
 
 mod pushd;
 mod support;
+mod watchd;
