@@ -650,3 +650,37 @@ fn a_dead_target_does_not_hold_back_the_others() {
     // At the end of input the dead target gives up: exit 1, not a hang.
     assert_eq!(p.finish(), Some(1));
 }
+
+#[test]
+fn sshd_killed_during_a_transfer_then_restarted_converges() {
+    let mut sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let mut args = ssh_flags(&sshd, scratch.path());
+    // Slow enough that the transfer is surely in flight when the link dies.
+    args.extend(["--bwlimit".into(), "1000".into(), target.clone().into()]);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    write(src.path(), b"small", b"s");
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+
+    write(src.path(), b"big", &vec![1u8; 2 << 20]);
+    let seq = p.batch(vec![change(ChangeOp::Update, b"big")]);
+    let in_flight = crate::support::wait_until(crate::support::TIMEOUT, || {
+        fs::read_dir(dst.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().as_bytes().starts_with(b".big."))
+    });
+    assert!(in_flight, "rsync's temporary file never appeared");
+    sshd.stop();
+    let failed = p.result(&target);
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    sshd.restart();
+    let done = p.applied(&target, seq);
+    assert_eq!(done.status, "ok");
+    assert!(done.attempt >= 2, "{done:?}");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}

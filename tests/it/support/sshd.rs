@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -135,14 +134,31 @@ impl Sshd {
         cmd
     }
 
-    /// Kills the server (connections in progress die with it: sshd's
-    /// per-connection children are in its process group).
+    /// Kills the server and every connection it serves (each connection's
+    /// sshd calls setsid(), so only a walk of the process tree finds them).
     pub fn stop(&mut self) {
+        self.drop_connections();
         if let Some(mut child) = self.child.take() {
-            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Kills every connection in progress, leaving the server listening:
+    /// a link that breaks in the middle of a transfer. Only the sshd
+    /// processes die; the commands they ran see their input end, as after
+    /// a real network failure, and clean up after themselves.
+    pub fn drop_connections(&self) {
+        if let Some(child) = &self.child {
+            let is_sshd = |pid: &u32| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sshd")
+            };
+            for pid in descendants(child.id()).into_iter().filter(is_sshd) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 
@@ -156,7 +172,6 @@ impl Sshd {
             .arg(self.dir.path().join("sshd_config"))
             .arg("-o")
             .arg("LogLevel=INFO")
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -205,4 +220,43 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("binding a free port")
         .port()
+}
+
+/// Every process below `pid` (children, their children, ...), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: the
+        // parent pid is the second field after the last ')'.
+        let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|f| f.parse().ok()) {
+            parents.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
