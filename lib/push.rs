@@ -132,18 +132,22 @@ impl Shared {
         cv.notify_one();
     }
 
+    /// Records a target's lag (seqs behind) and updates `STATUS=`: at once
+    /// when a target falls behind or catches up, else at most every few seconds.
     fn set_lag(&self, index: usize, lag: u64) {
-        let status = {
+        let (status, changed) = {
             let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = (table[index].1 == 0) != (lag == 0);
             table[index].1 = lag;
-            table
+            let status = table
                 .iter()
                 .map(|(name, lag)| format!("{name}: {lag} behind"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", ");
+            (status, changed)
         };
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
-        systemd.status(&status, false);
+        systemd.status(&status, changed);
     }
 }
 

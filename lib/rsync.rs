@@ -480,6 +480,19 @@ mod tests {
     }
 
     #[test]
+    fn children_do_not_inherit_systemd_variables() {
+        let cmd = clean_command("rsync");
+        let removed: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in SERVICE_ENV {
+            assert!(removed.iter().any(|r| r == var), "{var}");
+        }
+    }
+
+    #[test]
     fn stats_are_read() {
         let out = b"\nNumber of files: 1,204 (reg: 1,000, dir: 204)\nNumber of created files: 3\n\
 Number of deleted files: 2 (reg: 2)\nNumber of regular files transferred: 5\n\

@@ -684,3 +684,126 @@ fn sshd_killed_during_a_transfer_then_restarted_converges() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+#[test]
+fn delete_modes_decide_which_transfers_delete() {
+    // (mode, extra file removed by the start-up sync, deleted file removed by a batch)
+    for (mode, at_startup, while_running) in [
+        ("true", true, true),
+        ("false", false, false),
+        ("startup", true, false),
+        ("running", false, true),
+    ] {
+        let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+        write(src.path(), b"keep", b"k");
+        write(src.path(), b"doomed", b"d");
+        write(dst.path(), b"extra", b"e");
+        let target = dst.path().display().to_string();
+        let args = [os("--delete"), os(mode), os(&target)];
+        let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+        p.header();
+        assert_eq!(p.result(&target).status, "ok");
+        assert_eq!(
+            !dst.path().join("extra").exists(),
+            at_startup,
+            "--delete={mode}"
+        );
+        fs::remove_file(src.path().join("doomed")).unwrap();
+        let seq = p.batch(vec![change(ChangeOp::Delete, b"doomed")]);
+        p.applied(&target, seq);
+        assert_eq!(
+            !dst.path().join("doomed").exists(),
+            while_running,
+            "--delete={mode}"
+        );
+        assert_eq!(p.finish(), Some(0));
+    }
+}
+
+#[test]
+fn excludes_max_pending_and_no_init() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"a", b"a");
+    write(src.path(), b"skip.tmp", b"t");
+    let target = dst.path().display().to_string();
+    let args = [
+        os("--no-init"),
+        os("--exclude"),
+        os("*.tmp"),
+        os("--max-pending"),
+        os("3"),
+        os("--max-procs"),
+        os("1"),
+        os(&target),
+    ];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    // --no-init: nothing until the first batch, which is applied alone.
+    write(src.path(), b"b", b"b");
+    let seq = p.batch(vec![change(ChangeOp::Update, b"b")]);
+    let a = p.applied(&target, seq);
+    assert!(!a.full, "{a:?}");
+    assert_eq!(tree(dst.path()).keys().collect::<Vec<_>>(), [b"b"]);
+    // More pending changes than --max-pending: one full sync instead.
+    let mut changes = Vec::new();
+    for name in ["c", "d", "e", "f.tmp", "g"] {
+        write(src.path(), name.as_bytes(), b"x");
+        changes.push(change(ChangeOp::Update, name.as_bytes()));
+    }
+    let seq = p.batch(changes);
+    let a = p.applied(&target, seq);
+    assert!(a.full, "{a:?}");
+    let names: Vec<_> = tree(dst.path()).into_keys().collect();
+    assert_eq!(names, [&b"a"[..], b"b", b"c", b"d", b"e", b"g"]);
+    assert_eq!(p.finish(), Some(0));
+}
+
+#[test]
+fn systemd_hears_ready_and_each_targets_lag() {
+    let notify = crate::support::NotifySocket::new();
+    let mut sshd = Sshd::start();
+    sshd.stop();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"a", b"a");
+    let dead = format!("127.0.0.1:{}", dst.path().display());
+    let mut args = ssh_flags(&sshd, scratch.path());
+    args.push(dead.clone().into());
+    let mut cmd = Command::new(bin("pushd"));
+    cmd.args(["--retry-min", "50ms", "--retry-max", "400ms"])
+        .args(&args)
+        .env("NOTIFY_SOCKET", notify.path())
+        .current_dir(scratch.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _run = Running { child };
+    notify.wait_for("READY=1");
+    let header = Record::Header(Header {
+        v: 1,
+        stream: "s1".into(),
+        root: WirePath::from(src.path()),
+        host: "h".into(),
+        ts: Timestamp::now(),
+        producer: "test/0".into(),
+    });
+    let batch = Record::Batch(Batch {
+        stream: "s1".into(),
+        first_seq: 1,
+        last_seq: 7,
+        root: WirePath::from(src.path()),
+        ts: Timestamp::now(),
+        changes: vec![change(ChangeOp::Update, b"a")],
+    });
+    let mut lines = Vec::new();
+    header.write_line(&mut lines).unwrap();
+    batch.write_line(&mut lines).unwrap();
+    stdin.write_all(&lines).unwrap();
+    stdin.flush().unwrap();
+    let status = notify.wait_for("7 behind");
+    assert!(
+        status.contains(&format!("STATUS={dead}: 7 behind")),
+        "{status}"
+    );
+}
