@@ -807,3 +807,65 @@ fn systemd_hears_ready_and_each_targets_lag() {
         "{status}"
     );
 }
+
+/// Reads results until `dst` equals `src`; fails if the stream goes quiet first.
+fn converges(out: &mut RecordStream, src: &Path, dst: &Path) {
+    while tree(src) != tree(dst) {
+        if out.next(crate::support::TIMEOUT).is_none() {
+            assert_same(src, dst);
+        }
+    }
+}
+
+#[test]
+fn watchd_piped_into_pushd_keeps_a_copy() {
+    let (src, dst) = (tempdir(), tempdir());
+    write(src.path(), b"existing", b"e");
+    let mut watchd = Command::new(bin("watchd"))
+        .arg(src.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch_out = watchd.stdout.take().unwrap();
+    let _watchd = Running { child: watchd };
+    let mut pushd = Command::new(bin("pushd"))
+        .arg(dst.path())
+        .stdin(Stdio::from(watch_out))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = RecordStream::new(pushd.stdout.take().unwrap());
+    let _pushd = Running { child: pushd };
+    out.wait_for(
+        "the start-up sync",
+        |r| matches!(r, Record::Applied(a) if a.full),
+    );
+    assert_same(src.path(), dst.path());
+
+    for name in NASTY {
+        write(src.path(), name, b"one");
+    }
+    fs::create_dir_all(src.path().join("a/b/c")).unwrap();
+    write(src.path(), b"a/b/c/deep", b"deep");
+    converges(&mut out, src.path(), dst.path());
+
+    write(src.path(), NASTY[0], b"changed content");
+    fs::rename(src.path().join("a"), src.path().join("renamed a")).unwrap();
+    fs::rename(
+        join_bytes(src.path(), NASTY[4]),
+        src.path().join("valid now"),
+    )
+    .unwrap();
+    converges(&mut out, src.path(), dst.path());
+    // The tree can match before the result record is read: look back, then wait.
+    let is_rename = |r: &Record| matches!(r, Record::Applied(a) if a.renamed > 0);
+    if !out.seen.iter().any(is_rename) {
+        out.wait_for("a result with renames done on the target", is_rename);
+    }
+
+    fs::remove_dir_all(src.path().join("renamed a")).unwrap();
+    fs::remove_file(src.path().join("existing")).unwrap();
+    converges(&mut out, src.path(), dst.path());
+    assert_nothing_executed(&[src.path(), dst.path(), Path::new("/root")]);
+}
