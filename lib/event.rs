@@ -170,6 +170,42 @@ pub struct Batch {
     pub changes: Vec<Change>,
 }
 
+/// What `pushd` did with changes on one target: one record per transfer
+/// (a batch, several merged batches, or a full sync) and target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The target as given on the command line.
+    pub target: String,
+    pub stream: String,
+    /// The range of `seq`s this transfer covers.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// True for a full sync of the root.
+    pub full: bool,
+    /// `ok`, `refused` (applied except for deletions a guard refused) or
+    /// `failed` (nothing is lost: the changes are retried).
+    pub status: String,
+    /// Regular files whose data was sent, and their size in bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes rsync sent on the wire, protocol included.
+    pub sent: u64,
+    pub deleted: u64,
+    /// Renames done on the target without sending data.
+    pub renamed: u64,
+    #[serde(default)]
+    pub refused_deletes: u64,
+    pub duration_ms: u64,
+    /// rsync's exit code (absent when rsync did not run or was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_exit: Option<i32>,
+    /// 1 for the first try of these changes, counting up on retries.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ts: Timestamp,
+}
+
 /// One line of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -177,6 +213,8 @@ pub enum Record {
     Event(Event),
     End(End),
     Batch(Batch),
+    /// Written by `pushd`, type `result`.
+    Applied(Applied),
     /// A record of a type this version does not know: kept byte for byte (without
     /// the newline) so it can be passed on unchanged.
     Other {
@@ -219,6 +257,7 @@ impl Record {
             "batch" => Record::Batch(serde_json::from_slice(line).map_err(malformed)?),
             "header" => Record::Header(serde_json::from_slice(line).map_err(malformed)?),
             "end" => Record::End(serde_json::from_slice(line).map_err(malformed)?),
+            "result" => Record::Applied(serde_json::from_slice(line).map_err(malformed)?),
             other => Record::Other {
                 kind: other.to_string(),
                 line: line.to_vec(),
@@ -235,12 +274,15 @@ impl Record {
             Event(&'a Event),
             End(&'a End),
             Batch(&'a Batch),
+            #[serde(rename = "result")]
+            Applied(&'a Applied),
         }
         let tagged = match self {
             Record::Header(h) => Tagged::Header(h),
             Record::Event(e) => Tagged::Event(e),
             Record::End(e) => Tagged::End(e),
             Record::Batch(b) => Tagged::Batch(b),
+            Record::Applied(a) => Tagged::Applied(a),
             Record::Other { line, .. } => {
                 out.extend_from_slice(line);
                 out.push(b'\n');
