@@ -19,5 +19,6 @@ pub mod signals;
 pub mod stream;
 pub mod systemd;
 pub mod target;
+pub mod transport;
 pub mod watch;
 pub mod wirepath;

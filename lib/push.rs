@@ -277,8 +277,14 @@ fn read_stream(
             }
             Item::Record(Record::Applied(_)) => {}
             Item::Record(other @ Record::Other { .. }) => shared.emit(&other),
-            Item::Malformed { line_no, error } => {
-                log_warn!("line {line_no} is malformed ({error}): syncing the whole root");
+            Item::Malformed { .. } | Item::Gap { .. } => {
+                match &item {
+                    Item::Malformed { line_no, error } => {
+                        log_warn!("line {line_no} is malformed ({error}): syncing the whole root")
+                    }
+                    Item::Gap { reason } => log_warn!("{reason}: syncing the whole root"),
+                    Item::Record(_) => {}
+                }
                 if stream.is_some() {
                     send(&|| Work::Changes {
                         first_seq: last_seq,

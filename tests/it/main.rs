@@ -3,5 +3,6 @@
 
 mod pushd;
 mod support;
+mod transport;
 mod watchd;
 mod wire;
