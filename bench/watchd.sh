@@ -3,10 +3,13 @@
 #
 #   a. watch set-up on a tree of DIRS directories (10 x 100 x N, in a tmpfs):
 #      seconds from process start until ready (watchd: its header line;
-#      inotifywait: "Watches established."), and VmRSS / VmHWM once ready;
+#      inotifywait: "Watches established."), VmRSS / VmHWM and CPU time once
+#      ready; a2. the same on one directory with WIDE subdirectories;
 #   b. a burst of FILES empty-file creations (bench/burst.rs) spread over
 #      BURST_DIRS already-watched directories: the writer's time alone and
-#      with each watcher running (its output to a file), the events each
+#      with each watcher running (its output to a file), on the wall clock
+#      and on the CPU (the watcher's in-kernel cost charged to the writer,
+#      which a busy machine's CPU contention does not blur), the events each
 #      delivered, and for watchd whether every file was reported as `create`
 #      or a `rescan` said that some may not have been.
 #
@@ -17,7 +20,8 @@
 # Usage (from the repository root):  bench/watchd.sh
 #   DIRS=100000 FILES=200000 BURST_DIRS=100 REPEAT=3 bench/watchd.sh
 #   WATCHD=path/to/watchd   use that binary instead of building target/release/watchd
-#   PARTS="setup burst"     run only some parts
+#   WIDE=20000              a2: set-up on one directory with that many subdirectories
+#   PARTS="setup wide burst" run only some parts
 #   TMPDIR_BENCH=/dev/shm   where the trees go (must be a tmpfs to measure watchers, not disks)
 set -euo pipefail
 
@@ -25,7 +29,8 @@ DIRS=${DIRS:-100000}
 FILES=${FILES:-200000}
 BURST_DIRS=${BURST_DIRS:-100}
 REPEAT=${REPEAT:-3}
-PARTS=${PARTS:-setup burst}
+WIDE=${WIDE:-20000}
+PARTS=${PARTS:-setup wide burst}
 TMPDIR_BENCH=${TMPDIR_BENCH:-/dev/shm}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 # The burst's inotifywait peers: the plain `inotifywait -r -m` the issue names
@@ -83,12 +88,12 @@ calc() { awk "BEGIN { printf \"%.2f\", ($1) }"; }
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
-# CPU seconds (user + system) a live process has used so far
+# CPU seconds a live process has used so far: "user system"
 cpu_secs() {
     local stat
     stat=$(<"/proc/$1/stat")
     stat=${stat##*) } # fields after "pid (comm)"; field 14 utime is the 12th here
-    awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / t }' <<<"$stat"
+    awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f %.2f\n", $12 / t, $13 / t }' <<<"$stat"
 }
 
 stop_watcher() {
@@ -119,7 +124,7 @@ start_watcher() {
 is_ready() {
     case $1 in
     watchd) [[ -s $2 ]] ;; # the header line
-    *) grep -q '^Watches established' "$3" ;;
+    *) grep -qs '^Watches established' "$3" ;;
     esac
 }
 
@@ -172,45 +177,64 @@ measure_setup() {
     WATCHER_PID=$pid
     RSS=$(status_kib "$pid" VmRSS)
     HWM=$(status_kib "$pid" VmHWM)
+    read -r CPU_USER CPU_SYS < <(cpu_secs "$pid")
     stop_watcher
     SECS=$(calc "$end - $start")
 }
 
-part_setup() {
-    local tree=$WORK/tree r tool dirs SECS RSS HWM
-    local -A t=() m=() h=()
-    make_tree "$tree" "$DIRS"
+# setup_compare TITLE TREE: both tools' set-up on TREE, interleaved, REPEAT
+# times; the medians and ratios.
+setup_compare() {
+    local title=$1 tree=$2 r tool dirs SECS RSS HWM CPU_USER CPU_SYS
+    local -A t=() m=() h=() u=() k=()
     dirs=$(find "$tree" -type d | wc -l)
     say ""
-    say "== a. watch set-up: $dirs directories (10 x 100 x N, tmpfs), median of $REPEAT =="
+    say "== $title: $dirs directories (tmpfs), median of $REPEAT =="
     for ((r = 1; r <= REPEAT; r++)); do
         for tool in inotifywait watchd; do
             measure_setup "$tool" "$tree"
-            t[$tool]+=" $SECS" m[$tool]+=" $RSS" h[$tool]+=" $HWM"
-            say "   run $r $(printf '%-12s' "$tool") ${SECS} s  VmRSS $((RSS / 1024)) MiB  VmHWM $((HWM / 1024)) MiB"
+            t[$tool]+=" $SECS" m[$tool]+=" $RSS" h[$tool]+=" $HWM" u[$tool]+=" $CPU_USER" k[$tool]+=" $CPU_SYS"
+            say "   run $r $(printf '%-12s' "$tool") ${SECS} s  VmRSS $((RSS / 1024)) MiB  VmHWM $((HWM / 1024)) MiB" \
+                " cpu user ${CPU_USER} s sys ${CPU_SYS} s"
         done
     done
-    local ts ti rs ri hs hi
+    local ts ti rs ri hs hi us ui ks ki
     # shellcheck disable=SC2086 # the lists are words on purpose
     {
         ti=$(median ${t[inotifywait]}) ts=$(median ${t[watchd]})
         ri=$(median ${m[inotifywait]}) rs=$(median ${m[watchd]})
         hi=$(median ${h[inotifywait]}) hs=$(median ${h[watchd]})
+        ui=$(median ${u[inotifywait]}) us=$(median ${u[watchd]})
+        ki=$(median ${k[inotifywait]}) ks=$(median ${k[watchd]})
     }
     say "   $(printf '%-26s %12s %12s %10s' '' inotifywait watchd ratio)"
     say "   $(printf '%-26s %12s %12s %10s' 'ready after (s)' "$ti" "$ts" "$(calc "$ts / $ti")")"
     say "   $(printf '%-26s %12s %12s %10s' 'VmRSS when ready (MiB)' "$(calc "$ri / 1024")" "$(calc "$rs / 1024")" "$(calc "$rs / $ri")")"
     say "   $(printf '%-26s %12s %12s %10s' 'VmHWM when ready (MiB)' "$(calc "$hi / 1024")" "$(calc "$hs / 1024")" "$(calc "$hs / $hi")")"
-    say "   $(printf '%-26s %12s %12s' 'per directory (us, B RSS)' \
-        "$(calc "$ti * 1e6 / $dirs") $(calc "$ri * 1024 / $dirs")" \
-        "$(calc "$ts * 1e6 / $dirs") $(calc "$rs * 1024 / $dirs")")"
+    say "   $(printf '%-26s %12s %12s' 'cpu user + sys (s)' "$ui + $ki" "$us + $ks")"
+    say "   $(printf '%-26s %12s %12s' 'per directory (us)' "$(calc "$ti * 1e6 / $dirs")" "$(calc "$ts * 1e6 / $dirs")")"
+    say "   $(printf '%-26s %12s %12s' 'per directory (B of RSS)' "$(calc "$ri * 1024 / $dirs")" "$(calc "$rs * 1024 / $dirs")")"
+}
+
+part_setup() {
+    make_tree "$WORK/tree" "$DIRS"
+    setup_compare "a. watch set-up, 10 x 100 x N tree" "$WORK/tree"
     say "   target: watchd/inotifywait <= 0.50 on time and memory"
-    rm -rf "$tree"
+    rm -rf "$WORK/tree"
+}
+
+# One directory holding WIDE subdirectories (a maildir, a cache): a tree
+# index that searches siblings one by one shows here as quadratic time.
+part_wide() {
+    mkdir -p "$WORK/wide"
+    (cd "$WORK/wide" && seq -f 'dir%06g' 1 "$WIDE" | xargs mkdir)
+    setup_compare "a2. watch set-up, one directory with $WIDE subdirectories" "$WORK/wide"
+    rm -rf "$WORK/wide"
 }
 
 # ---------------------------------------------------------------- b. burst
 
-# burst_once TOOL N: one burst; sets WRITER (s), LINES, CREATES (distinct
+# burst_once TOOL N: one burst; sets WRITER and WRITER_CPU (s), LINES, CREATES (distinct
 # files reported created), RESCANS, DRAIN (s from the writer's end until the
 # watcher's output stopped growing) and CPU (the watcher's CPU s).
 burst_once() {
@@ -220,7 +244,7 @@ burst_once() {
     mkdir -p "$root"
     for ((d = 0; d < BURST_DIRS; d++)); do mkdir "$root/$(printf 'd%03d' "$d")"; done
     [[ $tool == none ]] || start_watcher "$tool" "$root" "$out" "$err"
-    WRITER=$("$BURST" "$root" "$FILES" "$BURST_DIRS")
+    read -r WRITER WRITER_CPU < <("$BURST" "$root" "$FILES" "$BURST_DIRS")
     if [[ $tool != none ]]; then
         # Wait until the watcher has written everything: its output has not
         # grown for a second.
@@ -235,7 +259,7 @@ burst_once() {
             sleep 0.1
         done
         DRAIN=$(calc "$last_change - $done_at")
-        CPU=$(cpu_secs "$WATCHER_PID")
+        CPU=$(cpu_secs "$WATCHER_PID" | awk '{ printf "%.2f", $1 + $2 }')
         stop_watcher
         LINES=$(wc -l <"$out")
         if [[ $tool == watchd ]]; then
@@ -251,8 +275,8 @@ burst_once() {
 
 part_burst() {
     local tools="none inotifywait inotifywait-e watchd" tool r n=0
-    local WRITER LINES CREATES RESCANS DRAIN CPU
-    local -A W=() L=() C=() S=() D=() U=()
+    local WRITER WRITER_CPU LINES CREATES RESCANS DRAIN CPU
+    local -A W=() P=() L=() C=() S=() D=() U=()
     say ""
     say "== b. burst: $FILES empty files created over $BURST_DIRS watched directories (tmpfs), median of $REPEAT =="
     say "   inotifywait   = inotifywait -r -m ROOT (every event, OPEN included)"
@@ -260,30 +284,33 @@ part_burst() {
     for ((r = 1; r <= REPEAT; r++)); do
         for tool in $tools; do
             burst_once "$tool" $((n++))
-            W[$tool]+=" $WRITER" L[$tool]+=" $LINES" C[$tool]+=" $CREATES" S[$tool]+=" $RESCANS"
+            W[$tool]+=" $WRITER" P[$tool]+=" $WRITER_CPU" L[$tool]+=" $LINES" C[$tool]+=" $CREATES" S[$tool]+=" $RESCANS"
             D[$tool]+=" $DRAIN" U[$tool]+=" $CPU"
-            say "   run $r $(printf '%-14s' "$tool") writer ${WRITER} s  lines $LINES  creates $CREATES" \
+            say "   run $r $(printf '%-14s' "$tool") writer ${WRITER} s (cpu ${WRITER_CPU} s)  lines $LINES  creates $CREATES" \
                 " rescans $RESCANS  drain ${DRAIN} s  watcher cpu ${CPU} s"
         done
     done
-    local base wm slow_i slow_w
+    local base pbase wm pm
+    local -A slow=() pslow=()
     # shellcheck disable=SC2086 # the lists are words on purpose
-    base=$(median ${W[none]})
-    say "   $(printf '%-14s %9s %9s %10s %10s %8s %9s %9s' tool 'writer s' slowdown lines 'creates' rescans 'drain s' 'cpu s')"
+    base=$(median ${W[none]}) pbase=$(median ${P[none]})
+    say "   $(printf '%-14s %9s %9s %9s %9s %8s %8s %8s %7s %7s' tool 'writer s' slowdown \
+        'cpu s' 'cpu slow' lines creates rescans 'drain' 'w. cpu')"
     for tool in $tools; do
         # shellcheck disable=SC2086
-        wm=$(median ${W[$tool]})
+        wm=$(median ${W[$tool]}) pm=$(median ${P[$tool]})
+        slow[$tool]=$(calc "($wm / $base - 1) * 100")
+        pslow[$tool]=$(calc "($pm / $pbase - 1) * 100")
         # shellcheck disable=SC2086
-        say "   $(printf '%-14s %9s %8s%% %10s %10s %8s %9s %9s' "$tool" "$wm" "$(calc "($wm / $base - 1) * 100")" \
-            "$(median ${L[$tool]})" "$(median ${C[$tool]})" "$(median ${S[$tool]})" \
-            "$(median ${D[$tool]})" "$(median ${U[$tool]})")"
+        say "   $(printf '%-14s %9s %8s%% %9s %8s%% %8s %8s %8s %7s %7s' "$tool" "$wm" "${slow[$tool]}" \
+            "$pm" "${pslow[$tool]}" "$(median ${L[$tool]})" "$(median ${C[$tool]})" \
+            "$(median ${S[$tool]})" "$(median ${D[$tool]})" "$(median ${U[$tool]})")"
     done
-    # shellcheck disable=SC2086
-    {
-        slow_i=$(calc "($(median ${W[inotifywait]}) / $base - 1) * 100")
-        slow_w=$(calc "($(median ${W[watchd]}) / $base - 1) * 100")
-    }
-    say "   slowdown ratio watchd/inotifywait: $(calc "$slow_w / ($slow_i == 0 ? 1 : $slow_i)")  (target <= 0.50)"
+    ratio() { calc "${1} / (${2} == 0 ? 1 : ${2})"; }
+    say "   slowdown ratio watchd/inotifywait: wall $(ratio "${slow[watchd]}" "${slow[inotifywait]}")," \
+        "writer cpu $(ratio "${pslow[watchd]}" "${pslow[inotifywait]}")  (target <= 0.50)"
+    say "   slowdown ratio watchd/inotifywait-e: wall $(ratio "${slow[watchd]}" "${slow[inotifywait-e]}")," \
+        "writer cpu $(ratio "${pslow[watchd]}" "${pslow[inotifywait-e]}")"
     # Nothing missing silently: in every watchd run, all files reported as
     # created, or a rescan emitted.
     local complete=0 rescued=0 silent=0 cs ss i
@@ -307,7 +334,7 @@ part_burst() {
 # ---------------------------------------------------------------- main
 
 say "watchd benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "   command: DIRS=$DIRS FILES=$FILES BURST_DIRS=$BURST_DIRS REPEAT=$REPEAT bench/watchd.sh"
+say "   command: DIRS=$DIRS WIDE=$WIDE FILES=$FILES BURST_DIRS=$BURST_DIRS REPEAT=$REPEAT bench/watchd.sh"
 say "   machine: $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)," \
     "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
     "trees in $(stat -f -c %T "$WORK")"
@@ -317,8 +344,9 @@ say "   watchd: $WATCHD ($(git rev-parse --short HEAD 2>/dev/null || echo '?')),
 for part in $PARTS; do
     case $part in
     setup) part_setup ;;
+    wide) part_wide ;;
     burst) part_burst ;;
-    *) die "unknown part $part (PARTS=\"setup burst\")" ;;
+    *) die "unknown part $part (PARTS=\"setup wide burst\")" ;;
     esac
 done
 say ""
