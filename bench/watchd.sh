@@ -47,6 +47,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v inotifywait >/dev/null || die "inotifywait is missing: apt-get install inotify-tools"
 [[ $BURST_DIRS -ge 1 && $BURST_DIRS -le 1000 ]] || die "BURST_DIRS must be 1..1000"
 [[ $REPEAT -ge 1 ]] || die "REPEAT must be at least 1"
+# One watcher at a time holds the tree's watches; the account's other
+# inotify users (tests running alongside) need some too.
+max_watches=$(</proc/sys/fs/inotify/max_user_watches)
+((DIRS + 1000 <= max_watches)) ||
+    die "DIRS=$DIRS needs more inotify watches than fs.inotify.max_user_watches ($max_watches) leaves: lower DIRS or raise it"
 
 if [[ -z ${WATCHD:-} ]]; then
     cargo build --release --quiet --bin watchd || die "cargo build --release failed"
