@@ -241,7 +241,7 @@ part_wide() {
 
 # burst_once TOOL N: one burst; sets WRITER and WRITER_CPU (s), LINES, CREATES (distinct
 # files reported created), RESCANS, DRAIN (s from the writer's end until the
-# watcher's output stopped growing) and CPU (the watcher's CPU s).
+# watcher's output and CPU time stopped growing) and CPU (the watcher's CPU s).
 burst_once() {
     local tool=$1 n=$2 root=$WORK/burst.$2 out=$WORK/out.$2 err=$WORK/err.$2
     local d done_at last_change size prev
@@ -251,11 +251,12 @@ burst_once() {
     [[ $tool == none ]] || start_watcher "$tool" "$root" "$out" "$err"
     read -r WRITER WRITER_CPU < <("$BURST" "$root" "$FILES" "$BURST_DIRS")
     if [[ $tool != none ]]; then
-        # Wait until the watcher has written everything: its output has not
-        # grown for a second.
+        # Wait until the watcher has written everything: neither its output
+        # nor its CPU time has grown for a second (a watcher still busy with
+        # a big batch writes nothing for a while, but burns CPU).
         done_at=$EPOCHREALTIME last_change=$done_at prev=-1
         while true; do
-            size=$(stat -c %s "$out")
+            size="$(stat -c %s "$out") $(cpu_secs "$WATCHER_PID")"
             if [[ $size != "$prev" ]]; then
                 prev=$size last_change=$EPOCHREALTIME
             elif [[ $(calc "$EPOCHREALTIME - $last_change >= 1") != 0.00 ]]; then
