@@ -42,7 +42,9 @@ fn main() -> ExitCode {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_ns().zip(cpu_before).map(|(after, before)| after - before);
+    let cpu = cpu_ns()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     match cpu {
         Some(ns) => println!("{wall:.6} {:.6}", ns as f64 / 1e9),
         None => println!("{wall:.6} nan"),
