@@ -165,10 +165,15 @@ fn moved(from: &[u8], to: &[u8], dir: bool) -> Change {
 }
 
 /// Every entry below `root`: relative path -> (kind and mode, content).
+/// Entries that vanish while it reads (rsync at work on a target) are left
+/// out: the tree then differs from the source, and the caller looks again.
 fn tree(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>)> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, (String, Vec<u8>)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
             let path = entry.path();
             let rel = path
                 .strip_prefix(base)
@@ -176,16 +181,19 @@ fn tree(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>)> {
                 .as_os_str()
                 .as_bytes()
                 .to_vec();
-            let meta = fs::symlink_metadata(&path).unwrap();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_dir() {
                 out.insert(rel, (format!("dir {mode:o}"), Vec::new()));
                 walk(base, &path, out);
             } else if meta.file_type().is_symlink() {
-                let t = fs::read_link(&path).unwrap();
-                out.insert(rel, ("link".into(), t.as_os_str().as_bytes().to_vec()));
-            } else {
-                out.insert(rel, (format!("file {mode:o}"), fs::read(&path).unwrap()));
+                if let Ok(t) = fs::read_link(&path) {
+                    out.insert(rel, ("link".into(), t.as_os_str().as_bytes().to_vec()));
+                }
+            } else if let Ok(content) = fs::read(&path) {
+                out.insert(rel, (format!("file {mode:o}"), content));
             }
         }
     }
