@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod event;
 pub mod exit;
+pub mod fold;
 pub mod log;
 pub mod signals;
 pub mod stream;
