@@ -4,6 +4,8 @@
 //! The binaries under `bins/` only parse flags; everything they do lives here,
 //! one module per job, so unit tests reach it without spawning processes.
 
+pub mod batchd;
+pub mod batcher;
 pub mod cli;
 pub mod event;
 pub mod exit;

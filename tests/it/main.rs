@@ -1,4 +1,5 @@
 //! Integration tests: the real binaries on real files, real inotify, real
 //! rsync and sshd. One test crate, so the support code is built once.
 
+mod batchd;
 mod support;

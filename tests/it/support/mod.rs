@@ -24,6 +24,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 pub fn bin(name: &str) -> PathBuf {
     let path = match name {
         "watchd" => env!("CARGO_BIN_EXE_watchd"),
+        "batchd" => env!("CARGO_BIN_EXE_batchd"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)
