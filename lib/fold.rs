@@ -32,7 +32,7 @@
 //! overwritten), the move's record turns in place into a `delete` of its old
 //! path, which is exactly what the source did to that path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::event::{Change, ChangeOp, Event, EventKind};
 use crate::wirepath::WirePath;
@@ -61,6 +61,26 @@ enum Op {
     },
 }
 
+/// A record's op without its data, to branch on without borrowing the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Update(Base),
+    Delete,
+    Rescan,
+    Move,
+}
+
+impl Op {
+    fn kind(&self) -> Kind {
+        match self {
+            Op::Update(base) => Kind::Update(*base),
+            Op::Delete => Kind::Delete,
+            Op::Rescan => Kind::Rescan,
+            Op::Move { .. } => Kind::Move,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Rec {
     path: Vec<u8>,
@@ -79,12 +99,19 @@ pub struct Fold {
     log: Vec<Option<Rec>>,
     /// Current source path -> its record's slot in `log`. A record not in the
     /// index (a degraded move) still applies but no longer speaks for a path.
-    index: BTreeMap<Vec<u8>, usize>,
+    index: HashMap<Vec<u8>, usize>,
+    /// The index's paths in byte order: everything below a directory is one
+    /// range. (The hash map serves the many lookups of single paths.)
+    keys: BTreeSet<Vec<u8>>,
     live: usize,
     /// Indexed records whose op is `Rescan` / `Move`: when zero, the ancestor
     /// walks that look for them are skipped.
     rescans: usize,
     moves: usize,
+    /// Records no longer in the index (degraded moves). A stream as a file
+    /// system writes it leaves at most one per path that existed when the
+    /// fold started; more means the stream is not consistent.
+    sealed: usize,
 }
 
 const ROOT: &[u8] = b".";
@@ -134,6 +161,7 @@ impl Fold {
             },
             EventKind::Rescan | EventKind::Other(_) => self.rescan(path, ev.dir),
         }
+        self.bound_memory();
     }
 
     /// Folds one change of an earlier batch. Folding the changes of batches
@@ -151,6 +179,16 @@ impl Fold {
                 Some(from) => self.rename(normal(from.as_bytes()), path, change.dir),
                 None => self.rescan_all(),
             },
+        }
+        self.bound_memory();
+    }
+
+    /// Keeps memory proportional to the paths pending even for a stream no
+    /// file system could write (renames from paths that never came back):
+    /// past a limit, a full rescan replaces everything.
+    fn bound_memory(&mut self) {
+        if self.sealed > self.index.len() + 4096 {
+            self.rescan_all();
         }
     }
 
@@ -195,13 +233,13 @@ impl Fold {
         if self.covered(path) {
             return;
         }
-        match self.index.get(path).map(|&slot| self.rec(slot).op.clone()) {
+        match self.kind(path) {
             None => self.append(path, dir, Op::Update(Base::Absent)),
             // A repeated create (a watcher reports an entry twice) is a modify.
-            Some(Op::Update(_)) => self.retype(path, dir),
-            Some(Op::Delete) => self.replace(path, dir),
-            Some(Op::Move { .. }) => self.mark_then_update(path, dir),
-            Some(Op::Rescan) => {}
+            Some((slot, Kind::Update(_))) => self.retype(slot, path, dir),
+            Some((slot, Kind::Delete)) => self.replace(slot, path, dir),
+            Some((slot, Kind::Move)) => self.mark_then_update(slot, dir),
+            Some((_, Kind::Rescan)) => {}
         }
     }
 
@@ -214,14 +252,14 @@ impl Fold {
             // below a directory here is gone with it.
             self.swallow_below(path);
         }
-        match self.index.get(path).map(|&slot| self.rec(slot).op.clone()) {
+        match self.kind(path) {
             None => self.append(path, dir, Op::Update(base)),
-            Some(Op::Update(_)) => self.retype(path, dir),
+            Some((slot, Kind::Update(_))) => self.retype(slot, path, dir),
             // Only changes say this (delete, then an update of a path made
             // again later): the same as a create after a delete.
-            Some(Op::Delete) => self.replace(path, dir),
-            Some(Op::Move { .. }) => self.mark_then_update(path, dir),
-            Some(Op::Rescan) => {}
+            Some((slot, Kind::Delete)) => self.replace(slot, path, dir),
+            Some((slot, Kind::Move)) => self.mark_then_update(slot, dir),
+            Some((_, Kind::Rescan)) => {}
         }
     }
 
@@ -229,13 +267,13 @@ impl Fold {
     /// the old entry until that record would have run. A file (or a change of
     /// type) is fixed by `update`; a directory over an old directory must lose
     /// the old contents, so it becomes a `rescan`.
-    fn replace(&mut self, path: &[u8], dir: bool) {
-        let old = self.unindex(path).expect("caller saw the record");
+    fn replace(&mut self, slot: usize, path: &[u8], dir: bool) {
+        let old = self.rec(slot);
         let stale = old.stale || old.dir;
         if stale && dir {
-            self.append(path, dir, Op::Rescan);
+            self.requeue(path, dir, Op::Rescan, false);
         } else {
-            self.append_stale(path, dir, Op::Update(Base::Unknown), stale);
+            self.requeue(path, dir, Op::Update(Base::Unknown), stale);
         }
     }
 
@@ -244,19 +282,18 @@ impl Fold {
     /// moves to the end of the log (kept moves before it may rely on the old
     /// entry), a file loses whatever was pending below it, and a directory
     /// where the target may hold an old one becomes a `rescan`.
-    fn retype(&mut self, path: &[u8], dir: bool) {
-        let rec = self.rec_at_mut(path);
-        if rec.dir == dir {
+    fn retype(&mut self, slot: usize, path: &[u8], dir: bool) {
+        if self.rec(slot).dir == dir {
             return;
         }
         if !dir {
             self.swallow_below(path);
         }
-        self.replace(path, dir);
+        self.replace(slot, path, dir);
     }
 
-    fn mark_then_update(&mut self, path: &[u8], dir: bool) {
-        let rec = self.rec_at_mut(path);
+    fn mark_then_update(&mut self, slot: usize, dir: bool) {
+        let rec = self.rec_mut(slot);
         rec.dir = dir;
         if let Op::Move { then_update, .. } = &mut rec.op {
             *then_update = true;
@@ -271,28 +308,35 @@ impl Fold {
         if self.covered(path) {
             return;
         }
-        self.swallow_below(path);
-        match self.index.get(path).map(|&slot| self.rec(slot).op.clone()) {
+        let found = self.kind(path);
+        // Nothing is pending below a file. (Were a directory reported as a
+        // file, records left below it would still run before its delete.)
+        if dir || found.is_some_and(|(slot, _)| self.rec(slot).dir) {
+            self.swallow_below(path);
+        }
+        // Swallowing only drops records below `path`: `found` still holds.
+        match found {
             None => self.append(path, dir, Op::Delete),
             // Created and deleted within the fold: the target never saw it.
-            Some(Op::Update(Base::Absent)) => drop(self.unindex(path)),
-            Some(Op::Update(_)) => {
-                let old = self.unindex(path).expect("caller saw the record");
+            Some((_, Kind::Update(Base::Absent))) => drop(self.unindex(path)),
+            Some((slot, Kind::Update(_))) => {
+                let old = self.rec(slot);
                 let stale = old.stale || old.dir || dir;
-                self.append_stale(path, dir, Op::Delete, stale);
+                self.requeue(path, dir, Op::Delete, stale);
             }
-            Some(Op::Delete) => {
-                let rec = self.rec_at_mut(path);
+            Some((slot, Kind::Delete)) => {
+                let rec = self.rec_mut(slot);
                 rec.dir |= dir;
                 rec.stale |= dir;
             }
-            Some(Op::Move { .. }) => {
-                // The rename may have overwritten an old entry at `path`,
-                // which the target still holds once the move is gone.
+            Some((_, Kind::Move)) => {
+                // The rename may have overwritten an old entry at `path` (a
+                // file, or an empty directory), which the target still holds
+                // once the move is gone.
                 self.degrade_move(path);
-                self.append_stale(path, dir, Op::Delete, true);
+                self.append(path, dir, Op::Delete);
             }
-            Some(Op::Rescan) => {}
+            Some((_, Kind::Rescan)) => {}
         }
     }
 
@@ -308,12 +352,14 @@ impl Fold {
             return;
         }
         self.swallow_below(path);
-        match self.index.get(path).map(|&slot| self.rec(slot).op.clone()) {
-            None => {}
-            Some(Op::Move { .. }) => drop(self.degrade_move(path)),
-            Some(_) => drop(self.unindex(path)),
+        match self.kind(path) {
+            None => self.append(path, dir, Op::Rescan),
+            Some((_, Kind::Move)) => {
+                self.degrade_move(path);
+                self.append(path, dir, Op::Rescan);
+            }
+            Some(_) => self.requeue(path, dir, Op::Rescan, false),
         }
-        self.append(path, dir, Op::Rescan);
     }
 
     /// `to`'s old entry (if any) is replaced by a file with other content.
@@ -323,17 +369,17 @@ impl Fold {
         }
         // Whatever was below an old directory at `to` is gone.
         self.swallow_below(to);
-        match self.index.get(to).map(|&slot| self.rec(slot).op.clone()) {
+        match self.kind(to) {
             None => self.append(to, false, Op::Update(Base::Unknown)),
             // The record re-reads `to` where it stands; what the target holds
             // before it (its base) has not changed.
-            Some(Op::Update(_)) => self.retype(to, false),
-            Some(Op::Delete) => self.replace(to, false),
-            Some(Op::Move { .. }) => {
+            Some((slot, Kind::Update(_))) => self.retype(slot, to, false),
+            Some((slot, Kind::Delete)) => self.replace(slot, to, false),
+            Some((_, Kind::Move)) => {
                 self.degrade_move(to);
                 self.append(to, false, Op::Update(Base::Unknown));
             }
-            Some(Op::Rescan) => {}
+            Some((_, Kind::Rescan)) => {}
         }
     }
 
@@ -368,8 +414,8 @@ impl Fold {
     }
 
     fn can_keep(&self, from: &[u8], to: &[u8]) -> bool {
-        match self.index.get(from).map(|&slot| &self.rec(slot).op) {
-            None | Some(Op::Update(Base::Present)) => {}
+        match self.kind(from) {
+            None | Some((_, Kind::Update(Base::Present))) => {}
             Some(_) => return false,
         }
         if self.index.contains_key(to) || self.below(to).next().is_some() {
@@ -377,7 +423,7 @@ impl Fold {
         }
         if self
             .below(from)
-            .any(|(_, &slot)| matches!(self.rec(slot).op, Op::Move { .. }))
+            .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
         {
             return false;
         }
@@ -395,7 +441,7 @@ impl Fold {
         let then_update = self.unindex(from).is_some();
         let mut below: Vec<(usize, Vec<u8>)> = self
             .below(from)
-            .map(|(key, &slot)| (slot, key.clone()))
+            .map(|(key, slot)| (slot, key.clone()))
             .collect();
         below.sort_unstable();
         let moved: Vec<Rec> = below
@@ -434,21 +480,24 @@ impl Fold {
 
     /// Turns the kept move whose destination is `to` into a delete of its old
     /// path, in place (so it still runs before anything that relied on the
-    /// old path being vacated). Returns the move's `dir`.
-    fn degrade_move(&mut self, to: &[u8]) -> bool {
+    /// old path being vacated).
+    fn degrade_move(&mut self, to: &[u8]) {
         let slot = self.index.remove(to).expect("caller saw the record");
+        self.keys.remove(to);
         self.moves -= 1;
         let rec = self.log[slot].as_mut().expect("indexed slots are live");
         let Op::Move { from, .. } = std::mem::replace(&mut rec.op, Op::Delete) else {
             unreachable!("caller saw a move")
         };
         rec.path = from;
-        rec.dir
+        rec.stale = rec.dir;
+        self.sealed += 1;
     }
 
     /// Removes the record that speaks for `path`, returning it.
     fn unindex(&mut self, path: &[u8]) -> Option<Rec> {
         let slot = self.index.remove(path)?;
+        self.keys.remove(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
         self.count(&rec.op, false);
@@ -467,11 +516,27 @@ impl Fold {
     }
 
     fn append_stale(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) {
-        if self.log.len() >= 1024 && self.log.len() >= 2 * self.live {
-            self.compact();
-        }
+        self.maybe_compact();
+        let slot = self.push_rec(path, dir, op, stale);
+        let old = self.index.insert(path.to_vec(), slot);
+        debug_assert!(old.is_none(), "append over a live record");
+        self.keys.insert(path.to_vec());
+    }
+
+    /// Replaces the record that speaks for `path` with a new one at the end
+    /// of the log (same index entry, so no key is copied).
+    fn requeue(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) {
+        self.maybe_compact();
+        let slot = self.index[path];
+        let old = self.log[slot].take().expect("indexed slots are live");
+        self.live -= 1;
+        self.count(&old.op, false);
+        let new = self.push_rec(path, dir, op, stale);
+        *self.index.get_mut(path).expect("looked up above") = new;
+    }
+
+    fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
         self.count(&op, true);
-        let slot = self.log.len();
         self.log.push(Some(Rec {
             path: path.to_vec(),
             dir,
@@ -479,12 +544,14 @@ impl Fold {
             stale,
         }));
         self.live += 1;
-        let old = self.index.insert(path.to_vec(), slot);
-        debug_assert!(old.is_none(), "append over a live record");
+        self.log.len() - 1
     }
 
     /// Drops superseded slots so the log grows with pending paths, not events.
-    fn compact(&mut self) {
+    fn maybe_compact(&mut self) {
+        if self.log.len() < 1024 || self.log.len() < 2 * self.live {
+            return;
+        }
         let log = std::mem::take(&mut self.log);
         let mut new_slot = vec![usize::MAX; log.len()];
         self.log = Vec::with_capacity(self.live * 2);
@@ -516,9 +583,14 @@ impl Fold {
         self.log[slot].as_ref().expect("indexed slots are live")
     }
 
-    fn rec_at_mut(&mut self, path: &[u8]) -> &mut Rec {
-        let slot = self.index[path];
+    fn rec_mut(&mut self, slot: usize) -> &mut Rec {
         self.log[slot].as_mut().expect("indexed slots are live")
+    }
+
+    /// The slot and kind of the record that speaks for `path`.
+    fn kind(&self, path: &[u8]) -> Option<(usize, Kind)> {
+        let slot = *self.index.get(path)?;
+        Some((slot, self.rec(slot).op.kind()))
     }
 
     /// True when `path` or a directory above it has a pending `rescan`.
@@ -550,7 +622,7 @@ impl Fold {
     }
 
     /// Indexed records strictly below `path`.
-    fn below<'a>(&'a self, path: &[u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a usize)> {
+    fn below<'a>(&'a self, path: &[u8]) -> impl Iterator<Item = (&'a Vec<u8>, usize)> {
         use std::ops::Bound;
         let range = if path == ROOT {
             (Bound::Unbounded, Bound::Unbounded)
@@ -561,9 +633,10 @@ impl Fold {
             hi.push(b'/' + 1);
             (Bound::Included(lo), Bound::Excluded(hi))
         };
-        self.index
+        self.keys
             .range::<Vec<u8>, _>(range)
-            .filter(|(key, _)| key.as_slice() != ROOT)
+            .filter(|key| key.as_slice() != ROOT)
+            .map(|key| (key, self.index[key]))
     }
 }
 

@@ -804,3 +804,16 @@ fn regression_a_folded_type_change_drops_kept_moves_below() {
     // `b` is a file by the end: the rename into it could not run.
     assert_eq!(show(&pending.take()), ["delete a/x", "update b"]);
 }
+
+#[test]
+fn an_inconsistent_stream_cannot_grow_memory_past_its_paths() {
+    // Renames out of a path that is then "modified" without being created:
+    // no file system writes this, but the fold must stay bounded.
+    let mut f = Fold::new();
+    for i in 0..20_000 {
+        f.push_event(&mv("a", &format!("t{}", i % 2), false));
+        f.push_event(&ev(Delete, &format!("t{}", i % 2), false));
+        f.push_event(&ev(Modify, "a", false));
+    }
+    assert!(f.len() < 4096 + 16, "{}", f.len());
+}
