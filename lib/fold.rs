@@ -81,6 +81,15 @@ impl Op {
     }
 }
 
+/// What the index knows of a path's record: enough to fold a repeated event
+/// without touching the log (the lookup brings it in the same cache line).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    slot: usize,
+    kind: Kind,
+    dir: bool,
+}
+
 #[derive(Clone, Debug)]
 struct Rec {
     path: Vec<u8>,
@@ -99,7 +108,7 @@ pub struct Fold {
     log: Vec<Option<Rec>>,
     /// Current source path -> its record's slot in `log`. A record not in the
     /// index (a degraded move) still applies but no longer speaks for a path.
-    index: HashMap<Vec<u8>, usize>,
+    index: HashMap<Vec<u8>, Entry>,
     /// The index's paths in byte order: everything below a directory is one
     /// range. (The hash map serves the many lookups of single paths.)
     keys: BTreeSet<Vec<u8>>,
@@ -134,9 +143,7 @@ impl Fold {
     /// True when a full rescan of the root is pending (everything else is
     /// then folded into it).
     pub fn is_full_rescan(&self) -> bool {
-        self.index
-            .get(ROOT)
-            .is_some_and(|&slot| matches!(self.rec(slot).op, Op::Rescan))
+        self.index.get(ROOT).is_some_and(|e| e.kind == Kind::Rescan)
     }
 
     /// Marks the whole root for a full sync: something may have been missed.
@@ -236,10 +243,23 @@ impl Fold {
         match self.kind(path) {
             None => self.append(path, dir, Op::Update(Base::Absent)),
             // A repeated create (a watcher reports an entry twice) is a modify.
-            Some((slot, Kind::Update(_))) => self.retype(slot, path, dir),
-            Some((slot, Kind::Delete)) => self.replace(slot, path, dir),
-            Some((slot, Kind::Move)) => self.mark_then_update(slot, dir),
-            Some((_, Kind::Rescan)) => {}
+            Some(
+                e @ Entry {
+                    kind: Kind::Update(_),
+                    ..
+                },
+            ) => self.retype(e, path, dir),
+            Some(
+                e @ Entry {
+                    kind: Kind::Delete, ..
+                },
+            ) => self.replace(e.slot, path, dir),
+            Some(Entry {
+                kind: Kind::Move, ..
+            }) => self.mark_then_update(path, dir),
+            Some(Entry {
+                kind: Kind::Rescan, ..
+            }) => {}
         }
     }
 
@@ -254,12 +274,25 @@ impl Fold {
         }
         match self.kind(path) {
             None => self.append(path, dir, Op::Update(base)),
-            Some((slot, Kind::Update(_))) => self.retype(slot, path, dir),
+            Some(
+                e @ Entry {
+                    kind: Kind::Update(_),
+                    ..
+                },
+            ) => self.retype(e, path, dir),
             // Only changes say this (delete, then an update of a path made
             // again later): the same as a create after a delete.
-            Some((slot, Kind::Delete)) => self.replace(slot, path, dir),
-            Some((slot, Kind::Move)) => self.mark_then_update(slot, dir),
-            Some((_, Kind::Rescan)) => {}
+            Some(
+                e @ Entry {
+                    kind: Kind::Delete, ..
+                },
+            ) => self.replace(e.slot, path, dir),
+            Some(Entry {
+                kind: Kind::Move, ..
+            }) => self.mark_then_update(path, dir),
+            Some(Entry {
+                kind: Kind::Rescan, ..
+            }) => {}
         }
     }
 
@@ -282,17 +315,20 @@ impl Fold {
     /// moves to the end of the log (kept moves before it may rely on the old
     /// entry), a file loses whatever was pending below it, and a directory
     /// where the target may hold an old one becomes a `rescan`.
-    fn retype(&mut self, slot: usize, path: &[u8], dir: bool) {
-        if self.rec(slot).dir == dir {
+    fn retype(&mut self, entry: Entry, path: &[u8], dir: bool) {
+        if entry.dir == dir {
             return;
         }
         if !dir {
             self.swallow_below(path);
         }
-        self.replace(slot, path, dir);
+        self.replace(entry.slot, path, dir);
     }
 
-    fn mark_then_update(&mut self, slot: usize, dir: bool) {
+    fn mark_then_update(&mut self, path: &[u8], dir: bool) {
+        let entry = self.index.get_mut(path).expect("caller saw the record");
+        entry.dir = dir;
+        let slot = entry.slot;
         let rec = self.rec_mut(slot);
         rec.dir = dir;
         if let Op::Move { then_update, .. } = &mut rec.op {
@@ -311,32 +347,48 @@ impl Fold {
         let found = self.kind(path);
         // Nothing is pending below a file. (Were a directory reported as a
         // file, records left below it would still run before its delete.)
-        if dir || found.is_some_and(|(slot, _)| self.rec(slot).dir) {
+        if dir || found.is_some_and(|e| e.dir) {
             self.swallow_below(path);
         }
         // Swallowing only drops records below `path`: `found` still holds.
         match found {
             None => self.append(path, dir, Op::Delete),
             // Created and deleted within the fold: the target never saw it.
-            Some((_, Kind::Update(Base::Absent))) => drop(self.unindex(path)),
-            Some((slot, Kind::Update(_))) => {
+            Some(Entry {
+                kind: Kind::Update(Base::Absent),
+                ..
+            }) => drop(self.unindex(path)),
+            Some(Entry {
+                kind: Kind::Update(_),
+                slot,
+                ..
+            }) => {
                 let old = self.rec(slot);
                 let stale = old.stale || old.dir || dir;
                 self.requeue(path, dir, Op::Delete, stale);
             }
-            Some((slot, Kind::Delete)) => {
+            Some(Entry {
+                kind: Kind::Delete,
+                slot,
+                ..
+            }) => {
                 let rec = self.rec_mut(slot);
                 rec.dir |= dir;
                 rec.stale |= dir;
+                self.index.get_mut(path).expect("found above").dir |= dir;
             }
-            Some((_, Kind::Move)) => {
+            Some(Entry {
+                kind: Kind::Move, ..
+            }) => {
                 // The rename may have overwritten an old entry at `path` (a
                 // file, or an empty directory), which the target still holds
                 // once the move is gone.
                 self.degrade_move(path);
                 self.append(path, dir, Op::Delete);
             }
-            Some((_, Kind::Rescan)) => {}
+            Some(Entry {
+                kind: Kind::Rescan, ..
+            }) => {}
         }
     }
 
@@ -354,7 +406,9 @@ impl Fold {
         self.swallow_below(path);
         match self.kind(path) {
             None => self.append(path, dir, Op::Rescan),
-            Some((_, Kind::Move)) => {
+            Some(Entry {
+                kind: Kind::Move, ..
+            }) => {
                 self.degrade_move(path);
                 self.append(path, dir, Op::Rescan);
             }
@@ -373,13 +427,26 @@ impl Fold {
             None => self.append(to, false, Op::Update(Base::Unknown)),
             // The record re-reads `to` where it stands; what the target holds
             // before it (its base) has not changed.
-            Some((slot, Kind::Update(_))) => self.retype(slot, to, false),
-            Some((slot, Kind::Delete)) => self.replace(slot, to, false),
-            Some((_, Kind::Move)) => {
+            Some(
+                e @ Entry {
+                    kind: Kind::Update(_),
+                    ..
+                },
+            ) => self.retype(e, to, false),
+            Some(
+                e @ Entry {
+                    kind: Kind::Delete, ..
+                },
+            ) => self.replace(e.slot, to, false),
+            Some(Entry {
+                kind: Kind::Move, ..
+            }) => {
                 self.degrade_move(to);
                 self.append(to, false, Op::Update(Base::Unknown));
             }
-            Some((_, Kind::Rescan)) => {}
+            Some(Entry {
+                kind: Kind::Rescan, ..
+            }) => {}
         }
     }
 
@@ -415,7 +482,11 @@ impl Fold {
 
     fn can_keep(&self, from: &[u8], to: &[u8]) -> bool {
         match self.kind(from) {
-            None | Some((_, Kind::Update(Base::Present))) => {}
+            None
+            | Some(Entry {
+                kind: Kind::Update(Base::Present),
+                ..
+            }) => {}
             Some(_) => return false,
         }
         if self.index.contains_key(to) || self.below(to).next().is_some() {
@@ -470,7 +541,7 @@ impl Fold {
     fn swallow_below(&mut self, path: &[u8]) {
         let keys: Vec<Vec<u8>> = self.below(path).map(|(key, _)| key.clone()).collect();
         for key in keys {
-            if matches!(self.rec(self.index[&key]).op, Op::Move { .. }) {
+            if self.index[&key].kind == Kind::Move {
                 self.degrade_move(&key);
             } else {
                 self.unindex(&key);
@@ -482,7 +553,7 @@ impl Fold {
     /// path, in place (so it still runs before anything that relied on the
     /// old path being vacated).
     fn degrade_move(&mut self, to: &[u8]) {
-        let slot = self.index.remove(to).expect("caller saw the record");
+        let slot = self.index.remove(to).expect("caller saw the record").slot;
         self.keys.remove(to);
         self.moves -= 1;
         let rec = self.log[slot].as_mut().expect("indexed slots are live");
@@ -496,7 +567,7 @@ impl Fold {
 
     /// Removes the record that speaks for `path`, returning it.
     fn unindex(&mut self, path: &[u8]) -> Option<Rec> {
-        let slot = self.index.remove(path)?;
+        let slot = self.index.remove(path)?.slot;
         self.keys.remove(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
@@ -518,7 +589,8 @@ impl Fold {
     fn append_stale(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) {
         self.maybe_compact();
         let slot = self.push_rec(path, dir, op, stale);
-        let old = self.index.insert(path.to_vec(), slot);
+        let kind = self.rec(slot).op.kind();
+        let old = self.index.insert(path.to_vec(), Entry { slot, kind, dir });
         debug_assert!(old.is_none(), "append over a live record");
         self.keys.insert(path.to_vec());
     }
@@ -527,12 +599,17 @@ impl Fold {
     /// of the log (same index entry, so no key is copied).
     fn requeue(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) {
         self.maybe_compact();
-        let slot = self.index[path];
+        let slot = self.index[path].slot;
         let old = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
         self.count(&old.op, false);
+        let kind = op.kind();
         let new = self.push_rec(path, dir, op, stale);
-        *self.index.get_mut(path).expect("looked up above") = new;
+        *self.index.get_mut(path).expect("looked up above") = Entry {
+            slot: new,
+            kind,
+            dir,
+        };
     }
 
     fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
@@ -561,8 +638,8 @@ impl Fold {
                 self.log.push(Some(rec));
             }
         }
-        for slot in self.index.values_mut() {
-            *slot = new_slot[*slot];
+        for entry in self.index.values_mut() {
+            entry.slot = new_slot[entry.slot];
         }
     }
 
@@ -587,20 +664,16 @@ impl Fold {
         self.log[slot].as_mut().expect("indexed slots are live")
     }
 
-    /// The slot and kind of the record that speaks for `path`.
-    fn kind(&self, path: &[u8]) -> Option<(usize, Kind)> {
-        let slot = *self.index.get(path)?;
-        Some((slot, self.rec(slot).op.kind()))
+    /// What the index knows of the record that speaks for `path`.
+    fn kind(&self, path: &[u8]) -> Option<Entry> {
+        self.index.get(path).copied()
     }
 
     /// True when `path` or a directory above it has a pending `rescan`.
     fn covered(&self, path: &[u8]) -> bool {
         self.rescans > 0
             && (self.ancestors_have(path, |op| matches!(op, Op::Rescan))
-                || self
-                    .index
-                    .get(path)
-                    .is_some_and(|&slot| matches!(self.rec(slot).op, Op::Rescan)))
+                || self.index.get(path).is_some_and(|e| e.kind == Kind::Rescan))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record
@@ -612,7 +685,7 @@ impl Fold {
         let hit = |key: &[u8]| {
             self.index
                 .get(key)
-                .is_some_and(|&slot| pred(&self.rec(slot).op))
+                .is_some_and(|e| pred(&self.rec(e.slot).op))
         };
         hit(ROOT)
             || path
@@ -636,7 +709,7 @@ impl Fold {
         self.keys
             .range::<Vec<u8>, _>(range)
             .filter(|key| key.as_slice() != ROOT)
-            .map(|key| (key, self.index[key]))
+            .map(|key| (key, self.index[key].slot))
     }
 }
 
