@@ -5,10 +5,13 @@
 //! one module per job, so unit tests reach it without spawning processes.
 
 pub mod apply;
+pub mod batchd;
+pub mod batcher;
 pub mod cli;
 pub mod event;
 pub mod exclude;
 pub mod exit;
+pub mod fold;
 pub mod log;
 pub mod mounts;
 pub mod plan;
