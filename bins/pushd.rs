@@ -1,10 +1,13 @@
 //! `pushd`: apply a syncpipe stream to one or more targets with rsync.
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use syncpipe::apply::{Guards, MaxDelete};
 use syncpipe::cli::{self, parse_duration, Verbosity};
@@ -189,7 +192,13 @@ fn main() -> ExitCode {
     let args = Args::parse();
     cli::run("pushd", args.verbosity, || {
         let config = args.into_config()?;
-        push::run(config, std::io::stdin().lock(), Box::new(std::io::stdout()))
+        // Unbuffered: pushd polls the descriptor next to its signals, and
+        // std's stdin buffer would hide data from poll(2).
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdin")?;
+        push::run(config, File::from(stdin), Box::new(std::io::stdout()))
     })
 }
 

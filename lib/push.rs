@@ -6,7 +6,8 @@
 //! own pending changes, retry clock and position; only `--max-procs` (a
 //! shared count of concurrent transfers) couples them.
 
-use std::io::{BufRead, Write};
+use std::io::{BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,9 +18,11 @@ use anyhow::Context;
 
 use crate::apply::{Applier, Guards};
 use crate::event::{Applied, Change, ChangeOp, Event, EventKind, Record, Timestamp};
+use crate::interruptible::{is_stop, Interruptible};
 use crate::plan::Plan;
 use crate::pushstate::{Position, StateFile};
 use crate::rsync::{Outcome, RsyncSettings};
+use crate::signals::Signals;
 use crate::stream::{Item, RecordReader};
 use crate::systemd::Systemd;
 use crate::target::Target;
@@ -84,6 +87,8 @@ enum Work {
         last_seq: u64,
         changes: Vec<Change>,
     },
+    /// SIGTERM/SIGINT: end after the transfer in progress.
+    Stop,
 }
 
 /// State shared by the workers.
@@ -152,12 +157,15 @@ impl Shared {
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
-/// target; returns once every target has caught up (or given up).
+/// target; returns once every target has caught up (or given up), or after
+/// SIGTERM/SIGINT once the transfers in progress have ended.
 pub fn run(
     config: Config,
-    input: impl BufRead,
+    input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
+    // Blocked before any thread starts, so every thread inherits the mask.
+    let signals = Signals::standard()?;
     let state = match &config.state {
         Some(path) => Some(Mutex::new(StateFile::load(path)?)),
         None => None,
@@ -189,7 +197,31 @@ pub fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .ready(&format!("pushing to {} targets", config.targets.len()));
-    let read = read_stream(input, &senders, &shared);
+    let ticker = Arc::clone(&shared);
+    let input = Interruptible::new(
+        input,
+        signals,
+        Duration::from_secs(1),
+        Box::new(move || {
+            ticker
+                .systemd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tick()
+        }),
+    );
+    let read = read_stream(BufReader::new(input), &senders, &shared);
+    if let Ok(Some(signal)) = &read {
+        log_info!("stopping on {signal} once the transfers in progress end");
+        shared
+            .systemd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopping(&format!("stopping on {signal}"));
+        for tx in &senders {
+            let _ = tx.send(Work::Stop);
+        }
+    }
     drop(senders);
     let mut unfinished = Vec::new();
     for handle in handles {
@@ -199,7 +231,9 @@ pub fn run(
             Err(_) => unfinished.push("a target thread panicked".into()),
         }
     }
-    read?;
+    if read?.is_some() {
+        return Ok(());
+    }
     if !unfinished.is_empty() {
         anyhow::bail!(
             "changes not applied to {} when the input ended; a restart with the same --state resumes",
@@ -209,11 +243,12 @@ pub fn run(
     Ok(())
 }
 
+/// Hands every record to the workers. `Ok(Some(signal))` when stopped by one.
 fn read_stream(
-    input: impl BufRead,
+    input: impl std::io::BufRead,
     senders: &[Sender<Work>],
     shared: &Shared,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<nix::sys::signal::Signal>> {
     let send = |make: &dyn Fn() -> Work| {
         for tx in senders {
             // A worker that has gone (it only ends after its input) cannot
@@ -224,7 +259,15 @@ fn read_stream(
     let mut reader = RecordReader::new(input);
     let mut stream: Option<String> = None;
     let mut last_seq = 0u64;
-    while let Some(item) = reader.next_item().context("reading stdin")? {
+    loop {
+        let item = match reader.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => return Ok(None),
+            Err(e) => match is_stop(&e) {
+                Some(signal) => return Ok(Some(signal)),
+                None => return Err(e).context("reading stdin"),
+            },
+        };
         match item {
             Item::Record(Record::Header(h)) => {
                 if stream.as_deref() != Some(h.stream.as_str()) {
@@ -294,7 +337,6 @@ fn read_stream(
             }
         }
     }
-    Ok(())
 }
 
 /// A raw watcher event as a change (each event is its own batch).
@@ -380,10 +422,13 @@ impl<'a> Worker<'a> {
                 };
                 match rx.recv_timeout(wait) {
                     Ok(work) => {
-                        self.take(work);
+                        let mut go_on = self.take(work);
                         // Whatever else is queued joins this transfer.
                         while let Ok(work) = rx.try_recv() {
-                            self.take(work);
+                            go_on &= self.take(work);
+                        }
+                        if !go_on {
+                            return Ok(());
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -407,8 +452,10 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    fn take(&mut self, work: Work) {
+    /// Adds `work` to the queue; false on [`Work::Stop`].
+    fn take(&mut self, work: Work) -> bool {
         match work {
+            Work::Stop => return false,
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
                 let resumed = self
@@ -448,14 +495,14 @@ impl<'a> Worker<'a> {
                 changes,
             } => {
                 if last_seq <= self.applied && self.applied > 0 {
-                    return; // already applied before a restart
+                    return true; // already applied before a restart
                 }
                 self.seen = self.seen.max(last_seq);
                 if self.pending_first.is_none() {
                     self.pending_first = Some(first_seq);
                 }
                 if self.pending_full {
-                    return; // the full sync covers it
+                    return true; // the full sync covers it
                 }
                 self.pending.extend(changes);
                 if self.pending.len() > self.config.max_pending {
@@ -469,6 +516,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        true
     }
 
     /// One attempt at everything pending. Returns whether it succeeded.

@@ -869,3 +869,20 @@ fn watchd_piped_into_pushd_keeps_a_copy() {
     converges(&mut out, src.path(), dst.path());
     assert_nothing_executed(&[src.path(), dst.path(), Path::new("/root")]);
 }
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_while_waiting_for_input() {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+        write(src.path(), b"a", b"a");
+        let target = dst.path().display().to_string();
+        let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+        p.header();
+        assert_eq!(p.result(&target).status, "ok");
+        p.run.signal(signal);
+        assert_eq!(p.run.wait_exit(), Some(0), "{signal}");
+    }
+}
