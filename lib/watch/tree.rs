@@ -137,6 +137,11 @@ impl<W> WatchTree<W> {
         id
     }
 
+    /// The parent of a node; `None` for the root.
+    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
+        Some(self.node(id).parent).filter(|&p| p != NO_PARENT)
+    }
+
     /// The child of `parent` named `name`, if watched.
     pub fn child(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         self.node(parent)
@@ -144,6 +149,18 @@ impl<W> WatchTree<W> {
             .iter()
             .copied()
             .find(|&c| &*self.node(c).name == name)
+    }
+
+    /// The node watching `path` (relative to the root), if any.
+    pub fn find(&self, path: &WirePath) -> Option<NodeId> {
+        let mut cur = self.root?;
+        if path.is_root() {
+            return Some(cur);
+        }
+        for name in path.as_bytes().split(|&b| b == b'/') {
+            cur = self.child(cur, name)?;
+        }
+        Some(cur)
     }
 
     /// The node's path relative to the root (`"."` for the root).
@@ -245,6 +262,9 @@ mod tests {
         assert_eq!(t.lookup(3), Some(b));
         assert_eq!(t.child(a, b"b c"), Some(b));
         assert_eq!(*t.handle(b), 3);
+        assert_eq!(t.find(&WirePath::from("a/b c")), Some(b));
+        assert_eq!(t.find(&WirePath::root()), Some(root));
+        assert_eq!(t.find(&WirePath::from("a/x")), None);
         assert_eq!(t.len(), 3);
     }
 

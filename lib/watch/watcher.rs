@@ -118,6 +118,16 @@ pub struct Watcher {
     max_watches: Option<u64>,
     /// Changes found since the caller last took them.
     out: Vec<Seen>,
+    /// Mount points below the root, from the mount table, at watch set-up.
+    /// IN_UNMOUNT reaches every watch on a vanished file system, in as many
+    /// reads as it takes; the nearest mount point above a watch says whose
+    /// file system it was: the root's ends the stream, a submount's is one
+    /// rescan of its mount point.
+    mounts: Vec<WirePath>,
+    /// Submounts already reported gone (their late IN_UNMOUNTs are ignored).
+    gone_mounts: Vec<WirePath>,
+    /// Gone submounts whose covered directory still needs a watch.
+    to_rewatch: Vec<WirePath>,
 }
 
 impl Watcher {
@@ -132,12 +142,15 @@ impl Watcher {
     ) -> anyhow::Result<Self> {
         let mut watcher = Watcher {
             inotify: new_inotify()?,
-            root,
             tree: WatchTree::new(),
             mode,
             excludes,
             max_watches: limits::WatchLimit::read().value,
             out: Vec::new(),
+            mounts: Vec::new(),
+            gone_mounts: Vec::new(),
+            to_rewatch: Vec::new(),
+            root,
         };
         watcher.watch_everything(progress)?;
         Ok(watcher)
@@ -185,7 +198,26 @@ impl Watcher {
             })?;
         let wd = handle.get_watch_descriptor_id();
         let root = self.tree.insert_root(handle, wd);
-        self.watch_below(root, false, progress)
+        self.watch_below(root, false, progress)?;
+        self.mounts = self.submounts();
+        self.gone_mounts.clear();
+        Ok(())
+    }
+
+    /// Mount points strictly below the root, relative to it.
+    fn submounts(&self) -> Vec<WirePath> {
+        match crate::mounts::mount_points() {
+            Ok(points) => points
+                .iter()
+                .filter_map(|p| p.strip_prefix(&self.root).ok())
+                .filter(|rel| !rel.as_os_str().is_empty())
+                .map(WirePath::from)
+                .collect(),
+            Err(e) => {
+                crate::log_warn!("cannot read /proc/self/mountinfo: {e}; an unmount below the root will look like the root's");
+                Vec::new()
+            }
+        }
     }
 
     /// Watches every directory below `start` (already watched), listing each
@@ -381,16 +413,56 @@ impl Watcher {
                 self.push(EventKind::Attrib, rel, is_dir, None);
             }
         }
+        self.rewatch_unmounted()?;
         Ok(Outcome::Continue)
+    }
+
+    /// Watches what a vanished mount had covered (the rescan already
+    /// written tells consumers to re-read it).
+    fn rewatch_unmounted(&mut self) -> anyhow::Result<()> {
+        for path in std::mem::take(&mut self.to_rewatch) {
+            let (Some(parent_path), Some(name)) =
+                (path.parent(), path.as_bytes().rsplit(|&b| b == b'/').next())
+            else {
+                continue;
+            };
+            let Some(parent) = self.tree.find(&parent_path) else {
+                continue;
+            };
+            match self.add_watch(parent, name, &path) {
+                Ok(Some(child)) => self.watch_below(child, false, &mut |_| {})?,
+                Ok(None) => {}
+                Err(AddError::Limit) => return Err(self.limit_error()),
+                Err(AddError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Events about a watched directory itself (no name).
     fn handle_self_event(&mut self, node: NodeId, ev: &RawEvent) -> Option<Outcome> {
-        let is_root = self.tree.is_root(node);
-        if is_root {
-            if ev.mask.contains(EventMask::UNMOUNT) {
-                return Some(Outcome::RootGone("root-unmounted"));
+        if ev.mask.contains(EventMask::UNMOUNT) {
+            let path = self.tree.path(node);
+            let mount = self
+                .mounts
+                .iter()
+                .chain(&self.gone_mounts)
+                .filter(|m| path.starts_with(m))
+                .max_by_key(|m| m.depth())
+                .cloned();
+            match mount {
+                None => return Some(Outcome::RootGone("root-unmounted")),
+                Some(m) if self.gone_mounts.contains(&m) => {}
+                Some(m) => {
+                    // What is there now is whatever the mount covered.
+                    self.mounts.retain(|x| *x != m);
+                    self.gone_mounts.push(m.clone());
+                    self.to_rewatch.push(m.clone());
+                    self.push(EventKind::Rescan, m, true, None);
+                }
             }
+        }
+        if self.tree.is_root(node) {
             if ev
                 .mask
                 .intersects(EventMask::DELETE_SELF | EventMask::IGNORED)
@@ -403,15 +475,7 @@ impl Watcher {
             if ev.mask.contains(EventMask::ATTRIB) {
                 self.push(EventKind::Attrib, WirePath::root(), true, None);
             }
-            return None;
-        }
-        if ev.mask.contains(EventMask::UNMOUNT) {
-            // A file system mounted below the root went away: what is there
-            // now is whatever the mount covered.
-            let path = self.tree.path(node);
-            self.push(EventKind::Rescan, path, true, None);
-        }
-        if ev.mask.contains(EventMask::IGNORED) {
+        } else if ev.mask.contains(EventMask::IGNORED) {
             self.tree.remove_subtree(node);
         }
         None

@@ -4,3 +4,4 @@
 mod pushd;
 mod support;
 mod watchd;
+mod wire;

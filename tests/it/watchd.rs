@@ -502,3 +502,74 @@ fn too_few_watches_is_refused_with_the_setting_named() {
     assert!(stderr.contains("at least 81 directories"), "{stderr}");
     assert!(out.stdout.is_empty(), "no header for a half-watched tree");
 }
+
+/// Runs `script` as root in a private mount namespace, so mounts made there
+/// vanish with it and the machine's mount table is left alone.
+fn in_mount_namespace(script: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", script])
+        .output()
+        .expect("unshare -m (util-linux) is needed for this test")
+}
+
+#[test]
+fn root_unmounted_ends_the_stream_and_a_submount_going_is_a_rescan() {
+    let dir = tempdir();
+    let root = dir.path().join("mnt");
+    let out_file = dir.path().join("out.jsonl");
+    fs::create_dir(&root).unwrap();
+    let script = format!(
+        r#"set -e
+        root='{root}'; out='{out}'
+        mount -t tmpfs syncpipe-test "$root"
+        mkdir -p "$root/sub/mnt"
+        mount -t tmpfs syncpipe-inner "$root/sub/mnt"
+        mkdir -p "$root/sub/mnt/deep"
+        {watchd} "$root" > "$out" 2> "$out.err" & pid=$!
+        for i in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
+        umount "$root/sub/mnt"
+        for i in $(seq 200); do grep -q rescan "$out" && break; sleep 0.05; done
+        touch "$root/sub/mnt/uncovered"
+        for i in $(seq 200); do grep -q uncovered "$out" && break; sleep 0.05; done
+        umount "$root"
+        wait $pid || echo "exit=$?"
+        "#,
+        root = root.display(),
+        out = out_file.display(),
+        watchd = bin("watchd").display(),
+    );
+    let out = in_mount_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("exit=4"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Record> = fs::read(&out_file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Record::parse(l).unwrap())
+        .collect();
+    let rescans: Vec<&[u8]> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(e) if e.kind == EventKind::Rescan => Some(e.path.as_bytes()),
+            _ => None,
+        })
+        .collect();
+    assert!(rescans.contains(&&b"sub/mnt"[..]), "{records:?}");
+    assert_eq!(rescans.len(), 1, "one rescan for the submount: {records:?}");
+    // What the submount had covered is watched now.
+    assert!(records.iter().any(
+        |r| matches!(r, Record::Event(e) if e.kind == EventKind::Create && e.path.as_bytes() == b"sub/mnt/uncovered")
+    ), "{records:?}");
+    assert!(
+        !rescans.contains(&&b"sub"[..]),
+        "the root's own unmount is not a rescan: {records:?}"
+    );
+    match records.last() {
+        Some(Record::End(end)) => assert_eq!(end.reason, "root-unmounted"),
+        other => panic!("last record {other:?}"),
+    }
+}
