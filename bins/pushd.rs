@@ -167,6 +167,7 @@ impl Args {
                     identity: self.identity.map(absolute),
                     options: self.ssh_opt,
                 },
+                delete_missing_args_works: true,
             },
             guards: Guards {
                 max_delete: self.max_delete,

@@ -160,10 +160,17 @@ impl Shared {
 /// target; returns once every target has caught up (or given up), or after
 /// SIGTERM/SIGINT once the transfers in progress have ended.
 pub fn run(
-    config: Config,
+    mut config: Config,
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
+    if !crate::apply::delete_missing_args_works()? {
+        log_warn!(
+            "this rsync ignores --delete-missing-args with --files-from (rsync issue 910): \
+             deleting natively or with rm over ssh instead; upgrade rsync"
+        );
+        config.rsync.delete_missing_args_works = false;
+    }
     // Blocked before any thread starts, so every thread inherits the mask.
     let signals = Signals::standard()?;
     let state = match &config.state {

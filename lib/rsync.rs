@@ -57,7 +57,7 @@ impl SshSettings {
 }
 
 /// Every rsync setting pushd exposes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RsyncSettings {
     pub compress: bool,
     pub bwlimit: Option<String>,
@@ -71,6 +71,29 @@ pub struct RsyncSettings {
     pub exclude_from: Vec<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub ssh: SshSettings,
+    /// False when the installed rsync ignores `--delete-missing-args` with
+    /// `--files-from` (probe it with `apply::delete_missing_args_works`);
+    /// deletions then go another way.
+    pub delete_missing_args_works: bool,
+}
+
+impl Default for RsyncSettings {
+    fn default() -> Self {
+        RsyncSettings {
+            compress: false,
+            bwlimit: None,
+            checksum: false,
+            inplace: false,
+            partial: false,
+            rsync_path: None,
+            extra: Vec::new(),
+            excludes: Vec::new(),
+            exclude_from: Vec::new(),
+            password_file: None,
+            ssh: SshSettings::default(),
+            delete_missing_args_works: true,
+        }
+    }
 }
 
 /// What one rsync run does.
@@ -414,6 +437,7 @@ mod tests {
                 identity: Some("/k/id it's".into()),
                 options: vec!["BatchMode=yes".into()],
             },
+            delete_missing_args_works: true,
         };
         let a = strings(&build_args(
             &settings,

@@ -886,3 +886,50 @@ fn sigterm_and_sigint_stop_cleanly_while_waiting_for_input() {
         assert_eq!(p.run.wait_exit(), Some(0), "{signal}");
     }
 }
+
+/// For an rsync whose --delete-missing-args is broken (rsync issue 910),
+/// deletions over ssh go through `xargs -0 rm -rf` fed on stdin.
+#[test]
+fn ssh_deletes_without_delete_missing_args() {
+    use syncpipe::apply::{Applier, Guards};
+    use syncpipe::plan::Plan;
+    use syncpipe::rsync::{RsyncSettings, SshSettings};
+    use syncpipe::target::Target;
+
+    let sshd = Sshd::start();
+    let (src, dst) = (tempdir(), tempdir());
+    write(src.path(), b"stays", b"s");
+    for name in NASTY {
+        write(dst.path(), name, b"old");
+    }
+    write(dst.path(), b"dir/deep/f", b"old");
+    let target = Target::parse(
+        OsStr::new(&format!("127.0.0.1:{}", dst.path().display())),
+        Path::new("/"),
+    )
+    .unwrap();
+    let settings = RsyncSettings {
+        ssh: SshSettings {
+            port: Some(sshd.port()),
+            identity: Some(sshd.identity()),
+            options: sshd.client_options(),
+        },
+        delete_missing_args_works: false,
+        ..RsyncSettings::default()
+    };
+    let guards = Guards::default();
+    let applier = Applier {
+        target: &target,
+        settings: &settings,
+        guards: &guards,
+    };
+    let mut changes: Vec<Change> = NASTY.iter().map(|n| change(ChangeOp::Delete, n)).collect();
+    changes.push(change(ChangeOp::Delete, b"dir"));
+    changes.push(change(ChangeOp::Update, b"stays"));
+    let report = applier
+        .apply(src.path(), Plan::from_changes(&changes), true, None)
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_same(src.path(), dst.path());
+    assert_nothing_executed(&[dst.path(), Path::new("/root")]);
+}
