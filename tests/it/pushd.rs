@@ -933,3 +933,66 @@ fn ssh_deletes_without_delete_missing_args() {
     assert_same(src.path(), dst.path());
     assert_nothing_executed(&[dst.path(), Path::new("/root")]);
 }
+
+/// The documented pipeline pasted into bash and zsh: `pushd` is a builtin
+/// there. `env pushd` always works; contrib/shell/pushd.sh makes the plain
+/// spelling work in interactive shells and keeps the builtin for `pushd DIR`.
+#[test]
+fn documented_pipeline_works_in_bash_and_zsh() {
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/shell/pushd.sh");
+    let bin_dir = bin("pushd").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for shell in ["bash --norc --noprofile", "zsh -f"] {
+        let src = tempdir();
+        write(src.path(), b"file", b"data");
+        let header = Record::Header(Header {
+            v: 1,
+            stream: "0123".into(),
+            root: WirePath::from(src.path()),
+            host: "h".into(),
+            ts: Timestamp::now(),
+            producer: "test/0".into(),
+        })
+        .to_line();
+        let run = |script: &str, interactive: bool| {
+            let dst = tempdir();
+            let script = script.replace("DST", &dst.path().display().to_string());
+            let line = if interactive {
+                format!("{shell} -i -c '{script}'")
+            } else {
+                format!("{shell} -c '{script}'")
+            };
+            // `script` gives the interactive shell a terminal, as a person has.
+            let out = Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .env("PATH", &path)
+                .env("HEADER", &header)
+                .env("SNIPPET", &snippet)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let copied = dst.path().join("file").exists();
+            (copied, String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (copied, _) = run(r#"printf "%s\n" "$HEADER" | pushd DST"#, false);
+        assert!(
+            !copied,
+            "{shell}: the builtin took the pipeline (the known trap)"
+        );
+        let (copied, out) = run(r#"printf "%s\n" "$HEADER" | env pushd DST"#, false);
+        assert!(copied, "{shell}: env pushd: {out}");
+        let (copied, out) = run(
+            r#". "$SNIPPET"; printf "%s\n" "$HEADER" | pushd DST; pushd /usr >/dev/null; echo "pwd=$PWD""#,
+            true,
+        );
+        assert!(copied, "{shell}: with the snippet: {out}");
+        assert!(
+            out.contains("pwd=/usr"),
+            "{shell}: the builtin still works: {out}"
+        );
+    }
+}
