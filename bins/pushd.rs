@@ -31,6 +31,10 @@ struct Args {
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<OsString>,
 
+    /// Local targets: copy, rename and remove with plain file system calls
+    /// instead of rsync (full syncs still use rsync)
+    #[arg(long, help_heading = "Sync")]
+    direct: bool,
     /// Which transfers may delete on the target
     #[arg(long, value_enum, default_value = "true", help_heading = "Sync")]
     delete: DeleteMode,
@@ -145,6 +149,12 @@ impl Args {
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
+        if self.direct && !(self.exclude.is_empty() && self.exclude_from.is_empty()) {
+            return Err(coded(
+                Code::Usage,
+                "--direct does not read rsync filter rules: exclude in watchd (--exclude) instead",
+            ));
+        }
         if self.retry_min > self.retry_max {
             return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
         }
@@ -185,6 +195,7 @@ impl Args {
                 max: self.retry_max,
                 jitter: self.retry_jitter,
             },
+            direct: self.direct,
         })
     }
 }

@@ -152,6 +152,8 @@ pub struct Applier<'a> {
     pub target: &'a Target,
     pub settings: &'a RsyncSettings,
     pub guards: &'a Guards,
+    /// `--direct`: listed paths on a local target without rsync.
+    pub direct: bool,
 }
 
 impl Applier<'_> {
@@ -205,6 +207,23 @@ impl Applier<'_> {
                     ));
                     list.retain(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
                 }
+            }
+            if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
+                match crate::direct::apply_paths(source, root, &list, delete) {
+                    Ok(done) => {
+                        report.stats.transferred += done.files;
+                        report.stats.transferred_size += done.bytes;
+                        report.stats.deleted += done.deleted;
+                        report.outcome = Some(Outcome::Success);
+                    }
+                    Err(why) => {
+                        report.outcome = Some(Outcome::Fail);
+                        report.message = why;
+                        report.duration = started.elapsed();
+                        return Ok(report);
+                    }
+                }
+                list.clear();
             }
             let mut delete_listed = delete;
             if delete && !self.settings.delete_missing_args_works {
@@ -582,6 +601,7 @@ mod tests {
             target: &target,
             settings: &settings,
             guards: &guards,
+            direct: false,
         };
         let plan = Plan::from_changes(&[
             crate::event::Change {

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod direct;
 pub mod event;
 pub mod exclude;
 pub mod exit;

@@ -76,6 +76,8 @@ pub struct Config {
     /// Past this many pending changes a target just does a full sync.
     pub max_pending: usize,
     pub retry: Retry,
+    /// `--direct`: local targets get listed paths without rsync.
+    pub direct: bool,
 }
 
 /// Work for one target's thread.
@@ -553,6 +555,7 @@ impl<'a> Worker<'a> {
             target: self.target,
             settings: &self.config.rsync,
             guards: &self.config.guards,
+            direct: self.config.direct,
         };
         self.shared.acquire();
         let report = applier.apply(

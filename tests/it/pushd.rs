@@ -922,6 +922,7 @@ fn ssh_deletes_without_delete_missing_args() {
         target: &target,
         settings: &settings,
         guards: &guards,
+        direct: false,
     };
     let mut changes: Vec<Change> = NASTY.iter().map(|n| change(ChangeOp::Delete, n)).collect();
     changes.push(change(ChangeOp::Delete, b"dir"));
@@ -995,4 +996,51 @@ fn documented_pipeline_works_in_bash_and_zsh() {
             "{shell}: the builtin still works: {out}"
         );
     }
+}
+
+#[test]
+fn direct_mode_applies_changes_without_rsync_and_keeps_metadata() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = dst.path().join("copy");
+    let args = [os("--direct"), target.as_os_str()];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    every_change_kind(
+        &mut p,
+        &target.display().to_string(),
+        src.path(),
+        &target,
+        true,
+    );
+    // Times survive too (tree() compares kinds, modes and content).
+    write(src.path(), b"timed", b"t");
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(src.path().join("timed"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let as_root = nix::unistd::geteuid().is_root();
+    if as_root {
+        std::os::unix::fs::chown(src.path().join("timed"), Some(1234), Some(4321)).unwrap();
+    }
+    let seq = p.batch(vec![change(ChangeOp::Update, b"timed")]);
+    let a = p.applied(&target.display().to_string(), seq);
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(target.join("timed")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (1234, 4321),
+            "as root the owner is kept"
+        );
+    }
+    assert_eq!(a.rsync_exit, None, "no rsync ran: {a:?}");
+    assert_eq!(a.files, 1);
+    let mtime = fs::metadata(target.join("timed"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, old);
+    assert_eq!(p.finish(), Some(0));
 }
