@@ -61,6 +61,10 @@ struct Args {
     /// Longest retry delay (the delay doubles per failure up to this)
     #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Sync")]
     retry_max: Duration,
+    /// Give up a transfer after this long without I/O (rsync --timeout,
+    /// ssh ConnectTimeout); 0: never
+    #[arg(long, default_value = "120s", value_parser = parse_duration, help_heading = "Sync")]
+    io_timeout: Duration,
     /// Random part of each retry delay, 0 to 1
     #[arg(
         long,
@@ -158,6 +162,8 @@ impl Args {
         if self.retry_min > self.retry_max {
             return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
         }
+        let io_timeout =
+            Some(self.io_timeout.as_secs().max(1)).filter(|_| !self.io_timeout.is_zero());
         let absolute = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
         Ok(Config {
             targets,
@@ -176,8 +182,10 @@ impl Args {
                     port: self.port,
                     identity: self.identity.map(absolute),
                     options: self.ssh_opt,
+                    connect_timeout: io_timeout,
                 },
                 delete_missing_args_works: true,
+                io_timeout,
             },
             guards: Guards {
                 max_delete: self.max_delete,

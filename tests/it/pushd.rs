@@ -913,6 +913,7 @@ fn ssh_deletes_without_delete_missing_args() {
             port: Some(sshd.port()),
             identity: Some(sshd.identity()),
             options: sshd.client_options(),
+            connect_timeout: None,
         },
         delete_missing_args_works: false,
         ..RsyncSettings::default()
