@@ -26,7 +26,6 @@ use crate::signals::Signals;
 use crate::stream::{Item, RecordReader};
 use crate::systemd::Systemd;
 use crate::target::Target;
-use crate::wirepath::WirePath;
 use crate::{log_error, log_info, log_notice, log_warn};
 
 /// `--delete`, as in lsyncd.
@@ -89,6 +88,8 @@ enum Work {
         last_seq: u64,
         changes: Vec<Change>,
     },
+    /// Something may have been missed (a malformed line): sync the root.
+    FullSync,
     /// SIGTERM/SIGINT: end after the transfer in progress.
     Stop,
 }
@@ -267,7 +268,6 @@ fn read_stream(
     };
     let mut reader = RecordReader::new(input);
     let mut stream: Option<String> = None;
-    let mut last_seq = 0u64;
     loop {
         let item = match reader.next_item() {
             Ok(Some(item)) => item,
@@ -281,7 +281,6 @@ fn read_stream(
             Item::Record(Record::Header(h)) => {
                 if stream.as_deref() != Some(h.stream.as_str()) {
                     stream = Some(h.stream.clone());
-                    last_seq = 0;
                     let root = PathBuf::from(h.root);
                     send(&|| Work::Stream {
                         stream: h.stream.clone(),
@@ -298,7 +297,6 @@ fn read_stream(
                         root: root.clone(),
                     });
                 }
-                last_seq = last_seq.max(b.last_seq);
                 send(&|| Work::Changes {
                     first_seq: b.first_seq,
                     last_seq: b.last_seq,
@@ -313,7 +311,6 @@ fn read_stream(
                     );
                     continue;
                 }
-                last_seq = last_seq.max(e.seq);
                 let change = change_of(&e);
                 send(&|| Work::Changes {
                     first_seq: e.seq,
@@ -332,16 +329,7 @@ fn read_stream(
             Item::Malformed { line_no, error } => {
                 log_warn!("line {line_no} is malformed ({error}): syncing the whole root");
                 if stream.is_some() {
-                    send(&|| Work::Changes {
-                        first_seq: last_seq,
-                        last_seq,
-                        changes: vec![Change {
-                            op: ChangeOp::Rescan,
-                            path: WirePath::root(),
-                            dir: true,
-                            from: None,
-                        }],
-                    });
+                    send(&|| Work::FullSync);
                 }
             }
         }
@@ -465,6 +453,10 @@ impl<'a> Worker<'a> {
     fn take(&mut self, work: Work) -> bool {
         match work {
             Work::Stop => return false,
+            Work::FullSync => {
+                self.pending.clear();
+                self.pending_full = true;
+            }
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
                 let resumed = self
@@ -544,6 +536,8 @@ impl<'a> Worker<'a> {
         } else {
             Plan::from_changes(&changes)
         };
+        // A rescan of the root (an overflow, a malformed line) is a full sync too.
+        let whole = plan.is_full();
         for bad in &plan.rejected {
             log_warn!(
                 "{}: path {bad:?} would leave the root; syncing the whole root instead",
@@ -561,7 +555,7 @@ impl<'a> Worker<'a> {
         let report = applier.apply(
             &self.root,
             plan,
-            self.config.delete.allows(full),
+            self.config.delete.allows(whole),
             self.known_entries,
         );
         self.shared.release();
@@ -571,7 +565,7 @@ impl<'a> Worker<'a> {
                 if let Some(why) = &report.refusal {
                     log_error!("{}: {why}", self.target);
                 }
-                if ok && full {
+                if ok && whole {
                     self.known_entries = Some(report.stats.files);
                 }
                 let status = if !ok {
@@ -607,7 +601,7 @@ impl<'a> Worker<'a> {
                     stream: stream.clone(),
                     first_seq,
                     last_seq,
-                    full,
+                    full: whole,
                     status: status.into(),
                     files: report.stats.transferred,
                     bytes: report.stats.transferred_size,
@@ -630,7 +624,7 @@ impl<'a> Worker<'a> {
                     stream: stream.clone(),
                     first_seq,
                     last_seq,
-                    full,
+                    full: whole,
                     status: "failed".into(),
                     files: 0,
                     bytes: 0,

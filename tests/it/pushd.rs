@@ -1045,3 +1045,32 @@ fn direct_mode_applies_changes_without_rsync_and_keeps_metadata() {
     assert_eq!(mtime, old);
     assert_eq!(p.finish(), Some(0));
 }
+
+#[test]
+fn a_malformed_line_means_a_full_sync_and_end_deletes_nothing() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"a", b"a");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os("--no-init"), os(&target)], scratch.path());
+    p.header();
+    p.event(EventKind::Create, b"a", None);
+    p.applied(&target, 1);
+    // Changed behind pushd's back, then a line it cannot read.
+    write(src.path(), b"unseen", b"u");
+    p.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"{\"type\":\"event\",\"seq\":\n")
+        .unwrap();
+    let a = p.result(&target);
+    assert!(a.full && a.status == "ok", "{a:?}");
+    assert_same(src.path(), dst.path());
+    // The source going away is no reason to delete anything.
+    p.send(&Record::End(syncpipe::event::End {
+        seq: 9,
+        ts: Timestamp::now(),
+        reason: "root-unmounted".into(),
+    }));
+    assert_eq!(p.finish(), Some(0));
+    assert_same(src.path(), dst.path());
+}
