@@ -26,6 +26,7 @@ use crate::signals::Signals;
 use crate::stream::{Item, RecordReader};
 use crate::systemd::Systemd;
 use crate::target::Target;
+use crate::wirepath::WirePath;
 use crate::{log_error, log_info, log_notice, log_warn};
 
 /// `--delete`, as in lsyncd.
@@ -280,28 +281,20 @@ fn read_stream(
         match item {
             Item::Record(Record::Header(h)) => {
                 if stream.as_deref() != Some(h.stream.as_str()) {
-                    stream = Some(h.stream.clone());
-                    let root = PathBuf::from(h.root);
-                    send(&|| Work::Stream {
-                        stream: h.stream.clone(),
-                        root: root.clone(),
-                    });
+                    stream = start_stream(&h.stream, &h.root, reader.line_no(), senders);
                 }
             }
             Item::Record(Record::Batch(b)) => {
                 if stream.as_deref() != Some(b.stream.as_str()) {
-                    stream = Some(b.stream.clone());
-                    let root = PathBuf::from(b.root.clone());
-                    send(&|| Work::Stream {
-                        stream: b.stream.clone(),
-                        root: root.clone(),
+                    stream = start_stream(&b.stream, &b.root, reader.line_no(), senders);
+                }
+                if stream.is_some() {
+                    send(&|| Work::Changes {
+                        first_seq: b.first_seq,
+                        last_seq: b.last_seq,
+                        changes: b.changes.clone(),
                     });
                 }
-                send(&|| Work::Changes {
-                    first_seq: b.first_seq,
-                    last_seq: b.last_seq,
-                    changes: b.changes.clone(),
-                });
             }
             Item::Record(Record::Event(e)) => {
                 if stream.is_none() {
@@ -334,6 +327,32 @@ fn read_stream(
             }
         }
     }
+}
+
+/// Tells every worker a stream starts; `None` (and its records are ignored)
+/// when its root is not absolute: resolving it against our own working
+/// directory could point the sync at the wrong tree.
+fn start_stream(
+    id: &str,
+    root: &WirePath,
+    line_no: u64,
+    senders: &[Sender<Work>],
+) -> Option<String> {
+    let root = PathBuf::from(root.clone());
+    if !root.is_absolute() {
+        log_error!(
+            "line {line_no}: stream {id} names the relative root {}; ignoring it until a stream with an absolute root",
+            root.display()
+        );
+        return None;
+    }
+    for tx in senders {
+        let _ = tx.send(Work::Stream {
+            stream: id.to_string(),
+            root: root.clone(),
+        });
+    }
+    Some(id.to_string())
 }
 
 /// A raw watcher event as a change (each event is its own batch).

@@ -1074,3 +1074,23 @@ fn a_malformed_line_means_a_full_sync_and_end_deletes_nothing() {
     assert_eq!(p.finish(), Some(0));
     assert_same(src.path(), dst.path());
 }
+
+#[test]
+fn a_relative_root_is_never_synced() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    // A tree that a relative root would hit, resolved against pushd's cwd.
+    write(scratch.path(), b"rel/wrong", b"w");
+    write(src.path(), b"right", b"r");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.root = PathBuf::from("rel");
+    p.header();
+    p.batch(vec![change(ChangeOp::Update, b"wrong")]);
+    p.root = src.path().to_path_buf();
+    p.stream = "second".into();
+    p.header();
+    let a = p.result(&target);
+    assert!(a.full && a.stream == "second", "{a:?}");
+    assert_eq!(p.finish(), Some(0));
+    assert_same(src.path(), dst.path());
+}
