@@ -9,6 +9,7 @@ pub mod cli;
 pub mod event;
 pub mod exclude;
 pub mod exit;
+pub mod keys;
 pub mod log;
 pub mod mounts;
 pub mod plan;

@@ -1,0 +1,9 @@
+//! ssh keys without hand edits (`keysetup`): the authorized_keys, known_hosts
+//! and ssh_config files as data, restricted-key options, safe writes, and
+//! the ssh runs that install, check and revoke the kit's key.
+
+pub mod authkeys;
+pub mod knownhosts;
+pub mod restrict;
+pub mod safefile;
+pub mod sshconfig;
