@@ -4,6 +4,8 @@
 
 pub mod authkeys;
 pub mod knownhosts;
+pub mod remote;
 pub mod restrict;
 pub mod safefile;
+pub mod ssh;
 pub mod sshconfig;
