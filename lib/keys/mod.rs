@@ -3,9 +3,11 @@
 //! the ssh runs that install, check and revoke the kit's key.
 
 pub mod authkeys;
+pub mod check;
 pub mod knownhosts;
 pub mod remote;
 pub mod restrict;
 pub mod safefile;
+pub mod setup;
 pub mod ssh;
 pub mod sshconfig;

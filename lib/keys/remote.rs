@@ -377,6 +377,8 @@ pub fn edit(
         };
         sent.with_context(|| format!("{what}: sending to ssh"))?;
     }
+    // The end of stdin is the end of the new file.
+    drop(session.child.stdin.take());
     let mut rest = String::new();
     let _ = reader.read_to_string(&mut rest);
     let out = session.finish(&what, endpoint, &rest)?;

@@ -155,8 +155,8 @@ pub fn parse_ssh_g(destination: &str, text: &str) -> Result<Endpoint, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Login {
     /// Whatever works: the user's config, agent and default keys, a
-    /// password typed at the terminal; plus this key when given.
-    AnyWay(Option<PathBuf>),
+    /// password typed at the terminal (unless `batch`); plus `key` when given.
+    AnyWay { key: Option<PathBuf>, batch: bool },
     /// This key alone, never a prompt (`BatchMode`, `IdentitiesOnly`).
     KeyOnly(PathBuf),
 }
@@ -218,15 +218,30 @@ impl Ssh {
     /// `ssh … DESTINATION REMOTE_COMMAND`, host keys checked strictly (they
     /// were recorded or verified before any login).
     pub fn command(&self, endpoint: &Endpoint, login: &Login, remote_command: &str) -> Command {
+        self.command_with(endpoint, login, &[], remote_command)
+    }
+
+    /// [`command`](Self::command) with more ssh arguments (`-v`).
+    pub fn command_with(
+        &self,
+        endpoint: &Endpoint,
+        login: &Login,
+        extra: &[&str],
+        remote_command: &str,
+    ) -> Command {
         let mut cmd = self.base();
+        cmd.args(extra);
         cmd.args(["-o", "StrictHostKeyChecking=yes"])
             .arg("-o")
             .arg(format!("ConnectTimeout={CONNECT_TIMEOUT}"))
             .args(["-o", "RequestTTY=no", "-o", "ClearAllForwardings=yes"]);
         match login {
-            Login::AnyWay(key) => {
+            Login::AnyWay { key, batch } => {
                 if let Some(key) = key {
                     cmd.arg("-i").arg(key);
+                }
+                if *batch {
+                    cmd.args(["-o", "BatchMode=yes"]);
                 }
             }
             Login::KeyOnly(key) => {
