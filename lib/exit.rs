@@ -21,6 +21,13 @@ pub enum Code {
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
     Limit = 5,
+    /// An ssh login was refused (keysetup), or `keysetup check` found what
+    /// blocks one.
+    Auth = 6,
+    /// A host key is unknown, changed, revoked or not the pinned one.
+    HostKey = 7,
+    /// No ssh server answers at that host and port.
+    Unreachable = 8,
 }
 
 impl Code {
@@ -46,6 +53,18 @@ impl Code {
         (
             Code::Limit,
             "kernel limit too small (fs.inotify.max_user_watches, ...)",
+        ),
+        (
+            Code::Auth,
+            "ssh login refused, or keysetup check found what blocks one",
+        ),
+        (
+            Code::HostKey,
+            "host key unknown, changed, revoked or not the pinned one",
+        ),
+        (
+            Code::Unreachable,
+            "no ssh server answers at that host and port",
         ),
     ];
 

@@ -14,6 +14,7 @@ pub mod exclude;
 pub mod exit;
 pub mod fold;
 pub mod interruptible;
+pub mod keys;
 pub mod log;
 pub mod mounts;
 pub mod plan;
