@@ -5,6 +5,7 @@
 //! one module per job, so unit tests reach it without spawning processes.
 
 pub mod apply;
+pub mod bisync;
 pub mod cli;
 pub mod event;
 pub mod exclude;
