@@ -21,6 +21,18 @@ pub enum Code {
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
     Limit = 5,
+    /// bisync: changes were made and both replicas agree now (0 means
+    /// they already did).
+    Synced = 6,
+    /// bisync: synced, and conflicts were kept as `NAME.conflict-…` copies
+    /// for a person to look at.
+    Conflicts = 7,
+    /// bisync: some paths were skipped (changed during the run) or failed;
+    /// a rerun picks them up.
+    Incomplete = 8,
+    /// bisync: a guard stopped the run before anything changed (a replica
+    /// emptied, or more deletions than --max-delete allows).
+    Refused = 9,
 }
 
 impl Code {
@@ -46,6 +58,19 @@ impl Code {
         (
             Code::Limit,
             "kernel limit too small (fs.inotify.max_user_watches, ...)",
+        ),
+        (
+            Code::Synced,
+            "bisync: changes made, replicas agree (0: nothing needed doing)",
+        ),
+        (Code::Conflicts, "bisync: synced, conflicts kept as copies"),
+        (
+            Code::Incomplete,
+            "bisync: some paths skipped or failed; run again",
+        ),
+        (
+            Code::Refused,
+            "bisync: a guard stopped the run; nothing changed",
         ),
     ];
 

@@ -1,8 +1,24 @@
-//! `bisync`: two-way synchronisation of two replicas (what unison does), as
-//! a pure planner between a scanner and an executor.
+//! `bisync`: two-way synchronisation of two replicas (what unison does):
+//! a scanner per replica, a pure planner, and an executor that never
+//! overwrites a path that changed since it was scanned.
 //!
 //! - [`entry`]: what is known about one path on one replica;
 //! - [`planner`]: archive + two scans -> a plan of actions (pure);
+//! - [`scan`], [`local`]: a replica on this machine;
+//! - [`replica`]: what the executor asks of any replica;
+//! - [`exec`]: carrying out a plan;
+//! - [`archive`]: the last synchronised state, and the pair's lock;
+//! - [`report`]: records and lines about the plan and its results;
+//! - [`run`]: one whole run, and its [`Config`](run::Config).
 
+pub mod archive;
 pub mod entry;
+pub mod exec;
+pub mod local;
 pub mod planner;
+pub mod replica;
+pub mod report;
+pub mod run;
+pub mod scan;
+
+pub use run::{run, Config, Spec};

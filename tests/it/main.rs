@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries on real files, real inotify, real
 //! rsync and sshd. One test crate, so the support code is built once.
 
+mod bisync;
 mod pushd;
 mod support;
 mod watchd;
