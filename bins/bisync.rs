@@ -35,11 +35,11 @@ use syncpipe::rsync::SshSettings;
 #[command(name = "bisync", version, after_long_help = cli::exit_codes_help())]
 struct Args {
     /// First replica: DIR or [user@]host:PATH
-    #[arg(value_name = "REPLICA_A", required = true)]
+    #[arg(value_name = "REPLICA_A", required_unless_present = "serve")]
     a: Option<OsString>,
 
     /// Second replica: DIR or [user@]host:PATH
-    #[arg(value_name = "REPLICA_B", required = true)]
+    #[arg(value_name = "REPLICA_B", required_unless_present = "serve")]
     b: Option<OsString>,
 
     /// Compare file content by hash instead of size, mtime and inode
@@ -97,6 +97,11 @@ struct Args {
     )]
     remote_bisync: OsString,
 
+    /// Serve the replica at PATH on stdin/stdout (what bisync runs on the
+    /// far side of ssh; docs/protocol.md)
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["a", "b"], help_heading = "ssh")]
+    serve: Option<PathBuf>,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -142,7 +147,12 @@ impl Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let verbosity = args.verbosity;
-    cli::run_coded("bisync", verbosity, || bisync::run(args.into_config()?))
+    cli::run_coded("bisync", verbosity, || {
+        if let Some(path) = args.serve {
+            return bisync::serve(&path).map(|()| Code::Ok);
+        }
+        bisync::run(args.into_config()?)
+    })
 }
 
 #[cfg(test)]

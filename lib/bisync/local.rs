@@ -20,6 +20,7 @@ use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags
 
 use super::entry::{Entry, Hash, Kind};
 use super::planner::Scan;
+use super::proto::pad;
 use super::replica::{Applied, Change, Fill, Replica};
 use super::scan::{self, entry_from_stat, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::exclude::Excludes;
@@ -222,9 +223,10 @@ impl LocalReplica {
         let temp = self.temp_name();
         let intact = match src.kind {
             Kind::Symlink => {
+                let intact = fill(&mut io::sink())?;
                 let target = src.target.clone().unwrap_or_default();
                 symlinkat(target.as_path(), &dir, p(&temp))?;
-                fill(&mut io::sink())?
+                intact
             }
             Kind::File => {
                 let fd = openat(
@@ -422,16 +424,6 @@ fn bad_component(c: &[u8]) -> bool {
 
 fn timespec(ns: i64) -> TimeSpec {
     TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
-}
-
-fn pad(out: &mut dyn Write, mut n: u64) -> io::Result<()> {
-    let zeros = [0u8; 8192];
-    while n > 0 {
-        let k = n.min(zeros.len() as u64) as usize;
-        out.write_all(&zeros[..k])?;
-        n -= k as u64;
-    }
-    Ok(())
 }
 
 /// The entry at `name` in `dir` now, `None` when nothing is there.

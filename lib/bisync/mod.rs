@@ -6,6 +6,8 @@
 //! - [`planner`]: archive + two scans -> a plan of actions (pure);
 //! - [`scan`], [`local`]: a replica on this machine;
 //! - [`replica`]: what the executor asks of any replica;
+//! - [`remote`], [`serve`], [`proto`]: a replica over ssh, both ends and
+//!   the protocol between them;
 //! - [`exec`]: carrying out a plan;
 //! - [`archive`]: the last synchronised state, and the pair's lock;
 //! - [`report`]: records and lines about the plan and its results;
@@ -16,9 +18,13 @@ pub mod entry;
 pub mod exec;
 pub mod local;
 pub mod planner;
+pub mod proto;
+pub mod remote;
 pub mod replica;
 pub mod report;
 pub mod run;
 pub mod scan;
+pub mod serve;
 
 pub use run::{run, Config, Spec};
+pub use serve::serve;

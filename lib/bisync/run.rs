@@ -13,6 +13,7 @@ use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
 use super::planner::{self, MaxDelete, Op, Policy, Prefer, Refusal};
+use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
 use crate::exclude::Excludes;
@@ -86,7 +87,15 @@ fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>>
             path,
             config.excludes.clone(),
         )),
-        Spec::Ssh { .. } => anyhow::bail!("remote replicas come in the next step"),
+        Spec::Ssh { user, host, path } => Box::new(RemoteReplica::connect(
+            &spec.key(),
+            user.as_deref(),
+            host,
+            path,
+            &config.ssh,
+            &config.remote_bisync,
+            &config.excludes,
+        )?),
     })
 }
 

@@ -358,3 +358,6 @@ fn excludes_leave_paths_alone_and_one_run_per_pair() {
     drop(lock);
     assert_eq!(p.sync(&["--exclude", "*.tmp", "--exclude", "cache/"]).0, 0);
 }
+
+#[path = "bisync_ssh.rs"]
+mod ssh;
