@@ -361,3 +361,6 @@ fn excludes_leave_paths_alone_and_one_run_per_pair() {
 
 #[path = "bisync_ssh.rs"]
 mod ssh;
+
+#[path = "bisync_kill.rs"]
+mod kill;
