@@ -4,7 +4,8 @@
 //! that keeps two runs on one pair apart.
 //!
 //! Format: JSON lines. A header `{"bisync_archive":1,"a":…,"b":…,"entries":N}`,
-//! N lines `{"p":PATH,"a":ENTRY,"b":ENTRY}`, and a trailer
+//! N lines `{"p":PATH,"a":ENTRY,"b":ENTRY}` (or `"bi":INODE` instead of `b`
+//! when b's entry is a's with another inode, the usual case), and a trailer
 //! `{"end":N,"blake3":HEX}` hashing every byte before it.
 
 use std::fs::{self, File, OpenOptions};
@@ -147,7 +148,10 @@ struct HeaderLine {
 struct EntryLine {
     p: WirePath,
     a: Entry,
-    b: Entry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bi: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,14 +177,24 @@ pub fn serialise(archive: &Archive, a: &str, b: &str) -> anyhow::Result<Vec<u8>>
         struct Borrowed<'x> {
             p: &'x WirePath,
             a: &'x Entry,
-            b: &'x Entry,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            b: Option<&'x Entry>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            bi: Option<u64>,
         }
+        let only_ino = e.b.ino != 0
+            && e.b
+                == Entry {
+                    ino: e.b.ino,
+                    ..e.a.clone()
+                };
         serde_json::to_writer(
             &mut out,
             &Borrowed {
                 p,
                 a: &e.a,
-                b: &e.b,
+                b: (!only_ino).then_some(&e.b),
+                bi: only_ino.then_some(e.b.ino),
             },
         )?;
         out.push(b'\n');
@@ -219,7 +233,12 @@ pub fn parse(mut input: impl BufRead) -> anyhow::Result<Archive> {
         let e: EntryLine =
             serde_json::from_slice(&line).with_context(|| format!("bad entry {}", i + 1))?;
         hasher.update(&line);
-        archive.insert(e.p, ArchEntry { a: e.a, b: e.b });
+        let b = match (e.b, e.bi) {
+            (Some(b), None) => b,
+            (None, Some(ino)) => Entry { ino, ..e.a.clone() },
+            _ => anyhow::bail!("entry {} needs one of b and bi", i + 1),
+        };
+        archive.insert(e.p, ArchEntry { a: e.a, b });
     }
     anyhow::ensure!(next(&mut line)?, "no trailer");
     let trailer: Trailer = serde_json::from_slice(&line).context("bad trailer")?;
@@ -228,7 +247,7 @@ pub fn parse(mut input: impl BufRead) -> anyhow::Result<Archive> {
         "entry count does not match"
     );
     anyhow::ensure!(
-        trailer.blake3 == Hash(*hasher.finalize().as_bytes()).to_hex(),
+        trailer.blake3 == Hash::from(hasher.finalize()).to_hex(),
         "checksum does not match"
     );
     Ok(archive)

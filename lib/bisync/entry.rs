@@ -46,16 +46,17 @@ pub enum Kind {
     Symlink,
 }
 
-/// A BLAKE3 content hash.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Hash(pub [u8; 32]);
+/// A BLAKE3 content hash, boxed: most entries have none, and an
+/// `Option<Hash>` is then one word.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Hash(pub Box<[u8; 32]>);
 
 impl Hash {
     pub fn of(data: &[u8]) -> Hash {
-        Hash(*blake3::hash(data).as_bytes())
+        Hash::from(blake3::hash(data))
     }
 
-    pub fn to_hex(self) -> String {
+    pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -67,7 +68,13 @@ impl Hash {
         for (i, byte) in out.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
         }
-        Some(Hash(out))
+        Some(Hash(Box::new(out)))
+    }
+}
+
+impl From<blake3::Hash> for Hash {
+    fn from(h: blake3::Hash) -> Hash {
+        Hash(Box::new(*h.as_bytes()))
     }
 }
 
@@ -118,9 +125,9 @@ pub struct Entry {
     /// Inode number on this replica (meaningless on the other one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ino: u64,
-    /// A symlink's target, as bytes.
+    /// A symlink's target, as bytes (boxed: most entries are not links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<WirePath>,
+    pub target: Option<Box<WirePath>>,
     /// Content hash of a file, when it was computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<Hash>,
@@ -169,7 +176,7 @@ impl Entry {
                 if self.size != old.size {
                     return false;
                 }
-                match (self.hash, old.hash) {
+                match (&self.hash, &old.hash) {
                     (Some(x), Some(y)) => x == y,
                     _ => self.mtime == old.mtime && self.ino == old.ino,
                 }
@@ -188,7 +195,7 @@ impl Entry {
             Kind::Symlink => self.target == other.target,
             Kind::File => {
                 self.size == other.size
-                    && matches!((self.hash, other.hash), (Some(x), Some(y)) if x == y)
+                    && matches!((&self.hash, &other.hash), (Some(x), Some(y)) if x == y)
             }
         }
     }

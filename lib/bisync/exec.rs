@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(fs::read(rb.join("steady")).unwrap(), b"ok");
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(&rb).unwrap().count(), 2);
-        let next = next_archive(None, &sa, &sb, &plan, &done.written, &done.failed);
+        let (next, _) = next_archive(None, &sa, &sb, &plan, &done.written, &done.failed);
         let keys: Vec<String> = next.keys().map(|k| k.to_string()).collect();
         assert_eq!(keys, ["steady"]);
     }

@@ -224,7 +224,7 @@ impl LocalReplica {
         let intact = match src.kind {
             Kind::Symlink => {
                 let intact = fill(&mut io::sink())?;
-                let target = src.target.clone().unwrap_or_default();
+                let target = src.target.as_deref().cloned().unwrap_or_default();
                 symlinkat(target.as_path(), &dir, p(&temp))?;
                 intact
             }
@@ -303,7 +303,7 @@ impl LocalReplica {
         }
         let mut done = stat_at(&dir, &name)?;
         if let Some(e) = done.as_mut() {
-            e.hash = src.hash;
+            e.hash.clone_from(&src.hash);
         }
         Ok(Applied::Done(done))
     }
@@ -353,7 +353,7 @@ impl Replica for LocalReplica {
             hasher
                 .update_reader(File::from(fd))
                 .with_context(|| format!("hashing {path:?}"))?;
-            out.push(Some(Hash(*hasher.finalize().as_bytes())));
+            out.push(Some(Hash::from(hasher.finalize())));
         }
         Ok(out)
     }
@@ -440,7 +440,7 @@ fn stat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<Entry>> {
             Ok(entry_from_stat(&st, target).or(Some(Entry {
                 // A socket or device: never ours to replace.
                 kind: Kind::Symlink,
-                target: Some(WirePath::from("<special file>")),
+                target: Some(Box::new(WirePath::from("<special file>"))),
                 ..Entry::dir(0)
             })))
         }

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::entry::{Entry, Kind, Side};
+use super::entry::{Entry, Hash, Kind, Side};
 use crate::wirepath::WirePath;
 
 /// Entries of one replica by path relative to its root (the root excluded).
@@ -301,69 +301,75 @@ pub fn plan(
     let scan = |side: Side| if side == Side::A { a } else { b };
     let owners = policy.owners;
 
-    let mut paths: BTreeSet<&WirePath> = ar.keys().collect();
-    paths.extend(a.keys());
-    paths.extend(b.keys());
-
-    let mut decisions: BTreeMap<WirePath, Decision> = BTreeMap::new();
-    for path in paths {
-        let old = ar.get(path);
-        let (ca, cb) = (a.get(path), b.get(path));
+    // Only paths where something is to be done get a decision; the rest
+    // (almost all, usually) are the same on both sides.
+    let mut decisions: BTreeMap<&WirePath, Decision> = BTreeMap::new();
+    for (path, old, ca, cb) in Joined::new(ar, a, b) {
         let ch_a = changed(old.map(|o| &o.a), ca, owners);
         let ch_b = changed(old.map(|o| &o.b), cb, owners);
         let decision = match (ch_a, ch_b) {
-            (false, false) => Decision::Same,
+            (false, false) => continue,
             (true, false) => Decision::Take(Side::A),
             (false, true) => Decision::Take(Side::B),
             (true, true) => match (ca, cb) {
-                (None, None) => Decision::Same,
+                (None, None) => continue,
                 (Some(_), None) => Decision::Take(Side::A),
                 (None, Some(_)) => Decision::Take(Side::B),
                 (Some(x), Some(y)) if x.same_content_as(y) => {
                     if x.same_meta(y, owners) {
-                        Decision::Same
-                    } else {
-                        Decision::Take(match policy.prefer {
-                            Prefer::A => Side::A,
-                            Prefer::B => Side::B,
-                            Prefer::Older => newer(x, y).other(),
-                            Prefer::Keep | Prefer::Newer => newer(x, y),
-                        })
+                        continue;
                     }
+                    Decision::Take(match policy.prefer {
+                        Prefer::A => Side::A,
+                        Prefer::B => Side::B,
+                        Prefer::Older => newer(x, y).other(),
+                        Prefer::Keep | Prefer::Newer => newer(x, y),
+                    })
                 }
                 (Some(x), Some(y)) => conflict(x, y, policy.prefer, first_sync),
             },
         };
-        decisions.insert(path.clone(), decision);
+        decisions.insert(path, decision);
     }
 
-    // A path that stays keeps its ancestors as directories.
-    let present: Vec<WirePath> = decisions
-        .iter()
-        .filter(|(p, d)| final_of(d, a.get(*p), b.get(*p)).is_some())
-        .map(|(p, _)| p.clone())
+    // A path that stays keeps its ancestors as directories. Only a path
+    // with a decision can end up absent or a non-directory where a side
+    // has a directory; deepest first, so a revived directory counts as a
+    // present child of its parent.
+    let final_at = |decisions: &BTreeMap<&WirePath, Decision>, p: &WirePath| {
+        let d = decisions.get(p).unwrap_or(&Decision::Same);
+        final_of(d, a.get(p), b.get(p))
+    };
+    let mut suspects: Vec<&WirePath> = decisions
+        .keys()
+        .filter(|p| {
+            let is_dir_somewhere =
+                a.get(**p).is_some_and(Entry::is_dir) || b.get(**p).is_some_and(Entry::is_dir);
+            is_dir_somewhere && !final_at(&decisions, p).is_some_and(|(_, e)| e.is_dir())
+        })
+        .copied()
         .collect();
-    for path in present {
-        let mut parent = path.parent();
-        while let Some(dir) = parent {
-            if dir.is_root() {
-                break;
-            }
-            let decision = decisions.get(&dir).cloned().unwrap_or(Decision::Same);
-            let (da, db) = (a.get(&dir), b.get(&dir));
-            let fixed = match final_of(&decision, da, db) {
-                Some((_, e)) if e.is_dir() => break,
-                // Gone, or to be replaced by a non-directory: the side that
-                // has it as a directory (the child exists there) wins.
-                None => Decision::Take(dir_side(da, db)),
-                Some(_) => Decision::Conflict {
-                    winner: dir_side(da, db),
-                    keep_loser: true,
-                },
-            };
-            decisions.insert(dir.clone(), fixed);
-            parent = dir.parent();
+    suspects.sort_by_key(|p| std::cmp::Reverse(p.depth()));
+    for dir in suspects {
+        let (lo, hi) = children_range(dir);
+        let kept = a
+            .range(lo.clone()..hi.clone())
+            .chain(b.range(lo..hi))
+            .any(|(q, _)| final_at(&decisions, q).is_some());
+        if !kept {
+            continue;
         }
+        let (da, db) = (a.get(dir), b.get(dir));
+        let fixed = match final_at(&decisions, dir) {
+            // Gone: the side that has it as a directory wins.
+            None => Decision::Take(dir_side(da, db)),
+            // To be replaced by a non-directory: keep that as a conflict copy.
+            Some(_) => Decision::Conflict {
+                winner: dir_side(da, db),
+                keep_loser: true,
+            },
+        };
+        decisions.insert(dir, fixed);
     }
 
     let mut plan = Plan {
@@ -371,7 +377,7 @@ pub fn plan(
         ..Plan::default()
     };
     let mut taken: BTreeSet<WirePath> = BTreeSet::new();
-    for (path, decision) in &decisions {
+    for (&path, decision) in &decisions {
         let (ca, cb) = (a.get(path), b.get(path));
         let Some((from, version)) = final_of(decision, ca, cb) else {
             // Absent on both in the end.
@@ -435,9 +441,6 @@ pub fn plan(
                 winner: *winner,
                 copy,
             });
-        }
-        if matches!(decision, Decision::Same) {
-            continue;
         }
         let meta_only = |cur: &Entry| {
             version.same_content_as(cur)
@@ -708,65 +711,173 @@ fn order_key(action: &Action) -> (u8, i64, &[u8], Side) {
     (stage, depth, action.path.as_bytes(), action.side)
 }
 
-/// The archive after a run: each path's final version where every action on
-/// it succeeded (with the inode each replica has now), the old entry where
-/// something failed, so the next run sees the difference again.
+/// Every path of the archive and both scans once, in order, with what
+/// each has there: a merge of three sorted maps, no lookups.
+pub struct Joined<'x> {
+    ar: std::iter::Peekable<std::collections::btree_map::Iter<'x, WirePath, ArchEntry>>,
+    a: std::iter::Peekable<std::collections::btree_map::Iter<'x, WirePath, Entry>>,
+    b: std::iter::Peekable<std::collections::btree_map::Iter<'x, WirePath, Entry>>,
+}
+
+impl<'x> Joined<'x> {
+    pub fn new(ar: &'x Archive, a: &'x Scan, b: &'x Scan) -> Self {
+        Joined {
+            ar: ar.iter().peekable(),
+            a: a.iter().peekable(),
+            b: b.iter().peekable(),
+        }
+    }
+}
+
+type JoinedItem<'x> = (
+    &'x WirePath,
+    Option<&'x ArchEntry>,
+    Option<&'x Entry>,
+    Option<&'x Entry>,
+);
+
+impl<'x> Iterator for Joined<'x> {
+    type Item = JoinedItem<'x>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let key = [
+            self.ar.peek().map(|(k, _)| *k),
+            self.a.peek().map(|(k, _)| *k),
+            self.b.peek().map(|(k, _)| *k),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        let old = self.ar.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        let ea = self.a.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        let eb = self.b.next_if(|(k, _)| *k == key).map(|(_, v)| v);
+        Some((key, old, ea, eb))
+    }
+}
+
+/// The bounds of the paths below `dir` in byte order: `dir/` up to `dir0`
+/// (`0` follows `/`), a contiguous range of any sorted map.
+fn children_range(dir: &WirePath) -> (WirePath, WirePath) {
+    let mut lo = dir.as_bytes().to_vec();
+    lo.push(b'/');
+    let mut hi = dir.as_bytes().to_vec();
+    hi.push(b'0');
+    (WirePath::from_bytes(lo), WirePath::from_bytes(hi))
+}
+
+/// The hash an archive entry keeps for `cur`: its own, or the old one while
+/// fastcheck says the content is unchanged.
+fn kept_hash(cur: &Entry, old: Option<&Entry>) -> Option<Hash> {
+    match (&cur.hash, old) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(o)) if cur.same_content_as_before(o) => o.hash.clone(),
+        _ => None,
+    }
+}
+
+/// Both sides' entries for the archive, sharing a hash known on either
+/// (they hold the same content).
+fn settled(ea: &Entry, eb: &Entry, extra: Option<&Hash>, old: Option<&ArchEntry>) -> ArchEntry {
+    let mut ha = kept_hash(ea, old.map(|o| &o.a));
+    let mut hb = kept_hash(eb, old.map(|o| &o.b));
+    if ea.kind == Kind::File && ea.size == eb.size {
+        let h = ha.clone().or(hb.clone()).or(extra.cloned());
+        ha.clone_from(&h);
+        hb = h;
+    }
+    ArchEntry {
+        a: Entry {
+            hash: ha,
+            ..ea.clone()
+        },
+        b: Entry {
+            hash: hb,
+            ..eb.clone()
+        },
+    }
+}
+
+/// Whether `old` already is what [`settled`] would make, without building it.
+fn settles_to(ea: &Entry, eb: &Entry, old: &ArchEntry) -> bool {
+    let same = |cur: &Entry, o: &Entry| {
+        cur.kind == o.kind
+            && cur.size == o.size
+            && cur.mtime == o.mtime
+            && cur.mode == o.mode
+            && cur.uid == o.uid
+            && cur.gid == o.gid
+            && cur.ino == o.ino
+            && cur.target == o.target
+    };
+    if !same(ea, &old.a) || !same(eb, &old.b) {
+        return false;
+    }
+    // Unchanged content keeps its hashes; new hashes must be recorded.
+    let (ha, hb) = (kept_hash(ea, Some(&old.a)), kept_hash(eb, Some(&old.b)));
+    if ea.kind == Kind::File && ea.size == eb.size {
+        let h = ha.or(hb);
+        h == old.a.hash && h == old.b.hash
+    } else {
+        ha == old.a.hash && hb == old.b.hash
+    }
+}
+
+/// The archive after a run, updated in place: each path's final version
+/// where every step on it succeeded (with the inode each replica has now),
+/// the old entry where something failed, so the next run sees the
+/// difference again. Also says whether anything changed.
 pub fn next_archive(
-    old: Option<&Archive>,
+    old: Option<Archive>,
     a: &Scan,
     b: &Scan,
     plan: &Plan,
     written: &HashMap<(Side, WirePath), Entry>,
     failed: &BTreeSet<WirePath>,
-) -> Archive {
-    let mut out = Archive::new();
-    let keep_old = |path: &WirePath, out: &mut Archive| {
-        if let Some(e) = old.and_then(|o| o.get(path)) {
-            out.insert(path.clone(), e.clone());
-        }
-    };
-    let mut paths: BTreeSet<&WirePath> = plan.finals.keys().collect();
-    paths.extend(failed.iter());
-    for path in paths {
+) -> (Archive, bool) {
+    let mut changed = old.is_none();
+    let mut ar = old.unwrap_or_default();
+    let mut updates: Vec<(WirePath, Option<ArchEntry>)> = Vec::new();
+    for (path, fin) in &plan.finals {
         if failed.contains(path) {
-            keep_old(path, &mut out);
             continue;
         }
-        let Some(fin) = plan.finals.get(path) else {
-            continue;
-        };
-        let on = |side: Side| -> Option<Entry> {
+        let on = |side: Side| -> Option<&Entry> {
             if let Some(e) = written.get(&(side, path.clone())) {
-                return Some(e.clone());
+                return Some(e);
             }
-            let scanned = if side == Side::A { a } else { b };
             if side == fin.from {
-                return Some(fin.entry.clone());
+                return Some(&fin.entry);
             }
-            scanned.get(path).cloned()
+            (if side == Side::A { a } else { b }).get(path)
         };
-        match (on(Side::A), on(Side::B)) {
-            (Some(mut ea), Some(mut eb)) => {
-                // A hash known before holds while fastcheck says unchanged;
-                // one known on one side holds for the other: same content.
-                if let Some(o) = old.and_then(|o| o.get(path)) {
-                    for (e, o) in [(&mut ea, &o.a), (&mut eb, &o.b)] {
-                        if e.hash.is_none() && e.same_content_as_before(o) {
-                            e.hash = o.hash;
-                        }
-                    }
-                }
-                if ea.kind == Kind::File && ea.size == eb.size {
-                    let hash = ea.hash.or(eb.hash).or(fin.entry.hash);
-                    ea.hash = hash;
-                    eb.hash = hash;
-                }
-                out.insert(path.clone(), ArchEntry { a: ea, b: eb });
+        if let (Some(ea), Some(eb)) = (on(Side::A), on(Side::B)) {
+            let new = settled(ea, eb, fin.entry.hash.as_ref(), ar.get(path));
+            if ar.get(path) != Some(&new) {
+                updates.push((path.clone(), Some(new)));
             }
-            _ => keep_old(path, &mut out),
         }
     }
-    out
+    for (path, old, ea, eb) in Joined::new(&ar, a, b) {
+        if plan.finals.contains_key(path) || failed.contains(path) {
+            continue;
+        }
+        match (ea, eb, old) {
+            (Some(ea), Some(eb), Some(old)) if settles_to(ea, eb, old) => {}
+            (Some(ea), Some(eb), old) => {
+                updates.push((path.clone(), Some(settled(ea, eb, None, old))));
+            }
+            (_, _, Some(_)) => updates.push((path.clone(), None)),
+            (_, _, None) => {}
+        }
+    }
+    changed |= !updates.is_empty();
+    for (path, entry) in updates {
+        match entry {
+            Some(e) => ar.insert(path, e),
+            None => ar.remove(&path),
+        };
+    }
+    (ar, changed)
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ impl Tree {
             },
             Node::Link { content, ino } => Entry {
                 kind: Kind::Symlink,
-                target: Some(WirePath::from(format!("t{content}").as_str())),
+                target: Some(Box::new(WirePath::from(format!("t{content}").as_str()))),
                 ino,
                 ..Entry::dir(0)
             },
@@ -228,7 +228,12 @@ fn sync(trees: &mut [Tree; 2], archive: Option<&Archive>, pol: &Policy) -> (Plan
     }
     let plan = plan(archive, &a, &b, pol).expect("no guard trips in the model");
     let written = execute(&plan, trees);
-    let next = next_archive(archive, &a, &b, &plan, &written, &BTreeSet::new());
+    let (next, changed) = next_archive(archive.cloned(), &a, &b, &plan, &written, &BTreeSet::new());
+    assert_eq!(
+        changed,
+        archive != Some(&next),
+        "next_archive says whether it changed anything"
+    );
     (plan, next)
 }
 

@@ -114,6 +114,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     a.set_owners(owners)?;
     b.set_owners(owners)?;
     let old = store.load();
+    crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
 
     let (scan_a, scan_b) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.scan(config.checksum));
@@ -124,6 +125,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         scan_a.with_context(|| format!("scanning {}", config.a.key()))?,
         scan_b.with_context(|| format!("scanning {}", config.b.key()))?,
     ];
+    crate::log_debug!("scanned at {} ms", started.elapsed().as_millis());
     let need = planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners);
     if !need.is_empty() {
         crate::log_info!("hashing {} files changed on both sides", need.len());
@@ -172,6 +174,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
             return Err(coded(Code::Refused, format!("{what}: {refusal}")));
         }
     };
+    crate::log_debug!("planned at {} ms", started.elapsed().as_millis());
     summary.actions = plan.actions.len() as u64;
     summary.conflicts = plan.conflicts.len() as u64;
     for c in &plan.conflicts {
@@ -219,15 +222,16 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     });
     summary.skipped = executed.skipped;
     summary.failed = executed.errors;
-    let next = planner::next_archive(
-        old.as_ref(),
+    let (next, changed) = planner::next_archive(
+        old,
         &scan_a,
         &scan_b,
         &plan,
         &executed.written,
         &executed.failed,
     );
-    if old.as_ref() != Some(&next) {
+    crate::log_debug!("executed at {} ms", started.elapsed().as_millis());
+    if changed {
         store.save(&next)?;
     }
     summary.status = Some(

@@ -62,7 +62,7 @@ pub fn entry_from(meta: &fs::Metadata, target: Option<WirePath>) -> Option<Entry
         uid: meta.uid(),
         gid: meta.gid(),
         ino: meta.ino(),
-        target,
+        target: target.map(Box::new),
         hash: None,
     })
 }
@@ -96,7 +96,7 @@ pub fn entry_from_stat(st: &nix::sys::stat::FileStat, target: Option<WirePath>) 
         uid: st.st_uid,
         gid: st.st_gid,
         ino: st.st_ino,
-        target,
+        target: target.map(Box::new),
         hash: None,
     })
 }
@@ -104,7 +104,7 @@ pub fn entry_from_stat(st: &nix::sys::stat::FileStat, target: Option<WirePath>) 
 pub fn hash_file(path: &Path) -> io::Result<Hash> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(fs::File::open(path)?)?;
-    Ok(Hash(*hasher.finalize().as_bytes()))
+    Ok(Hash::from(hasher.finalize()))
 }
 
 /// Checks that `root` is a readable directory (a symlink to one is
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(f.hash, Some(Hash::of(b"hello")));
         assert_eq!(
             scan[&WirePath::from("link")].target,
-            Some(WirePath::from("/etc"))
+            Some(Box::new(WirePath::from("/etc")))
         );
         // The stale temporary file of a dead pid was cleaned up.
         assert!(!r.join(".~bisync.999999999.1.tmp").exists());
