@@ -28,6 +28,25 @@ pub fn run(
     }
 }
 
+/// Like [`run`], for a body that chooses its exit code when it succeeds
+/// (bisync tells "in sync" from "synced" and "conflicts left").
+pub fn run_coded(
+    prog: &'static str,
+    verbosity: Verbosity,
+    body: impl FnOnce() -> anyhow::Result<Code>,
+) -> ExitCode {
+    let mut code = Code::Ok;
+    let exit = run(prog, verbosity, || {
+        code = body()?;
+        Ok(())
+    });
+    if exit == ExitCode::SUCCESS {
+        ExitCode::from(code as u8)
+    } else {
+        exit
+    }
+}
+
 /// `-v` / `-q` as every binary spells them.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct Verbosity {

@@ -2,6 +2,7 @@
 //! rsync and sshd. One test crate, so the support code is built once.
 
 mod batchd;
+mod bisync;
 mod keysetup;
 mod pushd;
 mod support;

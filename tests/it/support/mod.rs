@@ -31,6 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pushd" => env!("CARGO_BIN_EXE_pushd"),
         "batchd" => env!("CARGO_BIN_EXE_batchd"),
         "keysetup" => env!("CARGO_BIN_EXE_keysetup"),
+        "bisync" => env!("CARGO_BIN_EXE_bisync"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)
