@@ -560,6 +560,21 @@ fn host_keys_are_pinned_and_changes_refused() {
         format!("[127.0.0.1]:{port} {} {}\n", host_key[0], host_key[1])
     );
 
+    // Hashed the way Debian's HashKnownHosts writes it, the entry is still
+    // found: nothing is added on the next run.
+    let hashed = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(local.known_hosts())
+        .output()
+        .unwrap();
+    assert!(hashed.status.success());
+    let hashed = fs::read(local.known_hosts()).unwrap();
+    assert!(hashed.starts_with(b"|1|"));
+    let out = local.keysetup(&["--host-key", &real, "-p", &port, &dest]);
+    assert!(out.status.success());
+    assert_eq!(fs::read(local.known_hosts()).unwrap(), hashed);
+
     // The server's key changes (another key recorded for it): refused loudly,
     // nothing touched on either side.
     let other = local.home().join("other_host_key");
@@ -869,4 +884,28 @@ fn mutual_trust_between_two_sshd_instances() {
     assert!(run(&[]).status.success());
     let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
     assert_eq!(before, after);
+}
+
+#[test]
+fn remote_ssh_dir_that_is_a_symlink_is_refused() {
+    let remote = Remote::new();
+    let local = Local::new();
+    let elsewhere = remote.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("authorized_keys"), b"# theirs\n").unwrap();
+    remote.user.own(&elsewhere);
+    std::os::unix::fs::symlink(&elsewhere, remote.ssh_dir()).unwrap();
+
+    let out = local.setup(&remote, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("remote ~/.ssh is a symlink to"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read(elsewhere.join("authorized_keys")).unwrap(),
+        b"# theirs\n"
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
 }
