@@ -12,20 +12,23 @@ use crate::support::bin;
 use crate::support::sshd::Sshd;
 use crate::support::users::User;
 
+mod check;
+mod mutual;
+
 /// A remote account: a throw-away user behind its own sshd. The sshd also
 /// accepts an "admin" key from a root-owned file, the login that works
 /// before keysetup runs (as an existing key or a password would).
-struct Remote {
+pub(super) struct Remote {
     // Dropped in this order: the server, then the user, then the files.
-    sshd: Sshd,
-    user: User,
-    admin_key: PathBuf,
-    dir: tempfile::TempDir,
+    pub(super) sshd: Sshd,
+    pub(super) user: User,
+    pub(super) admin_key: PathBuf,
+    pub(super) dir: tempfile::TempDir,
 }
 
 /// A directory whose every parent passes sshd's StrictModes (not /tmp,
 /// which others may write): under cargo's target directory.
-fn strict_dir() -> tempfile::TempDir {
+pub(super) fn strict_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("keysetup-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -34,7 +37,7 @@ fn strict_dir() -> tempfile::TempDir {
     dir
 }
 
-fn keygen(path: &Path) {
+pub(super) fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f"])
         .arg(path)
@@ -45,7 +48,7 @@ fn keygen(path: &Path) {
 }
 
 impl Remote {
-    fn new() -> Remote {
+    pub(super) fn new() -> Remote {
         let dir = strict_dir();
         let admin_key = dir.path().join("admin");
         keygen(&admin_key);
@@ -62,24 +65,24 @@ impl Remote {
         }
     }
 
-    fn dest(&self) -> String {
+    pub(super) fn dest(&self) -> String {
         format!("{}@127.0.0.1", self.user.name)
     }
 
-    fn port(&self) -> String {
+    pub(super) fn port(&self) -> String {
         self.sshd.port().to_string()
     }
 
-    fn ssh_dir(&self) -> PathBuf {
+    pub(super) fn ssh_dir(&self) -> PathBuf {
         self.user.home.join(".ssh")
     }
 
-    fn authorized_keys(&self) -> PathBuf {
+    pub(super) fn authorized_keys(&self) -> PathBuf {
         self.ssh_dir().join("authorized_keys")
     }
 
     /// Seeds the remote authorized_keys with `bytes` (owned by the user).
-    fn seed(&self, bytes: &[u8], mode: u32) {
+    pub(super) fn seed(&self, bytes: &[u8], mode: u32) {
         fs::create_dir_all(self.ssh_dir()).unwrap();
         fs::write(self.authorized_keys(), bytes).unwrap();
         fs::set_permissions(self.authorized_keys(), fs::Permissions::from_mode(mode)).unwrap();
@@ -88,7 +91,7 @@ impl Remote {
     }
 }
 
-fn sshd_lines(admin_keys: &Path) -> Vec<String> {
+pub(super) fn sshd_lines(admin_keys: &Path) -> Vec<String> {
     vec![
         format!(
             "AuthorizedKeysFile {} .ssh/authorized_keys",
@@ -99,28 +102,28 @@ fn sshd_lines(admin_keys: &Path) -> Vec<String> {
 }
 
 /// The local side: a throw-away HOME for keysetup run as root.
-struct Local {
+pub(super) struct Local {
     dir: tempfile::TempDir,
 }
 
 impl Local {
-    fn new() -> Local {
+    pub(super) fn new() -> Local {
         Local { dir: strict_dir() }
     }
 
-    fn home(&self) -> &Path {
+    pub(super) fn home(&self) -> &Path {
         self.dir.path()
     }
 
-    fn key(&self) -> PathBuf {
+    pub(super) fn key(&self) -> PathBuf {
         self.home().join(".ssh/id_syncpipe_ed25519")
     }
 
-    fn known_hosts(&self) -> PathBuf {
+    pub(super) fn known_hosts(&self) -> PathBuf {
         self.home().join(".ssh/known_hosts")
     }
 
-    fn keysetup(&self, args: &[&str]) -> Output {
+    pub(super) fn keysetup(&self, args: &[&str]) -> Output {
         let t0 = std::time::Instant::now();
         let out = Command::new(bin("keysetup"))
             .args(args)
@@ -142,7 +145,7 @@ impl Local {
     }
 
     /// `keysetup --accept-new --login-key ADMIN -p PORT user@127.0.0.1 EXTRA…`.
-    fn setup(&self, remote: &Remote, extra: &[&str]) -> Output {
+    pub(super) fn setup(&self, remote: &Remote, extra: &[&str]) -> Output {
         let admin = remote.admin_key.display().to_string();
         let port = remote.port();
         let dest = remote.dest();
@@ -153,7 +156,7 @@ impl Local {
     }
 
     /// `ssh` with the kit's key alone against `remote`.
-    fn ssh(&self, remote: &Remote, command: &str) -> Output {
+    pub(super) fn ssh(&self, remote: &Remote, command: &str) -> Output {
         Command::new("ssh")
             .args(["-F", "/dev/null", "-p", &remote.port(), "-i"])
             .arg(self.key())
@@ -178,19 +181,19 @@ impl Local {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(super) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn mode(p: &Path) -> u32 {
+pub(super) fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-fn public_line(key: &Path) -> String {
+pub(super) fn public_line(key: &Path) -> String {
     let mut pub_path = key.as_os_str().to_os_string();
     pub_path.push(".pub");
     fs::read_to_string(pub_path).unwrap().trim().to_string()
@@ -198,7 +201,7 @@ fn public_line(key: &Path) -> String {
 
 /// What a hand-kept authorized_keys holds: comments, blank lines, CRLF,
 /// options, and no final newline.
-const MESSY: &[u8] = b"# hand-kept\r\n\n\
+pub(super) const MESSY: &[u8] = b"# hand-kept\r\n\n\
 no-pty,environment=\"A=b c\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB bob\n\
 \tssh-rsa AAAAB3NzaC1yc2E carol";
 
@@ -653,237 +656,6 @@ fn authorize_on_the_target_itself() {
     // Not a public key: a usage error.
     let out = local.keysetup(&["authorize", "--key", "/etc/hostname"]);
     assert_eq!(out.status.code(), Some(2));
-}
-
-/// `keysetup check` as the test runs it: stdout lines and the exit code.
-fn check(local: &Local, remote: &Remote, port: &str) -> (String, Option<i32>) {
-    let admin = remote.admin_key.display().to_string();
-    let dest = remote.dest();
-    let out = local.keysetup(&["check", "-p", port, "--login-key", &admin, &dest]);
-    (stdout(&out), out.status.code())
-}
-
-fn chmod(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-#[test]
-fn check_finds_each_fault() {
-    let remote = Remote::new();
-    let local = Local::new();
-    let port = remote.port();
-
-    // Nothing set up: no key, host key unknown (the worse: exit 7).
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(7), "{text}");
-    assert!(
-        text.contains("FAULT: the key ") && text.contains("is missing"),
-        "{text}"
-    );
-    assert!(
-        text.contains("FAULT: the host key of [127.0.0.1]:"),
-        "{text}"
-    );
-
-    assert!(local.setup(&remote, &[]).status.success());
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(0), "{text}");
-    assert!(!text.contains("FAULT"), "{text}");
-    assert!(text.contains("logs in without a password"), "{text}");
-
-    // Local side: a private key others can read (ssh will not use it).
-    chmod(&local.key(), 0o644);
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(6), "{text}");
-    assert!(
-        text.contains("has mode 644") && text.contains("chmod 600"),
-        "{text}"
-    );
-    chmod(&local.key(), 0o600);
-
-    // Local side: ~/.ssh of another user.
-    let ssh_dir = local.home().join(".ssh");
-    nix::unistd::chown(&ssh_dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(6), "{text}");
-    assert!(text.contains("belongs to uid 65534"), "{text}");
-    nix::unistd::chown(&ssh_dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
-
-    // An agent socket that does not answer.
-    let admin = remote.admin_key.display().to_string();
-    let dest = remote.dest();
-    let out = Command::new(bin("keysetup"))
-        .args(["check", "-p", &port, "--login-key", &admin, &dest])
-        .env("HOME", local.home())
-        .env("SSH_AUTH_SOCK", local.home().join("no-agent.sock"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(6));
-    assert!(stdout(&out).contains("does not answer"), "{}", stdout(&out));
-
-    // Remote side: modes sshd's StrictModes refuses, and another owner.
-    let ak = remote.authorized_keys();
-    type Break = fn(&Remote);
-    let faults: [(&str, Break); 4] = [
-        // Others may write (Debian's sshd allows group write for a
-        // private group, so the test makes it world-writable).
-        ("~/.ssh/authorized_keys has mode 666", |r| {
-            chmod(&r.authorized_keys(), 0o666)
-        }),
-        ("~/.ssh has mode 777", |r| chmod(&r.ssh_dir(), 0o777)),
-        ("remote home directory has mode 777", |r| {
-            chmod(&r.user.home, 0o777)
-        }),
-        ("authorized_keys belongs to uid 0", |r| {
-            nix::unistd::chown(
-                &r.authorized_keys(),
-                Some(nix::unistd::Uid::from_raw(0)),
-                None,
-            )
-            .unwrap()
-        }),
-    ];
-    for (what, fix) in faults {
-        fix(&remote);
-        let (text, code) = check(&local, &remote, &port);
-        assert_eq!(code, Some(6), "{what}: {text}");
-        assert!(text.contains(what), "{what}: {text}");
-        // sshd really refuses the key then.
-        assert!(
-            text.contains("FAULT: a login with the key"),
-            "{what}: {text}"
-        );
-        chmod(&remote.user.home, 0o755);
-        remote.user.own(&remote.ssh_dir());
-        chmod(&remote.ssh_dir(), 0o700);
-        chmod(&ak, 0o600);
-    }
-
-    // Remote side: the key line is gone.
-    let kept = fs::read(&ak).unwrap();
-    fs::write(&ak, b"").unwrap();
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(6), "{text}");
-    assert!(text.contains("the key is not in"), "{text}");
-    fs::write(&ak, kept).unwrap();
-
-    // The host key changed.
-    let known = fs::read(local.known_hosts()).unwrap();
-    let other = local.home().join("other_host_key");
-    keygen(&other);
-    let words: Vec<String> = fs::read_to_string(other.with_extension("pub"))
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    fs::write(
-        local.known_hosts(),
-        format!("[127.0.0.1]:{port} {} {}\n", words[0], words[1]),
-    )
-    .unwrap();
-    let (text, code) = check(&local, &remote, &port);
-    assert_eq!(code, Some(7), "{text}");
-    assert!(text.contains("HAS CHANGED"), "{text}");
-    fs::write(local.known_hosts(), known).unwrap();
-
-    // A port where nothing listens.
-    let closed = crate::support::sshd::free_port().to_string();
-    let (text, code) = check(&local, &remote, &closed);
-    assert_eq!(code, Some(8), "{text}");
-    assert!(text.contains("nothing accepts connections"), "{text}");
-
-    assert_eq!(check(&local, &remote, &port).1, Some(0));
-}
-
-/// `ssh` run as `user` with its own kit key to `dest` on `port`.
-fn ssh_as(user: &User, port: u16, dest: &str, command: &str) -> Output {
-    user.command("ssh")
-        .arg("-i")
-        .arg(user.home.join(".ssh/id_syncpipe_ed25519"))
-        .args([
-            "-p",
-            &port.to_string(),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args(["-o", "StrictHostKeyChecking=yes", dest, command])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-#[test]
-fn mutual_trust_between_two_sshd_instances() {
-    // B: the remote account behind its sshd (with the admin login).
-    let b = Remote::new();
-    // A: a second account, with its own sshd that only reads users' keys;
-    // keysetup runs as A, in A's real home.
-    let a = User::create(&b.dir.path().join("local-home"));
-    let a_sshd = Sshd::start_with_config(&[
-        "AuthorizedKeysFile .ssh/authorized_keys".to_string(),
-        "StrictModes yes".to_string(),
-    ]);
-    let admin = a.home.join("admin");
-    fs::copy(&b.admin_key, &admin).unwrap();
-    a.own(&admin);
-
-    let run = |extra: &[&str]| {
-        let out = a
-            .command(bin("keysetup"))
-            .args(["--accept-new", "-p", &b.port()])
-            .args(extra)
-            .args(["--mutual", "--back", &format!("{}@127.0.0.1", a.name)])
-            .args(["--back-port", &a_sshd.port().to_string(), &b.dest()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        eprintln!("{}", stderr(&out));
-        out
-    };
-    let out = run(&["--login-key", admin.to_str().unwrap()]);
-    assert!(out.status.success());
-    assert!(stderr(&out).contains(&format!(
-        "mutual: {}@127.0.0.1 logs in back to {}@127.0.0.1",
-        b.user.name, a.name
-    )));
-
-    // A logs in to B, and B to A, each with its own key, no prompt.
-    let there = ssh_as(&a, b.sshd.port(), &b.dest(), "id -un");
-    assert_eq!(stdout(&there).trim(), b.user.name, "{}", stderr(&there));
-    let back = ssh_as(
-        &b.user,
-        a_sshd.port(),
-        &format!("{}@127.0.0.1", a.name),
-        "id -un",
-    );
-    assert_eq!(stdout(&back).trim(), a.name, "{}", stderr(&back));
-    // B's key is in A's authorized_keys, and only there.
-    let a_keys = fs::read_to_string(a.home.join(".ssh/authorized_keys")).unwrap();
-    assert_eq!(
-        a_keys,
-        format!(
-            "{}\n",
-            public_line(&b.user.home.join(".ssh/id_syncpipe_ed25519"))
-        )
-    );
-    assert!(a_keys.contains(&format!(" syncpipe:{}@", b.user.name)));
-
-    // Twice: no byte changes on either side.
-    let files = [
-        a.home.join(".ssh/authorized_keys"),
-        a.home.join(".ssh/known_hosts"),
-        a.home.join(".ssh/id_syncpipe_ed25519"),
-        b.authorized_keys(),
-        b.ssh_dir().join("known_hosts"),
-        b.ssh_dir().join("id_syncpipe_ed25519"),
-    ];
-    let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
-    assert!(run(&[]).status.success());
-    let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
-    assert_eq!(before, after);
 }
 
 #[test]
