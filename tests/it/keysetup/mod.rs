@@ -26,12 +26,36 @@ pub(super) struct Remote {
     pub(super) dir: tempfile::TempDir,
 }
 
-/// A directory whose every parent passes sshd's StrictModes (not /tmp,
-/// which others may write): under cargo's target directory.
+/// A directory whose every parent passes sshd's StrictModes (owned by root,
+/// nobody else may write) and lets the throw-away users through (o+x):
+/// cargo's target directory when its path qualifies (not under /tmp, not
+/// under a 700 /root), else a directory under /run.
 pub(super) fn strict_dir() -> tempfile::TempDir {
+    let qualifies = |dir: &Path| {
+        dir.ancestors().all(|a| {
+            fs::metadata(a).is_ok_and(|m| {
+                m.uid() == 0
+                    && m.permissions().mode() & 0o022 == 0
+                    && m.permissions().mode() & 0o001 != 0
+            })
+        })
+    };
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if qualifies(target) {
+        target.to_path_buf()
+    } else {
+        let run = PathBuf::from("/run/syncpipe-tests");
+        fs::create_dir_all(&run).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            qualifies(&run),
+            "no directory passes sshd's StrictModes here"
+        );
+        run
+    };
     let dir = tempfile::Builder::new()
         .prefix("keysetup-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(base)
         .unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     dir
