@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::exit::{coded, Code};
 use crate::keys::authkeys::AuthorizedKeys;
-use crate::keys::knownhosts::{host_pattern, judge, Verdict};
+use crate::keys::knownhosts::{host_pattern, judge, HostKey, Verdict};
 use crate::keys::remote;
 use crate::keys::safefile::{euid, inspect, Found};
 use crate::keys::setup::{read_public_key, recorded_keys, Ctx, Remote};
@@ -49,8 +49,8 @@ pub fn check(cfg: &Check) -> anyhow::Result<()> {
     let mut faults = Vec::new();
     check_local(&ctx, &mut faults);
     let endpoint = ctx.ssh.resolve(&cfg.remote.destination)?;
-    if check_network(&endpoint, &mut faults) {
-        let host_ok = check_host_key(&endpoint, &mut faults)?;
+    if let Some(offered) = check_network(&endpoint, &mut faults) {
+        let host_ok = check_host_key(&endpoint, &offered, &mut faults)?;
         if host_ok {
             check_login(&ctx, &endpoint, &mut faults);
         }
@@ -172,8 +172,8 @@ fn check_agent(key: &Path, faults: &mut Vec<Fault>) {
     }
 }
 
-/// Something listens and speaks ssh at host:port. False when not.
-fn check_network(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> bool {
+/// Something listens and speaks ssh at host:port: the keys it offers.
+fn check_network(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> Option<Vec<HostKey>> {
     let place = format!("{} port {}", endpoint.hostname, endpoint.port);
     let addrs: Vec<_> = match (endpoint.hostname.as_str(), endpoint.port).to_socket_addrs() {
         Ok(a) => a.collect(),
@@ -183,7 +183,7 @@ fn check_network(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> bool {
                 Code::Unreachable,
                 format!("cannot resolve {}: {e}", endpoint.hostname),
             );
-            return false;
+            return None;
         }
     };
     let connected = addrs
@@ -195,22 +195,29 @@ fn check_network(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> bool {
             Code::Unreachable,
             format!("nothing accepts connections at {place}: wrong --port, or sshd is not running"),
         );
-        return false;
+        return None;
     }
-    if keyscan(&endpoint.hostname, endpoint.port).is_err() {
-        fault(
-            faults,
-            Code::Unreachable,
-            format!("{place} answers, but not as an ssh server: wrong --port?"),
-        );
-        return false;
+    match keyscan(&endpoint.hostname, endpoint.port) {
+        Ok(offered) => {
+            ok(format!("an ssh server answers at {place}"));
+            Some(offered)
+        }
+        Err(_) => {
+            fault(
+                faults,
+                Code::Unreachable,
+                format!("{place} answers, but not as an ssh server: wrong --port?"),
+            );
+            None
+        }
     }
-    ok(format!("an ssh server answers at {place}"));
-    true
 }
 
-fn check_host_key(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> anyhow::Result<bool> {
-    let offered = keyscan(&endpoint.hostname, endpoint.port)?;
+fn check_host_key(
+    endpoint: &Endpoint,
+    offered: &[HostKey],
+    faults: &mut Vec<Fault>,
+) -> anyhow::Result<bool> {
     let pattern = host_pattern(&endpoint.key_name, endpoint.port);
     let recorded = recorded_keys(endpoint, &pattern)?;
     let file = endpoint
@@ -218,7 +225,7 @@ fn check_host_key(endpoint: &Endpoint, faults: &mut Vec<Fault>) -> anyhow::Resul
         .first()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    match judge(&recorded, &offered) {
+    match judge(&recorded, offered) {
         Verdict::Known => {
             ok(format!("the host key of {pattern} is known"));
             return Ok(true);
@@ -248,13 +255,21 @@ fn check_login(ctx: &Ctx, endpoint: &Endpoint, faults: &mut Vec<Fault>) {
     }
     let out = ctx
         .ssh
-        .command_with(endpoint, &Login::KeyOnly(ctx.key.clone()), &["-v"], "true")
+        .command_with(
+            endpoint,
+            &Login::KeyOnly(ctx.key.clone()),
+            &["-v"],
+            "echo SYNCPIPE-SHELL",
+        )
         .stdin(Stdio::null())
         .output();
     let (logged_in, key) = match &out {
         Ok(o) => accepted_key(&String::from_utf8_lossy(&o.stderr)),
         Err(_) => (false, None),
     };
+    let shell = out
+        .as_ref()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("SYNCPIPE-SHELL"));
     if logged_in {
         ok(format!(
             "the key {} logs in without a password",
@@ -265,7 +280,7 @@ fn check_login(ctx: &Ctx, endpoint: &Endpoint, faults: &mut Vec<Fault>) {
             faults,
             Code::Auth,
             format!(
-                "the server refuses the key {} for {}",
+                "a login with the key {} as {} fails",
                 ctx.key.display(),
                 endpoint.user
             ),
@@ -273,7 +288,14 @@ fn check_login(ctx: &Ctx, endpoint: &Endpoint, faults: &mut Vec<Fault>) {
     }
     // A look at the remote side: with the kit's key when it opens a
     // shell, else with --login-key or the user's usual keys, never a prompt.
-    let login = ctx.shell_login(endpoint, true);
+    let login = if shell {
+        Login::KeyOnly(ctx.key.clone())
+    } else {
+        Login::AnyWay {
+            key: ctx.login_key.clone(),
+            batch: true,
+        }
+    };
     match remote::inspect(&ctx.ssh, endpoint, &login, "authorized_keys") {
         Err(e) => {
             if !logged_in {

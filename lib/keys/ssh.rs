@@ -534,6 +534,19 @@ mod tests {
     }
 
     #[test]
+    fn children_do_not_inherit_systemd_variables() {
+        let cmd = tool("ssh");
+        let removed: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in SERVICE_ENV {
+            assert!(removed.iter().any(|r| r == var), "{var} kept");
+        }
+    }
+
+    #[test]
     fn comment_names_user_and_host() {
         let l = Local {
             home: "/h".into(),

@@ -39,6 +39,26 @@ fn run_locked(cmd: &mut Command) -> std::process::Output {
     last.unwrap()
 }
 
+/// Deletes users left by test processes that died before their drop ran
+/// (the name holds the pid of the process that made it).
+fn remove_stale_users() {
+    let Ok(passwd) = fs::read_to_string("/etc/passwd") else {
+        return;
+    };
+    for name in passwd.lines().filter_map(|l| l.split(':').next()) {
+        let Some(pid) = name
+            .strip_prefix("spk")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run_locked(Command::new("userdel").arg(name));
+        }
+    }
+}
+
 impl User {
     /// Makes a user whose home is `home` (created, owned by the user, 755).
     /// The password field is `*`: no password login, but not "locked", so
@@ -49,6 +69,8 @@ impl User {
             "these tests make throw-away users and need root"
         );
         static COUNTER: AtomicU32 = AtomicU32::new(0);
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        CLEANED.call_once(remove_stale_users);
         let name = format!(
             "spk{}x{}",
             std::process::id(),

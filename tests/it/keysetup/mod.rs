@@ -12,29 +12,56 @@ use crate::support::bin;
 use crate::support::sshd::Sshd;
 use crate::support::users::User;
 
+mod check;
+mod mutual;
+
 /// A remote account: a throw-away user behind its own sshd. The sshd also
 /// accepts an "admin" key from a root-owned file, the login that works
 /// before keysetup runs (as an existing key or a password would).
-struct Remote {
+pub(super) struct Remote {
     // Dropped in this order: the server, then the user, then the files.
-    sshd: Sshd,
-    user: User,
-    admin_key: PathBuf,
-    dir: tempfile::TempDir,
+    pub(super) sshd: Sshd,
+    pub(super) user: User,
+    pub(super) admin_key: PathBuf,
+    pub(super) dir: tempfile::TempDir,
 }
 
-/// A directory whose every parent passes sshd's StrictModes (not /tmp,
-/// which others may write): under cargo's target directory.
-fn strict_dir() -> tempfile::TempDir {
+/// A directory whose every parent passes sshd's StrictModes (owned by root,
+/// nobody else may write) and lets the throw-away users through (o+x):
+/// cargo's target directory when its path qualifies (not under /tmp, not
+/// under a 700 /root), else a directory under /run.
+pub(super) fn strict_dir() -> tempfile::TempDir {
+    let qualifies = |dir: &Path| {
+        dir.ancestors().all(|a| {
+            fs::metadata(a).is_ok_and(|m| {
+                m.uid() == 0
+                    && m.permissions().mode() & 0o022 == 0
+                    && m.permissions().mode() & 0o001 != 0
+            })
+        })
+    };
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = if qualifies(target) {
+        target.to_path_buf()
+    } else {
+        let run = PathBuf::from("/run/syncpipe-tests");
+        fs::create_dir_all(&run).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            qualifies(&run),
+            "no directory passes sshd's StrictModes here"
+        );
+        run
+    };
     let dir = tempfile::Builder::new()
         .prefix("keysetup-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(base)
         .unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
 
-fn keygen(path: &Path) {
+pub(super) fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f"])
         .arg(path)
@@ -45,7 +72,7 @@ fn keygen(path: &Path) {
 }
 
 impl Remote {
-    fn new() -> Remote {
+    pub(super) fn new() -> Remote {
         let dir = strict_dir();
         let admin_key = dir.path().join("admin");
         keygen(&admin_key);
@@ -62,24 +89,24 @@ impl Remote {
         }
     }
 
-    fn dest(&self) -> String {
+    pub(super) fn dest(&self) -> String {
         format!("{}@127.0.0.1", self.user.name)
     }
 
-    fn port(&self) -> String {
+    pub(super) fn port(&self) -> String {
         self.sshd.port().to_string()
     }
 
-    fn ssh_dir(&self) -> PathBuf {
+    pub(super) fn ssh_dir(&self) -> PathBuf {
         self.user.home.join(".ssh")
     }
 
-    fn authorized_keys(&self) -> PathBuf {
+    pub(super) fn authorized_keys(&self) -> PathBuf {
         self.ssh_dir().join("authorized_keys")
     }
 
     /// Seeds the remote authorized_keys with `bytes` (owned by the user).
-    fn seed(&self, bytes: &[u8], mode: u32) {
+    pub(super) fn seed(&self, bytes: &[u8], mode: u32) {
         fs::create_dir_all(self.ssh_dir()).unwrap();
         fs::write(self.authorized_keys(), bytes).unwrap();
         fs::set_permissions(self.authorized_keys(), fs::Permissions::from_mode(mode)).unwrap();
@@ -88,7 +115,7 @@ impl Remote {
     }
 }
 
-fn sshd_lines(admin_keys: &Path) -> Vec<String> {
+pub(super) fn sshd_lines(admin_keys: &Path) -> Vec<String> {
     vec![
         format!(
             "AuthorizedKeysFile {} .ssh/authorized_keys",
@@ -99,28 +126,29 @@ fn sshd_lines(admin_keys: &Path) -> Vec<String> {
 }
 
 /// The local side: a throw-away HOME for keysetup run as root.
-struct Local {
+pub(super) struct Local {
     dir: tempfile::TempDir,
 }
 
 impl Local {
-    fn new() -> Local {
+    pub(super) fn new() -> Local {
         Local { dir: strict_dir() }
     }
 
-    fn home(&self) -> &Path {
+    pub(super) fn home(&self) -> &Path {
         self.dir.path()
     }
 
-    fn key(&self) -> PathBuf {
+    pub(super) fn key(&self) -> PathBuf {
         self.home().join(".ssh/id_syncpipe_ed25519")
     }
 
-    fn known_hosts(&self) -> PathBuf {
+    pub(super) fn known_hosts(&self) -> PathBuf {
         self.home().join(".ssh/known_hosts")
     }
 
-    fn keysetup(&self, args: &[&str]) -> Output {
+    pub(super) fn keysetup(&self, args: &[&str]) -> Output {
+        let t0 = std::time::Instant::now();
         let out = Command::new(bin("keysetup"))
             .args(args)
             .env("HOME", self.home())
@@ -131,8 +159,9 @@ impl Local {
             .output()
             .unwrap();
         eprintln!(
-            "keysetup {args:?} -> {:?}\nstdout:\n{}stderr:\n{}",
+            "keysetup {args:?} -> {:?} in {:?}\nstdout:\n{}stderr:\n{}",
             out.status.code(),
+            t0.elapsed(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -140,7 +169,7 @@ impl Local {
     }
 
     /// `keysetup --accept-new --login-key ADMIN -p PORT user@127.0.0.1 EXTRA…`.
-    fn setup(&self, remote: &Remote, extra: &[&str]) -> Output {
+    pub(super) fn setup(&self, remote: &Remote, extra: &[&str]) -> Output {
         let admin = remote.admin_key.display().to_string();
         let port = remote.port();
         let dest = remote.dest();
@@ -151,7 +180,7 @@ impl Local {
     }
 
     /// `ssh` with the kit's key alone against `remote`.
-    fn ssh(&self, remote: &Remote, command: &str) -> Output {
+    pub(super) fn ssh(&self, remote: &Remote, command: &str) -> Output {
         Command::new("ssh")
             .args(["-F", "/dev/null", "-p", &remote.port(), "-i"])
             .arg(self.key())
@@ -176,19 +205,19 @@ impl Local {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(super) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn mode(p: &Path) -> u32 {
+pub(super) fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-fn public_line(key: &Path) -> String {
+pub(super) fn public_line(key: &Path) -> String {
     let mut pub_path = key.as_os_str().to_os_string();
     pub_path.push(".pub");
     fs::read_to_string(pub_path).unwrap().trim().to_string()
@@ -196,7 +225,7 @@ fn public_line(key: &Path) -> String {
 
 /// What a hand-kept authorized_keys holds: comments, blank lines, CRLF,
 /// options, and no final newline.
-const MESSY: &[u8] = b"# hand-kept\r\n\n\
+pub(super) const MESSY: &[u8] = b"# hand-kept\r\n\n\
 no-pty,environment=\"A=b c\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB bob\n\
 \tssh-rsa AAAAB3NzaC1yc2E carol";
 
@@ -558,6 +587,21 @@ fn host_keys_are_pinned_and_changes_refused() {
         format!("[127.0.0.1]:{port} {} {}\n", host_key[0], host_key[1])
     );
 
+    // Hashed the way Debian's HashKnownHosts writes it, the entry is still
+    // found: nothing is added on the next run.
+    let hashed = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(local.known_hosts())
+        .output()
+        .unwrap();
+    assert!(hashed.status.success());
+    let hashed = fs::read(local.known_hosts()).unwrap();
+    assert!(hashed.starts_with(b"|1|"));
+    let out = local.keysetup(&["--host-key", &real, "-p", &port, &dest]);
+    assert!(out.status.success());
+    assert_eq!(fs::read(local.known_hosts()).unwrap(), hashed);
+
     // The server's key changes (another key recorded for it): refused loudly,
     // nothing touched on either side.
     let other = local.home().join("other_host_key");
@@ -636,4 +680,28 @@ fn authorize_on_the_target_itself() {
     // Not a public key: a usage error.
     let out = local.keysetup(&["authorize", "--key", "/etc/hostname"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn remote_ssh_dir_that_is_a_symlink_is_refused() {
+    let remote = Remote::new();
+    let local = Local::new();
+    let elsewhere = remote.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("authorized_keys"), b"# theirs\n").unwrap();
+    remote.user.own(&elsewhere);
+    std::os::unix::fs::symlink(&elsewhere, remote.ssh_dir()).unwrap();
+
+    let out = local.setup(&remote, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("remote ~/.ssh is a symlink to"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read(elsewhere.join("authorized_keys")).unwrap(),
+        b"# theirs\n"
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
 }
