@@ -146,7 +146,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("bisync");
     let verbosity = args.verbosity;
     cli::run_coded("bisync", verbosity, || {
         if let Some(path) = args.serve {

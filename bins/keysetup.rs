@@ -193,7 +193,7 @@ impl SetupArgs {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("keysetup");
     cli::run("keysetup", args.verbosity, || match args.command {
         None => setup::setup(&args.setup.into_config()?),
         Some(Command::Authorize { key, limits }) => setup::authorize(&key, &limits.restriction()),

@@ -209,7 +209,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
         let config = args.into_config()?;
         // Unbuffered: pushd polls the descriptor next to its signals, and

@@ -3,6 +3,7 @@
 
 mod batchd;
 mod bisync;
+mod generated;
 mod keysetup;
 mod pushd;
 mod support;
