@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BINS := watchd batchd pushd bisync keysetup
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare zsh:zsh
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze passwd:useradd
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
@@ -59,6 +59,11 @@ install: build
 	for b in $(BINS); do target/release/$$b --print-man > $(DESTDIR)$(PREFIX)/share/man/man1/$$b.1; done
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 	  $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/syncpipe
+	for u in units/*@.service units/*@.socket units/*@.timer; do \
+	  sed 's#/usr/local/bin#$(PREFIX)/bin#g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
+	install -m 0644 units/syncpipe.conf.example $(DESTDIR)/etc/syncpipe/example.conf.sample
 	for b in $(BINS); do \
 	  install -m 0644 completions/$$b.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b; \
 	  install -m 0644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_$$b; \

@@ -8,5 +8,6 @@ mod keysetup;
 mod pushd;
 mod support;
 mod transport;
+mod units;
 mod watchd;
 mod wire;
