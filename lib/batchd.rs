@@ -97,6 +97,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             );
                             batcher.malformed(now);
                         }
+                        Item::Gap { reason } => {
+                            crate::log_warn!(
+                                "{reason}: the next batch is a full rescan of the root"
+                            );
+                            batcher.malformed(now);
+                        }
                     }
                 }
                 batcher.tick(now, &mut out);

@@ -170,6 +170,42 @@ pub struct Batch {
     pub changes: Vec<Change>,
 }
 
+/// What `pushd` did with changes on one target: one record per transfer
+/// (a batch, several merged batches, or a full sync) and target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The target as given on the command line.
+    pub target: String,
+    pub stream: String,
+    /// The range of `seq`s this transfer covers.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// True for a full sync of the root.
+    pub full: bool,
+    /// `ok`, `refused` (applied except for deletions a guard refused) or
+    /// `failed` (nothing is lost: the changes are retried).
+    pub status: String,
+    /// Regular files whose data was sent, and their size in bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes rsync sent on the wire, protocol included.
+    pub sent: u64,
+    pub deleted: u64,
+    /// Renames done on the target without sending data.
+    pub renamed: u64,
+    #[serde(default)]
+    pub refused_deletes: u64,
+    pub duration_ms: u64,
+    /// rsync's exit code (absent when rsync did not run or was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_exit: Option<i32>,
+    /// 1 for the first try of these changes, counting up on retries.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ts: Timestamp,
+}
+
 /// One line of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -177,6 +213,8 @@ pub enum Record {
     Event(Event),
     End(End),
     Batch(Batch),
+    /// Written by `pushd`, type `result`.
+    Applied(Applied),
     /// A record of a type this version does not know: kept byte for byte (without
     /// the newline) so it can be passed on unchanged.
     Other {
@@ -219,6 +257,7 @@ impl Record {
             "batch" => Record::Batch(serde_json::from_slice(line).map_err(malformed)?),
             "header" => Record::Header(serde_json::from_slice(line).map_err(malformed)?),
             "end" => Record::End(serde_json::from_slice(line).map_err(malformed)?),
+            "result" => Record::Applied(serde_json::from_slice(line).map_err(malformed)?),
             other => Record::Other {
                 kind: other.to_string(),
                 line: line.to_vec(),
@@ -235,12 +274,15 @@ impl Record {
             Event(&'a Event),
             End(&'a End),
             Batch(&'a Batch),
+            #[serde(rename = "result")]
+            Applied(&'a Applied),
         }
         let tagged = match self {
             Record::Header(h) => Tagged::Header(h),
             Record::Event(e) => Tagged::Event(e),
             Record::End(e) => Tagged::End(e),
             Record::Batch(b) => Tagged::Batch(b),
+            Record::Applied(a) => Tagged::Applied(a),
             Record::Other { line, .. } => {
                 out.extend_from_slice(line);
                 out.push(b'\n');
@@ -347,5 +389,163 @@ mod tests {
         let b = new_stream_id().unwrap();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path() -> impl Strategy<Value = WirePath> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..48).prop_map(WirePath::from_bytes),
+            "[a-z ./\\n$()-]{0,24}".prop_map(|s| WirePath::from(s.as_str())),
+        ]
+    }
+
+    fn ts() -> impl Strategy<Value = Timestamp> {
+        any::<String>().prop_map(Timestamp)
+    }
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        prop_oneof![
+            Just(EventKind::Create),
+            Just(EventKind::Modify),
+            Just(EventKind::Delete),
+            Just(EventKind::Move),
+            Just(EventKind::Attrib),
+            Just(EventKind::Rescan),
+            "[a-z_]{1,12}"
+                .prop_filter("not a known kind", |s| {
+                    !matches!(
+                        EventKind::parse(s),
+                        EventKind::Create
+                            | EventKind::Modify
+                            | EventKind::Delete
+                            | EventKind::Move
+                            | EventKind::Attrib
+                            | EventKind::Rescan
+                    )
+                })
+                .prop_map(EventKind::Other),
+        ]
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        (
+            prop_oneof![
+                Just(ChangeOp::Update),
+                Just(ChangeOp::Delete),
+                Just(ChangeOp::Move),
+                Just(ChangeOp::Rescan)
+            ],
+            path(),
+            any::<bool>(),
+            prop::option::of(path()),
+        )
+            .prop_map(|(op, path, dir, from)| Change {
+                op,
+                path,
+                dir,
+                from,
+            })
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<String>(),
+                path(),
+                any::<String>(),
+                ts(),
+                any::<String>()
+            )
+                .prop_map(|(v, stream, root, host, ts, producer)| Record::Header(
+                    Header {
+                        v,
+                        stream,
+                        root,
+                        host,
+                        ts,
+                        producer
+                    }
+                )),
+            (
+                any::<u64>(),
+                ts(),
+                kind(),
+                path(),
+                any::<bool>(),
+                prop::option::of(path())
+            )
+                .prop_map(|(seq, ts, kind, path, dir, from)| Record::Event(Event {
+                    seq,
+                    ts,
+                    kind,
+                    path,
+                    dir,
+                    from
+                })),
+            (any::<u64>(), ts(), any::<String>()).prop_map(|(seq, ts, reason)| Record::End(End {
+                seq,
+                ts,
+                reason
+            })),
+            (
+                any::<String>(),
+                any::<u64>(),
+                any::<u64>(),
+                path(),
+                ts(),
+                prop::collection::vec(change(), 0..6)
+            )
+                .prop_map(|(stream, first_seq, last_seq, root, ts, changes)| {
+                    Record::Batch(Batch {
+                        stream,
+                        first_seq,
+                        last_seq,
+                        root,
+                        ts,
+                        changes,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_round_trips(rec in record()) {
+            let mut line = Vec::new();
+            rec.write_line(&mut line).unwrap();
+            prop_assert_eq!(line.pop(), Some(b'\n'));
+            prop_assert!(!line.contains(&b'\n'), "one record, one line");
+            prop_assert_eq!(Record::parse(&line).unwrap(), rec);
+        }
+
+        #[test]
+        fn unknown_types_pass_through_byte_for_byte(
+            kind in "[a-z]{1,10}".prop_filter("unknown", |k| !["header", "event", "end", "batch"].contains(&k.as_str())),
+            fields in prop::collection::btree_map("[a-z]{1,6}", any::<i64>(), 0..5),
+        ) {
+            let mut obj = serde_json::Map::new();
+            obj.insert("type".into(), kind.clone().into());
+            for (k, v) in fields {
+                if k != "type" {
+                    obj.insert(k, v.into());
+                }
+            }
+            let line = serde_json::to_string(&obj).unwrap();
+            let rec = Record::parse(line.as_bytes()).unwrap();
+            let is_other = matches!(&rec, Record::Other { kind: k, .. } if *k == kind);
+            prop_assert!(is_other, "not passed through: {:?}", rec);
+            prop_assert_eq!(rec.to_line(), line);
+        }
+
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Record::parse(&bytes);
+        }
     }
 }

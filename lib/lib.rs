@@ -4,14 +4,24 @@
 //! The binaries under `bins/` only parse flags; everything they do lives here,
 //! one module per job, so unit tests reach it without spawning processes.
 
+pub mod apply;
 pub mod batchd;
 pub mod batcher;
 pub mod cli;
 pub mod event;
+pub mod exclude;
 pub mod exit;
 pub mod fold;
 pub mod log;
+pub mod mounts;
+pub mod plan;
+pub mod push;
+pub mod pushstate;
+pub mod rsync;
 pub mod signals;
 pub mod stream;
 pub mod systemd;
+pub mod target;
+pub mod transport;
+pub mod watch;
 pub mod wirepath;

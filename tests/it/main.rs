@@ -2,4 +2,8 @@
 //! rsync and sshd. One test crate, so the support code is built once.
 
 mod batchd;
+mod pushd;
 mod support;
+mod transport;
+mod watchd;
+mod wire;

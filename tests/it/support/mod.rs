@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use syncpipe::event::Record;
 
+pub mod rsyncd;
+pub mod sshd;
+
 /// Generous: CI machines are slow and noisy. Tests wait on signals the
 /// program gives; this only bounds how long a broken test hangs.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -25,6 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = match name {
         "watchd" => env!("CARGO_BIN_EXE_watchd"),
         "batchd" => env!("CARGO_BIN_EXE_batchd"),
+        "pushd" => env!("CARGO_BIN_EXE_pushd"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)

@@ -1,0 +1,205 @@
+//! `pushd`: apply a syncpipe stream to one or more targets with rsync.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use syncpipe::apply::{Guards, MaxDelete};
+use syncpipe::cli::{self, parse_duration, Verbosity};
+use syncpipe::exit::{coded, Code};
+use syncpipe::push::{self, Config, DeleteMode, Retry};
+use syncpipe::rsync::{RsyncSettings, SshSettings};
+use syncpipe::target::Target;
+
+/// Apply a stream of changes (from watchd or batchd) to targets with rsync
+///
+/// Reads records on stdin and brings every TARGET to the source's state:
+/// a local directory, [user@]host:/path (rsync over ssh) or an rsync daemon
+/// (host::module/path, rsync://host[:port]/module/path). Writes one JSON
+/// `result` record per transfer and target on stdout.
+///
+/// $ watchd /data | batchd -d 15 | env pushd backup1:/srv/data /mnt/copy
+#[derive(Parser, Debug)]
+#[command(version, after_help = cli::exit_codes_help())]
+struct Args {
+    /// Where to push: DIR, [user@]host:PATH, host::module/PATH, rsync://host[:port]/module/PATH
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<OsString>,
+
+    /// Which transfers may delete on the target
+    #[arg(long, value_enum, default_value = "true", help_heading = "Sync")]
+    delete: DeleteMode,
+    /// Skip the full sync at start-up
+    #[arg(long, help_heading = "Sync")]
+    no_init: bool,
+    /// Remember per target the stream and last applied seq in FILE, to resume
+    #[arg(long, value_name = "FILE", help_heading = "Sync")]
+    state: Option<PathBuf>,
+    /// Transfers running at the same time, over all targets
+    #[arg(long, default_value_t = 4, value_name = "N", help_heading = "Sync")]
+    max_procs: usize,
+    /// Pending changes per target before falling back to a full sync
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        value_name = "N",
+        help_heading = "Sync"
+    )]
+    max_pending: usize,
+    /// First retry delay after a failed transfer
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Sync")]
+    retry_min: Duration,
+    /// Longest retry delay (the delay doubles per failure up to this)
+    #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Sync")]
+    retry_max: Duration,
+    /// Random part of each retry delay, 0 to 1
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "FRACTION",
+        help_heading = "Sync"
+    )]
+    retry_jitter: f64,
+
+    /// Refuse a batch or full sync deleting more than N entries, or P% of the target
+    #[arg(long, default_value = "50%", value_parser = MaxDelete::parse, value_name = "N|P%", help_heading = "Safety")]
+    max_delete: MaxDelete,
+    /// Allow a full sync from an empty source root to delete on the target
+    #[arg(long, help_heading = "Safety")]
+    allow_empty_source: bool,
+    /// Refuse to sync unless the source root is a mount point
+    #[arg(long, help_heading = "Safety")]
+    require_mount: bool,
+    /// Refuse to sync unless FILE (relative to the source root) exists
+    #[arg(long, value_name = "FILE", help_heading = "Safety")]
+    sentinel: Option<PathBuf>,
+
+    /// Compress data on the wire
+    #[arg(short = 'z', long, help_heading = "rsync")]
+    compress: bool,
+    /// Bandwidth limit (rsync's --bwlimit, e.g. 1m)
+    #[arg(long, value_name = "RATE", help_heading = "rsync")]
+    bwlimit: Option<String>,
+    /// Compare files by checksum, not size and time
+    #[arg(short = 'c', long, help_heading = "rsync")]
+    checksum: bool,
+    /// Update files in place
+    #[arg(long, help_heading = "rsync")]
+    inplace: bool,
+    /// Keep partially transferred files
+    #[arg(long, help_heading = "rsync")]
+    partial: bool,
+    /// rsync program on the remote side
+    #[arg(long, value_name = "PROGRAM", help_heading = "rsync")]
+    rsync_path: Option<String>,
+    /// One more argument for rsync, passed through (repeatable)
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = "rsync"
+    )]
+    rsync_opt: Vec<OsString>,
+    /// Exclude files matching PATTERN (rsync filter syntax, repeatable)
+    #[arg(long, value_name = "PATTERN", help_heading = "rsync")]
+    exclude: Vec<OsString>,
+    /// Read exclude patterns from FILE (repeatable)
+    #[arg(long, value_name = "FILE", help_heading = "rsync")]
+    exclude_from: Vec<PathBuf>,
+    /// Password file for rsync daemon targets
+    #[arg(long, value_name = "FILE", help_heading = "rsync")]
+    password_file: Option<PathBuf>,
+
+    /// ssh port
+    #[arg(short = 'p', long, help_heading = "ssh")]
+    port: Option<u16>,
+    /// ssh private key
+    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
+    identity: Option<PathBuf>,
+    /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
+    #[arg(long, value_name = "OPTION", help_heading = "ssh")]
+    ssh_opt: Vec<String>,
+
+    #[command(flatten)]
+    verbosity: Verbosity,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let cwd = std::env::current_dir().map_err(|e| {
+            coded(
+                Code::Usage,
+                format!("cannot read the working directory: {e}"),
+            )
+        })?;
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| Target::parse(t, &cwd).map_err(|e| coded(Code::Usage, e.to_string())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !(0.0..=1.0).contains(&self.retry_jitter) {
+            return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
+        }
+        if self.retry_min > self.retry_max {
+            return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
+        }
+        let absolute = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
+        Ok(Config {
+            targets,
+            rsync: RsyncSettings {
+                compress: self.compress,
+                bwlimit: self.bwlimit,
+                checksum: self.checksum,
+                inplace: self.inplace,
+                partial: self.partial,
+                rsync_path: self.rsync_path,
+                extra: self.rsync_opt,
+                excludes: self.exclude,
+                exclude_from: self.exclude_from.into_iter().map(absolute).collect(),
+                password_file: self.password_file.map(absolute),
+                ssh: SshSettings {
+                    port: self.port,
+                    identity: self.identity.map(absolute),
+                    options: self.ssh_opt,
+                },
+            },
+            guards: Guards {
+                max_delete: self.max_delete,
+                allow_empty_source: self.allow_empty_source,
+                require_mount: self.require_mount,
+                sentinel: self.sentinel,
+            },
+            delete: self.delete,
+            init: !self.no_init,
+            state: self.state.map(absolute),
+            max_procs: self.max_procs.max(1),
+            max_pending: self.max_pending.max(1),
+            retry: Retry {
+                min: self.retry_min,
+                max: self.retry_max,
+                jitter: self.retry_jitter,
+            },
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::run("pushd", args.verbosity, || {
+        let config = args.into_config()?;
+        push::run(config, std::io::stdin().lock(), Box::new(std::io::stdout()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+}

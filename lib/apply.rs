@@ -1,0 +1,471 @@
+//! Carrying out a [`Plan`] on one target: renames natively (locally) or with
+//! one `mv` script over ssh, then one rsync for the listed paths and one for
+//! the subtrees, behind the guards that keep a bad source from wiping a
+//! replica (missing/empty source, `--require-mount`, `--sentinel`,
+//! `--max-delete`).
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::plan::Plan;
+use crate::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
+use crate::target::{Location, Target};
+use crate::wirepath::WirePath;
+
+/// `--max-delete`: how many deletions one batch or sync may make.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxDelete {
+    Count(u64),
+    Percent(f64),
+}
+
+/// A percentage limit is only applied once this many entries would go:
+/// deleting the one file of a one-file tree is 100% and perfectly normal.
+pub const PERCENT_FLOOR: u64 = 10;
+
+impl MaxDelete {
+    pub fn parse(text: &str) -> Result<MaxDelete, String> {
+        let text = text.trim();
+        if let Some(p) = text.strip_suffix('%') {
+            match p.trim().parse::<f64>() {
+                Ok(v) if (0.0..=100.0).contains(&v) => Ok(MaxDelete::Percent(v)),
+                _ => Err(format!("{text:?} is not a percentage from 0% to 100%")),
+            }
+        } else {
+            text.parse::<u64>()
+                .map(MaxDelete::Count)
+                .map_err(|_| format!("{text:?} is neither a count (500) nor a percentage (50%)"))
+        }
+    }
+
+    /// True when deleting `deletes` of `total` entries is too many.
+    pub fn exceeded(self, deletes: u64, total: Option<u64>) -> bool {
+        match self {
+            MaxDelete::Count(n) => deletes > n,
+            MaxDelete::Percent(p) => {
+                let Some(total) = total.filter(|&t| t > 0) else {
+                    return false;
+                };
+                deletes > PERCENT_FLOOR && (deletes as f64) > (total as f64) * p / 100.0
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The checks made before anything is deleted because the source says so.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guards {
+    pub max_delete: MaxDelete,
+    pub allow_empty_source: bool,
+    pub require_mount: bool,
+    /// Relative to the source root.
+    pub sentinel: Option<PathBuf>,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            max_delete: MaxDelete::Percent(50.0),
+            allow_empty_source: false,
+            require_mount: false,
+            sentinel: None,
+        }
+    }
+}
+
+/// Whether the source root can be trusted: `Err` says why not (nothing is
+/// done then), `Ok(true)` that it is empty.
+pub fn check_source(root: &Path, guards: &Guards) -> Result<bool, String> {
+    let meta = std::fs::metadata(root)
+        .map_err(|e| format!("source root {} is not there: {e}", root.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("source root {} is not a directory", root.display()));
+    }
+    let mut entries = std::fs::read_dir(root)
+        .map_err(|e| format!("source root {} is unreadable: {e}", root.display()))?;
+    if guards.require_mount {
+        let canonical = root
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve source root {}: {e}", root.display()))?;
+        let is_mount = crate::mounts::is_mount_point(&canonical)
+            .map_err(|e| format!("cannot read the mount table: {e}"))?;
+        if !is_mount {
+            return Err(format!(
+                "source root {} is not a mount point (--require-mount): is the disk mounted?",
+                root.display()
+            ));
+        }
+    }
+    if let Some(sentinel) = &guards.sentinel {
+        let path = root.join(sentinel);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(format!(
+                "sentinel {} is missing (--sentinel): is the source mounted?",
+                path.display()
+            ));
+        }
+    }
+    Ok(entries.next().is_none())
+}
+
+/// What applying a plan did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stats: Stats,
+    /// rsync's exit code of the run that decided the outcome.
+    pub code: Option<i32>,
+    pub outcome: Option<Outcome>,
+    /// rsync's (or ssh's) message when it failed.
+    pub message: String,
+    /// Deletions that were refused by a guard (the rest was applied).
+    pub refused_deletes: u64,
+    /// Why deletions were refused, for the log and the result record.
+    pub refusal: Option<String>,
+    /// Renames done on the target without resending data.
+    pub renamed: u64,
+    pub duration: Duration,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.outcome.is_none_or(|o| o == Outcome::Success)
+    }
+}
+
+/// One target with everything needed to apply plans to it.
+pub struct Applier<'a> {
+    pub target: &'a Target,
+    pub settings: &'a RsyncSettings,
+    pub guards: &'a Guards,
+}
+
+impl Applier<'_> {
+    /// Applies `plan` (taken by value: failed renames turn into data
+    /// transfers). `delete` says whether deletions propagate at all;
+    /// `known_entries` is the target's size as last seen, for `P%` limits on
+    /// batches. Err only when rsync or ssh cannot be started.
+    pub fn apply(
+        &self,
+        source: &Path,
+        mut plan: Plan,
+        delete: bool,
+        known_entries: Option<u64>,
+    ) -> anyhow::Result<Report> {
+        let started = Instant::now();
+        let mut report = Report::default();
+        let empty = match check_source(source, self.guards) {
+            Ok(empty) => empty,
+            Err(why) => {
+                report.outcome = Some(Outcome::Fail);
+                report.message = format!("{why}; nothing applied, will retry");
+                report.duration = started.elapsed();
+                return Ok(report);
+            }
+        };
+        let mut delete = delete;
+        if delete && empty && !self.guards.allow_empty_source {
+            // An empty source deletes nothing: an unmounted disk looks empty.
+            delete = false;
+            report.refusal = Some(format!(
+                "source root {} is empty: not deleting anything on the target (--allow-empty-source to allow)",
+                source.display()
+            ));
+        }
+        if !plan.renames.is_empty() {
+            self.rename(&mut plan, &mut report);
+        }
+        if !plan.paths.is_empty() {
+            let mut list = plan.paths.clone();
+            if delete {
+                let missing: Vec<&WirePath> = list
+                    .iter()
+                    .filter(|p| std::fs::symlink_metadata(join(source, p)).is_err())
+                    .collect();
+                let n = missing.len() as u64;
+                if self.guards.max_delete.exceeded(n, known_entries) {
+                    report.refused_deletes += n;
+                    report.refusal = Some(format!(
+                        "refusing to delete {n} paths on {} in one batch (--max-delete {}); the rest is applied",
+                        self.target, self.guards.max_delete
+                    ));
+                    list.retain(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
+                }
+            }
+            if !list.is_empty() {
+                self.run(source, Transfer::Paths { delete }, &list, &mut report)?;
+                if !report.succeeded() {
+                    report.duration = started.elapsed();
+                    return Ok(report);
+                }
+            }
+        }
+        if !plan.subtrees.is_empty() {
+            let mut delete = delete;
+            if delete {
+                let dry = self.rsync(
+                    source,
+                    Transfer::Subtrees { delete: true },
+                    true,
+                    &plan.subtrees,
+                )?;
+                if dry.outcome != Outcome::Success {
+                    report.code = dry.code;
+                    report.outcome = Some(dry.outcome);
+                    report.message = dry.stderr;
+                    report.duration = started.elapsed();
+                    return Ok(report);
+                }
+                // Entries on the target before: what the source lists, minus what
+                // would be created, plus what would be deleted.
+                let before =
+                    (dry.stats.files + dry.stats.deleted).saturating_sub(dry.stats.created);
+                if self
+                    .guards
+                    .max_delete
+                    .exceeded(dry.stats.deleted, Some(before))
+                {
+                    delete = false;
+                    report.refused_deletes += dry.stats.deleted;
+                    report.refusal = Some(format!(
+                        "refusing to delete {} of {before} entries on {} (--max-delete {}); syncing without deletions",
+                        dry.stats.deleted, self.target, self.guards.max_delete
+                    ));
+                }
+            }
+            self.run(
+                source,
+                Transfer::Subtrees { delete },
+                &plan.subtrees,
+                &mut report,
+            )?;
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    fn rsync(
+        &self,
+        source: &Path,
+        transfer: Transfer,
+        dry_run: bool,
+        list: &[WirePath],
+    ) -> anyhow::Result<rsync::RunResult> {
+        let args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
+        rsync::run(&args, &list)
+    }
+
+    fn run(
+        &self,
+        source: &Path,
+        transfer: Transfer,
+        list: &[WirePath],
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let result = self.rsync(source, transfer, false, list)?;
+        report.stats.add(result.stats);
+        report.code = result.code;
+        report.outcome = Some(result.outcome);
+        if result.outcome != Outcome::Success || !result.stderr.is_empty() {
+            report.message = result.stderr;
+        }
+        Ok(())
+    }
+
+    /// Replays the plan's renames on the target. Any failure turns all of
+    /// them into plain transfers (the plan re-checks both names anyway).
+    fn rename(&self, plan: &mut Plan, report: &mut Report) {
+        let result = match &self.target.location {
+            Location::Local(root) => rename_local(root, plan),
+            Location::Ssh { user, host, .. } => self.rename_ssh(user.as_deref(), host, plan),
+            Location::Daemon { .. } => Err("an rsync daemon cannot rename".into()),
+        };
+        match result {
+            Ok(()) => report.renamed += plan.renames.len() as u64,
+            Err(why) => {
+                crate::log_info!(
+                    "{}: renaming on the target failed ({why}); sending the data instead",
+                    self.target
+                );
+                plan.without_renames();
+            }
+        }
+    }
+
+    fn rename_ssh(&self, user: Option<&str>, host: &str, plan: &Plan) -> Result<(), String> {
+        let mut script = Vec::new();
+        for r in &plan.renames {
+            let from = self.target.remote_path(&r.from).ok_or("no shell")?;
+            let to = self.target.remote_path(&r.to).ok_or("no shell")?;
+            let parent = self
+                .target
+                .remote_path(&r.to.parent().unwrap_or_else(WirePath::root))
+                .ok_or("no shell")?;
+            if !script.is_empty() {
+                script.extend_from_slice(b" && ");
+            }
+            // -T: never move *into* an existing directory of the new name.
+            script.extend_from_slice(b"mkdir -p -- ");
+            script.extend_from_slice(&rsync::quote_for_shell(&parent));
+            script.extend_from_slice(b" && mv -f -T -- ");
+            script.extend_from_slice(&rsync::quote_for_shell(&from));
+            script.push(b' ');
+            script.extend_from_slice(&rsync::quote_for_shell(&to));
+        }
+        let mut cmd = rsync::clean_command("ssh");
+        cmd.args(self.settings.ssh.args());
+        if let Some(user) = user {
+            cmd.arg("-l").arg(user);
+        }
+        cmd.arg("--")
+            .arg(host)
+            .arg(OsString::from_vec(script))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("starting ssh: {e}"))?;
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("ssh exited with {status}: {}", err.trim()))
+        }
+    }
+}
+
+fn join(root: &Path, p: &WirePath) -> PathBuf {
+    if p.is_root() {
+        root.to_path_buf()
+    } else {
+        root.join(p.as_path())
+    }
+}
+
+fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
+    for r in &plan.renames {
+        let from = join(root, &r.from);
+        let to = join(root, &r.to);
+        std::fs::symlink_metadata(&from)
+            .map_err(|e| format!("{} is not on the target: {e}", from.display()))?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+            .map_err(|e| format!("{e:#}"))?;
+    }
+    Ok(())
+}
+
+/// True when the installed rsync deletes a listed, missing path with
+/// `--files-from --delete-missing-args` (some 2026 security builds broke
+/// it: RsyncProject/rsync issue 910).
+pub fn delete_missing_args_works() -> anyhow::Result<bool> {
+    let dir = tempfile_dir()?;
+    let src = dir.join("src");
+    let dst = dir.join("dst");
+    std::fs::create_dir_all(&src)?;
+    std::fs::create_dir_all(dst.join("gone/sub"))?;
+    std::fs::write(dst.join("gone/sub/f"), b"x")?;
+    std::fs::write(dst.join("file"), b"x")?;
+    let target = Target {
+        name: dst.display().to_string(),
+        location: Location::Local(dst.clone()),
+    };
+    let args = rsync::build_args(
+        &RsyncSettings::default(),
+        Transfer::Paths { delete: true },
+        false,
+        &src,
+        &target,
+    );
+    let result = rsync::run(&args, &[b"gone", b"file"])?;
+    let works = result.outcome == Outcome::Success
+        && !dst.join("gone").exists()
+        && !dst.join("file").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(works)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "syncpipe-probe-{}-{}",
+        std::process::id(),
+        crate::event::new_stream_id()?
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_delete_parsing_and_limits() {
+        assert_eq!(MaxDelete::parse("50%").unwrap(), MaxDelete::Percent(50.0));
+        assert_eq!(MaxDelete::parse("500").unwrap(), MaxDelete::Count(500));
+        assert!(MaxDelete::parse("150%").is_err());
+        assert!(MaxDelete::parse("lots").is_err());
+        let half = MaxDelete::Percent(50.0);
+        assert!(!half.exceeded(1, Some(1)), "below the floor");
+        assert!(half.exceeded(60, Some(100)));
+        assert!(!half.exceeded(40, Some(100)));
+        assert!(!half.exceeded(60, None));
+        assert!(MaxDelete::Count(3).exceeded(4, None));
+        assert!(!MaxDelete::Count(3).exceeded(3, None));
+    }
+
+    #[test]
+    fn source_checks() {
+        let dir = tempfile_dir().unwrap();
+        let guards = Guards::default();
+        assert_eq!(check_source(&dir, &guards), Ok(true));
+        std::fs::write(dir.join("f"), b"").unwrap();
+        assert_eq!(check_source(&dir, &guards), Ok(false));
+        assert!(check_source(&dir.join("missing"), &guards).is_err());
+        let sentinel = Guards {
+            sentinel: Some(".mounted".into()),
+            ..Guards::default()
+        };
+        assert!(check_source(&dir, &sentinel)
+            .unwrap_err()
+            .contains("sentinel"));
+        std::fs::write(dir.join(".mounted"), b"").unwrap();
+        assert_eq!(check_source(&dir, &sentinel), Ok(false));
+        let mount = Guards {
+            require_mount: true,
+            ..Guards::default()
+        };
+        assert!(check_source(&dir, &mount)
+            .unwrap_err()
+            .contains("mount point"));
+        assert!(check_source(Path::new("/"), &mount).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn installed_rsync_deletes_missing_args() {
+        assert!(delete_missing_args_works().unwrap());
+    }
+}

@@ -1,0 +1,675 @@
+//! The `pushd` loop: read the stream, hand every target its own queue and
+//! thread, apply changes with rsync, retry failures with backoff, and write
+//! one `result` record per transfer and target.
+//!
+//! A slow or dead target never holds back the others: each worker keeps its
+//! own pending changes, retry clock and position; only `--max-procs` (a
+//! shared count of concurrent transfers) couples them.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::apply::{Applier, Guards};
+use crate::event::{Applied, Change, ChangeOp, Event, EventKind, Record, Timestamp};
+use crate::plan::Plan;
+use crate::pushstate::{Position, StateFile};
+use crate::rsync::{Outcome, RsyncSettings};
+use crate::stream::{Item, RecordReader};
+use crate::systemd::Systemd;
+use crate::target::Target;
+use crate::wirepath::WirePath;
+use crate::{log_error, log_info, log_notice, log_warn};
+
+/// `--delete`, as in lsyncd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeleteMode {
+    /// Deletions propagate always.
+    True,
+    /// Never delete on the target.
+    False,
+    /// Only full syncs (start-up, new stream, overflow) delete.
+    Startup,
+    /// Only changes seen while running delete; full syncs do not.
+    Running,
+}
+
+impl DeleteMode {
+    fn allows(self, full: bool) -> bool {
+        match self {
+            DeleteMode::True => true,
+            DeleteMode::False => false,
+            DeleteMode::Startup => full,
+            DeleteMode::Running => !full,
+        }
+    }
+}
+
+/// When and how often failed transfers are tried again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Retry {
+    pub min: Duration,
+    pub max: Duration,
+    /// Fraction (0..=1) of each delay that is random, so that targets that
+    /// failed together do not retry in lock step.
+    pub jitter: f64,
+}
+
+/// Everything `pushd` needs, validated.
+pub struct Config {
+    pub targets: Vec<Target>,
+    pub rsync: RsyncSettings,
+    pub guards: Guards,
+    pub delete: DeleteMode,
+    /// Full sync at start (unless resuming the same stream).
+    pub init: bool,
+    pub state: Option<PathBuf>,
+    pub max_procs: usize,
+    /// Past this many pending changes a target just does a full sync.
+    pub max_pending: usize,
+    pub retry: Retry,
+}
+
+/// Work for one target's thread.
+enum Work {
+    /// A stream starts (or the root changes): `root` is where its paths hang from.
+    Stream { stream: String, root: PathBuf },
+    Changes {
+        first_seq: u64,
+        last_seq: u64,
+        changes: Vec<Change>,
+    },
+}
+
+/// State shared by the workers.
+struct Shared {
+    out: Mutex<Box<dyn Write + Send>>,
+    state: Option<Mutex<StateFile>>,
+    slots: (Mutex<usize>, Condvar),
+    lag: Mutex<Vec<(String, u64)>>,
+    systemd: Mutex<Systemd>,
+    writing: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn emit(&self, record: &Record) {
+        if !self.writing.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut line = Vec::new();
+        let written = record
+            .write_line(&mut line)
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.write_all(&line))
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
+            // Results are a courtesy: a reader that went away must not stop
+            // the sync itself.
+            self.writing
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            log_notice!("not writing results any more: stdout: {e}");
+        }
+    }
+
+    fn acquire(&self) {
+        let (count, cv) = &self.slots;
+        let mut free = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = cv.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        let (count, cv) = &self.slots;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_one();
+    }
+
+    /// Records a target's lag (seqs behind) and updates `STATUS=`: at once
+    /// when a target falls behind or catches up, else at most every few seconds.
+    fn set_lag(&self, index: usize, lag: u64) {
+        let (status, changed) = {
+            let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = (table[index].1 == 0) != (lag == 0);
+            table[index].1 = lag;
+            let status = table
+                .iter()
+                .map(|(name, lag)| format!("{name}: {lag} behind"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (status, changed)
+        };
+        let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
+        systemd.status(&status, changed);
+    }
+}
+
+/// Reads the stream from `input` until it ends, applying it to every
+/// target; returns once every target has caught up (or given up).
+pub fn run(
+    config: Config,
+    input: impl BufRead,
+    output: Box<dyn Write + Send>,
+) -> anyhow::Result<()> {
+    let state = match &config.state {
+        Some(path) => Some(Mutex::new(StateFile::load(path)?)),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        out: Mutex::new(output),
+        state,
+        slots: (Mutex::new(config.max_procs.max(1)), Condvar::new()),
+        lag: Mutex::new(config.targets.iter().map(|t| (t.name.clone(), 0)).collect()),
+        systemd: Mutex::new(Systemd::from_env()),
+        writing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let config = Arc::new(config);
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for index in 0..config.targets.len() {
+        let (tx, rx) = mpsc::channel();
+        senders.push(tx);
+        let (config, shared) = (Arc::clone(&config), Arc::clone(&shared));
+        let name = config.targets[index].name.clone();
+        let handle = thread::Builder::new()
+            .name(format!("push {name}"))
+            .spawn(move || Worker::new(&config, &shared, index).run(rx))
+            .context("starting a target thread")?;
+        handles.push(handle);
+    }
+    shared
+        .systemd
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ready(&format!("pushing to {} targets", config.targets.len()));
+    let read = read_stream(input, &senders, &shared);
+    drop(senders);
+    let mut unfinished = Vec::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(name)) => unfinished.push(name),
+            Err(_) => unfinished.push("a target thread panicked".into()),
+        }
+    }
+    read?;
+    if !unfinished.is_empty() {
+        anyhow::bail!(
+            "changes not applied to {} when the input ended; a restart with the same --state resumes",
+            unfinished.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn read_stream(
+    input: impl BufRead,
+    senders: &[Sender<Work>],
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let send = |make: &dyn Fn() -> Work| {
+        for tx in senders {
+            // A worker that has gone (it only ends after its input) cannot
+            // take more work; nothing to do about it here.
+            let _ = tx.send(make());
+        }
+    };
+    let mut reader = RecordReader::new(input);
+    let mut stream: Option<String> = None;
+    let mut last_seq = 0u64;
+    while let Some(item) = reader.next_item().context("reading stdin")? {
+        match item {
+            Item::Record(Record::Header(h)) => {
+                if stream.as_deref() != Some(h.stream.as_str()) {
+                    stream = Some(h.stream.clone());
+                    last_seq = 0;
+                    let root = PathBuf::from(h.root);
+                    send(&|| Work::Stream {
+                        stream: h.stream.clone(),
+                        root: root.clone(),
+                    });
+                }
+            }
+            Item::Record(Record::Batch(b)) => {
+                if stream.as_deref() != Some(b.stream.as_str()) {
+                    stream = Some(b.stream.clone());
+                    let root = PathBuf::from(b.root.clone());
+                    send(&|| Work::Stream {
+                        stream: b.stream.clone(),
+                        root: root.clone(),
+                    });
+                }
+                last_seq = last_seq.max(b.last_seq);
+                send(&|| Work::Changes {
+                    first_seq: b.first_seq,
+                    last_seq: b.last_seq,
+                    changes: b.changes.clone(),
+                });
+            }
+            Item::Record(Record::Event(e)) => {
+                if stream.is_none() {
+                    log_warn!(
+                        "line {}: an event before any header: no root known, ignored",
+                        reader.line_no()
+                    );
+                    continue;
+                }
+                last_seq = last_seq.max(e.seq);
+                let change = change_of(&e);
+                send(&|| Work::Changes {
+                    first_seq: e.seq,
+                    last_seq: e.seq,
+                    changes: vec![change.clone()],
+                });
+            }
+            Item::Record(Record::End(end)) => {
+                log_notice!(
+                    "the source stream ended ({}); nothing is deleted because of it",
+                    end.reason
+                );
+            }
+            Item::Record(Record::Applied(_)) => {}
+            Item::Record(other @ Record::Other { .. }) => shared.emit(&other),
+            Item::Malformed { .. } | Item::Gap { .. } => {
+                match &item {
+                    Item::Malformed { line_no, error } => {
+                        log_warn!("line {line_no} is malformed ({error}): syncing the whole root")
+                    }
+                    Item::Gap { reason } => log_warn!("{reason}: syncing the whole root"),
+                    Item::Record(_) => {}
+                }
+                if stream.is_some() {
+                    send(&|| Work::Changes {
+                        first_seq: last_seq,
+                        last_seq,
+                        changes: vec![Change {
+                            op: ChangeOp::Rescan,
+                            path: WirePath::root(),
+                            dir: true,
+                            from: None,
+                        }],
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A raw watcher event as a change (each event is its own batch).
+pub fn change_of(e: &Event) -> Change {
+    let op = match e.kind {
+        EventKind::Create | EventKind::Modify | EventKind::Attrib => ChangeOp::Update,
+        EventKind::Delete => ChangeOp::Delete,
+        EventKind::Move => ChangeOp::Move,
+        EventKind::Rescan | EventKind::Other(_) => ChangeOp::Rescan,
+    };
+    Change {
+        op,
+        path: e.path.clone(),
+        dir: e.dir,
+        from: e.from.clone(),
+    }
+}
+
+/// One target's queue, position and retry clock.
+struct Worker<'a> {
+    config: &'a Config,
+    shared: &'a Shared,
+    index: usize,
+    target: &'a Target,
+    stream: Option<String>,
+    root: PathBuf,
+    /// Last seq applied on the current stream.
+    applied: u64,
+    /// Highest seq received on the current stream.
+    seen: u64,
+    pending: Vec<Change>,
+    pending_first: Option<u64>,
+    pending_full: bool,
+    /// Entries on the target after the last full sync (for `P%` limits).
+    known_entries: Option<u64>,
+    attempt: u32,
+    delay: Duration,
+    next_try: Instant,
+    rng: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(config: &'a Config, shared: &'a Shared, index: usize) -> Self {
+        let seed = crate::event::new_stream_id()
+            .ok()
+            .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            | 1;
+        Worker {
+            config,
+            shared,
+            index,
+            target: &config.targets[index],
+            stream: None,
+            root: PathBuf::new(),
+            applied: 0,
+            seen: 0,
+            pending: Vec::new(),
+            pending_first: None,
+            pending_full: false,
+            known_entries: None,
+            attempt: 0,
+            delay: config.retry.min,
+            next_try: Instant::now(),
+            rng: seed,
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.pending_full || !self.pending.is_empty()
+    }
+
+    /// Runs until the input ends and the queue is empty. `Err(name)` when
+    /// changes were left unapplied.
+    fn run(mut self, rx: Receiver<Work>) -> Result<(), String> {
+        let mut open = true;
+        while open || self.has_work() {
+            if open {
+                let wait = if self.has_work() {
+                    self.next_try.saturating_duration_since(Instant::now())
+                } else {
+                    Duration::from_secs(3600)
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(work) => {
+                        self.take(work);
+                        // Whatever else is queued joins this transfer.
+                        while let Ok(work) = rx.try_recv() {
+                            self.take(work);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            } else {
+                thread::sleep(self.next_try.saturating_duration_since(Instant::now()));
+            }
+            if self.has_work() && Instant::now() >= self.next_try {
+                let succeeded = self.transfer();
+                if !succeeded && !open && self.delay >= self.config.retry.max {
+                    log_error!(
+                        "{}: giving up at the end of input with changes up to seq {} not applied",
+                        self.target,
+                        self.seen
+                    );
+                    return Err(self.target.name.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, work: Work) {
+        match work {
+            Work::Stream { stream, root } => {
+                let first = self.stream.is_none();
+                let resumed = self
+                    .shared
+                    .state
+                    .as_ref()
+                    .filter(|_| first)
+                    .and_then(|s| {
+                        s.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&self.target.name)
+                            .cloned()
+                    })
+                    .filter(|p| p.stream == stream);
+                self.pending.clear();
+                self.pending_first = None;
+                self.root = root;
+                self.stream = Some(stream);
+                if let Some(position) = resumed {
+                    log_info!(
+                        "{}: resuming stream after seq {}",
+                        self.target,
+                        position.seq
+                    );
+                    self.applied = position.seq;
+                    self.seen = position.seq;
+                    self.pending_full = false;
+                } else {
+                    self.applied = 0;
+                    self.seen = 0;
+                    self.pending_full = !first || self.config.init;
+                }
+            }
+            Work::Changes {
+                first_seq,
+                last_seq,
+                changes,
+            } => {
+                if last_seq <= self.applied && self.applied > 0 {
+                    return; // already applied before a restart
+                }
+                self.seen = self.seen.max(last_seq);
+                if self.pending_first.is_none() {
+                    self.pending_first = Some(first_seq);
+                }
+                if self.pending_full {
+                    return; // the full sync covers it
+                }
+                self.pending.extend(changes);
+                if self.pending.len() > self.config.max_pending {
+                    log_notice!(
+                        "{}: more than {} pending changes, doing a full sync instead",
+                        self.target,
+                        self.config.max_pending
+                    );
+                    self.pending.clear();
+                    self.pending_full = true;
+                }
+            }
+        }
+    }
+
+    /// One attempt at everything pending. Returns whether it succeeded.
+    fn transfer(&mut self) -> bool {
+        let Some(stream) = self.stream.clone() else {
+            self.pending.clear();
+            return true;
+        };
+        let full = self.pending_full;
+        let changes = std::mem::take(&mut self.pending);
+        let first_seq = self.pending_first.take().unwrap_or(self.seen);
+        let last_seq = self.seen;
+        self.pending_full = false;
+        let plan = if full {
+            Plan::full()
+        } else {
+            Plan::from_changes(&changes)
+        };
+        for bad in &plan.rejected {
+            log_warn!(
+                "{}: path {bad:?} would leave the root; syncing the whole root instead",
+                self.target
+            );
+        }
+        self.attempt += 1;
+        let applier = Applier {
+            target: self.target,
+            settings: &self.config.rsync,
+            guards: &self.config.guards,
+        };
+        self.shared.acquire();
+        let report = applier.apply(
+            &self.root,
+            plan,
+            self.config.delete.allows(full),
+            self.known_entries,
+        );
+        self.shared.release();
+        let (ok, record) = match report {
+            Ok(report) => {
+                let ok = report.succeeded();
+                if let Some(why) = &report.refusal {
+                    log_error!("{}: {why}", self.target);
+                }
+                if ok && full {
+                    self.known_entries = Some(report.stats.files);
+                }
+                let status = if !ok {
+                    "failed"
+                } else if report.refusal.is_some() {
+                    "refused"
+                } else {
+                    "ok"
+                };
+                let error = if ok {
+                    report.refusal.clone()
+                } else {
+                    let what = match report.code {
+                        Some(code) => format!("rsync exit {code}: {}", report.message),
+                        None => report.message.clone(),
+                    };
+                    match report.outcome {
+                        Some(Outcome::Retry) => log_warn!(
+                            "{}: transfer failed, will retry (attempt {}): {what}",
+                            self.target,
+                            self.attempt
+                        ),
+                        _ => log_error!(
+                            "{}: transfer failed (attempt {}): {what}",
+                            self.target,
+                            self.attempt
+                        ),
+                    }
+                    Some(what)
+                };
+                let record = Applied {
+                    target: self.target.name.clone(),
+                    stream: stream.clone(),
+                    first_seq,
+                    last_seq,
+                    full,
+                    status: status.into(),
+                    files: report.stats.transferred,
+                    bytes: report.stats.transferred_size,
+                    sent: report.stats.sent,
+                    deleted: report.stats.deleted,
+                    renamed: report.renamed,
+                    refused_deletes: report.refused_deletes,
+                    duration_ms: report.duration.as_millis() as u64,
+                    rsync_exit: report.code,
+                    attempt: self.attempt,
+                    error,
+                    ts: Timestamp::now(),
+                };
+                (ok, record)
+            }
+            Err(e) => {
+                log_error!("{}: {e:#}", self.target);
+                let record = Applied {
+                    target: self.target.name.clone(),
+                    stream: stream.clone(),
+                    first_seq,
+                    last_seq,
+                    full,
+                    status: "failed".into(),
+                    files: 0,
+                    bytes: 0,
+                    sent: 0,
+                    deleted: 0,
+                    renamed: 0,
+                    refused_deletes: 0,
+                    duration_ms: 0,
+                    rsync_exit: None,
+                    attempt: self.attempt,
+                    error: Some(format!("{e:#}")),
+                    ts: Timestamp::now(),
+                };
+                (false, record)
+            }
+        };
+        if ok {
+            self.applied = last_seq;
+            self.attempt = 0;
+            self.delay = self.config.retry.min;
+            self.next_try = Instant::now();
+            if let Some(state) = &self.shared.state {
+                let saved = state.lock().unwrap_or_else(|e| e.into_inner()).set(
+                    &self.target.name,
+                    Position {
+                        stream,
+                        seq: last_seq,
+                    },
+                );
+                if let Err(e) = saved {
+                    log_error!("{}: {e:#}", self.target);
+                }
+            }
+        } else {
+            // Nothing is lost: the changes go back in front of whatever
+            // arrived meanwhile, and the next try waits a little longer.
+            let mut merged = changes;
+            merged.append(&mut self.pending);
+            self.pending = merged;
+            self.pending_full |= full;
+            if self.pending_full {
+                self.pending.clear();
+            }
+            self.pending_first = Some(first_seq);
+            self.next_try = Instant::now() + self.jittered(self.delay);
+            self.delay = (self.delay * 2).min(self.config.retry.max);
+        }
+        self.shared.emit(&Record::Applied(record));
+        self.shared
+            .set_lag(self.index, self.seen.saturating_sub(self.applied));
+        ok
+    }
+
+    /// `delay` less a random part of up to `jitter` of it.
+    fn jittered(&mut self, delay: Duration) -> Duration {
+        // xorshift64: enough to spread retries, no dependency needed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        delay.mul_f64(1.0 - self.config.retry.jitter.clamp(0.0, 1.0) * unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_modes() {
+        assert!(DeleteMode::True.allows(true) && DeleteMode::True.allows(false));
+        assert!(!DeleteMode::False.allows(true) && !DeleteMode::False.allows(false));
+        assert!(DeleteMode::Startup.allows(true) && !DeleteMode::Startup.allows(false));
+        assert!(!DeleteMode::Running.allows(true) && DeleteMode::Running.allows(false));
+    }
+
+    #[test]
+    fn events_map_to_changes() {
+        let e = |kind| Event {
+            seq: 1,
+            ts: Timestamp("t".into()),
+            kind,
+            path: "p".into(),
+            dir: false,
+            from: None,
+        };
+        assert_eq!(change_of(&e(EventKind::Attrib)).op, ChangeOp::Update);
+        assert_eq!(change_of(&e(EventKind::Delete)).op, ChangeOp::Delete);
+        assert_eq!(
+            change_of(&e(EventKind::Other("x".into()))).op,
+            ChangeOp::Rescan
+        );
+    }
+}
