@@ -49,180 +49,94 @@ fn show(changes: &[Change]) -> Vec<String> {
 
 use EventKind::{Attrib, Create, Delete, Modify, Rescan};
 
+/// The folding table, one case per file in `tests/fixtures/fold/`: events
+/// (`kind path`, `move from path`; a trailing `/` marks a directory), a line
+/// `--`, then the expected changes written the same way.
 #[test]
-fn repeated_modifies_fold_into_one_update() {
-    let e = ev(Modify, "a", false);
-    assert_eq!(
-        fold(&[e.clone(), e.clone(), ev(Attrib, "a", false), e]),
-        ["update a"]
-    );
+fn folding_cases() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fold");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "cases missing in {}", dir.display());
+    let mut failed = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+        let (mut events, mut expected, mut after) = (Vec::new(), Vec::new(), false);
+        for line in lines {
+            if line == "--" {
+                after = true;
+            } else if after {
+                expected.push(line.to_string());
+            } else {
+                events.push(case_event(line));
+            }
+        }
+        let mut f = Fold::new();
+        for e in &events {
+            f.push_event(e);
+        }
+        let got: Vec<String> = f.take().iter().map(case_line).collect();
+        if got != expected {
+            failed.push(format!(
+                "{}: got {got:?}, want {expected:?}",
+                file.display()
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-#[test]
-fn create_then_delete_is_nothing() {
-    assert_eq!(
-        fold(&[
-            ev(Create, "a", false),
-            ev(Modify, "a", false),
-            ev(Delete, "a", false)
-        ]),
-        Vec::<String>::new()
-    );
+/// `a/` is the directory `a`; `./` the root.
+fn case_path(word: &str) -> (WirePath, bool) {
+    match word.strip_suffix('/') {
+        Some("." | "") => (WirePath::root(), true),
+        Some(p) => (p.into(), true),
+        None => (word.into(), false),
+    }
 }
 
-#[test]
-fn delete_then_create_is_an_update() {
-    assert_eq!(
-        fold(&[ev(Delete, "a", false), ev(Create, "a", false)]),
-        ["update a"]
-    );
+fn case_event(line: &str) -> Event {
+    let words: Vec<&str> = line.split(' ').collect();
+    let kind = match words[0] {
+        "create" => Create,
+        "modify" => Modify,
+        "attrib" => Attrib,
+        "delete" => Delete,
+        "rescan" => Rescan,
+        "move" => EventKind::Move,
+        other => EventKind::Other(other.into()),
+    };
+    let (path, dir) = case_path(words[words.len() - 1]);
+    let from = (words.len() == 3).then(|| case_path(words[1]).0);
+    Event {
+        seq: 0,
+        ts: Timestamp("t".into()),
+        kind,
+        path,
+        dir,
+        from,
+    }
 }
 
-#[test]
-fn a_directory_deleted_and_made_again_loses_its_old_contents() {
-    // The old directory may still hold entries on the target.
-    assert_eq!(
-        fold(&[
-            ev(Delete, "d", true),
-            ev(Create, "d", true),
-            ev(Create, "d/x", false)
-        ]),
-        ["rescan d"]
-    );
-}
-
-#[test]
-fn a_deleted_directory_swallows_changes_below_it() {
-    assert_eq!(
-        fold(&[
-            ev(Modify, "d/x", false),
-            ev(Create, "d/e", true),
-            ev(Create, "d/e/f", false),
-            ev(Delete, "d/e/f", false),
-            ev(Delete, "d/e", true),
-            ev(Delete, "d/x", false),
-            ev(Delete, "d", true),
-            ev(Modify, "dx", false),
-        ]),
-        ["delete d", "update dx"]
-    );
-}
-
-#[test]
-fn directories_come_before_their_children_on_create() {
-    assert_eq!(
-        fold(&[
-            ev(Create, "a", true),
-            ev(Create, "a/b", true),
-            ev(Create, "a/b/f", false),
-            ev(Attrib, "a", true),
-            ev(Modify, "a/b/f", false),
-        ]),
-        ["update a", "update a/b", "update a/b/f"]
-    );
-}
-
-#[test]
-fn a_move_of_an_old_entry_is_kept_and_changes_below_follow_it() {
-    assert_eq!(
-        fold(&[
-            ev(Modify, "d/x", false),
-            ev(Delete, "d/y", false),
-            mv("d", "e", true),
-            ev(Modify, "e/z", false),
-        ]),
-        ["move d>e", "update e/x", "delete e/y", "update e/z"]
-    );
-}
-
-#[test]
-fn a_move_of_a_modified_file_is_kept_then_updated() {
-    assert_eq!(
-        fold(&[ev(Modify, "a", false), mv("a", "b", false)]),
-        ["move a>b", "update b"]
-    );
-}
-
-#[test]
-fn a_move_of_a_new_entry_becomes_an_update() {
-    // The editor pattern: write a temporary file, rename it over the real one.
-    assert_eq!(
-        fold(&[
-            ev(Create, ".f.swp", false),
-            ev(Modify, ".f.swp", false),
-            mv(".f.swp", "f", false),
-        ]),
-        ["update f"]
-    );
-}
-
-#[test]
-fn a_move_of_a_new_directory_becomes_a_rescan() {
-    assert_eq!(
-        fold(&[
-            ev(Create, "n", true),
-            ev(Create, "n/f", false),
-            mv("n", "m", true),
-        ]),
-        ["rescan m"]
-    );
-}
-
-#[test]
-fn a_move_onto_a_pending_path_degrades() {
-    assert_eq!(
-        fold(&[ev(Modify, "b", false), mv("a", "b", false)]),
-        ["update b", "delete a"]
-    );
-}
-
-#[test]
-fn a_kept_move_whose_destination_is_deleted_becomes_a_delete_in_place() {
-    assert_eq!(
-        fold(&[
-            mv("a", "b", false),
-            ev(Create, "c", false),
-            ev(Delete, "b", false)
-        ]),
-        ["delete a", "update c", "delete b"]
-    );
-}
-
-#[test]
-fn chained_moves_degrade_to_deletes_and_an_update() {
-    assert_eq!(
-        fold(&[mv("a", "b", false), mv("b", "c", false)]),
-        ["delete a", "delete b", "update c"]
-    );
-}
-
-#[test]
-fn a_rescan_swallows_below_and_a_root_rescan_everything() {
-    assert_eq!(
-        fold(&[
-            ev(Modify, "d/x", false),
-            ev(Rescan, "d", true),
-            ev(Modify, "d/y", false),
-            ev(Modify, "e", false),
-        ]),
-        ["rescan d", "update e"]
-    );
-    assert_eq!(
-        fold(&[
-            mv("a", "b", false),
-            ev(Rescan, ".", true),
-            ev(Modify, "e", false)
-        ]),
-        ["rescan ."]
-    );
-}
-
-#[test]
-fn unknown_kinds_are_rescans() {
-    assert_eq!(
-        fold(&[ev(EventKind::Other("xattr".into()), "a", false)]),
-        ["rescan a"]
-    );
+fn case_line(c: &Change) -> String {
+    let op = serde_json::to_value(c.op).unwrap();
+    let slash = if c.dir { "/" } else { "" };
+    let path = if c.path.is_root() {
+        ".".to_string()
+    } else {
+        c.path.to_string()
+    };
+    match &c.from {
+        Some(from) => format!("move {from} {path}{slash}"),
+        None => format!("{} {path}{slash}", op.as_str().unwrap()),
+    }
 }
 
 #[test]
