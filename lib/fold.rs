@@ -113,8 +113,8 @@ pub struct Fold {
     /// range. (The hash map serves the many lookups of single paths.)
     keys: BTreeSet<Vec<u8>>,
     live: usize,
-    /// Indexed records whose op is `Rescan` / `Move`: when zero, the ancestor
-    /// walks that look for them are skipped.
+    /// Indexed records whose op is `Rescan` / `Move`: when zero, the walks
+    /// that look for them are skipped.
     rescans: usize,
     moves: usize,
     /// Records no longer in the index (degraded moves). A stream as a file
@@ -240,26 +240,15 @@ impl Fold {
         if self.covered(path) {
             return;
         }
-        match self.kind(path) {
-            None => self.append(path, dir, Op::Update(Base::Absent)),
+        let Some(e) = self.kind(path) else {
+            return self.append(path, dir, Op::Update(Base::Absent));
+        };
+        match e.kind {
             // A repeated create (a watcher reports an entry twice) is a modify.
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, path, dir),
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, path, dir),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => self.mark_then_update(path, dir),
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Update(_) => self.retype(e, path, dir),
+            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Move => self.mark_then_update(path, dir),
+            Kind::Rescan => {}
         }
     }
 
@@ -272,27 +261,16 @@ impl Fold {
             // below a directory here is gone with it.
             self.swallow_below(path);
         }
-        match self.kind(path) {
-            None => self.append(path, dir, Op::Update(base)),
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, path, dir),
+        let Some(e) = self.kind(path) else {
+            return self.append(path, dir, Op::Update(base));
+        };
+        match e.kind {
+            Kind::Update(_) => self.retype(e, path, dir),
             // Only changes say this (delete, then an update of a path made
             // again later): the same as a create after a delete.
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, path, dir),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => self.mark_then_update(path, dir),
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Move => self.mark_then_update(path, dir),
+            Kind::Rescan => {}
         }
     }
 
@@ -351,44 +329,31 @@ impl Fold {
             self.swallow_below(path);
         }
         // Swallowing only drops records below `path`: `found` still holds.
-        match found {
-            None => self.append(path, dir, Op::Delete),
+        let Some(e) = found else {
+            return self.append(path, dir, Op::Delete);
+        };
+        match e.kind {
             // Created and deleted within the fold: the target never saw it.
-            Some(Entry {
-                kind: Kind::Update(Base::Absent),
-                ..
-            }) => drop(self.unindex(path)),
-            Some(Entry {
-                kind: Kind::Update(_),
-                slot,
-                ..
-            }) => {
-                let old = self.rec(slot);
+            Kind::Update(Base::Absent) => drop(self.unindex(path)),
+            Kind::Update(_) => {
+                let old = self.rec(e.slot);
                 let stale = old.stale || old.dir || dir;
                 self.requeue(path, dir, Op::Delete, stale);
             }
-            Some(Entry {
-                kind: Kind::Delete,
-                slot,
-                ..
-            }) => {
-                let rec = self.rec_mut(slot);
+            Kind::Delete => {
+                let rec = self.rec_mut(e.slot);
                 rec.dir |= dir;
                 rec.stale |= dir;
                 self.index.get_mut(path).expect("found above").dir |= dir;
             }
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Kind::Move => {
                 // The rename may have overwritten an old entry at `path` (a
                 // file, or an empty directory), which the target still holds
                 // once the move is gone.
                 self.degrade_move(path);
                 self.append(path, dir, Op::Delete);
             }
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Rescan => {}
         }
     }
 
@@ -404,11 +369,9 @@ impl Fold {
             return;
         }
         self.swallow_below(path);
-        match self.kind(path) {
+        match self.kind(path).map(|e| e.kind) {
             None => self.append(path, dir, Op::Rescan),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Some(Kind::Move) => {
                 self.degrade_move(path);
                 self.append(path, dir, Op::Rescan);
             }
@@ -423,30 +386,19 @@ impl Fold {
         }
         // Whatever was below an old directory at `to` is gone.
         self.swallow_below(to);
-        match self.kind(to) {
-            None => self.append(to, false, Op::Update(Base::Unknown)),
+        let Some(e) = self.kind(to) else {
+            return self.append(to, false, Op::Update(Base::Unknown));
+        };
+        match e.kind {
             // The record re-reads `to` where it stands; what the target holds
             // before it (its base) has not changed.
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, to, false),
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, to, false),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Kind::Update(_) => self.retype(e, to, false),
+            Kind::Delete => self.replace(e.slot, to, false),
+            Kind::Move => {
                 self.degrade_move(to);
                 self.append(to, false, Op::Update(Base::Unknown));
             }
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Rescan => {}
         }
     }
 
@@ -481,20 +433,17 @@ impl Fold {
     }
 
     fn can_keep(&self, from: &[u8], to: &[u8]) -> bool {
-        match self.kind(from) {
-            None
-            | Some(Entry {
-                kind: Kind::Update(Base::Present),
-                ..
-            }) => {}
+        match self.kind(from).map(|e| e.kind) {
+            None | Some(Kind::Update(Base::Present)) => {}
             Some(_) => return false,
         }
         if self.index.contains_key(to) || self.below(to).next().is_some() {
             return false;
         }
-        if self
-            .below(from)
-            .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
+        if self.moves > 0
+            && self
+                .below(from)
+                .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
         {
             return false;
         }
