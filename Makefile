@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINS := watchd
+BINS := watchd batchd
 # Debian packages the tests need, and a command each provides.
 TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare
 
