@@ -486,3 +486,61 @@ proptest! {
         }
     }
 }
+
+/// The fold's own bookkeeping agrees with itself: every index entry points at
+/// a live record with the same path, kind and type; counters match.
+fn assert_consistent(f: &Fold) {
+    let live = f.log.iter().flatten().count();
+    assert_eq!(live, f.len(), "live count");
+    assert_eq!(f.index.len(), f.keys.len(), "index and key set");
+    let (mut rescans, mut moves) = (0, 0);
+    for (key, e) in &f.index {
+        assert!(f.keys.contains(key), "key set misses {key:?}");
+        let rec = f.log[e.slot]
+            .as_ref()
+            .expect("index points at a live record");
+        assert_eq!(&rec.path, key);
+        assert_eq!(rec.op.kind(), e.kind);
+        assert_eq!(rec.dir, e.dir);
+        rescans += usize::from(e.kind == Kind::Rescan);
+        moves += usize::from(e.kind == Kind::Move);
+    }
+    assert_eq!((rescans, moves), (f.rescans, f.moves), "counters");
+}
+
+/// Any input at all, consistent or not, events or changes: no panic, and the
+/// bookkeeping holds after every step.
+fn any_input() -> impl Strategy<Value = (bool, u8, u8, u8, bool)> {
+    (any::<bool>(), 0..8u8, 0..12u8, 0..12u8, any::<bool>())
+}
+
+const ANY_PATHS: [&str; 12] = [
+    ".", "a", "b", "a/a", "a/b", "b/a", "a/a/a", "c", "a/", "", "./a", "b/a/a",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_input_keeps_the_fold_consistent(inputs in prop::collection::vec(any_input(), 1..60)) {
+        let mut f = Fold::new();
+        for (as_change, kind, p, q, dir) in inputs {
+            let path = WirePath::from(ANY_PATHS[p as usize]);
+            let from = Some(WirePath::from(ANY_PATHS[q as usize]));
+            if as_change {
+                let op = [ChangeOp::Update, ChangeOp::Delete, ChangeOp::Move, ChangeOp::Rescan][kind as usize % 4];
+                let from = if op == ChangeOp::Move { from } else { None };
+                f.push(Change { op, path, dir, from });
+            } else {
+                let kind = [Create, Modify, Attrib, Delete, EventKind::Move, Rescan, EventKind::Other("x".into()), EventKind::Move][kind as usize].clone();
+                let from = if kind == EventKind::Move && q < 11 { from } else { None };
+                f.push_event(&Event { seq: 0, ts: Timestamp("t".into()), kind, path, dir, from });
+            }
+            assert_consistent(&f);
+        }
+        let n = f.len();
+        let out = f.take();
+        prop_assert!(out.len() <= 2 * n);
+        prop_assert!(f.is_empty());
+    }
+}
