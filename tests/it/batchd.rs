@@ -299,7 +299,11 @@ fn paths_that_are_not_utf8_come_out_as_they_went_in() {
     let Some(Record::Batch(batch)) = records.last() else {
         panic!("{records:?}")
     };
-    assert_eq!(batch.changes.len(), 2, "a move, then a re-read of its new path");
+    assert_eq!(
+        batch.changes.len(),
+        2,
+        "a move, then a re-read of its new path"
+    );
     assert_eq!(batch.changes[0].op, ChangeOp::Move);
     assert_eq!(batch.changes[1].op, ChangeOp::Update);
     assert_eq!(batch.changes[1].path, batch.changes[0].path);
