@@ -1094,3 +1094,28 @@ fn a_relative_root_is_never_synced() {
     assert_eq!(p.finish(), Some(0));
     assert_same(src.path(), dst.path());
 }
+
+#[test]
+fn a_directory_deleted_and_made_again_loses_its_old_contents() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"d/old", b"old");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    fs::remove_dir_all(src.path().join("d")).unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    let seq = p.batch(vec![
+        Change {
+            dir: true,
+            ..change(ChangeOp::Delete, b"d")
+        },
+        Change {
+            dir: true,
+            ..change(ChangeOp::Update, b"d")
+        },
+    ]);
+    p.applied(&target, seq);
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
