@@ -5,11 +5,14 @@
 //! one module per job, so unit tests reach it without spawning processes.
 
 pub mod apply;
+pub mod batchd;
+pub mod batcher;
 pub mod cli;
 pub mod direct;
 pub mod event;
 pub mod exclude;
 pub mod exit;
+pub mod fold;
 pub mod interruptible;
 pub mod log;
 pub mod mounts;
@@ -21,5 +24,6 @@ pub mod signals;
 pub mod stream;
 pub mod systemd;
 pub mod target;
+pub mod transport;
 pub mod watch;
 pub mod wirepath;

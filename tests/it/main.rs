@@ -1,7 +1,9 @@
 //! Integration tests: the real binaries on real files, real inotify, real
 //! rsync and sshd. One test crate, so the support code is built once.
 
+mod batchd;
 mod pushd;
 mod support;
+mod transport;
 mod watchd;
 mod wire;

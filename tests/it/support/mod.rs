@@ -28,6 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = match name {
         "watchd" => env!("CARGO_BIN_EXE_watchd"),
         "pushd" => env!("CARGO_BIN_EXE_pushd"),
+        "batchd" => env!("CARGO_BIN_EXE_batchd"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)
