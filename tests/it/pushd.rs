@@ -835,6 +835,16 @@ fn converges(out: &mut RecordStream, src: &Path, dst: &Path) {
 
 #[test]
 fn watchd_piped_into_pushd_keeps_a_copy() {
+    pipeline_keeps_a_copy(false);
+}
+
+#[test]
+fn watchd_batchd_pushd_keeps_a_copy() {
+    pipeline_keeps_a_copy(true);
+}
+
+/// `watchd SRC | [batchd -d 50ms |] pushd DST`, the card's pipeline.
+fn pipeline_keeps_a_copy(with_batchd: bool) {
     let (src, dst) = (tempdir(), tempdir());
     write(src.path(), b"existing", b"e");
     let mut watchd = Command::new(bin("watchd"))
@@ -843,11 +853,22 @@ fn watchd_piped_into_pushd_keeps_a_copy() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let watch_out = watchd.stdout.take().unwrap();
+    let mut stream = watchd.stdout.take().unwrap();
     let _watchd = Running { child: watchd };
+    let mut _batchd = None;
+    if with_batchd {
+        let mut batchd = Command::new(bin("batchd"))
+            .args(["-d", "50ms"])
+            .stdin(Stdio::from(stream))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        stream = batchd.stdout.take().unwrap();
+        _batchd = Some(Running { child: batchd });
+    }
     let mut pushd = Command::new(bin("pushd"))
         .arg(dst.path())
-        .stdin(Stdio::from(watch_out))
+        .stdin(Stdio::from(stream))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
