@@ -1156,3 +1156,36 @@ fn a_directory_deleted_and_made_again_loses_its_old_contents() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+#[test]
+fn max_delete_counts_what_a_deleted_directory_holds() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    for d in ["one", "two", "three"] {
+        for i in 0..20 {
+            write(src.path(), format!("{d}/f{i}").as_bytes(), b"x");
+        }
+    }
+    write(src.path(), b"keep", b"k");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    // Three paths in the batch, but 63 of 65 entries on the target.
+    let mut changes = Vec::new();
+    for d in ["one", "two", "three"] {
+        fs::remove_dir_all(src.path().join(d)).unwrap();
+        changes.push(Change {
+            dir: true,
+            ..change(ChangeOp::Delete, d.as_bytes())
+        });
+    }
+    let seq = p.batch(changes);
+    let a = p.applied(&target, seq);
+    assert_eq!(
+        (a.status.as_str(), a.refused_deletes),
+        ("refused", 63),
+        "{a:?}"
+    );
+    assert_eq!(tree(dst.path()).len(), 64);
+    assert_eq!(p.finish(), Some(0));
+}
