@@ -203,6 +203,8 @@ impl Applier<'_> {
                 // would really go, with a dry run over the missing paths.
                 let n = if missing.is_empty() {
                     0
+                } else if let Location::Local(root) = &self.target.location {
+                    missing.iter().map(|p| count_entries(&join(root, p))).sum()
                 } else if self.settings.delete_missing_args_works {
                     let dry =
                         self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
@@ -491,6 +493,24 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
     } else {
         root.join(p.as_path())
     }
+}
+
+/// Entries at and below `path` (0 when it is not there), not following
+/// symlinks: what deleting it removes.
+fn count_entries(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return 1;
+    }
+    let below: u64 = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| count_entries(&entry.path()))
+        .sum();
+    1 + below
 }
 
 fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {

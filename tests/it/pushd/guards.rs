@@ -7,6 +7,7 @@ use std::path::Path;
 use syncpipe::event::{Change, ChangeOp};
 
 use super::harness::*;
+use crate::support::rsyncd::{Module, Rsyncd};
 use crate::support::sshd::Sshd;
 use crate::support::tempdir;
 
@@ -116,35 +117,43 @@ fn max_delete_refuses_mass_deletion_and_keeps_the_rest_flowing() {
 
 #[test]
 fn max_delete_counts_what_a_deleted_directory_holds() {
-    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
-    for d in ["one", "two", "three"] {
-        for i in 0..20 {
-            write(src.path(), format!("{d}/f{i}").as_bytes(), b"x");
+    // Counted on the file system for a local target, by an rsync dry run
+    // for a remote one.
+    let (dst, daemon_dst) = (tempdir(), tempdir());
+    let daemon = Rsyncd::start(&[Module::open("m", daemon_dst.path())]);
+    for (target, dir) in [
+        (dst.path().display().to_string(), dst.path()),
+        (daemon.url("m", ""), daemon_dst.path()),
+    ] {
+        let (src, scratch) = (tempdir(), tempdir());
+        for d in ["one", "two", "three"] {
+            for i in 0..20 {
+                write(src.path(), format!("{d}/f{i}").as_bytes(), b"x");
+            }
         }
+        write(src.path(), b"keep", b"k");
+        let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+        p.header();
+        assert_eq!(p.result(&target).status, "ok");
+        // Three paths in the batch, but 63 of 65 entries on the target.
+        let mut changes = Vec::new();
+        for d in ["one", "two", "three"] {
+            fs::remove_dir_all(src.path().join(d)).unwrap();
+            changes.push(Change {
+                dir: true,
+                ..change(ChangeOp::Delete, d.as_bytes())
+            });
+        }
+        let seq = p.batch(changes);
+        let a = p.applied(&target, seq);
+        assert_eq!(
+            (a.status.as_str(), a.refused_deletes),
+            ("refused", 63),
+            "{target}: {a:?}"
+        );
+        assert_eq!(tree(dir).len(), 64, "{target}");
+        assert_eq!(p.finish(), Some(0));
     }
-    write(src.path(), b"keep", b"k");
-    let target = dst.path().display().to_string();
-    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
-    p.header();
-    assert_eq!(p.result(&target).status, "ok");
-    // Three paths in the batch, but 63 of 65 entries on the target.
-    let mut changes = Vec::new();
-    for d in ["one", "two", "three"] {
-        fs::remove_dir_all(src.path().join(d)).unwrap();
-        changes.push(Change {
-            dir: true,
-            ..change(ChangeOp::Delete, d.as_bytes())
-        });
-    }
-    let seq = p.batch(changes);
-    let a = p.applied(&target, seq);
-    assert_eq!(
-        (a.status.as_str(), a.refused_deletes),
-        ("refused", 63),
-        "{a:?}"
-    );
-    assert_eq!(tree(dst.path()).len(), 64);
-    assert_eq!(p.finish(), Some(0));
 }
 
 #[test]
