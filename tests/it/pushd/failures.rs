@@ -4,7 +4,8 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use syncpipe::event::{Batch, ChangeOp, EventKind, Header, Record, Timestamp};
@@ -12,7 +13,7 @@ use syncpipe::wirepath::WirePath;
 
 use super::harness::*;
 use crate::support::sshd::Sshd;
-use crate::support::{bin, tempdir, Running};
+use crate::support::{bin, tempdir, RecordStream, Running};
 
 #[test]
 fn ssh_target_killed_mid_stream_converges_after_restart() {
@@ -299,4 +300,81 @@ fn systemd_hears_ready_and_each_targets_lag() {
         status.contains(&format!("STATUS={dead}: 7 behind")),
         "{status}"
     );
+}
+
+#[test]
+fn max_procs_bounds_concurrent_transfers_over_all_targets() {
+    let (src, dsts, scratch) = (tempdir(), tempdir(), tempdir());
+    // An rsync that logs when it starts and ends, first on PATH.
+    let log = scratch.path().join("rsync.log");
+    let wrap = scratch.path().join("bin");
+    fs::create_dir_all(&wrap).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v rsync"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    fs::write(
+        wrap.join("rsync"),
+        format!(
+            "#!/bin/sh\necho \"+\" >> '{log}'\n'{real}' \"$@\"\nrc=$?\necho \"-\" >> '{log}'\nexit $rc\n",
+            log = log.display(),
+            real = real.trim()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(wrap.join("rsync"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(src.path(), b"big", &vec![5u8; 256 << 10]);
+    let targets: Vec<String> = (0..3)
+        .map(|i| dsts.path().join(format!("t{i}")).display().to_string())
+        .collect();
+    let mut cmd = Command::new(bin("pushd"));
+    cmd.args(["--max-procs", "1", "--bwlimit", "2000"])
+        .args(&targets)
+        .env(
+            "PATH",
+            format!("{}:{}", wrap.display(), std::env::var("PATH").unwrap()),
+        )
+        .current_dir(scratch.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = RecordStream::new(child.stdout.take().unwrap());
+    let mut run = Running { child };
+    let header = Record::Header(Header {
+        v: 1,
+        stream: "s".into(),
+        root: WirePath::from(src.path()),
+        host: "h".into(),
+        ts: Timestamp::now(),
+        producer: "test/0".into(),
+    });
+    stdin.write_all(header.to_line().as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    for _ in 0..3 {
+        out.wait_for(
+            "a result",
+            |r| matches!(r, Record::Applied(a) if a.status == "ok"),
+        );
+    }
+    assert_eq!(run.wait_exit(), Some(0));
+    let (mut now, mut most) = (0i32, 0i32);
+    for line in fs::read_to_string(&log).unwrap().lines() {
+        now += if line == "+" { 1 } else { -1 };
+        most = most.max(now);
+    }
+    // Each full sync is a dry run (for --max-delete) and a transfer.
+    assert!(fs::read_to_string(&log).unwrap().lines().count() >= 2 * 3 * 2);
+    assert_eq!(
+        most, 1,
+        "more than one rsync ran at once with --max-procs 1"
+    );
+    for t in &targets {
+        assert_same(src.path(), Path::new(t));
+    }
 }
