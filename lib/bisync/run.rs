@@ -154,7 +154,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         dry_run: config.dry_run,
         ..Summary::default()
     };
-    let plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
+    let mut plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
         Ok(plan) => plan,
         Err(refusal) => {
             summary.status = Some(Outcome::Refused);
@@ -222,6 +222,9 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     });
     summary.skipped = executed.skipped;
     summary.failed = executed.errors;
+    let nothing_to_do = plan.actions.is_empty();
+    // The steps are done; the archive needs only the final states.
+    plan.actions = Vec::new();
     let (next, changed) = planner::next_archive(
         old,
         &scan_a,
@@ -231,13 +234,15 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         &executed.failed,
     );
     crate::log_debug!("executed at {} ms", started.elapsed().as_millis());
+    // Only the archive is needed from here on.
+    drop((plan, scan_a, scan_b, executed.written, executed.failed));
     if changed {
         store.save(&next)?;
     }
     summary.status = Some(
         if executed.aborted.is_some() || executed.skipped + executed.errors > 0 {
             Outcome::Incomplete
-        } else if plan.actions.is_empty() {
+        } else if nothing_to_do {
             Outcome::InSync
         } else if kept_copies {
             Outcome::Conflicts
