@@ -113,13 +113,13 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     let owners = a.is_root() && b.is_root();
     a.set_owners(owners)?;
     b.set_owners(owners)?;
-    let old = store.load();
-    crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
-
-    let (scan_a, scan_b) = std::thread::scope(|s| {
+    // The archive loads while both replicas are scanned.
+    let (old, scan_a, scan_b) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.scan(config.checksum));
         let tb = s.spawn(|| b.scan(config.checksum));
-        (join(ta), join(tb))
+        let old = store.load();
+        crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
+        (old, join(ta), join(tb))
     });
     let mut scans = [
         scan_a.with_context(|| format!("scanning {}", config.a.key()))?,
