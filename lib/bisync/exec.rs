@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::entry::{Entry, Side};
+use super::entry::{Entry, Hash, Kind, Side};
 use super::planner::{Action, Op, Plan};
 use super::replica::{Applied, Change, Replica, Transport};
 use crate::wirepath::WirePath;
@@ -102,9 +102,23 @@ fn run_one(
     match &action.op {
         Op::Copy { src, expect } => {
             let path = &action.path;
-            let applied = here.write(path, src, expect.as_ref(), &mut |out| {
-                there.read(path, src, out)
+            // The data passes through here anyway: hash it on the way, so
+            // the archive knows the content (and --checksum can trust it).
+            let mut hash = None;
+            let mut applied = here.write(path, src, expect.as_ref(), &mut |out| {
+                let mut hashing = HashingWriter {
+                    out,
+                    hasher: blake3::Hasher::new(),
+                };
+                let intact = there.read(path, src, &mut hashing)?;
+                hash = Some(Hash::from(hashing.hasher.finalize()));
+                Ok(intact)
             })?;
+            if let (Applied::Done(Some(entry)), Kind::File) = (&mut applied, src.kind) {
+                if entry.hash.is_none() {
+                    entry.hash = hash;
+                }
+            }
             Ok((applied, Some(path.clone())))
         }
         _ => {
@@ -115,6 +129,23 @@ fn run_one(
             };
             Ok((here.change(&change)?, Some(at)))
         }
+    }
+}
+
+struct HashingWriter<'w> {
+    out: &'w mut dyn std::io::Write,
+    hasher: blake3::Hasher,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
