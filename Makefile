@@ -7,9 +7,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINS := watchd
+BINS := watchd pushd
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare zsh:zsh
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 

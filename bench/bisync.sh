@@ -69,7 +69,7 @@ run_tool() { # tool phase: the command line for one sync
 
 ok_exit() { # tool code: whether the exit code means success
     case $1:$2 in
-    *:0 | bisync:6) return 0 ;;
+    *:0 | bisync:9) return 0 ;; # bisync: 9 synced
     *) return 1 ;;
     esac
 }

@@ -138,6 +138,7 @@ impl Args {
                 port: self.port,
                 identity: self.identity,
                 options: self.ssh_opt,
+                connect_timeout: None,
             },
             remote_bisync: self.remote_bisync,
         })

@@ -7,6 +7,7 @@ use clap::Parser;
 use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
 use syncpipe::exit::{coded, Code};
+use syncpipe::transport;
 use syncpipe::watch::{self, EventMode};
 
 /// Watch a directory tree and write every change as one JSON line on stdout.
@@ -57,6 +58,19 @@ struct Args {
     #[arg(long, help_heading = "Start-up")]
     require_mount: bool,
 
+    /// Serve the stream on a unix socket at PATH instead of stdout: any number
+    /// of readers (`batchd --connect PATH`), each resuming where it left off
+    /// while the backlog holds it. A socket passed by systemd (a .socket unit)
+    /// is used the same way
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    listen: Option<PathBuf>,
+
+    /// How much a --listen writer keeps for readers that reconnect: a record
+    /// count (100000) or a size (64M). A reader further behind is told to do a
+    /// full sync
+    #[arg(long, value_name = "N|SIZE", value_parser = transport::parse_backlog, help_heading = "Output")]
+    backlog: Option<transport::BacklogSize>,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -70,6 +84,10 @@ impl Args {
             mode: self.events,
             wait: self.wait,
             require_mount: self.require_mount,
+            output: transport::Output {
+                listen: self.listen,
+                backlog: self.backlog.unwrap_or_default(),
+            },
         })
     }
 }

@@ -5,11 +5,17 @@
 //! one module per job, so unit tests reach it without spawning processes.
 
 pub mod apply;
+pub mod batchd;
+pub mod batcher;
 pub mod bisync;
 pub mod cli;
+pub mod direct;
 pub mod event;
 pub mod exclude;
 pub mod exit;
+pub mod fold;
+pub mod interruptible;
+pub mod keys;
 pub mod log;
 pub mod mounts;
 pub mod plan;
@@ -20,5 +26,6 @@ pub mod signals;
 pub mod stream;
 pub mod systemd;
 pub mod target;
+pub mod transport;
 pub mod watch;
 pub mod wirepath;

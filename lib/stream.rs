@@ -19,6 +19,12 @@ pub enum Item {
         line_no: u64,
         error: Malformed,
     },
+    /// Records were lost between this reader and its writer (a socket
+    /// writer's backlog no longer held them). Like a malformed line, the
+    /// consumer's answer is a full sync.
+    Gap {
+        reason: String,
+    },
 }
 
 /// Splits a byte stream into records. Blank lines are skipped; a last line
@@ -41,6 +47,10 @@ impl<R: BufRead> RecordReader<R> {
     /// The number of the line read last (1-based), for messages.
     pub fn line_no(&self) -> u64 {
         self.line_no
+    }
+
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.input
     }
 
     /// The next record, `Ok(None)` at end of input.

@@ -9,7 +9,6 @@ pub mod limits;
 pub mod tree;
 pub mod watcher;
 
-use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,8 +23,8 @@ use crate::event::{
 use crate::exclude::Excludes;
 use crate::exit::{coded, Code};
 use crate::signals::Signals;
-use crate::stream::RecordWriter;
 use crate::systemd::Systemd;
+use crate::transport::{Output, Sink};
 use crate::wirepath::WirePath;
 pub use watcher::EventMode;
 use watcher::{Outcome, RawEvent, Seen, Watcher};
@@ -40,6 +39,8 @@ pub struct Config {
     pub wait: bool,
     /// The root must be a mount point (with `wait`: wait until it is).
     pub require_mount: bool,
+    /// stdout, or a socket with a backlog for readers that come and go.
+    pub output: Output,
 }
 
 /// How long to wait for the second half of a rename that arrived split over
@@ -53,8 +54,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let Some(root) = find_root(&config, &mut signals, &mut systemd)? else {
         return Ok(()); // stopped while waiting
     };
-    let out = dup_stdout()?;
-    let mut writer = RecordWriter::new(out.try_clone().context("duplicating stdout")?);
+    let mut writer = Sink::open(&config.output)?;
 
     let started = Instant::now();
     systemd.status(&format!("setting up watches on {}", root.display()), true);
@@ -111,11 +111,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         let timeout = systemd.poll_timeout().unwrap_or(Duration::from_secs(2));
         let (inotify_ready, signal_ready, stdout_gone) = {
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(watcher.inotify().as_fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(out.as_fd(), PollFlags::empty()),
             ];
+            if let Some(stdout) = writer.stdout_fd() {
+                fds.push(PollFd::new(stdout, PollFlags::empty()));
+            }
             match poll(&mut fds, poll_timeout(timeout)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -125,7 +127,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             (
                 ready(&fds[0]).contains(PollFlags::POLLIN),
                 ready(&fds[1]).contains(PollFlags::POLLIN),
-                ready(&fds[2]).intersects(PollFlags::POLLERR | PollFlags::POLLHUP),
+                fds.get(2).is_some_and(|fd| {
+                    ready(fd).intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+                }),
             )
         };
         if stdout_gone {
@@ -232,7 +236,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn emit(&mut self, writer: &mut RecordWriter<File>, seen: Vec<Seen>) -> anyhow::Result<()> {
+    fn emit(&mut self, writer: &mut Sink, seen: Vec<Seen>) -> anyhow::Result<()> {
         if seen.is_empty() {
             return Ok(());
         }
@@ -253,7 +257,7 @@ impl Stats {
         Ok(())
     }
 
-    fn emit_rescan(&mut self, writer: &mut RecordWriter<File>) -> anyhow::Result<()> {
+    fn emit_rescan(&mut self, writer: &mut Sink) -> anyhow::Result<()> {
         self.emit(
             writer,
             vec![Seen {
@@ -278,16 +282,6 @@ impl Stats {
 
 fn poll_timeout(d: Duration) -> PollTimeout {
     PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-}
-
-/// stdout as a plain file: no line buffering underneath our own buffer, and a
-/// descriptor to poll for the reader going away.
-fn dup_stdout() -> anyhow::Result<File> {
-    let fd = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("duplicating stdout")?;
-    Ok(File::from(fd))
 }
 
 /// Checks the root, or waits for it with `--wait`. `Ok(None)`: a stop signal

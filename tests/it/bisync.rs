@@ -9,6 +9,11 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// bisync's exit codes, from the one table (lib/exit.rs).
+pub const SYNCED: i32 = syncpipe::exit::Code::Synced as i32;
+pub const CONFLICTS: i32 = syncpipe::exit::Code::Conflicts as i32;
+pub const REFUSED: i32 = syncpipe::exit::Code::Refused as i32;
+
 use crate::support::{bin, join_bytes, tempdir};
 
 pub struct Pair {
@@ -129,7 +134,7 @@ fn changes_on_either_side_reach_the_other() {
     fs::set_permissions(p.a.join("docs/readme"), fs::Permissions::from_mode(0o600)).unwrap();
     symlink("../docs/readme", p.a.join("weird/link")).unwrap();
     let (code, _, err) = p.sync(&[]);
-    assert_eq!(code, 6, "first sync copies: {err}");
+    assert_eq!(code, SYNCED, "first sync copies: {err}");
     assert_eq!(tree(&p.a), tree(&p.b));
     assert!(tree(&p.b).contains_key(&b"weird/bad \xff\xfe utf8"[..]));
     assert_eq!(
@@ -158,7 +163,7 @@ fn changes_on_either_side_reach_the_other() {
     .unwrap();
     write(&p.b, b"fresh/deep/file", b"deep");
     let (code, out, err) = p.sync(&["--json"]);
-    assert_eq!(code, 6, "{out}{err}");
+    assert_eq!(code, SYNCED, "{out}{err}");
     assert_eq!(tree(&p.a), tree(&p.b));
     let t = tree(&p.a);
     assert!(!t.contains_key(&b"only-b"[..]));
@@ -190,11 +195,11 @@ fn conflicts_keep_both_versions_or_follow_prefer() {
     let p = Pair::new();
     write(&p.a, b"f", b"base");
     write(&p.a, b"g", b"base");
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     write(&p.a, b"f", b"from a");
     write(&p.b, b"f", b"from b, newer");
     let (code, _, err) = p.sync(&[]);
-    assert_eq!(code, 7, "conflicts left: {err}");
+    assert_eq!(code, CONFLICTS, "conflicts left: {err}");
     assert!(err.contains("conflict: f"), "{err}");
     let t = tree(&p.a);
     assert_eq!(t, tree(&p.b));
@@ -213,14 +218,14 @@ fn conflicts_keep_both_versions_or_follow_prefer() {
     write(&p.a, b"g", b"a wins");
     write(&p.b, b"g", b"b loses");
     let (code, _, _) = p.sync(&["--prefer", "a"]);
-    assert_eq!(code, 6, "resolved conflicts are no conflicts left");
+    assert_eq!(code, SYNCED, "resolved conflicts are no conflicts left");
     assert_eq!(fs::read(p.b.join("g")).unwrap(), b"a wins");
     assert_eq!(tree(&p.a), tree(&p.b));
 
     // Modified on b, deleted on a: the modification wins.
     fs::remove_file(p.a.join("g")).unwrap();
     write(&p.b, b"g", b"kept");
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     assert_eq!(fs::read(p.a.join("g")).unwrap(), b"kept");
 }
 
@@ -231,7 +236,7 @@ fn symlinks_are_never_followed() {
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("secret"), b"s").unwrap();
     symlink(&outside, p.a.join("out")).unwrap();
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     assert_eq!(
         tree(&p.b)[&b"out"[..]],
         Node::Link(outside.as_os_str().as_bytes().to_vec())
@@ -247,7 +252,7 @@ fn guards_stop_before_anything_changes() {
     for i in 0..6 {
         write(&p.a, format!("f{i}").as_bytes(), b"x");
     }
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     let before = tree(&p.a);
 
     // b emptied (an unmounted disk): refused, a untouched.
@@ -255,7 +260,7 @@ fn guards_stop_before_anything_changes() {
         fs::remove_file(p.b.join(format!("f{i}"))).unwrap();
     }
     let (code, _, err) = p.sync(&[]);
-    assert_eq!(code, 9, "{err}");
+    assert_eq!(code, REFUSED, "{err}");
     assert!(err.contains("empty"), "{err}");
     assert_eq!(tree(&p.a), before);
 
@@ -272,11 +277,11 @@ fn guards_stop_before_anything_changes() {
         write(&p.b, format!("f{i}").as_bytes(), b"x");
     }
     let (code, _, err) = p.sync(&[]);
-    assert_eq!(code, 9, "{err}");
+    assert_eq!(code, REFUSED, "{err}");
     assert!(err.contains("--max-delete"), "{err}");
     assert_eq!(tree(&p.a), before);
     let (code, _, err) = p.sync(&["--max-delete", "4"]);
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, SYNCED, "{err}");
     assert_eq!(names(&tree(&p.a)), ["f4", "f5"]);
 }
 
@@ -285,7 +290,7 @@ fn a_damaged_archive_means_a_first_sync_that_deletes_nothing() {
     let p = Pair::new();
     write(&p.a, b"x", b"1");
     write(&p.a, b"y", b"2");
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     let archive = fs::read_dir(&p.state)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -298,7 +303,7 @@ fn a_damaged_archive_means_a_first_sync_that_deletes_nothing() {
     fs::remove_file(p.b.join("x")).unwrap();
     let (code, _, err) = p.sync(&[]);
     assert!(err.contains("damaged"), "{err}");
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, SYNCED, "{err}");
     // The delete did not propagate: x came back to b.
     assert_eq!(fs::read(p.b.join("x")).unwrap(), b"1");
     assert_eq!(p.sync(&[]).0, 0, "the rewritten archive is good");
@@ -309,11 +314,11 @@ fn dry_run_changes_nothing_and_json_lists_the_plan() {
     let p = Pair::new();
     write(&p.a, b"x", b"1");
     let (code, out, _) = p.sync(&["--dry-run"]);
-    assert_eq!(code, 6);
+    assert_eq!(code, SYNCED);
     assert!(out.contains("copy      a -> b  x"), "{out}");
     assert!(!p.b.join("x").exists());
     let (code, out, _) = p.sync(&["--dry-run", "--json"]);
-    assert_eq!(code, 6);
+    assert_eq!(code, SYNCED);
     let records: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -341,7 +346,7 @@ fn excludes_leave_paths_alone_and_one_run_per_pair() {
     write(&p.a, b"cache/big", b"c");
     write(&p.a, b"x.tmp", b"t");
     let (code, _, _) = p.sync(&["--exclude", "*.tmp", "--exclude", "cache/"]);
-    assert_eq!(code, 6);
+    assert_eq!(code, SYNCED);
     assert_eq!(names(&tree(&p.b)), ["keep"]);
 
     // A second bisync on the same pair waits for nobody: it fails at once.
@@ -374,7 +379,7 @@ fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
     if root {
         std::os::unix::fs::chown(p.a.join("owned"), Some(1234), Some(4321)).unwrap();
     }
-    assert_eq!(p.sync(&[]).0, 6);
+    assert_eq!(p.sync(&[]).0, SYNCED);
     if root {
         let meta = fs::metadata(p.b.join("owned")).unwrap();
         use std::os::unix::fs::MetadataExt;
@@ -397,7 +402,7 @@ fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
     assert_eq!(p.sync(&[]).0, 0, "fastcheck: unchanged");
     assert_eq!(fs::read(p.b.join("same-size")).unwrap(), b"aaaa");
     let (code, _, err) = p.sync(&["--checksum"]);
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, SYNCED, "{err}");
     assert_eq!(fs::read(p.b.join("same-size")).unwrap(), b"bbbb");
     assert_eq!(p.sync(&["--checksum"]).0, 0);
 }

@@ -7,7 +7,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::process::Command;
 
-use super::{result, tree, write, Pair, WEIRD};
+use super::{result, tree, write, Pair, CONFLICTS, SYNCED, WEIRD};
 use crate::support::{bin, join_bytes, sshd::Sshd};
 
 /// `bisync` with the ssh settings for `sshd` and the built binary as the
@@ -57,7 +57,7 @@ fn a_remote_replica_behaves_like_a_local_one() {
     write(&p.b, b"big", &big);
     std::os::unix::fs::symlink("w/with space", p.a.join("link")).unwrap();
     let (code, out, err) = ssh_sync(&p, &sshd, p.a.clone().into(), remote(&p.b), &[]);
-    assert_eq!(code, 6, "{out}{err}");
+    assert_eq!(code, SYNCED, "{out}{err}");
     assert_eq!(tree(&p.a), tree(&p.b));
     assert_eq!(fs::read(p.a.join("big")).unwrap(), big);
     assert_eq!(
@@ -78,7 +78,7 @@ fn a_remote_replica_behaves_like_a_local_one() {
     write(&p.a, b"big", b"small now");
     write(&p.b, b"big", b"also changed on b");
     let (code, out, err) = ssh_sync(&p, &sshd, p.a.clone().into(), remote(&p.b), &["--json"]);
-    assert_eq!(code, 7, "{out}{err}");
+    assert_eq!(code, CONFLICTS, "{out}{err}");
     assert_eq!(tree(&p.a), tree(&p.b));
     let t = tree(&p.a);
     assert!(t.contains_key(&b"w/moved\nline"[..]));
@@ -94,7 +94,7 @@ fn both_replicas_remote_and_the_failures_say_what_happened() {
     write(&p.a, b"x/y", b"1");
     write(&p.b, b"z", b"2");
     let (code, _, err) = ssh_sync(&p, &sshd, remote(&p.a), remote(&p.b), &[]);
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, SYNCED, "{err}");
     assert_eq!(tree(&p.a), tree(&p.b));
 
     let missing = p.dir.path().join("not there");

@@ -1,8 +1,11 @@
 //! Integration tests: the real binaries on real files, real inotify, real
 //! rsync and sshd. One test crate, so the support code is built once.
 
+mod batchd;
 mod bisync;
+mod keysetup;
 mod pushd;
 mod support;
+mod transport;
 mod watchd;
 mod wire;

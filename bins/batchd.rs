@@ -1,0 +1,71 @@
+//! `batchd`: folds the event stream on stdin into batches on stdout.
+
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use syncpipe::batchd::{self, Config};
+use syncpipe::cli::{self, Verbosity};
+
+/// Fold the syncpipe event stream into batches of changes
+///
+/// Reads the stream (as `watchd` writes it) on stdin and writes `batch`
+/// records on stdout: the events of a window, folded per path (repeated
+/// modifies become one update, a file created and deleted again vanishes, a
+/// deleted directory swallows what happened below it, a rename stays a rename
+/// where a target can do it). Other records pass through in order. A batch
+/// is written DELAY after its first event, as soon as MAX changes are pending,
+/// at end of input, on SIGUSR1, and before stopping on SIGTERM or SIGINT.
+///
+/// $ watchd /data | batchd -d 15 | pushd backup:/srv/data
+///
+/// $ watchd /data | batchd -d 500ms -n 10000
+#[derive(Parser, Debug)]
+#[command(version, after_help = cli::exit_codes_help())]
+struct Args {
+    /// Write a batch this long after its first event (15s, 500ms, 2m; a bare number is seconds)
+    #[arg(short, long, value_name = "DURATION", default_value = "15s", value_parser = cli::parse_duration)]
+    delay: Duration,
+
+    /// Write a batch early once this many changes are pending (after folding)
+    #[arg(short = 'n', long, value_name = "MAX")]
+    max_events: Option<NonZeroUsize>,
+
+    #[command(flatten)]
+    verbosity: Verbosity,
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            delay: self.delay,
+            max_events: self.max_events.map(NonZeroUsize::get),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::run("batchd", args.verbosity, || batchd::run(args.config()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_numbers_are_seconds() {
+        let args = Args::try_parse_from(["batchd", "-d", "15", "-n", "3"]).unwrap();
+        assert_eq!(args.config().delay, Duration::from_secs(15));
+        assert_eq!(args.config().max_events, Some(3));
+        assert!(Args::try_parse_from(["batchd", "-n", "0"]).is_err());
+        assert!(Args::try_parse_from(["batchd", "-d", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The writer's memory of its latest records, and the resume decision: can a
+//! reader that has applied up to `(stream, seq)` continue from here, or has
+//! the backlog lost what it needs so that it must do a full sync first?
+//! (Redis's partial versus full resync, applied to file events.) Pure.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One stored record line and the `seq` range it covers.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Highest seq covered by this record or any before it.
+    last: u64,
+    /// The record carries a seq itself (events, batches, ends).
+    has_seq: bool,
+    line: Arc<[u8]>,
+}
+
+/// Where a (re)connecting reader starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Absolute index of the first record to send.
+    pub index: u64,
+    /// The reader must sync the whole root before applying what follows.
+    pub full: bool,
+}
+
+/// A bounded buffer of the latest record lines, by count and by bytes.
+#[derive(Debug)]
+pub struct Backlog {
+    entries: VecDeque<Entry>,
+    /// Absolute index of `entries[0]`.
+    base: u64,
+    bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+    /// The highest seq of any record dropped to make room; a reader that has
+    /// applied less than this cannot resume.
+    dropped_upto: u64,
+    /// Highest seq pushed so far.
+    last_seq: u64,
+}
+
+impl Backlog {
+    pub fn new(max_records: usize, max_bytes: usize) -> Self {
+        Backlog {
+            entries: VecDeque::new(),
+            base: 0,
+            bytes: 0,
+            max_records: max_records.max(1),
+            max_bytes: max_bytes.max(1),
+            dropped_upto: 0,
+            last_seq: 0,
+        }
+    }
+
+    /// Forgets everything: a new stream starts.
+    pub fn reset(&mut self) {
+        self.base += self.entries.len() as u64;
+        self.entries.clear();
+        self.bytes = 0;
+        self.dropped_upto = 0;
+        self.last_seq = 0;
+    }
+
+    /// Stores one line; `seq` is the highest seq the record covers (an
+    /// event's seq, a batch's last_seq), `None` for records without one.
+    pub fn push(&mut self, seq: Option<u64>, line: Arc<[u8]>) {
+        if let Some(seq) = seq {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        self.bytes += line.len();
+        self.entries.push_back(Entry {
+            last: self.last_seq,
+            has_seq: seq.is_some(),
+            line,
+        });
+        while self.entries.len() > self.max_records
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
+            let old = self.entries.pop_front().expect("not empty");
+            self.bytes -= old.line.len();
+            self.dropped_upto = self.dropped_upto.max(old.last);
+            self.base += 1;
+        }
+    }
+
+    /// Absolute index one past the newest record.
+    pub fn end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    /// Absolute index of the oldest record held.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The line at absolute `index`, if still held.
+    pub fn get(&self, index: u64) -> Option<Arc<[u8]>> {
+        let i = index.checked_sub(self.base)?;
+        self.entries
+            .get(usize::try_from(i).ok()?)
+            .map(|e| e.line.clone())
+    }
+
+    /// Where a reader that has applied `applied` of stream `reader_stream`
+    /// starts, given that this writer's stream is `current`.
+    pub fn start_for(&self, current: &str, reader_stream: Option<&str>, applied: u64) -> Start {
+        let resumable = reader_stream == Some(current)
+            && applied >= self.dropped_upto
+            && applied <= self.last_seq;
+        if !resumable {
+            // Anything in the backlog is older than the full sync the reader
+            // is about to do: start it at the newest end.
+            return Start {
+                index: self.end(),
+                full: true,
+            };
+        }
+        // Records without a seq right after the last applied one may or
+        // may not have been seen: send them again rather than lose them.
+        let skip = self
+            .entries
+            .iter()
+            .take_while(|e| e.last < applied || (e.last == applied && e.has_seq))
+            .count();
+        Start {
+            index: self.base + skip as u64,
+            full: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(s: &str) -> Arc<[u8]> {
+        Arc::from(s.as_bytes())
+    }
+
+    fn filled(n: u64, max: usize) -> Backlog {
+        let mut b = Backlog::new(max, usize::MAX);
+        for seq in 1..=n {
+            b.push(Some(seq), line(&format!("e{seq}")));
+        }
+        b
+    }
+
+    #[test]
+    fn resumes_right_after_what_was_applied() {
+        let b = filled(10, 100);
+        let start = b.start_for("s", Some("s"), 7);
+        assert!(!start.full);
+        assert_eq!(&*b.get(start.index).unwrap(), b"e8");
+        let up_to_date = b.start_for("s", Some("s"), 10);
+        assert_eq!(
+            up_to_date,
+            Start {
+                index: b.end(),
+                full: false
+            }
+        );
+        let from_zero = b.start_for("s", Some("s"), 0);
+        assert_eq!(&*b.get(from_zero.index).unwrap(), b"e1");
+    }
+
+    #[test]
+    fn other_stream_or_no_stream_means_full() {
+        let b = filled(10, 100);
+        assert_eq!(
+            b.start_for("s", Some("other"), 5),
+            Start {
+                index: b.end(),
+                full: true
+            }
+        );
+        assert_eq!(
+            b.start_for("s", None, 0),
+            Start {
+                index: b.end(),
+                full: true
+            }
+        );
+    }
+
+    #[test]
+    fn evicted_history_means_full() {
+        let b = filled(10, 3);
+        assert_eq!(b.base(), 7);
+        assert!(b.start_for("s", Some("s"), 6).full, "seq 7 was dropped");
+        let ok = b.start_for("s", Some("s"), 7);
+        assert!(!ok.full);
+        assert_eq!(&*b.get(ok.index).unwrap(), b"e8");
+    }
+
+    #[test]
+    fn a_reader_ahead_of_the_writer_is_not_trusted() {
+        let b = filled(5, 100);
+        assert!(b.start_for("s", Some("s"), 9).full);
+    }
+
+    #[test]
+    fn byte_bound_and_records_without_seq() {
+        let mut b = Backlog::new(100, 10);
+        b.push(Some(1), line("aaaa"));
+        b.push(None, line("pass"));
+        b.push(Some(2), line("bbbb"));
+        assert_eq!(b.base(), 1, "first line dropped for bytes");
+        let start = b.start_for("s", Some("s"), 1);
+        assert!(!start.full);
+        assert_eq!(&*b.get(start.index).unwrap(), b"pass");
+    }
+
+    #[test]
+    fn reset_starts_a_new_stream() {
+        let mut b = filled(5, 100);
+        let end = b.end();
+        b.reset();
+        assert_eq!(b.end(), end);
+        b.push(Some(1), line("n1"));
+        assert_eq!(&*b.get(end).unwrap(), b"n1");
+    }
+}
