@@ -212,14 +212,20 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     }
 
     let mut report_err = None;
-    let executed = exec::execute(&plan, a.as_mut(), b.as_mut(), |action, status| {
-        if *status == Status::Done {
-            count(&mut summary, &action.op);
-        }
-        if let Err(e) = reporter.action(action, Some(status)) {
-            report_err.get_or_insert(e);
-        }
-    });
+    let executed = exec::execute(
+        &plan,
+        a.as_mut(),
+        b.as_mut(),
+        config.checksum,
+        |action, status| {
+            if *status == Status::Done {
+                count(&mut summary, &action.op);
+            }
+            if let Err(e) = reporter.action(action, Some(status)) {
+                report_err.get_or_insert(e);
+            }
+        },
+    );
     summary.skipped = executed.skipped;
     summary.failed = executed.errors;
     let nothing_to_do = plan.actions.is_empty();
