@@ -133,6 +133,11 @@ struct Args {
     #[arg(long, value_name = "OPTION", help_heading = "ssh")]
     ssh_opt: Vec<String>,
 
+    /// Read the stream from a writer's unix socket (`batchd --listen PATH`)
+    /// instead of stdin; reconnect and resume from --state when it goes away
+    #[arg(long, value_name = "PATH", help_heading = "Input")]
+    connect: Option<PathBuf>,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -211,7 +216,11 @@ impl Args {
 fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
+        let connect = args.connect.clone();
         let config = args.into_config()?;
+        if let Some(path) = connect {
+            return push::run_connected(config, &path, Box::new(std::io::stdout()));
+        }
         // Unbuffered: pushd polls the descriptor next to its signals, and
         // std's stdin buffer would hide data from poll(2).
         let stdin = std::io::stdin()

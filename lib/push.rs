@@ -8,7 +8,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -161,6 +161,24 @@ impl Shared {
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
         systemd.status(&status, changed);
     }
+}
+
+/// `pushd --connect PATH`: reads from a writer's socket, asking it to resume
+/// from what `--state` says every target has applied (a full sync otherwise).
+pub fn run_connected(
+    config: Config,
+    path: &Path,
+    output: Box<dyn Write + Send>,
+) -> anyhow::Result<()> {
+    let resume = match &config.state {
+        Some(state) => {
+            let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+            StateFile::load(state)?.resume_point(&names)
+        }
+        None => None,
+    };
+    let input = crate::transport::pipe::connect_as_pipe(path, resume)?;
+    run(config, input, output)
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
