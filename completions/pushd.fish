@@ -20,6 +20,7 @@ complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -
 complete -c pushd -s p -l port -d 'ssh port' -r
 complete -c pushd -s i -l identity -d 'ssh private key' -r -F
 complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c pushd -l connect -d 'Read the stream from a writer\'s unix socket (`batchd --listen PATH`) instead of stdin; reconnect and resume from --state when it goes away' -r -F
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'
