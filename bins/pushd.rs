@@ -1,10 +1,13 @@
 //! `pushd`: apply a syncpipe stream to one or more targets with rsync.
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use syncpipe::apply::{Guards, MaxDelete};
 use syncpipe::cli::{self, parse_duration, Verbosity};
@@ -28,6 +31,10 @@ struct Args {
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<OsString>,
 
+    /// Local targets: copy, rename and remove with plain file system calls
+    /// instead of rsync (full syncs still use rsync)
+    #[arg(long, help_heading = "Sync")]
+    direct: bool,
     /// Which transfers may delete on the target
     #[arg(long, value_enum, default_value = "true", help_heading = "Sync")]
     delete: DeleteMode,
@@ -54,6 +61,10 @@ struct Args {
     /// Longest retry delay (the delay doubles per failure up to this)
     #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Sync")]
     retry_max: Duration,
+    /// Give up a transfer after this long without I/O (rsync --timeout,
+    /// ssh ConnectTimeout); 0: never
+    #[arg(long, default_value = "120s", value_parser = parse_duration, help_heading = "Sync")]
+    io_timeout: Duration,
     /// Random part of each retry delay, 0 to 1
     #[arg(
         long,
@@ -142,9 +153,17 @@ impl Args {
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
+        if self.direct && !(self.exclude.is_empty() && self.exclude_from.is_empty()) {
+            return Err(coded(
+                Code::Usage,
+                "--direct does not read rsync filter rules: exclude in watchd (--exclude) instead",
+            ));
+        }
         if self.retry_min > self.retry_max {
             return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
         }
+        let io_timeout =
+            Some(self.io_timeout.as_secs().max(1)).filter(|_| !self.io_timeout.is_zero());
         let absolute = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
         Ok(Config {
             targets,
@@ -163,7 +182,10 @@ impl Args {
                     port: self.port,
                     identity: self.identity.map(absolute),
                     options: self.ssh_opt,
+                    connect_timeout: io_timeout,
                 },
+                delete_missing_args_works: true,
+                io_timeout,
             },
             guards: Guards {
                 max_delete: self.max_delete,
@@ -181,15 +203,22 @@ impl Args {
                 max: self.retry_max,
                 jitter: self.retry_jitter,
             },
+            direct: self.direct,
         })
     }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
         let config = args.into_config()?;
-        push::run(config, std::io::stdin().lock(), Box::new(std::io::stdout()))
+        // Unbuffered: pushd polls the descriptor next to its signals, and
+        // std's stdin buffer would hide data from poll(2).
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdin")?;
+        push::run(config, File::from(stdin), Box::new(std::io::stdout()))
     })
 }
 

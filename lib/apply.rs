@@ -5,7 +5,7 @@
 //! `--max-delete`).
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -152,6 +152,8 @@ pub struct Applier<'a> {
     pub target: &'a Target,
     pub settings: &'a RsyncSettings,
     pub guards: &'a Guards,
+    /// `--direct`: listed paths on a local target without rsync.
+    pub direct: bool,
 }
 
 impl Applier<'_> {
@@ -206,8 +208,47 @@ impl Applier<'_> {
                     list.retain(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
                 }
             }
+            if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
+                match crate::direct::apply_paths(source, root, &list, delete) {
+                    Ok(done) => {
+                        report.stats.transferred += done.files;
+                        report.stats.transferred_size += done.bytes;
+                        report.stats.deleted += done.deleted;
+                        report.outcome = Some(Outcome::Success);
+                    }
+                    Err(why) => {
+                        report.outcome = Some(Outcome::Fail);
+                        report.message = why;
+                        report.duration = started.elapsed();
+                        return Ok(report);
+                    }
+                }
+                list.clear();
+            }
+            let mut delete_listed = delete;
+            if delete && !self.settings.delete_missing_args_works {
+                let (present, missing): (Vec<WirePath>, Vec<WirePath>) = list
+                    .into_iter()
+                    .partition(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
+                if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
+                    report.outcome = Some(Outcome::Fail);
+                    report.message = why;
+                    report.duration = started.elapsed();
+                    return Ok(report);
+                }
+                report.stats.deleted += missing.len() as u64;
+                list = present;
+                delete_listed = false;
+            }
             if !list.is_empty() {
-                self.run(source, Transfer::Paths { delete }, &list, &mut report)?;
+                self.run(
+                    source,
+                    Transfer::Paths {
+                        delete: delete_listed,
+                    },
+                    &list,
+                    &mut report,
+                )?;
                 if !report.succeeded() {
                     report.duration = started.elapsed();
                     return Ok(report);
@@ -326,7 +367,26 @@ impl Applier<'_> {
             script.extend_from_slice(&rsync::quote_for_shell(&from));
             script.push(b' ');
             script.extend_from_slice(&rsync::quote_for_shell(&to));
+            // Many renames go in several connections rather than one
+            // command line that grows with the batch.
+            if script.len() > MAX_SCRIPT {
+                self.ssh(user, host, std::mem::take(&mut script), &[])?;
+            }
         }
+        if !script.is_empty() {
+            self.ssh(user, host, script, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` with the remote user's shell, `input` on its stdin.
+    fn ssh(
+        &self,
+        user: Option<&str>,
+        host: &str,
+        script: Vec<u8>,
+        input: &[u8],
+    ) -> Result<(), String> {
         let mut cmd = rsync::clean_command("ssh");
         cmd.args(self.settings.ssh.args());
         if let Some(user) = user {
@@ -335,22 +395,77 @@ impl Applier<'_> {
         cmd.arg("--")
             .arg(host)
             .arg(OsString::from_vec(script))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("starting ssh: {e}"))?;
-        let mut err = String::new();
-        if let Some(mut stderr) = child.stderr.take() {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let err_thread = std::thread::spawn(move || {
+            let mut err = String::new();
             let _ = stderr.read_to_string(&mut err);
-        }
+            err
+        });
+        let _ = stdin.write_all(input);
+        drop(stdin);
         let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"))?;
+        let err = err_thread.join().unwrap_or_default();
         if status.success() {
             Ok(())
         } else {
             Err(format!("ssh exited with {status}: {}", err.trim()))
         }
     }
+
+    /// Deletes `missing` on the target without rsync, for an rsync whose
+    /// `--delete-missing-args` is broken (RsyncProject/rsync issue 910):
+    /// natively here, with `xargs -0 rm -rf` fed on stdin over ssh. A
+    /// daemon has no shell: the parents are synced whole instead.
+    fn delete_without_rsync(
+        &self,
+        missing: &[WirePath],
+        plan_subtrees: &mut Vec<WirePath>,
+    ) -> Result<(), String> {
+        match &self.target.location {
+            Location::Local(root) => {
+                for p in missing {
+                    let path = join(root, p);
+                    let removed = match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                        Ok(_) => std::fs::remove_file(&path),
+                        Err(_) => Ok(()),
+                    };
+                    removed.map_err(|e| format!("deleting {}: {e}", path.display()))?;
+                }
+                Ok(())
+            }
+            Location::Ssh { user, host, .. } => {
+                let root = self
+                    .target
+                    .remote_path(&WirePath::root())
+                    .ok_or("no shell")?;
+                let mut script = b"cd -- ".to_vec();
+                script.extend_from_slice(&rsync::quote_for_shell(&root));
+                script.extend_from_slice(b" && xargs -0 -r rm -rf --");
+                let mut list = Vec::new();
+                for p in missing {
+                    list.extend_from_slice(p.as_bytes());
+                    list.push(0);
+                }
+                self.ssh(user.as_deref(), host, script, &list)
+            }
+            Location::Daemon { .. } => {
+                for p in missing {
+                    plan_subtrees.push(p.parent().unwrap_or_else(WirePath::root));
+                }
+                Ok(())
+            }
+        }
+    }
 }
+
+/// Longest remote command line pushd builds (well below ARG_MAX).
+const MAX_SCRIPT: usize = 32 << 10;
 
 fn join(root: &Path, p: &WirePath) -> PathBuf {
     if p.is_root() {
@@ -461,6 +576,57 @@ mod tests {
             .unwrap_err()
             .contains("mount point"));
         assert!(check_source(Path::new("/"), &mount).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn deletes_without_delete_missing_args() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        std::fs::create_dir_all(src.join("kept")).unwrap();
+        std::fs::create_dir_all(dst.join("gone/deep")).unwrap();
+        std::fs::write(dst.join("gone/deep/f"), b"x").unwrap();
+        std::fs::write(dst.join("-file"), b"x").unwrap();
+        std::fs::write(src.join("kept/new"), b"n").unwrap();
+        let target = Target {
+            name: "t".into(),
+            location: Location::Local(dst.clone()),
+        };
+        let settings = RsyncSettings {
+            delete_missing_args_works: false,
+            ..RsyncSettings::default()
+        };
+        let guards = Guards::default();
+        let applier = Applier {
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+            direct: false,
+        };
+        let plan = Plan::from_changes(&[
+            crate::event::Change {
+                op: crate::event::ChangeOp::Delete,
+                path: "gone".into(),
+                dir: true,
+                from: None,
+            },
+            crate::event::Change {
+                op: crate::event::ChangeOp::Delete,
+                path: "-file".into(),
+                dir: false,
+                from: None,
+            },
+            crate::event::Change {
+                op: crate::event::ChangeOp::Update,
+                path: "kept/new".into(),
+                dir: false,
+                from: None,
+            },
+        ]);
+        let report = applier.apply(&src, plan, true, None).unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        assert!(!dst.join("gone").exists() && !dst.join("-file").exists());
+        assert_eq!(std::fs::read(dst.join("kept/new")).unwrap(), b"n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -511,6 +511,43 @@ mod proptests {
                         changes,
                     })
                 }),
+            (
+                (any::<String>(), any::<String>(), any::<u64>(), any::<u64>()),
+                (any::<bool>(), any::<String>(), any::<[u64; 7]>()),
+                (
+                    prop::option::of(any::<i32>()),
+                    any::<u32>(),
+                    prop::option::of(any::<String>()),
+                    ts()
+                ),
+            )
+                .prop_map(
+                    |(
+                        (target, stream, first_seq, last_seq),
+                        (full, status, n),
+                        (rsync_exit, attempt, error, ts),
+                    )| {
+                        Record::Applied(Applied {
+                            target,
+                            stream,
+                            first_seq,
+                            last_seq,
+                            full,
+                            status,
+                            files: n[0],
+                            bytes: n[1],
+                            sent: n[2],
+                            deleted: n[3],
+                            renamed: n[4],
+                            refused_deletes: n[5],
+                            duration_ms: n[6],
+                            rsync_exit,
+                            attempt,
+                            error,
+                            ts,
+                        })
+                    }
+                ),
         ]
     }
 
@@ -526,7 +563,7 @@ mod proptests {
 
         #[test]
         fn unknown_types_pass_through_byte_for_byte(
-            kind in "[a-z]{1,10}".prop_filter("unknown", |k| !["header", "event", "end", "batch"].contains(&k.as_str())),
+            kind in "[a-z]{1,10}".prop_filter("unknown", |k| !["header", "event", "end", "batch", "result"].contains(&k.as_str())),
             fields in prop::collection::btree_map("[a-z]{1,6}", any::<i64>(), 0..5),
         ) {
             let mut obj = serde_json::Map::new();

@@ -6,7 +6,8 @@
 //! own pending changes, retry clock and position; only `--max-procs` (a
 //! shared count of concurrent transfers) couples them.
 
-use std::io::{BufRead, Write};
+use std::io::{BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,9 +18,11 @@ use anyhow::Context;
 
 use crate::apply::{Applier, Guards};
 use crate::event::{Applied, Change, ChangeOp, Event, EventKind, Record, Timestamp};
+use crate::interruptible::{is_stop, Interruptible};
 use crate::plan::Plan;
 use crate::pushstate::{Position, StateFile};
 use crate::rsync::{Outcome, RsyncSettings};
+use crate::signals::Signals;
 use crate::stream::{Item, RecordReader};
 use crate::systemd::Systemd;
 use crate::target::Target;
@@ -73,6 +76,8 @@ pub struct Config {
     /// Past this many pending changes a target just does a full sync.
     pub max_pending: usize,
     pub retry: Retry,
+    /// `--direct`: local targets get listed paths without rsync.
+    pub direct: bool,
 }
 
 /// Work for one target's thread.
@@ -84,6 +89,10 @@ enum Work {
         last_seq: u64,
         changes: Vec<Change>,
     },
+    /// Something may have been missed (a malformed line): sync the root.
+    FullSync,
+    /// SIGTERM/SIGINT: end after the transfer in progress.
+    Stop,
 }
 
 /// State shared by the workers.
@@ -152,12 +161,22 @@ impl Shared {
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
-/// target; returns once every target has caught up (or given up).
+/// target; returns once every target has caught up (or given up), or after
+/// SIGTERM/SIGINT once the transfers in progress have ended.
 pub fn run(
-    config: Config,
-    input: impl BufRead,
+    mut config: Config,
+    input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
+    if !crate::apply::delete_missing_args_works()? {
+        log_warn!(
+            "this rsync ignores --delete-missing-args with --files-from (rsync issue 910): \
+             deleting natively or with rm over ssh instead; upgrade rsync"
+        );
+        config.rsync.delete_missing_args_works = false;
+    }
+    // Blocked before any thread starts, so every thread inherits the mask.
+    let signals = Signals::standard()?;
     let state = match &config.state {
         Some(path) => Some(Mutex::new(StateFile::load(path)?)),
         None => None,
@@ -189,7 +208,31 @@ pub fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .ready(&format!("pushing to {} targets", config.targets.len()));
-    let read = read_stream(input, &senders, &shared);
+    let ticker = Arc::clone(&shared);
+    let input = Interruptible::new(
+        input,
+        signals,
+        Duration::from_secs(1),
+        Box::new(move || {
+            ticker
+                .systemd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tick()
+        }),
+    );
+    let read = read_stream(BufReader::new(input), &senders, &shared);
+    if let Ok(Some(signal)) = &read {
+        log_info!("stopping on {signal} once the transfers in progress end");
+        shared
+            .systemd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopping(&format!("stopping on {signal}"));
+        for tx in &senders {
+            let _ = tx.send(Work::Stop);
+        }
+    }
     drop(senders);
     let mut unfinished = Vec::new();
     for handle in handles {
@@ -199,7 +242,9 @@ pub fn run(
             Err(_) => unfinished.push("a target thread panicked".into()),
         }
     }
-    read?;
+    if read?.is_some() {
+        return Ok(());
+    }
     if !unfinished.is_empty() {
         anyhow::bail!(
             "changes not applied to {} when the input ended; a restart with the same --state resumes",
@@ -209,11 +254,12 @@ pub fn run(
     Ok(())
 }
 
+/// Hands every record to the workers. `Ok(Some(signal))` when stopped by one.
 fn read_stream(
-    input: impl BufRead,
+    input: impl std::io::BufRead,
     senders: &[Sender<Work>],
     shared: &Shared,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<nix::sys::signal::Signal>> {
     let send = |make: &dyn Fn() -> Work| {
         for tx in senders {
             // A worker that has gone (it only ends after its input) cannot
@@ -223,35 +269,32 @@ fn read_stream(
     };
     let mut reader = RecordReader::new(input);
     let mut stream: Option<String> = None;
-    let mut last_seq = 0u64;
-    while let Some(item) = reader.next_item().context("reading stdin")? {
+    loop {
+        let item = match reader.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => return Ok(None),
+            Err(e) => match is_stop(&e) {
+                Some(signal) => return Ok(Some(signal)),
+                None => return Err(e).context("reading stdin"),
+            },
+        };
         match item {
             Item::Record(Record::Header(h)) => {
                 if stream.as_deref() != Some(h.stream.as_str()) {
-                    stream = Some(h.stream.clone());
-                    last_seq = 0;
-                    let root = PathBuf::from(h.root);
-                    send(&|| Work::Stream {
-                        stream: h.stream.clone(),
-                        root: root.clone(),
-                    });
+                    stream = start_stream(&h.stream, &h.root, reader.line_no(), senders);
                 }
             }
             Item::Record(Record::Batch(b)) => {
                 if stream.as_deref() != Some(b.stream.as_str()) {
-                    stream = Some(b.stream.clone());
-                    let root = PathBuf::from(b.root.clone());
-                    send(&|| Work::Stream {
-                        stream: b.stream.clone(),
-                        root: root.clone(),
+                    stream = start_stream(&b.stream, &b.root, reader.line_no(), senders);
+                }
+                if stream.is_some() {
+                    send(&|| Work::Changes {
+                        first_seq: b.first_seq,
+                        last_seq: b.last_seq,
+                        changes: b.changes.clone(),
                     });
                 }
-                last_seq = last_seq.max(b.last_seq);
-                send(&|| Work::Changes {
-                    first_seq: b.first_seq,
-                    last_seq: b.last_seq,
-                    changes: b.changes.clone(),
-                });
             }
             Item::Record(Record::Event(e)) => {
                 if stream.is_none() {
@@ -261,7 +304,6 @@ fn read_stream(
                     );
                     continue;
                 }
-                last_seq = last_seq.max(e.seq);
                 let change = change_of(&e);
                 send(&|| Work::Changes {
                     first_seq: e.seq,
@@ -286,21 +328,37 @@ fn read_stream(
                     Item::Record(_) => {}
                 }
                 if stream.is_some() {
-                    send(&|| Work::Changes {
-                        first_seq: last_seq,
-                        last_seq,
-                        changes: vec![Change {
-                            op: ChangeOp::Rescan,
-                            path: WirePath::root(),
-                            dir: true,
-                            from: None,
-                        }],
-                    });
+                    send(&|| Work::FullSync);
                 }
             }
         }
     }
-    Ok(())
+}
+
+/// Tells every worker a stream starts; `None` (and its records are ignored)
+/// when its root is not absolute: resolving it against our own working
+/// directory could point the sync at the wrong tree.
+fn start_stream(
+    id: &str,
+    root: &WirePath,
+    line_no: u64,
+    senders: &[Sender<Work>],
+) -> Option<String> {
+    let root = PathBuf::from(root.clone());
+    if !root.is_absolute() {
+        log_error!(
+            "line {line_no}: stream {id} names the relative root {}; ignoring it until a stream with an absolute root",
+            root.display()
+        );
+        return None;
+    }
+    for tx in senders {
+        let _ = tx.send(Work::Stream {
+            stream: id.to_string(),
+            root: root.clone(),
+        });
+    }
+    Some(id.to_string())
 }
 
 /// A raw watcher event as a change (each event is its own batch).
@@ -386,10 +444,13 @@ impl<'a> Worker<'a> {
                 };
                 match rx.recv_timeout(wait) {
                     Ok(work) => {
-                        self.take(work);
+                        let mut go_on = self.take(work);
                         // Whatever else is queued joins this transfer.
                         while let Ok(work) = rx.try_recv() {
-                            self.take(work);
+                            go_on &= self.take(work);
+                        }
+                        if !go_on {
+                            return Ok(());
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -413,8 +474,14 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    fn take(&mut self, work: Work) {
+    /// Adds `work` to the queue; false on [`Work::Stop`].
+    fn take(&mut self, work: Work) -> bool {
         match work {
+            Work::Stop => return false,
+            Work::FullSync => {
+                self.pending.clear();
+                self.pending_full = true;
+            }
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
                 let resumed = self
@@ -454,14 +521,14 @@ impl<'a> Worker<'a> {
                 changes,
             } => {
                 if last_seq <= self.applied && self.applied > 0 {
-                    return; // already applied before a restart
+                    return true; // already applied before a restart
                 }
                 self.seen = self.seen.max(last_seq);
                 if self.pending_first.is_none() {
                     self.pending_first = Some(first_seq);
                 }
                 if self.pending_full {
-                    return; // the full sync covers it
+                    return true; // the full sync covers it
                 }
                 self.pending.extend(changes);
                 if self.pending.len() > self.config.max_pending {
@@ -475,6 +542,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        true
     }
 
     /// One attempt at everything pending. Returns whether it succeeded.
@@ -493,6 +561,8 @@ impl<'a> Worker<'a> {
         } else {
             Plan::from_changes(&changes)
         };
+        // A rescan of the root (an overflow, a malformed line) is a full sync too.
+        let whole = plan.is_full();
         for bad in &plan.rejected {
             log_warn!(
                 "{}: path {bad:?} would leave the root; syncing the whole root instead",
@@ -504,12 +574,13 @@ impl<'a> Worker<'a> {
             target: self.target,
             settings: &self.config.rsync,
             guards: &self.config.guards,
+            direct: self.config.direct,
         };
         self.shared.acquire();
         let report = applier.apply(
             &self.root,
             plan,
-            self.config.delete.allows(full),
+            self.config.delete.allows(whole),
             self.known_entries,
         );
         self.shared.release();
@@ -519,7 +590,7 @@ impl<'a> Worker<'a> {
                 if let Some(why) = &report.refusal {
                     log_error!("{}: {why}", self.target);
                 }
-                if ok && full {
+                if ok && whole {
                     self.known_entries = Some(report.stats.files);
                 }
                 let status = if !ok {
@@ -555,7 +626,7 @@ impl<'a> Worker<'a> {
                     stream: stream.clone(),
                     first_seq,
                     last_seq,
-                    full,
+                    full: whole,
                     status: status.into(),
                     files: report.stats.transferred,
                     bytes: report.stats.transferred_size,
@@ -578,7 +649,7 @@ impl<'a> Worker<'a> {
                     stream: stream.clone(),
                     first_seq,
                     last_seq,
-                    full,
+                    full: whole,
                     status: "failed".into(),
                     files: 0,
                     bytes: 0,

@@ -22,7 +22,18 @@ pub struct SshSettings {
     pub identity: Option<PathBuf>,
     /// Each becomes `-o OPTION` (`BatchMode=yes`, `UserKnownHostsFile=…`).
     pub options: Vec<String>,
+    /// `ConnectTimeout` in seconds (`--io-timeout`); `None`: ssh's default.
+    pub connect_timeout: Option<u64>,
 }
+
+/// Options pushd always gives ssh after the user's (ssh keeps the first value
+/// it sees for an option, so `--ssh-opt` overrides these): never prompt, and
+/// notice a dead link within a minute instead of hanging on it.
+const SSH_DEFAULTS: &[&str] = &[
+    "BatchMode=yes",
+    "ServerAliveInterval=15",
+    "ServerAliveCountMax=4",
+];
 
 impl SshSettings {
     /// The ssh arguments before the host, as separate strings.
@@ -39,6 +50,14 @@ impl SshSettings {
         for option in &self.options {
             args.push("-o".into());
             args.push(option.into());
+        }
+        for option in SSH_DEFAULTS {
+            args.push("-o".into());
+            args.push(option.into());
+        }
+        if let Some(secs) = self.connect_timeout {
+            args.push("-o".into());
+            args.push(format!("ConnectTimeout={secs}").into());
         }
         args
     }
@@ -57,7 +76,7 @@ impl SshSettings {
 }
 
 /// Every rsync setting pushd exposes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RsyncSettings {
     pub compress: bool,
     pub bwlimit: Option<String>,
@@ -71,6 +90,32 @@ pub struct RsyncSettings {
     pub exclude_from: Vec<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub ssh: SshSettings,
+    /// False when the installed rsync ignores `--delete-missing-args` with
+    /// `--files-from` (probe it with `apply::delete_missing_args_works`);
+    /// deletions then go another way.
+    pub delete_missing_args_works: bool,
+    /// rsync's `--timeout` (seconds without I/O before it gives up, exit 30).
+    pub io_timeout: Option<u64>,
+}
+
+impl Default for RsyncSettings {
+    fn default() -> Self {
+        RsyncSettings {
+            compress: false,
+            bwlimit: None,
+            checksum: false,
+            inplace: false,
+            partial: false,
+            rsync_path: None,
+            extra: Vec::new(),
+            excludes: Vec::new(),
+            exclude_from: Vec::new(),
+            password_file: None,
+            ssh: SshSettings::default(),
+            delete_missing_args_works: true,
+            io_timeout: None,
+        }
+    }
 }
 
 /// What one rsync run does.
@@ -121,6 +166,9 @@ pub fn build_args(
     }
     if dry_run {
         a.push("--dry-run".into());
+    }
+    if let Some(secs) = settings.io_timeout {
+        a.push(format!("--timeout={secs}").into());
     }
     if settings.compress {
         a.push("--compress".into());
@@ -412,8 +460,11 @@ mod tests {
             ssh: SshSettings {
                 port: Some(2222),
                 identity: Some("/k/id it's".into()),
-                options: vec!["BatchMode=yes".into()],
+                options: vec!["BatchMode=no".into()],
+                connect_timeout: Some(9),
             },
+            delete_missing_args_works: true,
+            io_timeout: Some(60),
         };
         let a = strings(&build_args(
             &settings,
@@ -433,7 +484,9 @@ mod tests {
             "--partial",
             "--exclude=*.tmp",
             "--exclude-from=/etc/ex",
-            "--rsh=ssh '-p' '2222' '-i' '/k/id it''s' '-o' 'BatchMode=yes'",
+            "--rsh=ssh '-p' '2222' '-i' '/k/id it''s' '-o' 'BatchMode=no' '-o' 'BatchMode=yes' \
+             '-o' 'ServerAliveInterval=15' '-o' 'ServerAliveCountMax=4' '-o' 'ConnectTimeout=9'",
+            "--timeout=60",
             "--rsync-path=sudo rsync",
             "--numeric-ids",
         ] {

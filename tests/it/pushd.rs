@@ -877,3 +877,228 @@ fn watchd_piped_into_pushd_keeps_a_copy() {
     converges(&mut out, src.path(), dst.path());
     assert_nothing_executed(&[src.path(), dst.path(), Path::new("/root")]);
 }
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_while_waiting_for_input() {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+        write(src.path(), b"a", b"a");
+        let target = dst.path().display().to_string();
+        let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+        p.header();
+        assert_eq!(p.result(&target).status, "ok");
+        p.run.signal(signal);
+        assert_eq!(p.run.wait_exit(), Some(0), "{signal}");
+    }
+}
+
+/// For an rsync whose --delete-missing-args is broken (rsync issue 910),
+/// deletions over ssh go through `xargs -0 rm -rf` fed on stdin.
+#[test]
+fn ssh_deletes_without_delete_missing_args() {
+    use syncpipe::apply::{Applier, Guards};
+    use syncpipe::plan::Plan;
+    use syncpipe::rsync::{RsyncSettings, SshSettings};
+    use syncpipe::target::Target;
+
+    let sshd = Sshd::start();
+    let (src, dst) = (tempdir(), tempdir());
+    write(src.path(), b"stays", b"s");
+    for name in NASTY {
+        write(dst.path(), name, b"old");
+    }
+    write(dst.path(), b"dir/deep/f", b"old");
+    let target = Target::parse(
+        OsStr::new(&format!("127.0.0.1:{}", dst.path().display())),
+        Path::new("/"),
+    )
+    .unwrap();
+    let settings = RsyncSettings {
+        ssh: SshSettings {
+            port: Some(sshd.port()),
+            identity: Some(sshd.identity()),
+            options: sshd.client_options(),
+            connect_timeout: None,
+        },
+        delete_missing_args_works: false,
+        ..RsyncSettings::default()
+    };
+    let guards = Guards::default();
+    let applier = Applier {
+        target: &target,
+        settings: &settings,
+        guards: &guards,
+        direct: false,
+    };
+    let mut changes: Vec<Change> = NASTY.iter().map(|n| change(ChangeOp::Delete, n)).collect();
+    changes.push(change(ChangeOp::Delete, b"dir"));
+    changes.push(change(ChangeOp::Update, b"stays"));
+    let report = applier
+        .apply(src.path(), Plan::from_changes(&changes), true, None)
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_same(src.path(), dst.path());
+    assert_nothing_executed(&[dst.path(), Path::new("/root")]);
+}
+
+/// The documented pipeline pasted into bash and zsh: `pushd` is a builtin
+/// there. `env pushd` always works; contrib/shell/pushd.sh makes the plain
+/// spelling work in interactive shells and keeps the builtin for `pushd DIR`.
+#[test]
+fn documented_pipeline_works_in_bash_and_zsh() {
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/shell/pushd.sh");
+    let bin_dir = bin("pushd").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for shell in ["bash --norc --noprofile", "zsh -f"] {
+        let src = tempdir();
+        write(src.path(), b"file", b"data");
+        let header = Record::Header(Header {
+            v: 1,
+            stream: "0123".into(),
+            root: WirePath::from(src.path()),
+            host: "h".into(),
+            ts: Timestamp::now(),
+            producer: "test/0".into(),
+        })
+        .to_line();
+        let run = |script: &str, interactive: bool| {
+            let dst = tempdir();
+            let script = script.replace("DST", &dst.path().display().to_string());
+            let line = if interactive {
+                format!("{shell} -i -c '{script}'")
+            } else {
+                format!("{shell} -c '{script}'")
+            };
+            // `script` gives the interactive shell a terminal, as a person has.
+            let out = Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .env("PATH", &path)
+                .env("HEADER", &header)
+                .env("SNIPPET", &snippet)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let copied = dst.path().join("file").exists();
+            (copied, String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (copied, _) = run(r#"printf "%s\n" "$HEADER" | pushd DST"#, false);
+        assert!(
+            !copied,
+            "{shell}: the builtin took the pipeline (the known trap)"
+        );
+        let (copied, out) = run(r#"printf "%s\n" "$HEADER" | env pushd DST"#, false);
+        assert!(copied, "{shell}: env pushd: {out}");
+        let (copied, out) = run(
+            r#". "$SNIPPET"; printf "%s\n" "$HEADER" | pushd DST; pushd /usr >/dev/null; echo "pwd=$PWD""#,
+            true,
+        );
+        assert!(copied, "{shell}: with the snippet: {out}");
+        assert!(
+            out.contains("pwd=/usr"),
+            "{shell}: the builtin still works: {out}"
+        );
+    }
+}
+
+#[test]
+fn direct_mode_applies_changes_without_rsync_and_keeps_metadata() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = dst.path().join("copy");
+    let args = [os("--direct"), target.as_os_str()];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    every_change_kind(
+        &mut p,
+        &target.display().to_string(),
+        src.path(),
+        &target,
+        true,
+    );
+    // Times survive too (tree() compares kinds, modes and content).
+    write(src.path(), b"timed", b"t");
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(src.path().join("timed"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let as_root = nix::unistd::geteuid().is_root();
+    if as_root {
+        std::os::unix::fs::chown(src.path().join("timed"), Some(1234), Some(4321)).unwrap();
+    }
+    let seq = p.batch(vec![change(ChangeOp::Update, b"timed")]);
+    let a = p.applied(&target.display().to_string(), seq);
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(target.join("timed")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (1234, 4321),
+            "as root the owner is kept"
+        );
+    }
+    assert_eq!(a.rsync_exit, None, "no rsync ran: {a:?}");
+    assert_eq!(a.files, 1);
+    let mtime = fs::metadata(target.join("timed"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, old);
+    assert_eq!(p.finish(), Some(0));
+}
+
+#[test]
+fn a_malformed_line_means_a_full_sync_and_end_deletes_nothing() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"a", b"a");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os("--no-init"), os(&target)], scratch.path());
+    p.header();
+    p.event(EventKind::Create, b"a", None);
+    p.applied(&target, 1);
+    // Changed behind pushd's back, then a line it cannot read.
+    write(src.path(), b"unseen", b"u");
+    p.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"{\"type\":\"event\",\"seq\":\n")
+        .unwrap();
+    let a = p.result(&target);
+    assert!(a.full && a.status == "ok", "{a:?}");
+    assert_same(src.path(), dst.path());
+    // The source going away is no reason to delete anything.
+    p.send(&Record::End(syncpipe::event::End {
+        seq: 9,
+        ts: Timestamp::now(),
+        reason: "root-unmounted".into(),
+    }));
+    assert_eq!(p.finish(), Some(0));
+    assert_same(src.path(), dst.path());
+}
+
+#[test]
+fn a_relative_root_is_never_synced() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    // A tree that a relative root would hit, resolved against pushd's cwd.
+    write(scratch.path(), b"rel/wrong", b"w");
+    write(src.path(), b"right", b"r");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.root = PathBuf::from("rel");
+    p.header();
+    p.batch(vec![change(ChangeOp::Update, b"wrong")]);
+    p.root = src.path().to_path_buf();
+    p.stream = "second".into();
+    p.header();
+    let a = p.result(&target);
+    assert!(a.full && a.stream == "second", "{a:?}");
+    assert_eq!(p.finish(), Some(0));
+    assert_same(src.path(), dst.path());
+}
