@@ -10,7 +10,8 @@ Three measurements (the issue's targets):
   scaling  pushd latency for one changed file in a big tree vs a small tree.
 
 Usage: bench/pushd_vs_lsyncd.py [--files 100000] [--burst 10000] [--modified 100]
-                                [--latency-runs 20] [--bin target/release]
+                                [--latency-runs 20] [--bin target/release] [--dir /dev/shm]
+(bench/pushd.sh runs it the way `make bench` does.)
 Needs watchd and pushd built (make build), lsyncd and rsync installed.
 """
 
@@ -223,9 +224,10 @@ def main():
     ap.add_argument("--modified", type=int, default=100)
     ap.add_argument("--latency-runs", type=int, default=20)
     ap.add_argument("--bin", default="target/release")
+    ap.add_argument("--dir", default=None, help="where the trees go (a tmpfs measures the tools, not a disk)")
     args = ap.parse_args()
     bindir = os.path.abspath(args.bin)
-    work = tempfile.mkdtemp(prefix="syncpipe-bench-")
+    work = tempfile.mkdtemp(prefix="syncpipe-bench-", dir=args.dir)
     try:
         src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
         t0 = time.monotonic()

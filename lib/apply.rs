@@ -194,18 +194,38 @@ impl Applier<'_> {
         if !plan.paths.is_empty() {
             let mut list = plan.paths.clone();
             if delete {
-                let missing: Vec<&WirePath> = list
+                let missing: Vec<WirePath> = list
                     .iter()
                     .filter(|p| std::fs::symlink_metadata(join(source, p)).is_err())
+                    .cloned()
                     .collect();
-                let n = missing.len() as u64;
+                // A deleted directory takes everything below it: count what
+                // would really go, with a dry run over the missing paths.
+                let n = if missing.is_empty() {
+                    0
+                } else if let Location::Local(root) = &self.target.location {
+                    missing.iter().map(|p| count_entries(&join(root, p))).sum()
+                } else if self.settings.delete_missing_args_works {
+                    let dry =
+                        self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
+                    if dry.outcome != Outcome::Success {
+                        report.code = dry.code;
+                        report.outcome = Some(dry.outcome);
+                        report.message = dry.stderr;
+                        report.duration = started.elapsed();
+                        return Ok(report);
+                    }
+                    dry.stats.deleted.max(missing.len() as u64)
+                } else {
+                    missing.len() as u64
+                };
                 if self.guards.max_delete.exceeded(n, known_entries) {
                     report.refused_deletes += n;
                     report.refusal = Some(format!(
-                        "refusing to delete {n} paths on {} in one batch (--max-delete {}); the rest is applied",
+                        "refusing to delete {n} entries on {} in one batch (--max-delete {}); the rest is applied",
                         self.target, self.guards.max_delete
                     ));
-                    list.retain(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
+                    list.retain(|p| !missing.contains(p));
                 }
             }
             if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
@@ -473,6 +493,24 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
     } else {
         root.join(p.as_path())
     }
+}
+
+/// Entries at and below `path` (0 when it is not there), not following
+/// symlinks: what deleting it removes.
+fn count_entries(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return 1;
+    }
+    let below: u64 = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| count_entries(&entry.path()))
+        .sum();
+    1 + below
 }
 
 fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {

@@ -99,7 +99,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         }
                         Item::Gap { reason } => {
                             crate::log_warn!(
-                                "{reason}; the next batch is a full rescan of the root"
+                                "{reason}: the next batch is a full rescan of the root"
                             );
                             batcher.malformed(now);
                         }

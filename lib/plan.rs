@@ -43,39 +43,56 @@ impl Plan {
 
     pub fn from_changes(changes: &[Change]) -> Plan {
         let mut plan = Plan::default();
+        // Paths deleted or moved away earlier in the batch: if one comes
+        // back, the target may still hold its old contents below it, so it
+        // is synced whole, not just as an entry.
+        let mut vacated: Vec<WirePath> = Vec::new();
         for change in changes {
             if !is_safe(&change.path) || change.from.as_ref().is_some_and(|f| !is_safe(f)) {
                 plan.rejected.push(change.path.clone());
                 plan.subtrees.push(WirePath::root());
                 continue;
             }
+            let path = change.path.clone();
             match (change.op, &change.from) {
-                (ChangeOp::Update | ChangeOp::Delete, _) => plan.paths.push(change.path.clone()),
-                (ChangeOp::Rescan, _) => plan.subtrees.push(change.path.clone()),
-                (ChangeOp::Move, None) if change.dir => plan.subtrees.push(change.path.clone()),
-                (ChangeOp::Move, None) => plan.paths.push(change.path.clone()),
-                (ChangeOp::Move, Some(from)) if from == &change.path => {
-                    plan.paths.push(change.path.clone())
+                (ChangeOp::Delete, _) => {
+                    vacated.push(path.clone());
+                    plan.paths.push(path);
                 }
+                (ChangeOp::Rescan, _) => plan.subtrees.push(path),
+                (ChangeOp::Update, _) | (ChangeOp::Move, None) => {
+                    if (change.op == ChangeOp::Move && change.dir) || vacated.contains(&path) {
+                        plan.subtrees.push(path);
+                    } else {
+                        plan.paths.push(path);
+                    }
+                }
+                (ChangeOp::Move, Some(from)) if from == &path => plan.paths.push(path),
                 (ChangeOp::Move, Some(from)) => {
-                    if change.path.starts_with(from) {
+                    if path.starts_with(from) {
                         // A directory moved into itself cannot happen on the
                         // source; re-read the old place whole instead.
                         plan.subtrees.push(from.clone());
                         continue;
                     }
-                    for p in plan.paths.iter_mut().chain(plan.subtrees.iter_mut()) {
-                        if let Some(moved) = rebase(p, from, &change.path) {
-                            *p = moved;
+                    let moved = plan
+                        .paths
+                        .iter_mut()
+                        .chain(plan.subtrees.iter_mut())
+                        .chain(vacated.iter_mut());
+                    for p in moved {
+                        if let Some(rebased) = rebase(p, from, &path) {
+                            *p = rebased;
                         }
                     }
+                    vacated.push(from.clone());
                     plan.renames.push(Rename {
                         from: from.clone(),
-                        to: change.path.clone(),
+                        to: path.clone(),
                         dir: change.dir,
                     });
                     plan.paths.push(from.clone());
-                    plan.paths.push(change.path.clone());
+                    plan.paths.push(path);
                 }
             }
         }
@@ -244,5 +261,216 @@ mod tests {
         let p = Plan::from_changes(&[mv("../etc", "x", false)]);
         assert!(p.is_full());
         assert!(is_safe(&"-a/$(touch x)/\n".into()));
+    }
+}
+
+/// A plan applied to a simulated target must leave it equal to the source,
+/// whatever happened on the source, including renames the target cannot do.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Entry {
+        Dir,
+        File(u32),
+    }
+
+    type Tree = BTreeMap<Vec<u8>, Entry>;
+
+    fn under(p: &[u8], root: &[u8]) -> bool {
+        p == root || (p.starts_with(root) && p.get(root.len()) == Some(&b'/'))
+    }
+
+    fn parent(p: &[u8]) -> Option<&[u8]> {
+        p.iter().rposition(|&b| b == b'/').map(|i| &p[..i])
+    }
+
+    fn remove(t: &mut Tree, p: &[u8]) {
+        t.retain(|k, _| !under(k, p));
+    }
+
+    fn make_parents(t: &mut Tree, p: &[u8]) {
+        if let Some(par) = parent(p) {
+            make_parents(t, par);
+            if t.get(par) != Some(&Entry::Dir) {
+                remove(t, par);
+                t.insert(par.to_vec(), Entry::Dir);
+            }
+        }
+    }
+
+    /// rsync of one listed path: its current state, no recursion.
+    fn sync_path(src: &Tree, dst: &mut Tree, p: &[u8]) {
+        match src.get(p) {
+            None => remove(dst, p),
+            Some(Entry::Dir) => {
+                make_parents(dst, p);
+                if dst.get(p) != Some(&Entry::Dir) {
+                    remove(dst, p);
+                    dst.insert(p.to_vec(), Entry::Dir);
+                }
+            }
+            Some(e) => {
+                make_parents(dst, p);
+                remove(dst, p);
+                dst.insert(p.to_vec(), *e);
+            }
+        }
+    }
+
+    fn sync_subtree(src: &Tree, dst: &mut Tree, p: &[u8]) {
+        if p == b"." {
+            *dst = src.clone();
+            return;
+        }
+        remove(dst, p);
+        if src.contains_key(p) {
+            make_parents(dst, p);
+            for (k, v) in src.iter().filter(|(k, _)| under(k, p)) {
+                dst.insert(k.clone(), *v);
+            }
+        }
+    }
+
+    /// rename(2) with `mkdir -p` of the new parent; false when it fails.
+    fn rename(dst: &mut Tree, from: &[u8], to: &[u8]) -> bool {
+        let Some(&moving) = dst.get(from) else {
+            return false;
+        };
+        match dst.get(to) {
+            Some(Entry::Dir) if moving != Entry::Dir => return false,
+            Some(Entry::Dir) if dst.keys().any(|k| under(k, to) && k != to) => return false,
+            Some(Entry::File(_)) if moving == Entry::Dir => return false,
+            _ => {}
+        }
+        if under(to, from) {
+            return false;
+        }
+        // `mkdir -p` fails on a file in the way.
+        let mut up = parent(to);
+        while let Some(dir) = up {
+            if dst.get(dir).is_some_and(|e| *e != Entry::Dir) {
+                return false;
+            }
+            up = parent(dir);
+        }
+        remove(dst, to);
+        make_parents(dst, to);
+        let moved: Vec<(Vec<u8>, Entry)> = dst
+            .iter()
+            .filter(|(k, _)| under(k, from))
+            .map(|(k, v)| {
+                let mut n = to.to_vec();
+                n.extend_from_slice(&k[from.len()..]);
+                (n, *v)
+            })
+            .collect();
+        remove(dst, from);
+        dst.extend(moved);
+        true
+    }
+
+    fn apply(src: &Tree, dst: &mut Tree, mut plan: Plan) {
+        for r in plan.renames.clone() {
+            if !rename(dst, r.from.as_bytes(), r.to.as_bytes()) {
+                plan.without_renames();
+                break;
+            }
+        }
+        for p in &plan.paths {
+            sync_path(src, dst, p.as_bytes());
+        }
+        for s in &plan.subtrees {
+            sync_subtree(src, dst, s.as_bytes());
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write(Vec<u8>, u32),
+        Mkdir(Vec<u8>),
+        Delete(Vec<u8>),
+        Rename(Vec<u8>, Vec<u8>),
+    }
+
+    fn path() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(vec![b'a', b'b', b'c']), 1..4).prop_map(|v| {
+            let mut p = Vec::new();
+            for (i, c) in v.into_iter().enumerate() {
+                if i > 0 {
+                    p.push(b'/');
+                }
+                p.push(c);
+            }
+            p
+        })
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (path(), any::<u32>()).prop_map(|(p, n)| Op::Write(p, n)),
+            path().prop_map(Op::Mkdir),
+            path().prop_map(Op::Delete),
+            (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+        ]
+    }
+
+    /// Runs `op` on the source if it is possible there; returns its change.
+    fn run(src: &mut Tree, op: &Op) -> Option<Change> {
+        let parent_ok =
+            |t: &Tree, p: &[u8]| parent(p).is_none_or(|par| t.get(par) == Some(&Entry::Dir));
+        let change = |op, p: &[u8], dir, from: Option<&[u8]>| Change {
+            op,
+            path: WirePath::from_bytes(p),
+            dir,
+            from: from.map(WirePath::from_bytes),
+        };
+        match op {
+            Op::Write(p, n) if parent_ok(src, p) && src.get(&p[..]) != Some(&Entry::Dir) => {
+                src.insert(p.clone(), Entry::File(*n));
+                Some(change(ChangeOp::Update, p, false, None))
+            }
+            Op::Mkdir(p) if parent_ok(src, p) && !src.contains_key(&p[..]) => {
+                src.insert(p.clone(), Entry::Dir);
+                Some(change(ChangeOp::Update, p, true, None))
+            }
+            Op::Delete(p) if src.contains_key(&p[..]) => {
+                let dir = src.get(&p[..]) == Some(&Entry::Dir);
+                remove(src, p);
+                Some(change(ChangeOp::Delete, p, dir, None))
+            }
+            Op::Rename(a, b)
+                if src.contains_key(&a[..])
+                    && !src.contains_key(&b[..])
+                    && parent_ok(src, b)
+                    && !under(b, a) =>
+            {
+                let dir = src.get(&a[..]) == Some(&Entry::Dir);
+                assert!(rename(src, a, b));
+                Some(change(ChangeOp::Move, b, dir, Some(a)))
+            }
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn target_ends_equal_to_source(
+            setup in prop::collection::vec(op(), 0..12),
+            ops in prop::collection::vec(op(), 1..12),
+        ) {
+            let mut src = Tree::new();
+            for o in &setup {
+                run(&mut src, o);
+            }
+            let mut dst = src.clone();
+            let changes: Vec<Change> = ops.iter().filter_map(|o| run(&mut src, o)).collect();
+            apply(&src, &mut dst, Plan::from_changes(&changes));
+            prop_assert_eq!(&dst, &src, "changes: {:?}", changes);
+        }
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::apply::{Applier, Guards};
-use crate::event::{Applied, Change, ChangeOp, Event, EventKind, Record, Timestamp};
+use crate::event::{Applied, Change, Event, Record, Timestamp};
+use crate::fold::Fold;
 use crate::interruptible::{is_stop, Interruptible};
 use crate::plan::Plan;
 use crate::pushstate::{Position, StateFile};
@@ -91,6 +92,8 @@ enum Work {
     },
     /// Something may have been missed (a malformed line): sync the root.
     FullSync,
+    /// One raw watcher event (each is its own batch).
+    Event(Event),
     /// SIGTERM/SIGINT: end after the transfer in progress.
     Stop,
 }
@@ -304,12 +307,7 @@ fn read_stream(
                     );
                     continue;
                 }
-                let change = change_of(&e);
-                send(&|| Work::Changes {
-                    first_seq: e.seq,
-                    last_seq: e.seq,
-                    changes: vec![change.clone()],
-                });
+                send(&|| Work::Event(e.clone()));
             }
             Item::Record(Record::End(end)) => {
                 log_notice!(
@@ -361,22 +359,6 @@ fn start_stream(
     Some(id.to_string())
 }
 
-/// A raw watcher event as a change (each event is its own batch).
-pub fn change_of(e: &Event) -> Change {
-    let op = match e.kind {
-        EventKind::Create | EventKind::Modify | EventKind::Attrib => ChangeOp::Update,
-        EventKind::Delete => ChangeOp::Delete,
-        EventKind::Move => ChangeOp::Move,
-        EventKind::Rescan | EventKind::Other(_) => ChangeOp::Rescan,
-    };
-    Change {
-        op,
-        path: e.path.clone(),
-        dir: e.dir,
-        from: e.from.clone(),
-    }
-}
-
 /// One target's queue, position and retry clock.
 struct Worker<'a> {
     config: &'a Config,
@@ -389,9 +371,10 @@ struct Worker<'a> {
     applied: u64,
     /// Highest seq received on the current stream.
     seen: u64,
-    pending: Vec<Change>,
+    /// Pending changes folded by path (lib/fold.rs): memory grows with the
+    /// distinct paths, not the events, while a target is down.
+    pending: Fold,
     pending_first: Option<u64>,
-    pending_full: bool,
     /// Entries on the target after the last full sync (for `P%` limits).
     known_entries: Option<u64>,
     attempt: u32,
@@ -416,9 +399,8 @@ impl<'a> Worker<'a> {
             root: PathBuf::new(),
             applied: 0,
             seen: 0,
-            pending: Vec::new(),
+            pending: Fold::new(),
             pending_first: None,
-            pending_full: false,
             known_entries: None,
             attempt: 0,
             delay: config.retry.min,
@@ -428,7 +410,7 @@ impl<'a> Worker<'a> {
     }
 
     fn has_work(&self) -> bool {
-        self.pending_full || !self.pending.is_empty()
+        !self.pending.is_empty()
     }
 
     /// Runs until the input ends and the queue is empty. `Err(name)` when
@@ -478,10 +460,7 @@ impl<'a> Worker<'a> {
     fn take(&mut self, work: Work) -> bool {
         match work {
             Work::Stop => return false,
-            Work::FullSync => {
-                self.pending.clear();
-                self.pending_full = true;
-            }
+            Work::FullSync => self.pending.rescan_all(),
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
                 let resumed = self
@@ -496,7 +475,7 @@ impl<'a> Worker<'a> {
                             .cloned()
                     })
                     .filter(|p| p.stream == stream);
-                self.pending.clear();
+                self.pending = Fold::new();
                 self.pending_first = None;
                 self.root = root;
                 self.stream = Some(stream);
@@ -508,11 +487,12 @@ impl<'a> Worker<'a> {
                     );
                     self.applied = position.seq;
                     self.seen = position.seq;
-                    self.pending_full = false;
                 } else {
                     self.applied = 0;
                     self.seen = 0;
-                    self.pending_full = !first || self.config.init;
+                    if !first || self.config.init {
+                        self.pending.rescan_all();
+                    }
                 }
             }
             Work::Changes {
@@ -520,47 +500,61 @@ impl<'a> Worker<'a> {
                 last_seq,
                 changes,
             } => {
-                if last_seq <= self.applied && self.applied > 0 {
-                    return true; // already applied before a restart
+                if !self.note_seqs(first_seq, last_seq) {
+                    return true;
                 }
-                self.seen = self.seen.max(last_seq);
-                if self.pending_first.is_none() {
-                    self.pending_first = Some(first_seq);
+                for change in changes {
+                    self.pending.push(change);
                 }
-                if self.pending_full {
-                    return true; // the full sync covers it
+                self.bound_pending();
+            }
+            Work::Event(event) => {
+                if !self.note_seqs(event.seq, event.seq) {
+                    return true;
                 }
-                self.pending.extend(changes);
-                if self.pending.len() > self.config.max_pending {
-                    log_notice!(
-                        "{}: more than {} pending changes, doing a full sync instead",
-                        self.target,
-                        self.config.max_pending
-                    );
-                    self.pending.clear();
-                    self.pending_full = true;
-                }
+                self.pending.push_event(&event);
+                self.bound_pending();
             }
         }
         true
     }
 
+    /// Records that `first..=last` arrived; false when it was applied
+    /// before a restart (resuming the same stream).
+    fn note_seqs(&mut self, first: u64, last: u64) -> bool {
+        if last <= self.applied && self.applied > 0 {
+            return false;
+        }
+        self.seen = self.seen.max(last);
+        if self.pending_first.is_none() {
+            self.pending_first = Some(first);
+        }
+        true
+    }
+
+    /// Past `--max-pending` distinct paths, a full sync replaces the list.
+    fn bound_pending(&mut self) {
+        if self.pending.len() > self.config.max_pending && !self.pending.is_full_rescan() {
+            log_notice!(
+                "{}: more than {} pending paths, doing a full sync instead",
+                self.target,
+                self.config.max_pending
+            );
+            self.pending = Fold::new();
+            self.pending.rescan_all();
+        }
+    }
+
     /// One attempt at everything pending. Returns whether it succeeded.
     fn transfer(&mut self) -> bool {
         let Some(stream) = self.stream.clone() else {
-            self.pending.clear();
+            self.pending = Fold::new();
             return true;
         };
-        let full = self.pending_full;
-        let changes = std::mem::take(&mut self.pending);
+        let changes = self.pending.take();
         let first_seq = self.pending_first.take().unwrap_or(self.seen);
         let last_seq = self.seen;
-        self.pending_full = false;
-        let plan = if full {
-            Plan::full()
-        } else {
-            Plan::from_changes(&changes)
-        };
+        let plan = Plan::from_changes(&changes);
         // A rescan of the root (an overflow, a malformed line) is a full sync too.
         let whole = plan.is_full();
         for bad in &plan.rejected {
@@ -686,12 +680,9 @@ impl<'a> Worker<'a> {
         } else {
             // Nothing is lost: the changes go back in front of whatever
             // arrived meanwhile, and the next try waits a little longer.
-            let mut merged = changes;
-            merged.append(&mut self.pending);
-            self.pending = merged;
-            self.pending_full |= full;
-            if self.pending_full {
-                self.pending.clear();
+            let newer = self.pending.take();
+            for change in changes.into_iter().chain(newer) {
+                self.pending.push(change);
             }
             self.pending_first = Some(first_seq);
             self.next_try = Instant::now() + self.jittered(self.delay);
@@ -724,23 +715,5 @@ mod tests {
         assert!(!DeleteMode::False.allows(true) && !DeleteMode::False.allows(false));
         assert!(DeleteMode::Startup.allows(true) && !DeleteMode::Startup.allows(false));
         assert!(!DeleteMode::Running.allows(true) && DeleteMode::Running.allows(false));
-    }
-
-    #[test]
-    fn events_map_to_changes() {
-        let e = |kind| Event {
-            seq: 1,
-            ts: Timestamp("t".into()),
-            kind,
-            path: "p".into(),
-            dir: false,
-            from: None,
-        };
-        assert_eq!(change_of(&e(EventKind::Attrib)).op, ChangeOp::Update);
-        assert_eq!(change_of(&e(EventKind::Delete)).op, ChangeOp::Delete);
-        assert_eq!(
-            change_of(&e(EventKind::Other("x".into()))).op,
-            ChangeOp::Rescan
-        );
     }
 }

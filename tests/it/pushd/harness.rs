@@ -1,0 +1,368 @@
+//! What the pushd tests share: a running pushd fed records on stdin, trees
+//! compared entry by entry, awkward names, and one run through every change kind.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+
+use syncpipe::event::{
+    Applied, Batch, Change, ChangeOp, Event, EventKind, Header, Record, Timestamp,
+};
+use syncpipe::wirepath::WirePath;
+
+use crate::support::sshd::Sshd;
+use crate::support::{bin, join_bytes, RecordStream, Running};
+
+/// Names that break naive code: spaces, newlines, leading dashes, invalid
+/// UTF-8, shell syntax, quotes.
+pub const NASTY: &[&[u8]] = &[
+    b"a b",
+    b"new\nline",
+    b"-rf",
+    b"--delete",
+    b"bad\xff\xfename",
+    b"$(touch pwned)",
+    b"`touch pwned2`",
+    b"it's \"quoted\"",
+    b"semi;colon&amp",
+];
+
+/// A running pushd with its stdin for records and its stdout as a stream.
+pub struct Pushd {
+    pub run: Running,
+    pub stdin: Option<ChildStdin>,
+    pub out: RecordStream,
+    pub stream: String,
+    pub seq: u64,
+    pub root: PathBuf,
+}
+
+impl Pushd {
+    pub fn start_in(root: &Path, args: &[&OsStr], cwd: &Path) -> Pushd {
+        let mut cmd = Command::new(bin("pushd"));
+        cmd.args(["--retry-min", "50ms", "--retry-max", "400ms", "-v"])
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped());
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdin = child.stdin.take();
+        let out = RecordStream::new(child.stdout.take().unwrap());
+        Pushd {
+            run: Running { child },
+            stdin,
+            out,
+            stream: syncpipe::event::new_stream_id().unwrap(),
+            seq: 0,
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn send(&mut self, record: &Record) {
+        let mut line = Vec::new();
+        record.write_line(&mut line).unwrap();
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(&line).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn header(&mut self) {
+        let h = Record::Header(Header {
+            v: 1,
+            stream: self.stream.clone(),
+            root: WirePath::from(self.root.as_path()),
+            host: "test".into(),
+            ts: Timestamp::now(),
+            producer: "test/0".into(),
+        });
+        self.send(&h);
+    }
+
+    /// Sends one batch; returns its last seq.
+    pub fn batch(&mut self, changes: Vec<Change>) -> u64 {
+        let first = self.seq + 1;
+        self.seq += changes.len().max(1) as u64;
+        let b = Record::Batch(Batch {
+            stream: self.stream.clone(),
+            first_seq: first,
+            last_seq: self.seq,
+            root: WirePath::from(self.root.as_path()),
+            ts: Timestamp::now(),
+            changes,
+        });
+        self.send(&b);
+        self.seq
+    }
+
+    pub fn event(&mut self, kind: EventKind, path: &[u8], from: Option<&[u8]>) -> u64 {
+        self.seq += 1;
+        let e = Record::Event(Event {
+            seq: self.seq,
+            ts: Timestamp::now(),
+            kind,
+            path: WirePath::from_bytes(path),
+            dir: false,
+            from: from.map(WirePath::from_bytes),
+        });
+        self.send(&e);
+        self.seq
+    }
+
+    /// Waits for the result of `target` that covers `seq` and succeeded.
+    pub fn applied(&mut self, target: &str, seq: u64) -> Applied {
+        let r = self.out.wait_for(&format!("{target} applied up to {seq}"), |r| {
+            matches!(r, Record::Applied(a) if a.target == target && a.last_seq >= seq && a.status != "failed")
+        });
+        let Record::Applied(a) = r else {
+            unreachable!()
+        };
+        a
+    }
+
+    /// The next result for `target` whatever its status.
+    pub fn result(&mut self, target: &str) -> Applied {
+        let r = self.out.wait_for(
+            &format!("a result for {target}"),
+            |r| matches!(r, Record::Applied(a) if a.target == target),
+        );
+        let Record::Applied(a) = r else {
+            unreachable!()
+        };
+        a
+    }
+
+    /// Closes stdin and returns the exit code.
+    pub fn finish(&mut self) -> Option<i32> {
+        self.stdin = None;
+        self.run.wait_exit()
+    }
+}
+
+pub fn change(op: ChangeOp, path: &[u8]) -> Change {
+    Change {
+        op,
+        path: WirePath::from_bytes(path),
+        dir: false,
+        from: None,
+    }
+}
+
+pub fn moved(from: &[u8], to: &[u8], dir: bool) -> Change {
+    Change {
+        op: ChangeOp::Move,
+        path: WirePath::from_bytes(to),
+        dir,
+        from: Some(WirePath::from_bytes(from)),
+    }
+}
+
+/// Every entry below `root`: relative path -> (kind and mode, content).
+/// Entries that vanish while it reads (rsync at work on a target) are left
+/// out: the tree then differs from the source, and the caller looks again.
+pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, (String, Vec<u8>)>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() {
+                out.insert(rel, (format!("dir {mode:o}"), Vec::new()));
+                walk(base, &path, out);
+            } else if meta.file_type().is_symlink() {
+                if let Ok(t) = fs::read_link(&path) {
+                    out.insert(rel, ("link".into(), t.as_os_str().as_bytes().to_vec()));
+                }
+            } else if let Ok(content) = fs::read(&path) {
+                out.insert(rel, (format!("file {mode:o}"), content));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+pub fn assert_same(src: &Path, dst: &Path) {
+    let (a, b) = (tree(src), tree(dst));
+    if a != b {
+        let show = |t: &BTreeMap<Vec<u8>, (String, Vec<u8>)>| {
+            t.iter()
+                .map(|(k, (kind, _))| format!("{:?} {kind}", String::from_utf8_lossy(k)))
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        };
+        panic!(
+            "trees differ\nsource:\n  {}\ntarget:\n  {}",
+            show(&a),
+            show(&b)
+        );
+    }
+}
+
+pub fn write(root: &Path, rel: &[u8], content: &[u8]) {
+    let path = join_bytes(root, rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// Runs every change kind through `p` (already started, header not sent)
+/// and checks after each step that `dst` equals `src`. `renames` says
+/// whether the target can rename in place.
+pub fn every_change_kind(p: &mut Pushd, target: &str, src: &Path, dst: &Path, renames: bool) {
+    for (i, name) in NASTY.iter().enumerate() {
+        write(src, name, format!("initial {i}").as_bytes());
+    }
+    write(src, b"dir/sub/deep file", b"deep");
+    p.header();
+    let first = p.result(target);
+    assert_eq!(first.status, "ok", "{first:?}");
+    assert!(first.full);
+    assert_same(src, dst);
+
+    // create, modify, attrib
+    let mut changes = Vec::new();
+    for name in NASTY {
+        let mut new = b"new-".to_vec();
+        new.extend_from_slice(name);
+        write(src, &new, b"created");
+        changes.push(change(ChangeOp::Update, &new));
+        write(src, name, b"modified, and longer than before");
+        changes.push(change(ChangeOp::Update, name));
+    }
+    fs::set_permissions(src.join("dir/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    changes.push(Change {
+        dir: true,
+        ..change(ChangeOp::Update, b"dir/sub")
+    });
+    let seq = p.batch(changes);
+    let a = p.applied(target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert!(a.files >= NASTY.len() as u64 * 2, "{a:?}");
+    assert_same(src, dst);
+
+    // delete files and a whole directory
+    let mut changes = Vec::new();
+    for name in &NASTY[..4] {
+        fs::remove_file(join_bytes(src, name)).unwrap();
+        changes.push(change(ChangeOp::Delete, name));
+    }
+    fs::remove_dir_all(src.join("dir")).unwrap();
+    changes.push(Change {
+        dir: true,
+        ..change(ChangeOp::Delete, b"dir")
+    });
+    let seq = p.batch(changes);
+    assert_eq!(p.applied(target, seq).status, "ok");
+    assert_same(src, dst);
+
+    // renames: a file and a directory, nasty names on both sides
+    write(src, b"tree/x/one", b"1");
+    write(src, b"tree/x/two", b"2");
+    let seq = p.batch(vec![Change {
+        dir: true,
+        ..change(ChangeOp::Rescan, b"tree")
+    }]);
+    p.applied(target, seq);
+    fs::rename(
+        join_bytes(src, NASTY[5]),
+        join_bytes(src, b"renamed $(touch pwned)"),
+    )
+    .unwrap();
+    fs::rename(src.join("tree/x"), join_bytes(src, b"tree/y -x\n")).unwrap();
+    let seq = p.batch(vec![
+        moved(NASTY[5], b"renamed $(touch pwned)", false),
+        moved(b"tree/x", b"tree/y -x\n", true),
+    ]);
+    let a = p.applied(target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    if renames {
+        assert_eq!(a.renamed, 2, "{a:?}");
+        assert_eq!(a.files, 0, "a rename must not resend data: {a:?}");
+    }
+    assert_same(src, dst);
+
+    // rescan of a subtree changed behind our back
+    write(src, b"tree/y -x\n/three", b"3");
+    fs::remove_file(src.join("tree/y -x\n/one")).unwrap();
+    let seq = p.batch(vec![Change {
+        dir: true,
+        ..change(ChangeOp::Rescan, b"tree")
+    }]);
+    assert_eq!(p.applied(target, seq).status, "ok");
+    assert_same(src, dst);
+
+    // raw watcher events, each its own batch
+    write(src, b"raw\nevent", b"raw");
+    p.event(EventKind::Create, b"raw\nevent", None);
+    fs::remove_file(join_bytes(src, NASTY[6])).unwrap();
+    let seq = p.event(EventKind::Delete, NASTY[6], None);
+    p.applied(target, seq);
+    assert_same(src, dst);
+}
+
+pub fn assert_nothing_executed(dirs: &[&Path]) {
+    for dir in dirs {
+        for name in ["pwned", "pwned2"] {
+            assert!(
+                !dir.join(name).exists(),
+                "{} was created",
+                dir.join(name).display()
+            );
+        }
+    }
+}
+
+/// pushd's ssh flags for `sshd`, with the key copied to a path that needs
+/// quoting in rsync's `-e` (a space and a quote).
+pub fn ssh_flags(sshd: &Sshd, scratch: &Path) -> Vec<std::ffi::OsString> {
+    let key_dir = scratch.join("key dir's");
+    fs::create_dir_all(&key_dir).unwrap();
+    let key = key_dir.join("id");
+    fs::copy(sshd.identity(), &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut flags: Vec<std::ffi::OsString> = vec![
+        "--port".into(),
+        sshd.port().to_string().into(),
+        "--identity".into(),
+        key.into(),
+    ];
+    for o in sshd.client_options() {
+        flags.push("--ssh-opt".into());
+        flags.push(o.into());
+    }
+    flags
+}
+
+/// Reads results until `dst` equals `src`; fails if the stream goes quiet first.
+pub fn converges(out: &mut RecordStream, src: &Path, dst: &Path) {
+    while tree(src) != tree(dst) {
+        if out.next(crate::support::TIMEOUT).is_none() {
+            assert_same(src, dst);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! pushd against real targets: local directories, sshd on loopback and an
+//! rsync daemon, fed records written by the test on its stdin.
+
+mod failures;
+mod guards;
+mod harness;
+mod kinds;
+mod servers;
