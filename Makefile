@@ -7,13 +7,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINS := watchd pushd
+BINS := watchd batchd pushd bisync keysetup
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare zsh:zsh
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze passwd:useradd
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build test test-deps lint demo bench install clean
+.PHONY: all build test test-deps lint demo bench install completions clean
 
 all: build
 
@@ -51,9 +51,32 @@ demo: build
 bench: build
 	@bash bench/run.sh
 
+# Binaries, man pages (generated from the clap definitions), shell
+# completions (committed, generated the same way) and systemd units.
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 $(addprefix target/release/,$(BINS)) $(DESTDIR)$(PREFIX)/bin/
+	for b in $(BINS); do target/release/$$b --print-man > $(DESTDIR)$(PREFIX)/share/man/man1/$$b.1; done
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/syncpipe
+	for u in units/*@.service units/*@.socket units/*@.timer; do \
+	  sed 's#/usr/local/bin#$(PREFIX)/bin#g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
+	install -m 0644 units/syncpipe.conf.example $(DESTDIR)/etc/syncpipe/example.conf.sample
+	for b in $(BINS); do \
+	  install -m 0644 completions/$$b.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b; \
+	  install -m 0644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_$$b; \
+	  install -m 0644 completions/$$b.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$b.fish; \
+	done
+
+# Regenerates completions/ from the current flags (a test checks they match).
+completions: build
+	for b in $(BINS); do \
+	  target/release/$$b --print-completions bash > completions/$$b.bash; \
+	  target/release/$$b --print-completions zsh > completions/_$$b; \
+	  target/release/$$b --print-completions fish > completions/$$b.fish; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -46,7 +46,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("batchd");
     cli::run("batchd", args.verbosity, || batchd::run(args.config()))
 }
 

@@ -93,7 +93,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse("watchd");
     cli::run("watchd", args.verbosity, || watch::run(args.into_config()?))
 }
 

@@ -28,6 +28,59 @@ pub fn run(
     }
 }
 
+/// Like [`run`], for a body that chooses its exit code when it succeeds
+/// (bisync tells "in sync" from "synced" and "conflicts left").
+pub fn run_coded(
+    prog: &'static str,
+    verbosity: Verbosity,
+    body: impl FnOnce() -> anyhow::Result<Code>,
+) -> ExitCode {
+    let mut code = Code::Ok;
+    let exit = run(prog, verbosity, || {
+        code = body()?;
+        Ok(())
+    });
+    if exit == ExitCode::SUCCESS {
+        ExitCode::from(code as u8)
+    } else {
+        exit
+    }
+}
+
+/// Parses the command line as clap would, except for two hidden requests
+/// that packagers and `make` use to get files generated from the very same
+/// definitions, never written by hand:
+///
+/// - `BIN --print-completions bash|zsh|fish|elvish|powershell`
+/// - `BIN --print-man` (a roff man page)
+///
+/// Both print to stdout and exit 0, like `--help`.
+pub fn parse<A: clap::Parser>(bin: &'static str) -> A {
+    let mut argv = std::env::args_os().skip(1);
+    match argv.next().as_deref().and_then(|a| a.to_str()) {
+        Some("--print-completions") => {
+            let shell = argv
+                .next()
+                .and_then(|s| s.to_str()?.parse::<clap_complete::Shell>().ok());
+            let Some(shell) = shell else {
+                eprintln!("{bin}: --print-completions takes bash, zsh, fish, elvish or powershell");
+                std::process::exit(Code::Usage as i32);
+            };
+            clap_complete::generate(shell, &mut A::command(), bin, &mut std::io::stdout());
+            std::process::exit(0);
+        }
+        Some("--print-man") => {
+            let man = clap_mangen::Man::new(A::command().name(bin));
+            if let Err(e) = man.render(&mut std::io::stdout()) {
+                eprintln!("{bin}: writing the man page: {e}");
+                std::process::exit(Code::Failure as i32);
+            }
+            std::process::exit(0);
+        }
+        _ => A::parse(),
+    }
+}
+
 /// `-v` / `-q` as every binary spells them.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct Verbosity {

@@ -21,6 +21,25 @@ pub enum Code {
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
     Limit = 5,
+    /// An ssh login was refused (keysetup), or `keysetup check` found what
+    /// blocks one.
+    Auth = 6,
+    /// A host key is unknown, changed, revoked or not the pinned one.
+    HostKey = 7,
+    /// No ssh server answers at that host and port.
+    Unreachable = 8,
+    /// bisync: changes were made and both replicas agree now (0 means
+    /// they already did).
+    Synced = 9,
+    /// bisync: synced, and conflicts were kept as `NAME.conflict-…` copies
+    /// for a person to look at.
+    Conflicts = 10,
+    /// bisync: some paths were skipped (changed during the run) or failed;
+    /// a rerun picks them up.
+    Incomplete = 11,
+    /// bisync: a guard stopped the run before anything changed (a replica
+    /// emptied, or more deletions than --max-delete allows).
+    Refused = 12,
 }
 
 impl Code {
@@ -46,6 +65,31 @@ impl Code {
         (
             Code::Limit,
             "kernel limit too small (fs.inotify.max_user_watches, ...)",
+        ),
+        (
+            Code::Auth,
+            "ssh login refused, or keysetup check found what blocks one",
+        ),
+        (
+            Code::HostKey,
+            "host key unknown, changed, revoked or not the pinned one",
+        ),
+        (
+            Code::Unreachable,
+            "no ssh server answers at that host and port",
+        ),
+        (
+            Code::Synced,
+            "bisync: changes made, replicas agree (0: nothing needed doing)",
+        ),
+        (Code::Conflicts, "bisync: synced, conflicts kept as copies"),
+        (
+            Code::Incomplete,
+            "bisync: some paths skipped or failed; run again",
+        ),
+        (
+            Code::Refused,
+            "bisync: a guard stopped the run; nothing changed",
         ),
     ];
 

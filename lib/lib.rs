@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod batchd;
 pub mod batcher;
+pub mod bisync;
 pub mod cli;
 pub mod direct;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod exclude;
 pub mod exit;
 pub mod fold;
 pub mod interruptible;
+pub mod keys;
 pub mod log;
 pub mod mounts;
 pub mod plan;

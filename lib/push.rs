@@ -79,6 +79,53 @@ pub struct Config {
     pub retry: Retry,
     /// `--direct`: local targets get listed paths without rsync.
     pub direct: bool,
+    /// `--connect`: read a writer's socket (resuming where the state file
+    /// says) instead of stdin.
+    pub connect: Option<PathBuf>,
+}
+
+/// Runs pushd on its configured input (stdin, or `--connect`'s socket)
+/// with results on stdout.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let stdout = Box::new(std::io::stdout());
+    match config.connect.clone() {
+        Some(path) => {
+            let resume = resume_point(&config)?;
+            let input = crate::transport::pipe::connect_as_pipe(&path, resume)?;
+            run_with(config, input, stdout)
+        }
+        None => {
+            // Unbuffered: pushd polls the descriptor next to its signals, and
+            // std's stdin buffer would hide data from poll(2).
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdin")?;
+            run_with(config, std::fs::File::from(stdin), stdout)
+        }
+    }
+}
+
+/// Where a writer should resume us: the stream every target last applied
+/// and the lowest seq among them; `None` (start fresh) when they differ or
+/// one has no position.
+fn resume_point(config: &Config) -> anyhow::Result<Option<(String, u64)>> {
+    let Some(path) = &config.state else {
+        return Ok(None);
+    };
+    let state = StateFile::load(path)?;
+    let mut point: Option<(String, u64)> = None;
+    for target in &config.targets {
+        let Some(p) = state.get(&target.name) else {
+            return Ok(None);
+        };
+        point = match point {
+            None => Some((p.stream.clone(), p.seq)),
+            Some((s, q)) if s == p.stream => Some((s, q.min(p.seq))),
+            Some(_) => return Ok(None),
+        };
+    }
+    Ok(point)
 }
 
 /// Work for one target's thread.
@@ -166,7 +213,7 @@ impl Shared {
 /// Reads the stream from `input` until it ends, applying it to every
 /// target; returns once every target has caught up (or given up), or after
 /// SIGTERM/SIGINT once the transfers in progress have ended.
-pub fn run(
+pub fn run_with(
     mut config: Config,
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,

@@ -53,6 +53,11 @@ impl Connector {
         }
     }
 
+    /// The highest seq handed out so far (of the current stream).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The next item; blocks while the writer is away. Returns `Ok(None)`
     /// only if `stop` says so between attempts.
     pub fn next_item(&mut self, stop: &dyn Fn() -> bool) -> anyhow::Result<Option<Item>> {

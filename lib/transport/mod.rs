@@ -10,6 +10,7 @@
 pub mod activation;
 pub mod backlog;
 pub mod client;
+pub mod pipe;
 pub mod server;
 
 use std::fs::File;

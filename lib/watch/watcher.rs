@@ -229,10 +229,13 @@ impl Watcher {
         report: bool,
         progress: &mut dyn FnMut(usize),
     ) -> anyhow::Result<()> {
-        let mut stack = vec![start];
+        // Each directory to list travels with its path, so no path is
+        // rebuilt from the tree; in a silent walk without excludes a file
+        // costs nothing beyond its directory entry.
+        let mut stack = vec![(start, self.tree.path(start))];
         let mut since_progress = 0usize;
-        while let Some(dir) = stack.pop() {
-            let dir_rel = self.tree.path(dir);
+        let files_matter = report || !self.excludes.is_empty();
+        while let Some((dir, dir_rel)) = stack.pop() {
             let dir_abs = self.absolute(&dir_rel);
             let entries = match std::fs::read_dir(&dir_abs) {
                 Ok(entries) => entries,
@@ -253,17 +256,19 @@ impl Watcher {
                         return Err(e).with_context(|| format!("listing {}", dir_abs.display()))
                     }
                 };
-                let name = entry.file_name();
-                let rel = dir_rel.join(name.as_bytes());
                 let is_dir = match entry.file_type() {
                     Ok(t) => t.is_dir(),
                     Err(e) if is_gone(&e) => continue,
                     Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("inspecting {}", self.absolute(&rel).display())
-                        })
+                        return Err(e)
+                            .with_context(|| format!("inspecting {}", entry.path().display()))
                     }
                 };
+                if !is_dir && !files_matter {
+                    continue;
+                }
+                let name = entry.file_name();
+                let rel = dir_rel.join(name.as_bytes());
                 if self.excludes.is_excluded(rel.as_path(), is_dir) {
                     continue;
                 }
@@ -277,7 +282,7 @@ impl Watcher {
                 }
                 if is_dir {
                     match self.add_watch(dir, name.as_bytes(), &rel) {
-                        Ok(Some(child)) => stack.push(child),
+                        Ok(Some(child)) => stack.push((child, rel)),
                         Ok(None) => {}
                         Err(AddError::Limit) => {
                             return Err(self.limit_error());

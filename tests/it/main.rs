@@ -2,8 +2,12 @@
 //! rsync and sshd. One test crate, so the support code is built once.
 
 mod batchd;
+mod bisync;
+mod generated;
+mod keysetup;
 mod pushd;
 mod support;
 mod transport;
+mod units;
 mod watchd;
 mod wire;

@@ -18,6 +18,7 @@ use syncpipe::event::Record;
 
 pub mod rsyncd;
 pub mod sshd;
+pub mod users;
 
 /// Generous: CI machines are slow and noisy. Tests wait on signals the
 /// program gives; this only bounds how long a broken test hangs.
@@ -29,6 +30,8 @@ pub fn bin(name: &str) -> PathBuf {
         "watchd" => env!("CARGO_BIN_EXE_watchd"),
         "pushd" => env!("CARGO_BIN_EXE_pushd"),
         "batchd" => env!("CARGO_BIN_EXE_batchd"),
+        "keysetup" => env!("CARGO_BIN_EXE_keysetup"),
+        "bisync" => env!("CARGO_BIN_EXE_bisync"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)

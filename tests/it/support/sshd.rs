@@ -29,6 +29,18 @@ impl Sshd {
     /// Like [`start`](Self::start), with the authorized_keys line for the
     /// client key built by `line` (e.g. `command="…",restrict ssh-ed25519 …`).
     pub fn start_with_authorized(line: impl FnOnce(&str) -> String) -> Self {
+        Self::start_with(line, &[])
+    }
+
+    /// Like [`start`](Self::start), with `extra` sshd_config lines put
+    /// first, where they win over the defaults below them (sshd takes the
+    /// first value it reads): e.g. `StrictModes yes`, or an
+    /// `AuthorizedKeysFile` that includes users' own `.ssh/authorized_keys`.
+    pub fn start_with_config(extra: &[String]) -> Self {
+        Self::start_with(|public_key| public_key.to_string(), extra)
+    }
+
+    fn start_with(line: impl FnOnce(&str) -> String, extra: &[String]) -> Self {
         // As root, sshd refuses to run without its privilege separation directory.
         fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
         let dir = tempdir();
@@ -45,7 +57,7 @@ impl Sshd {
         fs::write(
             d.join("sshd_config"),
             format!(
-                "Port {port}\n\
+                "{extra}Port {port}\n\
                  ListenAddress 127.0.0.1\n\
                  HostKey {hk}\n\
                  AuthorizedKeysFile {ak}\n\
@@ -58,6 +70,7 @@ impl Sshd {
                  LogLevel ERROR\n",
                 hk = d.join("host_key").display(),
                 ak = d.join("authorized_keys").display(),
+                extra = extra.iter().map(|l| format!("{l}\n")).collect::<String>(),
             ),
         )
         .unwrap();
@@ -89,6 +102,11 @@ impl Sshd {
 
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.path().join("known_hosts")
+    }
+
+    /// The server's public host key (`ssh-ed25519 AAAA… comment`).
+    pub fn host_key_pub(&self) -> PathBuf {
+        self.dir.path().join("host_key.pub")
     }
 
     pub fn authorized_keys(&self) -> PathBuf {

@@ -1,0 +1,168 @@
+//! `bisync`: two-way synchronisation of two replicas.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use syncpipe::bisync::planner::{MaxDelete, Prefer};
+use syncpipe::bisync::{self, Config, Spec};
+use syncpipe::cli::{self, Verbosity};
+use syncpipe::exclude::Excludes;
+use syncpipe::exit::{coded, Code};
+use syncpipe::rsync::SshSettings;
+
+/// Keep two directory trees in sync both ways, locally or over ssh.
+///
+/// bisync compares each replica with the state both had after the last run
+/// (the archive, under $XDG_STATE_HOME/syncpipe/bisync) and carries a change
+/// made on one side to the other: new files, edits, deletes, renames, modes.
+/// A path changed differently on both sides is a conflict: by default both
+/// versions are kept, the older one renamed NAME.conflict-<host>-<time> on
+/// both replicas; --prefer picks a winner instead. A path that changes again
+/// while bisync runs is skipped and picked up by the next run.
+///
+/// A first run (no archive) deletes and overwrites nothing. A replica that
+/// is missing or empty while the archive lists files stops the run, and so
+/// does a plan deleting more than --max-delete.
+///
+/// For a remote replica, bisync runs itself there over ssh (bisync --serve).
+///
+/// $ bisync ~/notes laptop:notes
+///
+/// $ bisync --dry-run --exclude '*.tmp' /srv/a backup@b:/srv/a
+#[derive(Parser, Debug)]
+#[command(name = "bisync", version, after_long_help = cli::exit_codes_help())]
+struct Args {
+    /// First replica: DIR or [user@]host:PATH
+    #[arg(value_name = "REPLICA_A", required_unless_present = "serve")]
+    a: Option<OsString>,
+
+    /// Second replica: DIR or [user@]host:PATH
+    #[arg(value_name = "REPLICA_B", required_unless_present = "serve")]
+    b: Option<OsString>,
+
+    /// Compare file content by hash instead of size, mtime and inode
+    #[arg(short = 'c', long)]
+    checksum: bool,
+
+    /// Who wins a conflict: a, b, newer or older. Default: keep both
+    #[arg(long, value_enum, value_name = "WHO")]
+    prefer: Option<PreferArg>,
+
+    /// Stop before deleting more than N entries (or P% of a replica's
+    /// entries) on either side
+    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse)]
+    max_delete: MaxDelete,
+
+    /// Print the plan and change nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+
+    /// Write the plan and results as JSON lines on stdout (docs/protocol.md)
+    #[arg(long)]
+    json: bool,
+
+    /// Leave out paths matching GLOB, gitignore-style, relative to the
+    /// replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable
+    #[arg(long, value_name = "GLOB", help_heading = "Filtering")]
+    exclude: Vec<String>,
+
+    /// Read exclude patterns from FILE, one per line (# comments)
+    #[arg(long, value_name = "FILE", help_heading = "Filtering")]
+    exclude_from: Vec<PathBuf>,
+
+    /// Directory for archives and locks
+    #[arg(long, value_name = "DIR", env = "BISYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// ssh port
+    #[arg(short = 'p', long, help_heading = "ssh")]
+    port: Option<u16>,
+
+    /// ssh private key
+    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
+    identity: Option<PathBuf>,
+
+    /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
+    #[arg(long, value_name = "OPTION", help_heading = "ssh")]
+    ssh_opt: Vec<String>,
+
+    /// The bisync program on remote hosts
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        default_value = "bisync",
+        help_heading = "ssh"
+    )]
+    remote_bisync: OsString,
+
+    /// Serve the replica at PATH on stdin/stdout (what bisync runs on the
+    /// far side of ssh; docs/protocol.md)
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["a", "b"], help_heading = "ssh")]
+    serve: Option<PathBuf>,
+
+    #[command(flatten)]
+    verbosity: Verbosity,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PreferArg {
+    A,
+    B,
+    Newer,
+    Older,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let usage = |e: anyhow::Error| coded(Code::Usage, format!("{e:#}"));
+        let spec = |arg: Option<OsString>| Spec::parse(&arg.unwrap_or_default());
+        Ok(Config {
+            a: spec(self.a)?,
+            b: spec(self.b)?,
+            checksum: self.checksum,
+            prefer: match self.prefer {
+                None => Prefer::Keep,
+                Some(PreferArg::A) => Prefer::A,
+                Some(PreferArg::B) => Prefer::B,
+                Some(PreferArg::Newer) => Prefer::Newer,
+                Some(PreferArg::Older) => Prefer::Older,
+            },
+            max_delete: self.max_delete,
+            dry_run: self.dry_run,
+            json: self.json,
+            excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
+            state_dir: self.state_dir,
+            ssh: SshSettings {
+                port: self.port,
+                identity: self.identity,
+                options: self.ssh_opt,
+                connect_timeout: None,
+            },
+            remote_bisync: self.remote_bisync,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse("bisync");
+    let verbosity = args.verbosity;
+    cli::run_coded("bisync", verbosity, || {
+        if let Some(path) = args.serve {
+            return bisync::serve(&path).map(|()| Code::Ok);
+        }
+        bisync::run(args.into_config()?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,35 @@
+complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
+false\t'Never delete on the target'
+startup\t'Only full syncs (start-up, new stream, overflow) delete'
+running\t'Only changes seen while running delete; full syncs do not'"
+complete -c pushd -l connect -d 'Read the stream from a writer\'s --listen socket instead of stdin, resuming where --state says' -r -F
+complete -c pushd -l state -d 'Remember per target the stream and last applied seq in FILE, to resume' -r -F
+complete -c pushd -l max-procs -d 'Transfers running at the same time, over all targets' -r
+complete -c pushd -l max-pending -d 'Pending changes per target before falling back to a full sync' -r
+complete -c pushd -l retry-min -d 'First retry delay after a failed transfer' -r
+complete -c pushd -l retry-max -d 'Longest retry delay (the delay doubles per failure up to this)' -r
+complete -c pushd -l io-timeout -d 'Give up a transfer after this long without I/O (rsync --timeout, ssh ConnectTimeout); 0: never' -r
+complete -c pushd -l retry-jitter -d 'Random part of each retry delay, 0 to 1' -r
+complete -c pushd -l max-delete -d 'Refuse a batch or full sync deleting more than N entries, or P% of the target' -r
+complete -c pushd -l sentinel -d 'Refuse to sync unless FILE (relative to the source root) exists' -r -F
+complete -c pushd -l bwlimit -d 'Bandwidth limit (rsync\'s --bwlimit, e.g. 1m)' -r
+complete -c pushd -l rsync-path -d 'rsync program on the remote side' -r
+complete -c pushd -l rsync-opt -d 'One more argument for rsync, passed through (repeatable)' -r
+complete -c pushd -l exclude -d 'Exclude files matching PATTERN (rsync filter syntax, repeatable)' -r
+complete -c pushd -l exclude-from -d 'Read exclude patterns from FILE (repeatable)' -r -F
+complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -r -F
+complete -c pushd -s p -l port -d 'ssh port' -r
+complete -c pushd -s i -l identity -d 'ssh private key' -r -F
+complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
+complete -c pushd -l no-init -d 'Skip the full sync at start-up'
+complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'
+complete -c pushd -l require-mount -d 'Refuse to sync unless the source root is a mount point'
+complete -c pushd -s z -l compress -d 'Compress data on the wire'
+complete -c pushd -s c -l checksum -d 'Compare files by checksum, not size and time'
+complete -c pushd -l inplace -d 'Update files in place'
+complete -c pushd -l partial -d 'Keep partially transferred files'
+complete -c pushd -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
+complete -c pushd -s q -l quiet -d 'Say only warnings and errors'
+complete -c pushd -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pushd -s V -l version -d 'Print version'

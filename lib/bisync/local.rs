@@ -1,0 +1,495 @@
+//! A replica on this machine. Every change resolves its parent directory
+//! from the root one component at a time with `O_NOFOLLOW`, so a symlink
+//! swapped in after the scan can never lead a write out of the replica;
+//! checks the path is still as scanned right before acting; and writes
+//! files as a temporary file renamed into place.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, renameat, renameat2, OFlag, RenameFlags};
+use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, utimensat, Mode};
+use nix::sys::stat::{FchmodatFlags, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use super::entry::{Entry, Hash, Kind};
+use super::planner::Scan;
+use super::proto::pad;
+use super::replica::{Applied, Change, Fill, Replica};
+use super::scan::{self, entry_from_stat, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::exclude::Excludes;
+use crate::wirepath::WirePath;
+
+pub struct LocalReplica {
+    name: String,
+    root: PathBuf,
+    excludes: Excludes,
+    host: String,
+    root_user: bool,
+    owners: bool,
+    /// The last parent directory resolved, reused while changes stay in it.
+    cached: Option<(WirePath, OwnedFd)>,
+    temp_counter: u64,
+}
+
+impl LocalReplica {
+    pub fn new(name: &str, root: &Path, excludes: Excludes) -> LocalReplica {
+        LocalReplica {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            excludes,
+            host: local_host(),
+            root_user: nix::unistd::geteuid().is_root(),
+            owners: false,
+            cached: None,
+            temp_counter: 0,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory holding `path`, opened without following any symlink
+    /// below the root, and `path`'s last component.
+    fn parent(&mut self, path: &WirePath) -> io::Result<(OwnedFd, Vec<u8>)> {
+        let bytes = path.as_bytes();
+        if path.is_root() || bytes.is_empty() || bytes.split(|&b| b == b'/').any(bad_component) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing path {path:?}"),
+            ));
+        }
+        let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+            Some(i) => (WirePath::from_bytes(&bytes[..i]), bytes[i + 1..].to_vec()),
+            None => (WirePath::root(), bytes.to_vec()),
+        };
+        if let Some((cached, fd)) = &self.cached {
+            if *cached == dir {
+                return Ok((fd.try_clone()?, name));
+            }
+        }
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut fd = openat(
+            nix::fcntl::AT_FDCWD,
+            self.root.as_path(),
+            flags,
+            Mode::empty(),
+        )?;
+        if !dir.is_root() {
+            for comp in dir.as_bytes().split(|&b| b == b'/') {
+                fd = openat(
+                    &fd,
+                    Path::new(std::ffi::OsStr::from_bytes(comp)),
+                    flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )?;
+            }
+        }
+        self.cached = Some((dir, fd.try_clone()?));
+        Ok((fd, name))
+    }
+
+    fn temp_name(&mut self) -> Vec<u8> {
+        self.temp_counter += 1;
+        format!(
+            "{TEMP_PREFIX}{}.{}{TEMP_SUFFIX}",
+            std::process::id(),
+            self.temp_counter
+        )
+        .into_bytes()
+    }
+
+    fn apply(&mut self, change: &Change) -> io::Result<Applied> {
+        match change {
+            Change::Rename { path, to, expect } => {
+                let (dir, name) = self.parent(path)?;
+                if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), Some(expect)) {
+                    return Ok(Applied::Skipped(why));
+                }
+                let (to_dir, to_name) = self.parent(to)?;
+                match renameat2(
+                    &dir,
+                    p(&name),
+                    &to_dir,
+                    p(&to_name),
+                    RenameFlags::RENAME_NOREPLACE,
+                ) {
+                    Err(Errno::EEXIST) => {
+                        return Ok(Applied::Skipped(format!("{to:?} appeared since the scan")))
+                    }
+                    r => r?,
+                }
+                Ok(Applied::Done(stat_at(&to_dir, &to_name)?))
+            }
+            Change::Remove { path, expect } | Change::Rmdir { path, expect } => {
+                let (dir, name) = self.parent(path)?;
+                if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), Some(expect)) {
+                    return Ok(Applied::Skipped(why));
+                }
+                let flag = if expect.is_dir() {
+                    self.cached = None;
+                    UnlinkatFlags::RemoveDir
+                } else {
+                    UnlinkatFlags::NoRemoveDir
+                };
+                match unlinkat(&dir, p(&name), flag) {
+                    Err(Errno::ENOTEMPTY | Errno::EEXIST) => Ok(Applied::Skipped(
+                        "directory not empty: new or excluded entries in it".into(),
+                    )),
+                    Err(Errno::ENOENT) => Ok(Applied::Done(None)),
+                    r => r.map(|_| Applied::Done(None)).map_err(io::Error::from),
+                }
+            }
+            Change::Mkdir { path, entry } => {
+                let (dir, name) = self.parent(path)?;
+                // Owner rwx until the run ends, so copies into it work; the
+                // executor sets the final mode last.
+                let mode = Mode::from_bits_truncate(entry.mode | 0o700);
+                match mkdirat(&dir, p(&name), mode) {
+                    Err(Errno::EEXIST) => {
+                        return Ok(Applied::Skipped(format!(
+                            "{path:?} appeared since the scan"
+                        )))
+                    }
+                    r => r?,
+                }
+                // mkdir(2) applies the umask; set the bits asked for.
+                nix::sys::stat::fchmodat(&dir, p(&name), mode, FchmodatFlags::FollowSymlink)?;
+                if self.owners {
+                    fchownat(
+                        &dir,
+                        p(&name),
+                        Some(Uid::from_raw(entry.uid)),
+                        Some(Gid::from_raw(entry.gid)),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )?;
+                }
+                Ok(Applied::Done(stat_at(&dir, &name)?))
+            }
+            Change::SetMeta { path, src, expect } => {
+                let (dir, name) = self.parent(path)?;
+                if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), Some(expect)) {
+                    return Ok(Applied::Skipped(why));
+                }
+                if expect.kind != Kind::Symlink {
+                    nix::sys::stat::fchmodat(
+                        &dir,
+                        p(&name),
+                        Mode::from_bits_truncate(src.mode),
+                        FchmodatFlags::FollowSymlink,
+                    )?;
+                }
+                if expect.kind == Kind::File {
+                    utimensat(
+                        &dir,
+                        p(&name),
+                        &TimeSpec::UTIME_OMIT,
+                        &timespec(src.mtime),
+                        UtimensatFlags::NoFollowSymlink,
+                    )?;
+                }
+                if self.owners {
+                    fchownat(
+                        &dir,
+                        p(&name),
+                        Some(Uid::from_raw(src.uid)),
+                        Some(Gid::from_raw(src.gid)),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )?;
+                }
+                Ok(Applied::Done(stat_at(&dir, &name)?))
+            }
+        }
+    }
+
+    fn write_inner(
+        &mut self,
+        path: &WirePath,
+        src: &Entry,
+        expect: Option<&Entry>,
+        fill: &mut Fill<'_>,
+    ) -> anyhow::Result<Applied> {
+        let (dir, name) = self.parent(path)?;
+        if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), expect) {
+            return Ok(Applied::Skipped(why));
+        }
+        let temp = self.temp_name();
+        let intact = match src.kind {
+            Kind::Symlink => {
+                let intact = fill(&mut io::sink())?;
+                let target = src.target.as_deref().cloned().unwrap_or_default();
+                symlinkat(target.as_path(), &dir, p(&temp))?;
+                intact
+            }
+            Kind::File => {
+                let fd = openat(
+                    &dir,
+                    p(&temp),
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+                    Mode::from_bits_truncate(0o600),
+                )?;
+                let mut file = File::from(fd);
+                let result = (|| -> anyhow::Result<bool> {
+                    let mut out = io::BufWriter::with_capacity(256 * 1024, &mut file);
+                    let intact = fill(&mut out)?;
+                    out.flush()?;
+                    drop(out);
+                    if self.owners {
+                        fchown(
+                            file.as_fd(),
+                            Some(Uid::from_raw(src.uid)),
+                            Some(Gid::from_raw(src.gid)),
+                        )?;
+                    }
+                    fchmod(file.as_fd(), Mode::from_bits_truncate(src.mode))?;
+                    futimens(file.as_fd(), &TimeSpec::UTIME_OMIT, &timespec(src.mtime))?;
+                    Ok(intact)
+                })();
+                match result {
+                    Ok(intact) => intact,
+                    Err(e) => {
+                        let _ = unlinkat(&dir, p(&temp), UnlinkatFlags::NoRemoveDir);
+                        return Err(e);
+                    }
+                }
+            }
+            Kind::Dir => anyhow::bail!("cannot write a directory as a file"),
+        };
+        let discard = |why: String| -> anyhow::Result<Applied> {
+            unlinkat(&dir, p(&temp), UnlinkatFlags::NoRemoveDir)?;
+            Ok(Applied::Skipped(why))
+        };
+        if !intact {
+            return discard("the source changed while it was copied".into());
+        }
+        if src.kind == Kind::Symlink && self.owners {
+            fchownat(
+                &dir,
+                p(&temp),
+                Some(Uid::from_raw(src.uid)),
+                Some(Gid::from_raw(src.gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        // Check again right before the rename: the copy took time.
+        match expect {
+            None => {
+                match renameat2(
+                    &dir,
+                    p(&temp),
+                    &dir,
+                    p(&name),
+                    RenameFlags::RENAME_NOREPLACE,
+                ) {
+                    Err(Errno::EEXIST) => {
+                        return discard(format!("{path:?} appeared since the scan"))
+                    }
+                    r => r?,
+                }
+            }
+            Some(_) => {
+                if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), expect) {
+                    return discard(why);
+                }
+                renameat(&dir, p(&temp), &dir, p(&name))?;
+            }
+        }
+        let mut done = stat_at(&dir, &name)?;
+        if let Some(e) = done.as_mut() {
+            e.hash.clone_from(&src.hash);
+        }
+        Ok(Applied::Done(done))
+    }
+}
+
+impl Replica for LocalReplica {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn is_root(&self) -> bool {
+        self.root_user
+    }
+
+    fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
+        self.owners = owners && self.root_user;
+        Ok(())
+    }
+
+    fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan> {
+        self.cached = None;
+        scan::scan(&self.root, &self.excludes, checksum)
+    }
+
+    fn hash(&mut self, paths: &[WirePath]) -> anyhow::Result<Vec<Option<Hash>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let (dir, name) = self.parent(path)?;
+            let fd = match openat(
+                &dir,
+                p(&name),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
+                    out.push(None);
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("opening {path:?} to hash it")),
+            };
+            let mut hasher = blake3::Hasher::new();
+            hasher
+                .update_reader(File::from(fd))
+                .with_context(|| format!("hashing {path:?}"))?;
+            out.push(Some(Hash::from(hasher.finalize())));
+        }
+        Ok(out)
+    }
+
+    fn change(&mut self, change: &Change) -> anyhow::Result<Applied> {
+        self.apply(change)
+            .with_context(|| format!("{} in {}", describe(change), self.root.display()))
+    }
+
+    fn read(
+        &mut self,
+        path: &WirePath,
+        expect: &Entry,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<bool> {
+        let (dir, name) = self.parent(path)?;
+        if expect.kind == Kind::Symlink {
+            return Ok(differs(stat_at(&dir, &name)?.as_ref(), Some(expect)).is_none());
+        }
+        let fd = match openat(
+            &dir,
+            p(&name),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
+                pad(out, expect.size)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {path:?}")),
+        };
+        let before = entry_from_stat(&fstat(&fd)?, None);
+        if differs(before.as_ref(), Some(expect)).is_some() {
+            pad(out, expect.size)?;
+            return Ok(false);
+        }
+        let mut file = File::from(fd);
+        let copied = io::copy(&mut (&mut file).take(expect.size), out)
+            .with_context(|| format!("reading {path:?}"))?;
+        if copied < expect.size {
+            pad(out, expect.size - copied)?;
+            return Ok(false);
+        }
+        let after = entry_from_stat(&fstat(file.as_fd())?, None);
+        Ok(differs(after.as_ref(), Some(expect)).is_none())
+    }
+
+    fn write(
+        &mut self,
+        path: &WirePath,
+        src: &Entry,
+        expect: Option<&Entry>,
+        fill: &mut Fill<'_>,
+    ) -> anyhow::Result<Applied> {
+        self.write_inner(path, src, expect, fill)
+            .with_context(|| format!("writing {path:?} in {}", self.root.display()))
+    }
+}
+
+fn p(name: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(name))
+}
+
+fn bad_component(c: &[u8]) -> bool {
+    c.is_empty() || c == b"." || c == b".."
+}
+
+fn timespec(ns: i64) -> TimeSpec {
+    TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// The entry at `name` in `dir` now, `None` when nothing is there.
+fn stat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<Entry>> {
+    match fstatat(dir, p(name), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let target = if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK {
+                Some(WirePath::from_bytes(
+                    readlinkat(dir, p(name))?.as_bytes().to_vec(),
+                ))
+            } else {
+                None
+            };
+            Ok(entry_from_stat(&st, target).or(Some(Entry {
+                // A socket or device: never ours to replace.
+                kind: Kind::Symlink,
+                target: Some(Box::new(WirePath::from("<special file>"))),
+                ..Entry::dir(0)
+            })))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why the current state is not the expected one, or `None` when it is:
+/// same kind; a file with the same size, mtime, inode and mode; a symlink
+/// to the same target. Directories only need to still be directories.
+pub fn differs(cur: Option<&Entry>, expect: Option<&Entry>) -> Option<String> {
+    let same = match (cur, expect) {
+        (None, None) => true,
+        (Some(c), Some(e)) => {
+            c.kind == e.kind
+                && match c.kind {
+                    Kind::Dir => true,
+                    Kind::Symlink => c.target == e.target,
+                    Kind::File => {
+                        c.size == e.size && c.mtime == e.mtime && c.ino == e.ino && c.mode == e.mode
+                    }
+                }
+        }
+        _ => false,
+    };
+    if same {
+        None
+    } else if cur.is_none() {
+        Some("gone since the scan".into())
+    } else if expect.is_none() {
+        Some("appeared since the scan".into())
+    } else {
+        Some("changed since the scan".into())
+    }
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::Rename { path, to, .. } => format!("renaming {path:?} to {to:?}"),
+        Change::Remove { path, .. } => format!("removing {path:?}"),
+        Change::Rmdir { path, .. } => format!("removing directory {path:?}"),
+        Change::Mkdir { path, .. } => format!("creating directory {path:?}"),
+        Change::SetMeta { path, .. } => format!("setting mode and times of {path:?}"),
+    }
+}
+
+pub fn local_host() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}

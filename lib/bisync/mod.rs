@@ -1,0 +1,30 @@
+//! `bisync`: two-way synchronisation of two replicas (what unison does):
+//! a scanner per replica, a pure planner, and an executor that never
+//! overwrites a path that changed since it was scanned.
+//!
+//! - [`entry`]: what is known about one path on one replica;
+//! - [`planner`]: archive + two scans -> a plan of actions (pure);
+//! - [`scan`], [`local`]: a replica on this machine;
+//! - [`replica`]: what the executor asks of any replica;
+//! - [`remote`], [`serve`], [`proto`]: a replica over ssh, both ends and
+//!   the protocol between them;
+//! - [`exec`]: carrying out a plan;
+//! - [`archive`]: the last synchronised state, and the pair's lock;
+//! - [`report`]: records and lines about the plan and its results;
+//! - [`run`]: one whole run, and its [`Config`](run::Config).
+
+pub mod archive;
+pub mod entry;
+pub mod exec;
+pub mod local;
+pub mod planner;
+pub mod proto;
+pub mod remote;
+pub mod replica;
+pub mod report;
+pub mod run;
+pub mod scan;
+pub mod serve;
+
+pub use run::{run, Config, Spec};
+pub use serve::serve;

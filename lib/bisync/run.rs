@@ -1,0 +1,265 @@
+//! One bisync run: open both replicas, lock the pair, load the archive, scan,
+//! hash where the plan needs it, plan, report, execute, save the archive,
+//! and pick the exit code.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+
+use super::archive::{self, Store};
+use super::entry::Side;
+use super::exec::{self, Status};
+use super::local::LocalReplica;
+use super::planner::{self, MaxDelete, Op, Policy, Prefer, Refusal};
+use super::remote::RemoteReplica;
+use super::replica::Replica;
+use super::report::{Outcome, Reporter, Summary};
+use crate::exclude::Excludes;
+use crate::exit::{coded, Code};
+use crate::rsync::SshSettings;
+use crate::target::{Location, Target};
+
+/// Where a replica is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spec {
+    Local(PathBuf),
+    Ssh {
+        user: Option<String>,
+        host: String,
+        path: Vec<u8>,
+    },
+}
+
+impl Spec {
+    /// `PATH` or `[user@]host:PATH`; relative local paths are made absolute.
+    pub fn parse(arg: &std::ffi::OsStr) -> anyhow::Result<Spec> {
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        let target = Target::parse(arg, &cwd).map_err(|e| coded(Code::Usage, e.to_string()))?;
+        match target.location {
+            Location::Local(p) => Ok(Spec::Local(p)),
+            Location::Ssh { user, host, path } => Ok(Spec::Ssh { user, host, path }),
+            Location::Daemon { .. } => Err(coded(
+                Code::Usage,
+                format!(
+                    "{}: bisync needs ssh or a local path, not an rsync daemon",
+                    arg.to_string_lossy()
+                ),
+            )),
+        }
+    }
+
+    /// The replica as a stable text key for the archive's name.
+    pub fn key(&self) -> String {
+        match self {
+            Spec::Local(p) => p.to_string_lossy().into_owned(),
+            Spec::Ssh { user, host, path } => format!(
+                "{}{host}:{}",
+                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
+                String::from_utf8_lossy(path)
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub a: Spec,
+    pub b: Spec,
+    pub checksum: bool,
+    pub prefer: Prefer,
+    pub max_delete: MaxDelete,
+    pub dry_run: bool,
+    pub json: bool,
+    pub excludes: Excludes,
+    /// Archive and lock directory; default [`archive::default_dir`].
+    pub state_dir: Option<PathBuf>,
+    pub ssh: SshSettings,
+    /// The bisync program on remote hosts.
+    pub remote_bisync: OsString,
+}
+
+fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>> {
+    Ok(match spec {
+        Spec::Local(path) => Box::new(LocalReplica::new(
+            &spec.key(),
+            path,
+            config.excludes.clone(),
+        )),
+        Spec::Ssh { user, host, path } => Box::new(RemoteReplica::connect(
+            &spec.key(),
+            user.as_deref(),
+            host,
+            path,
+            &config.ssh,
+            &config.remote_bisync,
+            &config.excludes,
+        )?),
+    })
+}
+
+/// Runs one sync; the exit code tells how it ended.
+pub fn run(config: Config) -> anyhow::Result<Code> {
+    let started = Instant::now();
+    let dir = match &config.state_dir {
+        Some(d) => d.clone(),
+        None => archive::default_dir()?,
+    };
+    let store = Store::new(&dir, &config.a.key(), &config.b.key());
+    let _lock = store.lock()?;
+    let mut a = open(&config.a, &config)?;
+    let mut b = open(&config.b, &config)?;
+    let owners = a.is_root() && b.is_root();
+    a.set_owners(owners)?;
+    b.set_owners(owners)?;
+    let old = store.load();
+    crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
+
+    let (scan_a, scan_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.scan(config.checksum));
+        let tb = s.spawn(|| b.scan(config.checksum));
+        (join(ta), join(tb))
+    });
+    let mut scans = [
+        scan_a.with_context(|| format!("scanning {}", config.a.key()))?,
+        scan_b.with_context(|| format!("scanning {}", config.b.key()))?,
+    ];
+    crate::log_debug!("scanned at {} ms", started.elapsed().as_millis());
+    let need = planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners);
+    if !need.is_empty() {
+        crate::log_info!("hashing {} files changed on both sides", need.len());
+        for (i, rep) in [&mut a, &mut b].into_iter().enumerate() {
+            let hashes = rep.hash(&need)?;
+            for (path, hash) in need.iter().zip(hashes) {
+                if let Some(e) = scans[i].get_mut(path) {
+                    e.hash = hash;
+                }
+            }
+        }
+    }
+    let [scan_a, scan_b] = scans;
+
+    let policy = Policy {
+        prefer: config.prefer,
+        max_delete: config.max_delete,
+        owners,
+        hosts: [a.host().to_string(), b.host().to_string()],
+        now: SystemTime::now(),
+    };
+    let stdout = std::io::stdout().lock();
+    let mut reporter = Reporter::new(stdout, config.json, config.dry_run);
+    let mut summary = Summary {
+        first_sync: old.is_none(),
+        dry_run: config.dry_run,
+        ..Summary::default()
+    };
+    let plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            summary.status = Some(Outcome::Refused);
+            summary.reason = Some(refusal.to_string());
+            if config.json {
+                reporter.summary(&summary)?;
+            }
+            let what = match &refusal {
+                Refusal::Emptied(side, _) | Refusal::TooManyDeletes { side, .. } => {
+                    if *side == Side::A {
+                        config.a.key()
+                    } else {
+                        config.b.key()
+                    }
+                }
+            };
+            return Err(coded(Code::Refused, format!("{what}: {refusal}")));
+        }
+    };
+    crate::log_debug!("planned at {} ms", started.elapsed().as_millis());
+    summary.actions = plan.actions.len() as u64;
+    summary.conflicts = plan.conflicts.len() as u64;
+    for c in &plan.conflicts {
+        reporter.conflict(c)?;
+    }
+    if config.json || config.dry_run {
+        for action in &plan.actions {
+            reporter.action(action, None)?;
+        }
+    }
+    let count = |summary: &mut Summary, op: &Op| match op {
+        Op::Copy { src, .. } => {
+            summary.copied += 1;
+            summary.bytes += src.size;
+        }
+        Op::Remove { .. } | Op::Rmdir { .. } => summary.deleted += 1,
+        Op::Rename { .. } => summary.renamed += 1,
+        _ => {}
+    };
+    let kept_copies = plan.conflicts.iter().any(|c| c.copy.is_some());
+    if config.dry_run {
+        for action in &plan.actions {
+            count(&mut summary, &action.op);
+        }
+        summary.status = Some(if plan.actions.is_empty() {
+            Outcome::InSync
+        } else if kept_copies {
+            Outcome::Conflicts
+        } else {
+            Outcome::Synced
+        });
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        reporter.summary(&summary)?;
+        return Ok(summary.status.expect("set").code());
+    }
+
+    let mut report_err = None;
+    let executed = exec::execute(&plan, a.as_mut(), b.as_mut(), |action, status| {
+        if *status == Status::Done {
+            count(&mut summary, &action.op);
+        }
+        if let Err(e) = reporter.action(action, Some(status)) {
+            report_err.get_or_insert(e);
+        }
+    });
+    summary.skipped = executed.skipped;
+    summary.failed = executed.errors;
+    let (next, changed) = planner::next_archive(
+        old,
+        &scan_a,
+        &scan_b,
+        &plan,
+        &executed.written,
+        &executed.failed,
+    );
+    crate::log_debug!("executed at {} ms", started.elapsed().as_millis());
+    if changed {
+        store.save(&next)?;
+    }
+    summary.status = Some(
+        if executed.aborted.is_some() || executed.skipped + executed.errors > 0 {
+            Outcome::Incomplete
+        } else if plan.actions.is_empty() {
+            Outcome::InSync
+        } else if kept_copies {
+            Outcome::Conflicts
+        } else {
+            Outcome::Synced
+        },
+    );
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(err) = executed.aborted {
+        summary.reason = Some(format!("{err:#}"));
+        let _ = reporter.summary(&summary);
+        return Err(err.context("the run stopped; what was done is kept, run again"));
+    }
+    if let Some(e) = report_err {
+        return Err(e);
+    }
+    reporter.summary(&summary)?;
+    Ok(summary.status.expect("set").code())
+}
+
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a scan thread panicked")))
+}

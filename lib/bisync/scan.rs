@@ -1,0 +1,267 @@
+//! Reading a local replica: walking the tree without following symlinks,
+//! turning stat(2) results into entries, hashing file content, and leaving
+//! out excluded paths and bisync's own temporary files.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::entry::{Entry, Hash, Kind};
+use super::planner::Scan;
+use crate::exclude::Excludes;
+use crate::exit::{coded, Code};
+use crate::wirepath::WirePath;
+
+/// Temporary files bisync writes before renaming them into place:
+/// `.~bisync.<pid>.<n>.tmp`. Scans never report them.
+pub const TEMP_PREFIX: &str = ".~bisync.";
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX.as_bytes()) && name.ends_with(TEMP_SUFFIX.as_bytes())
+}
+
+/// The pid in a temporary file's name, to tell a live writer's file from one
+/// a killed run left behind.
+fn temp_owner(name: &[u8]) -> Option<i32> {
+    let inner = &name[TEMP_PREFIX.len()..name.len() - TEMP_SUFFIX.len()];
+    let pid = inner.split(|&b| b == b'.').next()?;
+    std::str::from_utf8(pid).ok()?.parse().ok()
+}
+
+/// An entry from lstat(2) data; `None` for sockets, fifos and devices,
+/// which bisync leaves alone.
+pub fn entry_from(meta: &fs::Metadata, target: Option<WirePath>) -> Option<Entry> {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        return None;
+    };
+    Some(Entry {
+        kind,
+        size: if kind == Kind::File { meta.size() } else { 0 },
+        mtime: if kind == Kind::File {
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        } else {
+            0
+        },
+        mode: if kind == Kind::Symlink {
+            0
+        } else {
+            meta.mode() & 0o7777
+        },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        ino: meta.ino(),
+        target: target.map(Box::new),
+        hash: None,
+    })
+}
+
+/// The same from a raw stat buffer (the `*at` calls return those).
+pub fn entry_from_stat(st: &nix::sys::stat::FileStat, target: Option<WirePath>) -> Option<Entry> {
+    let fmt = st.st_mode & nix::libc::S_IFMT;
+    let kind = match fmt {
+        nix::libc::S_IFREG => Kind::File,
+        nix::libc::S_IFDIR => Kind::Dir,
+        nix::libc::S_IFLNK => Kind::Symlink,
+        _ => return None,
+    };
+    Some(Entry {
+        kind,
+        size: if kind == Kind::File {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime: if kind == Kind::File {
+            st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+        } else {
+            0
+        },
+        mode: if kind == Kind::Symlink {
+            0
+        } else {
+            st.st_mode & 0o7777
+        },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        ino: st.st_ino,
+        target: target.map(Box::new),
+        hash: None,
+    })
+}
+
+pub fn hash_file(path: &Path) -> io::Result<Hash> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(fs::File::open(path)?)?;
+    Ok(Hash::from(hasher.finalize()))
+}
+
+/// Checks that `root` is a readable directory (a symlink to one is
+/// followed, for the root only). Exit code 3 otherwise.
+pub fn check_root(root: &Path) -> anyhow::Result<()> {
+    let meta = fs::metadata(root).map_err(|e| {
+        coded(
+            Code::NoSource,
+            format!(
+                "replica root {} is not usable: {e}; is the disk mounted?",
+                root.display()
+            ),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(coded(
+            Code::NoSource,
+            format!("replica root {} is not a directory", root.display()),
+        ));
+    }
+    fs::read_dir(root).map_err(|e| {
+        coded(
+            Code::NoSource,
+            format!("replica root {} cannot be read: {e}", root.display()),
+        )
+    })?;
+    Ok(())
+}
+
+/// Every entry under `root`. A directory that cannot be read fails the
+/// scan: its entries would otherwise look deleted.
+pub fn scan(root: &Path, excludes: &Excludes, checksum: bool) -> anyhow::Result<Scan> {
+    check_root(root)?;
+    let mut out = Scan::new();
+    let mut stack = vec![WirePath::root()];
+    while let Some(dir) = stack.pop() {
+        let abs = if dir.is_root() {
+            root.to_path_buf()
+        } else {
+            root.join(dir.as_path())
+        };
+        let listing = match fs::read_dir(&abs) {
+            Ok(l) => l,
+            // Removed since its parent was listed: its entries are gone too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_root() => {
+                out.remove(&dir);
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "reading directory {}; nothing was changed (fix its permissions or \
+                         --exclude it)",
+                        abs.display()
+                    )
+                })
+            }
+        };
+        for item in listing {
+            let item = item.with_context(|| format!("reading directory {}", abs.display()))?;
+            let name = item.file_name();
+            let name = name.as_bytes();
+            if is_temp_name(name) {
+                remove_stale_temp(&item.path(), name);
+                continue;
+            }
+            let rel = dir.join(name);
+            let meta = match item.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("stat {}", item.path().display())),
+            };
+            let is_dir = meta.is_dir();
+            if excludes.is_excluded(rel.as_path(), is_dir) {
+                continue;
+            }
+            let target = if meta.file_type().is_symlink() {
+                match fs::read_link(item.path()) {
+                    Ok(t) => Some(WirePath::from(t)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("readlink {}", item.path().display()))
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(mut entry) = entry_from(&meta, target) else {
+                continue;
+            };
+            if checksum && entry.kind == Kind::File {
+                match hash_file(&item.path()) {
+                    Ok(h) => entry.hash = Some(h),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("hashing {}", item.path().display()))
+                    }
+                }
+            }
+            if is_dir {
+                stack.push(rel.clone());
+            }
+            out.insert(rel, entry);
+        }
+    }
+    Ok(out)
+}
+
+/// A temporary file whose writer is gone (a killed run) is removed.
+fn remove_stale_temp(path: &Path, name: &[u8]) {
+    let Some(pid) = temp_owner(name) else { return };
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    if !alive {
+        crate::log_debug!("removing {} left by an interrupted run", path.display());
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn scans_without_following_links_and_skips_excluded_and_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        fs::create_dir_all(r.join("d/e")).unwrap();
+        fs::write(r.join("d/e/f"), b"hello").unwrap();
+        fs::write(r.join("x.tmp"), b"").unwrap();
+        symlink("/etc", r.join("link")).unwrap();
+        fs::write(r.join(".~bisync.999999999.1.tmp"), b"stale").unwrap();
+        fs::write(
+            r.join(OsStrExt::from_bytes(b"\xff name" as &[u8]) as &std::ffi::OsStr),
+            b"",
+        )
+        .unwrap();
+        let ex = Excludes::new(&["*.tmp".to_string()], &[] as &[&Path]).unwrap();
+        let scan = scan(r, &ex, true).unwrap();
+        let names: Vec<String> = scan.keys().map(|p| p.to_string()).collect();
+        assert_eq!(names, ["d", "d/e", "d/e/f", "link", "\u{fffd} name"]);
+        let f = &scan[&WirePath::from("d/e/f")];
+        assert_eq!((f.kind, f.size), (Kind::File, 5));
+        assert_eq!(f.hash, Some(Hash::of(b"hello")));
+        assert_eq!(
+            scan[&WirePath::from("link")].target,
+            Some(Box::new(WirePath::from("/etc")))
+        );
+        // The stale temporary file of a dead pid was cleaned up.
+        assert!(!r.join(".~bisync.999999999.1.tmp").exists());
+    }
+
+    #[test]
+    fn a_missing_root_is_code_3() {
+        let err = scan(Path::new("/nonexistent/x"), &Excludes::default(), false).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), Code::NoSource);
+        assert!(format!("{err:#}").contains("/nonexistent/x"));
+    }
+}

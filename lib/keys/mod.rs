@@ -1,0 +1,13 @@
+//! ssh keys without hand edits (`keysetup`): the authorized_keys, known_hosts
+//! and ssh_config files as data, restricted-key options, safe writes, and
+//! the ssh runs that install, check and revoke the kit's key.
+
+pub mod authkeys;
+pub mod check;
+pub mod knownhosts;
+pub mod remote;
+pub mod restrict;
+pub mod safefile;
+pub mod setup;
+pub mod ssh;
+pub mod sshconfig;

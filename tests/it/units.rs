@@ -1,0 +1,107 @@
+//! The systemd units under units/: every one passes `systemd-analyze verify`
+//! with nothing at all on stderr (verify exits 0 on unknown keys and only
+//! warns), pointing at the binaries this build made, and the services stay
+//! within a hardening budget (`systemd-analyze security --offline`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{bin, tempdir};
+
+fn units_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("units")
+}
+
+/// The unit templates, rewritten to run this build's binaries, in `dir`.
+fn install_units(dir: &Path) -> Vec<String> {
+    let bins = bin("watchd").parent().unwrap().to_path_buf();
+    let mut names = Vec::new();
+    for entry in fs::read_dir(units_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".service") || name.ends_with(".socket") || name.ends_with(".timer")) {
+            continue;
+        }
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/local/bin", bins.to_str().unwrap());
+        fs::write(dir.join(&name), text).unwrap();
+        names.push(name);
+    }
+    names.sort();
+    assert!(names.len() >= 6, "units missing: {names:?}");
+    names
+}
+
+fn systemd_analyze(args: &[&str]) -> std::process::Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .expect("systemd-analyze (package systemd) is needed for this test")
+}
+
+#[test]
+fn every_unit_verifies_cleanly() {
+    let dir = tempdir();
+    for name in install_units(dir.path()) {
+        let instance = name.replacen("@.", "@test.", 1);
+        let path = dir.path().join(&instance);
+        let out = systemd_analyze(&["verify", "--man=no", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn services_are_hardened() {
+    let dir = tempdir();
+    install_units(dir.path());
+    // Exposure budgets: the stages that only read a tree and talk on a unix
+    // socket are locked down hard; those running rsync/ssh into targets less.
+    for (unit, budget) in [
+        ("watchd@test.service", "2.5"),
+        ("batchd@test.service", "2.5"),
+        ("syncpipe@test.service", "6.5"),
+        ("bisync@test.service", "6.5"),
+    ] {
+        let path = dir.path().join(unit);
+        let out = systemd_analyze(&["security", "--offline=yes", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("exposure level for").nth(1))
+            .and_then(|rest| rest.split(':').nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{unit}: no score in {text}"));
+        assert!(
+            score <= budget.parse().unwrap(),
+            "{unit}: exposure {score} above {budget}"
+        );
+    }
+}
+
+#[test]
+fn the_config_example_names_every_key_the_units_read() {
+    let example = fs::read_to_string(units_dir().join("syncpipe.conf.example")).unwrap();
+    for unit in ["watchd@.service", "batchd@.service", "syncpipe@.service"] {
+        let text = fs::read_to_string(units_dir().join(unit)).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("ExecStart=")) {
+            for word in line
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '{'))
+            {
+                let key = word.trim_start_matches('$').trim_start_matches('{');
+                if word.starts_with('$') && !key.is_empty() {
+                    assert!(
+                        example.contains(&format!("\n{key}=")),
+                        "{unit} reads {key}, not in the example"
+                    );
+                }
+            }
+        }
+    }
+}
