@@ -1,13 +1,10 @@
 //! `pushd`: apply a syncpipe stream to one or more targets with rsync.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use syncpipe::apply::{Guards, MaxDelete};
 use syncpipe::cli::{self, parse_duration, Verbosity};
@@ -41,6 +38,10 @@ struct Args {
     /// Skip the full sync at start-up
     #[arg(long, help_heading = "Sync")]
     no_init: bool,
+    /// Read the stream from a writer's --listen socket instead of stdin,
+    /// resuming where --state says
+    #[arg(long, value_name = "SOCKET", help_heading = "Sync")]
+    connect: Option<PathBuf>,
     /// Remember per target the stream and last applied seq in FILE, to resume
     #[arg(long, value_name = "FILE", help_heading = "Sync")]
     state: Option<PathBuf>,
@@ -133,11 +134,6 @@ struct Args {
     #[arg(long, value_name = "OPTION", help_heading = "ssh")]
     ssh_opt: Vec<String>,
 
-    /// Read the stream from a writer's unix socket (`batchd --listen PATH`)
-    /// instead of stdin; reconnect and resume from --state when it goes away
-    #[arg(long, value_name = "PATH", help_heading = "Input")]
-    connect: Option<PathBuf>,
-
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -209,6 +205,7 @@ impl Args {
                 jitter: self.retry_jitter,
             },
             direct: self.direct,
+            connect: self.connect.map(absolute),
         })
     }
 }
@@ -216,18 +213,8 @@ impl Args {
 fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
-        let connect = args.connect.clone();
         let config = args.into_config()?;
-        if let Some(path) = connect {
-            return push::run_connected(config, &path, Box::new(std::io::stdout()));
-        }
-        // Unbuffered: pushd polls the descriptor next to its signals, and
-        // std's stdin buffer would hide data from poll(2).
-        let stdin = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating stdin")?;
-        push::run(config, File::from(stdin), Box::new(std::io::stdout()))
+        push::run(config)
     })
 }
 

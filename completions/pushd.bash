@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-z -c -p -i -v -q -h -V --direct --delete --no-init --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --exclude --exclude-from --password-file --port --identity --ssh-opt --connect --verbose --quiet --help --version"
+            opts="-z -c -p -i -v -q -h -V --direct --delete --no-init --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --exclude --exclude-from --password-file --port --identity --ssh-opt --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -31,6 +31,10 @@ _pushd() {
             case "${prev}" in
                 --delete)
                     COMPREPLY=($(compgen -W "true false startup running" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --state)
@@ -110,10 +114,6 @@ _pushd() {
                     return 0
                     ;;
                 --ssh-opt)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --connect)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -2,6 +2,7 @@ complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f 
 false\t'Never delete on the target'
 startup\t'Only full syncs (start-up, new stream, overflow) delete'
 running\t'Only changes seen while running delete; full syncs do not'"
+complete -c pushd -l connect -d 'Read the stream from a writer\'s --listen socket instead of stdin, resuming where --state says' -r -F
 complete -c pushd -l state -d 'Remember per target the stream and last applied seq in FILE, to resume' -r -F
 complete -c pushd -l max-procs -d 'Transfers running at the same time, over all targets' -r
 complete -c pushd -l max-pending -d 'Pending changes per target before falling back to a full sync' -r
@@ -20,7 +21,6 @@ complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -
 complete -c pushd -s p -l port -d 'ssh port' -r
 complete -c pushd -s i -l identity -d 'ssh private key' -r -F
 complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
-complete -c pushd -l connect -d 'Read the stream from a writer\'s unix socket (`batchd --listen PATH`) instead of stdin; reconnect and resume from --state when it goes away' -r -F
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'

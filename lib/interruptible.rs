@@ -34,7 +34,7 @@ pub struct Interruptible<R> {
 
 impl<R: Read + AsFd> Interruptible<R> {
     /// `signals` must have been blocked before any other thread started.
-    /// `idle` runs at least every `every` while waiting.
+    /// `idle` runs before every read and at least every `every` while waiting.
     pub fn new(input: R, signals: Signals, every: Duration, idle: Box<dyn FnMut() + Send>) -> Self {
         Interruptible {
             input,
@@ -48,6 +48,8 @@ impl<R: Read + AsFd> Interruptible<R> {
 impl<R: Read + AsFd> Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            // Also on a busy input: the watchdog must hear from us either way.
+            (self.idle)();
             let (input_ready, signal_ready) = {
                 let mut fds = [
                     PollFd::new(self.input.as_fd(), PollFlags::POLLIN),
@@ -77,7 +79,6 @@ impl<R: Read + AsFd> Read for Interruptible<R> {
             if input_ready {
                 return self.input.read(buf);
             }
-            (self.idle)();
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -79,6 +79,42 @@ pub struct Config {
     pub retry: Retry,
     /// `--direct`: local targets get listed paths without rsync.
     pub direct: bool,
+    /// `--connect`: read a writer's socket (resuming where the state file
+    /// says) instead of stdin.
+    pub connect: Option<PathBuf>,
+}
+
+/// Runs pushd on its configured input (stdin, or `--connect`'s socket)
+/// with results on stdout.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let stdout = Box::new(std::io::stdout());
+    match config.connect.clone() {
+        Some(path) => {
+            let resume = resume_point(&config)?;
+            let input = crate::transport::pipe::connect_as_pipe(&path, resume)?;
+            run_with(config, input, stdout)
+        }
+        None => {
+            // Unbuffered: pushd polls the descriptor next to its signals, and
+            // std's stdin buffer would hide data from poll(2).
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdin")?;
+            run_with(config, std::fs::File::from(stdin), stdout)
+        }
+    }
+}
+
+/// Where a writer should resume us: the stream every target last applied
+/// and the lowest seq among them; `None` (start fresh) when they differ or
+/// one has no position.
+fn resume_point(config: &Config) -> anyhow::Result<Option<(String, u64)>> {
+    let Some(path) = &config.state else {
+        return Ok(None);
+    };
+    let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+    Ok(StateFile::load(path)?.resume_point(&names))
 }
 
 /// Work for one target's thread.
@@ -163,28 +199,10 @@ impl Shared {
     }
 }
 
-/// `pushd --connect PATH`: reads from a writer's socket, asking it to resume
-/// from what `--state` says every target has applied (a full sync otherwise).
-pub fn run_connected(
-    config: Config,
-    path: &Path,
-    output: Box<dyn Write + Send>,
-) -> anyhow::Result<()> {
-    let resume = match &config.state {
-        Some(state) => {
-            let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
-            StateFile::load(state)?.resume_point(&names)
-        }
-        None => None,
-    };
-    let input = crate::transport::pipe::connect_as_pipe(path, resume)?;
-    run(config, input, output)
-}
-
 /// Reads the stream from `input` until it ends, applying it to every
 /// target; returns once every target has caught up (or given up), or after
 /// SIGTERM/SIGINT once the transfers in progress have ended.
-pub fn run(
+pub fn run_with(
     mut config: Config,
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,

@@ -378,3 +378,54 @@ fn max_procs_bounds_concurrent_transfers_over_all_targets() {
         assert_same(src.path(), Path::new(t));
     }
 }
+
+#[test]
+fn connect_to_a_writer_socket_and_resume_after_a_restart() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let sock = scratch.path().join("watchd.sock");
+    let state = scratch.path().join("state.json");
+    write(src.path(), b"first", b"1");
+    let _watchd = Running::spawn(
+        Command::new(bin("watchd"))
+            .arg("--listen")
+            .arg(&sock)
+            .arg(src.path())
+            .stdout(Stdio::null()),
+    );
+    let target = dst.path().display().to_string();
+    let start = || {
+        let mut child = Command::new(bin("pushd"))
+            .arg("--connect")
+            .arg(&sock)
+            .arg("--state")
+            .arg(&state)
+            .arg(&target)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = RecordStream::new(child.stdout.take().unwrap());
+        (Running { child }, out)
+    };
+    let (run, mut out) = start();
+    out.wait_for(
+        "the start-up sync",
+        |r| matches!(r, Record::Applied(a) if a.full && a.status == "ok"),
+    );
+    write(src.path(), b"second", b"2");
+    converges(&mut out, src.path(), dst.path());
+    drop(run);
+
+    // Changed while pushd is away: the writer's backlog still holds it.
+    write(src.path(), b"while away", b"3");
+    let (_run, mut out) = start();
+    let Record::Applied(first) = out.wait_for("a result", |r| matches!(r, Record::Applied(_)))
+    else {
+        unreachable!()
+    };
+    assert!(
+        !first.full && first.status == "ok",
+        "resumed, no full sync: {first:?}"
+    );
+    converges(&mut out, src.path(), dst.path());
+}
