@@ -508,7 +508,7 @@ fn check_trees(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("FOLD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000), ..ProptestConfig::default() })]
+    #![proptest_config(crate::testconfig::proptest(std::env::var("FOLD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)))]
 
     #[test]
     fn folding_keeps_the_tree(
@@ -554,7 +554,7 @@ const ANY_PATHS: [&str; 12] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(crate::testconfig::proptest(1000))]
 
     #[test]
     fn any_input_keeps_the_fold_consistent(inputs in prop::collection::vec(any_input(), 1..60)) {
