@@ -1,12 +1,14 @@
 //! `batchd`: folds the event stream on stdin into batches on stdout.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use syncpipe::batchd::{self, Config};
 use syncpipe::cli::{self, Verbosity};
+use syncpipe::transport;
 
 /// Fold the syncpipe event stream into batches of changes
 ///
@@ -32,6 +34,21 @@ struct Args {
     #[arg(short = 'n', long, value_name = "MAX")]
     max_events: Option<NonZeroUsize>,
 
+    /// Read the stream from a writer's unix socket (`watchd --listen PATH`)
+    /// instead of stdin; when the writer goes away, reconnect and resume
+    #[arg(long, value_name = "PATH", help_heading = "Sockets")]
+    connect: Option<PathBuf>,
+
+    /// Serve batches on a unix socket at PATH instead of stdout, for any
+    /// number of readers (`pushd --connect PATH`) that resume where they left off
+    #[arg(long, value_name = "PATH", help_heading = "Sockets")]
+    listen: Option<PathBuf>,
+
+    /// How much a --listen writer keeps for readers that reconnect: a record
+    /// count (100000) or a size (64M)
+    #[arg(long, value_name = "N|SIZE", value_parser = transport::parse_backlog, help_heading = "Sockets")]
+    backlog: Option<transport::BacklogSize>,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -41,6 +58,11 @@ impl Args {
         Config {
             delay: self.delay,
             max_events: self.max_events.map(NonZeroUsize::get),
+            connect: self.connect.clone(),
+            output: transport::Output {
+                listen: self.listen.clone(),
+                backlog: self.backlog.unwrap_or_default(),
+            },
         }
     }
 }

@@ -23,7 +23,7 @@ _batchd() {
 
     case "${cmd}" in
         batchd)
-            opts="-d -n -v -q -h -V --delay --max-events --verbose --quiet --help --version"
+            opts="-d -n -v -q -h -V --delay --max-events --connect --listen --backlog --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,18 @@ _batchd() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
 # `make demo`: syncpipe's main job on a local demo tree, nothing remote.
-# Starts the pipeline on demo/src, makes a few changes a person would make,
-# and shows the stream as it flows.
+# Runs `watchd demo/src | batchd | pushd demo/dst`, makes the changes a person
+# makes (new folders, edits, renames, awkward names, deletes), and shows what
+# flowed through each stage and that the copy equals the source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
 demo=demo
 rm -rf "$demo" && mkdir -p "$demo/src/docs" "$demo/dst"
 echo "hello" > "$demo/src/docs/readme.txt"
+echo "already here before the start" > "$demo/src/old.txt"
+mkfifo "$demo/w2b"
 
-echo "== watchd $demo/src   (stream on stdout; Ctrl-C to stop early)"
-"$bin/watchd" "$demo/src" > "$demo/stream.jsonl" &
-watcher=$!
-trap 'kill $watcher 2>/dev/null || true' EXIT
-# READY means the header is out: wait for it rather than sleeping.
-for _ in $(seq 100); do [ -s "$demo/stream.jsonl" ] && break; sleep 0.05; done
+# watchd -> (events.jsonl) -> batchd -> (batches.jsonl) -> pushd -> results.jsonl
+( "$bin/watchd" "$demo/src" & echo $! > "$demo/watchd.pid"; wait ) \
+  | tee "$demo/events.jsonl" > "$demo/w2b" &
+"$bin/batchd" -d 300ms < "$demo/w2b" | tee "$demo/batches.jsonl" \
+  | "$bin/pushd" "$demo/dst" > "$demo/results.jsonl" &
+pipeline=$!
+stop() { kill -TERM "$(cat "$demo/watchd.pid" 2>/dev/null)" 2>/dev/null || true; }
+trap stop EXIT
+
+wait_for() { # what, condition
+  for _ in $(seq 200); do eval "$2" && return 0; sleep 0.05; done
+  echo "demo: timed out waiting for $1" >&2; exit 1
+}
+same() { diff -r "$demo/src" "$demo/dst" > /dev/null 2>&1; }
+wait_for "the start-up sync" 'grep -q "\"full\":true" "$demo/results.jsonl" 2>/dev/null'
+echo "== start-up sync done: demo/dst has what demo/src had"
 
 (
   cd "$demo/src"
@@ -23,11 +36,22 @@ for _ in $(seq 100); do [ -s "$demo/stream.jsonl" ] && break; sleep 0.05; done
   mv docs/readme.txt docs/README.txt
   echo x > "name with spaces and \$(touch pwned)"
   echo y > "$(printf 'bad-\377-utf8')"
+  echo z > -leading-dash
   mv photos album
-  rm "name with spaces and \$(touch pwned)"
+  rm old.txt "name with spaces and \$(touch pwned)"
 )
-sleep 0.5
-kill -TERM $watcher && wait $watcher || true
+wait_for "demo/dst to equal demo/src" same
+stop
+wait "$pipeline" || true
 trap - EXIT
-cat "$demo/stream.jsonl"
-echo "== $(grep -c '"type":"event"' "$demo/stream.jsonl") events; nothing ran: $( [ -e "$demo/src/pwned" ] && echo 'NO, pwned exists' || echo ok)"
+
+show() { if command -v jq > /dev/null; then jq -c "$2" "$1"; else cat "$1"; fi; }
+echo; echo "== watchd's events ($demo/events.jsonl)"
+show "$demo/events.jsonl" 'select(.type=="event") | {seq, kind, path, from}'
+echo; echo "== batchd's batches ($demo/batches.jsonl)"
+show "$demo/batches.jsonl" 'select(.type=="batch") | {first_seq, last_seq, changes: [.changes[] | "\(.op) \(.path)"]}'
+echo; echo "== pushd's results ($demo/results.jsonl)"
+show "$demo/results.jsonl" '{target, full, status, files, bytes, deleted, renamed, duration_ms}'
+echo
+echo "== demo/dst equals demo/src: $(same && echo yes || echo NO)"
+echo "== nothing was executed from a file name: $([ -e "$demo/src/pwned" ] || [ -e "$demo/dst/pwned" ] || [ -e pwned ] && echo 'NO, pwned exists' || echo yes)"

@@ -3,8 +3,9 @@
 //! thread folds, keeps time and writes batches to stdout.
 
 use std::cell::Cell;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread;
@@ -17,15 +18,22 @@ use nix::sys::signal::Signal;
 use crate::batcher::{Batcher, Limits, Out};
 use crate::event::{Record, Timestamp};
 use crate::signals::Signals;
-use crate::stream::{Item, RecordReader, RecordWriter};
+use crate::stream::{Item, RecordReader};
+use crate::systemd::Systemd;
+use crate::transport::client::Connector;
+use crate::transport::{Output, Sink};
 
 /// Settings, checked: what the command line asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// A batch is written this long after its first event.
     pub delay: Duration,
     /// A batch is written as soon as this many changes are pending.
     pub max_events: Option<usize>,
+    /// Read from a writer's socket (`--connect`) instead of stdin.
+    pub connect: Option<PathBuf>,
+    /// stdout, or a socket with a backlog (`--listen`).
+    pub output: Output,
 }
 
 /// What the helper threads tell the main thread.
@@ -58,22 +66,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || forward_signals(signals, signal_tx))
         .context("starting the signal thread")?;
-    thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || read_stdin(tx))
-        .context("starting the stdin thread")?;
+    match config.connect.clone() {
+        Some(path) => thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || read_socket(&path, tx))
+            .context("starting the socket thread")?,
+        None => thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || read_stdin(tx))
+            .context("starting the stdin thread")?,
+    };
 
     let mut batcher = Batcher::new(Limits {
         delay: config.delay,
         max_changes: config.max_events,
     });
-    let mut writer = RecordWriter::new(io::stdout().lock());
+    let mut writer = Sink::open(&config.output)?;
+    let mut systemd = Systemd::from_env();
+    systemd.ready(&format!("batching with a delay of {:?}", config.delay));
     let mut out = Vec::new();
     let mut stats = Stats::default();
     loop {
-        let msg = match batcher.deadline() {
+        systemd.tick();
+        if systemd.status_due() {
+            systemd.status(&stats.status(), false);
+        }
+        // Wake for the next batch, the watchdog, or a status line.
+        let wake = batcher
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .into_iter()
+            .chain(systemd.poll_timeout())
+            .chain(systemd.is_enabled().then_some(Duration::from_secs(2)))
+            .min();
+        let msg = match wake {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            Some(wait) => rx.recv_timeout(wait),
         };
         let mut stop = false;
         match msg {
@@ -99,7 +127,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         }
                         Item::Gap { reason } => {
                             crate::log_warn!(
-                                "{reason}; the next batch is a full rescan of the root"
+                                "{reason}: the next batch is a full rescan of the root"
                             );
                             batcher.malformed(now);
                         }
@@ -110,6 +138,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Ok(Msg::Signal(Signal::SIGUSR1)) => batcher.flush(&mut out),
             Ok(Msg::Signal(sig)) => {
                 crate::log_info!("{sig}: writing what is pending and stopping");
+                systemd.stopping(&format!("stopping on {sig}"));
                 batcher.flush(&mut out);
                 stop = true;
             }
@@ -141,6 +170,13 @@ struct Stats {
 }
 
 impl Stats {
+    fn status(&self) -> String {
+        format!(
+            "{} events folded into {} batches",
+            self.events, self.batches
+        )
+    }
+
     fn log(&self) {
         use nix::time::{clock_gettime, ClockId};
         let cpu = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
@@ -159,7 +195,7 @@ impl Stats {
     }
 }
 
-fn write_all<W: Write>(writer: &mut RecordWriter<W>, out: &mut Vec<Out>) -> anyhow::Result<()> {
+fn write_all(writer: &mut Sink, out: &mut Vec<Out>) -> anyhow::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -198,6 +234,29 @@ fn forward_signals(mut signals: Signals, tx: SyncSender<Msg>) {
                     crate::log_error!("{err:#}");
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Reads from a writer's socket, reconnecting and resuming when it goes
+/// away; a place the writer could not resume arrives as [`Item::Gap`].
+fn read_socket(path: &Path, tx: SyncSender<Msg>) {
+    let mut connector = Connector::new(path, None);
+    loop {
+        match connector.next_item(&|| false) {
+            Ok(Some(item)) => {
+                if tx.send(Msg::Items(vec![item])).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Msg::Eof);
+                return;
+            }
+            Err(err) => {
+                let _ = tx.send(Msg::ReadError(io::Error::other(format!("{err:#}"))));
+                return;
             }
         }
     }

@@ -3,9 +3,10 @@
 //! records and `now` and says what to write; clocks, threads and stdin stay
 //! with the caller (`batchd`).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::event::{Batch, Event, Record, Timestamp};
+use crate::event::{Batch, Event, EventKind, Record, Timestamp};
 use crate::fold::Fold;
 use crate::wirepath::WirePath;
 
@@ -43,6 +44,13 @@ pub struct Batcher {
     /// When the open batch started; `None` when no batch is open.
     opened: Option<Instant>,
     header_seen: bool,
+    /// Paths with a `create` in the open batch, and in the batch before it.
+    /// A watcher may report a new entry twice (listed, then seen by its new
+    /// watch); when the two fall on either side of a batch boundary, the
+    /// second must not count as new, or a delete after it would fold into
+    /// nothing and leave the first batch's copy on the target.
+    created: HashSet<Vec<u8>>,
+    created_before: HashSet<Vec<u8>>,
 }
 
 impl Batcher {
@@ -56,6 +64,8 @@ impl Batcher {
             first_seq: None,
             opened: None,
             header_seen: false,
+            created: HashSet::new(),
+            created_before: HashSet::new(),
         }
     }
 
@@ -73,6 +83,7 @@ impl Batcher {
                     self.root = header.root.clone();
                     self.last_seq = 0;
                     self.header_seen = true;
+                    self.created_before.clear();
                 }
                 out.push(Out::Pass(Record::Header(header)));
             }
@@ -104,7 +115,24 @@ impl Batcher {
             self.last_seq = ev.seq;
         }
         self.first_seq.get_or_insert(ev.seq);
-        self.fold.push_event(ev);
+        if ev.kind == EventKind::Create {
+            let path = ev.path.as_bytes();
+            if self.created_before.contains(path) {
+                // Possibly the second report of an entry the last batch made.
+                let again = Event {
+                    kind: EventKind::Modify,
+                    ..ev.clone()
+                };
+                self.fold.push_event(&again);
+            } else {
+                self.fold.push_event(ev);
+            }
+            if !self.created.contains(path) {
+                self.created.insert(path.to_vec());
+            }
+        } else {
+            self.fold.push_event(ev);
+        }
         if self
             .limits
             .max_changes
@@ -152,6 +180,7 @@ impl Batcher {
             ts: Timestamp(String::new()),
             changes: self.fold.take(),
         }));
+        self.created_before = std::mem::take(&mut self.created);
     }
 
     /// Changes pending in the open batch.
@@ -328,6 +357,40 @@ mod tests {
         b.flush(&mut out);
         b.tick(Instant::now() + 100 * SEC, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_create_reported_again_after_a_batch_boundary_is_not_new() {
+        let t0 = Instant::now();
+        let mut b = batcher(SEC, None);
+        let mut out = Vec::new();
+        b.record(header("s"), t0, &mut out);
+        let event = |seq, kind| {
+            let Record::Event(mut e) = modify(seq, "d/x") else {
+                unreachable!()
+            };
+            e.kind = kind;
+            Record::Event(e)
+        };
+        b.record(event(1, EventKind::Create), t0, &mut out);
+        b.flush(&mut out);
+        // The watcher's second report, then a delete: the target has `d/x`
+        // from the first batch, so the delete must reach it.
+        b.record(event(2, EventKind::Create), t0, &mut out);
+        b.record(event(3, EventKind::Delete), t0, &mut out);
+        b.flush(&mut out);
+        let Out::Batch(batch) = out.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(batch.changes.len(), 1);
+        assert_eq!(batch.changes[0].op, ChangeOp::Delete);
+        // Two batches later it is new again: made and gone is nothing.
+        b.record(event(4, EventKind::Modify), t0, &mut out);
+        b.flush(&mut out);
+        b.record(event(5, EventKind::Create), t0, &mut out);
+        b.record(event(6, EventKind::Delete), t0, &mut out);
+        b.flush(&mut out);
+        assert_eq!(batches(&out).last(), Some(&(5, 6, 0)));
     }
 
     #[test]

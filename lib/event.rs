@@ -552,6 +552,8 @@ mod proptests {
     }
 
     proptest! {
+        #![proptest_config(crate::testconfig::proptest(256))]
+
         #[test]
         fn every_record_round_trips(rec in record()) {
             let mut line = Vec::new();

@@ -23,14 +23,16 @@
 //! A move is kept as a rename only when the target is sure to hold the moved
 //! entry at that point of the log and nothing is pending at the destination:
 //! the source path existed when the fold started (its entry, if any, is a
-//! `modify` of it), nothing above it was moved, rescanned or created in this
-//! fold, and nothing below it is itself a kept move. Changes pending below the
-//! old path follow it to the new one and are applied after the rename. In
-//! every other case the move degrades to `delete` of the old path plus
-//! `update` (a file) or `rescan` (a directory) of the new one. When a later
-//! event makes a kept move unsafe (its destination is deleted, rescanned or
-//! overwritten), the move's record turns in place into a `delete` of its old
-//! path, which is exactly what the source did to that path.
+//! `modify` of it), nothing above it is a kept move, a rescan or deleted, and
+//! nothing below it is itself a kept move. A kept move is always written as
+//! the rename followed by an `update` (file) or `rescan` (directory) of the new
+//! path, which covers whatever was pending below the old path and makes a late
+//! consumer right too (see docs/protocol.md). In every other case the move
+//! degrades to `delete` of the old path plus `update` (a file) or `rescan` (a
+//! directory) of the new one. When a later event makes a kept move unsafe (its
+//! destination is deleted, rescanned or overwritten), the move's record turns
+//! in place into a `delete` of its old path, which is exactly what the source
+//! did to that path.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -54,10 +56,10 @@ enum Op {
     Update(Base),
     Delete,
     Rescan,
-    /// A kept rename from `from`; `then_update` when the entry changed after it.
+    /// A kept rename from `from`, written as the rename and then an `update`
+    /// (a file) or a `rescan` (a directory) of the new path.
     Move {
         from: Vec<u8>,
-        then_update: bool,
     },
 }
 
@@ -113,9 +115,10 @@ pub struct Fold {
     /// range. (The hash map serves the many lookups of single paths.)
     keys: BTreeSet<Vec<u8>>,
     live: usize,
-    /// Indexed records whose op is `Rescan` / `Move`: when zero, the ancestor
-    /// walks that look for them are skipped.
-    rescans: usize,
+    /// Indexed records that cover their subtree (a `rescan`, a kept move of
+    /// a directory) / kept moves: when zero, the walks that look for them
+    /// are skipped.
+    covers: usize,
     moves: usize,
     /// Records no longer in the index (degraded moves). A stream as a file
     /// system writes it leaves at most one per path that existed when the
@@ -219,11 +222,19 @@ impl Fold {
                     ..change(ChangeOp::Delete, &rec.path, None)
                 }),
                 Op::Rescan => out.push(change(ChangeOp::Rescan, &rec.path, None)),
-                Op::Move { from, then_update } => {
+                // The rename saves sending the data; what follows re-reads
+                // the new path, so a target that applies the list late (the
+                // source has moved on, an earlier batch re-read a path that
+                // was gone by then) still ends up right. rsync's quick check
+                // finds the renamed data already in place.
+                Op::Move { from } => {
                     out.push(change(ChangeOp::Move, &rec.path, Some(from)));
-                    if *then_update {
-                        out.push(change(ChangeOp::Update, &rec.path, None));
-                    }
+                    let after = if rec.dir {
+                        ChangeOp::Rescan
+                    } else {
+                        ChangeOp::Update
+                    };
+                    out.push(change(after, &rec.path, None));
                 }
             }
         }
@@ -240,26 +251,15 @@ impl Fold {
         if self.covered(path) {
             return;
         }
-        match self.kind(path) {
-            None => self.append(path, dir, Op::Update(Base::Absent)),
+        let Some(e) = self.kind(path) else {
+            return self.append(path, dir, Op::Update(Base::Absent));
+        };
+        match e.kind {
             // A repeated create (a watcher reports an entry twice) is a modify.
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, path, dir),
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, path, dir),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => self.mark_then_update(path, dir),
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Update(_) => self.retype(e, path, dir),
+            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Move => self.moved_entry_changed(e, path, dir),
+            Kind::Rescan => {}
         }
     }
 
@@ -272,41 +272,31 @@ impl Fold {
             // below a directory here is gone with it.
             self.swallow_below(path);
         }
-        match self.kind(path) {
-            None => self.append(path, dir, Op::Update(base)),
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, path, dir),
+        let Some(e) = self.kind(path) else {
+            return self.append(path, dir, Op::Update(base));
+        };
+        match e.kind {
+            Kind::Update(_) => self.retype(e, path, dir),
             // Only changes say this (delete, then an update of a path made
             // again later): the same as a create after a delete.
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, path, dir),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => self.mark_then_update(path, dir),
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Move => self.moved_entry_changed(e, path, dir),
+            Kind::Rescan => {}
         }
     }
 
     /// `path` exists again after its `delete` record: the target still holds
-    /// the old entry until that record would have run. A file (or a change of
-    /// type) is fixed by `update`; a directory over an old directory must lose
-    /// the old contents, so it becomes a `rescan`.
+    /// the old entry until that record would have run. Where that was a file,
+    /// `update` replaces it. Where it may be a directory with contents, the
+    /// old contents must go: a `rescan`, whatever the new entry is (an update
+    /// applied late, when the source has made a directory there again, would
+    /// keep them).
     fn replace(&mut self, slot: usize, path: &[u8], dir: bool) {
         let old = self.rec(slot);
-        let stale = old.stale || old.dir;
-        if stale && dir {
+        if old.stale || old.dir {
             self.requeue(path, dir, Op::Rescan, false);
         } else {
-            self.requeue(path, dir, Op::Update(Base::Unknown), stale);
+            self.requeue(path, dir, Op::Update(Base::Unknown), false);
         }
     }
 
@@ -325,14 +315,13 @@ impl Fold {
         self.replace(entry.slot, path, dir);
     }
 
-    fn mark_then_update(&mut self, path: &[u8], dir: bool) {
-        let entry = self.index.get_mut(path).expect("caller saw the record");
-        entry.dir = dir;
-        let slot = entry.slot;
-        let rec = self.rec_mut(slot);
-        rec.dir = dir;
-        if let Op::Move { then_update, .. } = &mut rec.op {
-            *then_update = true;
+    /// The new path of a kept move changed again: its `update` after the
+    /// rename re-reads it anyway. Only folded changes turn it into another
+    /// type; then the rename is no use.
+    fn moved_entry_changed(&mut self, entry: Entry, path: &[u8], dir: bool) {
+        if entry.dir != dir {
+            self.degrade_move(path);
+            self.append(path, dir, Op::Update(Base::Unknown));
         }
     }
 
@@ -342,6 +331,12 @@ impl Fold {
             return self.rescan_all();
         }
         if self.covered(path) {
+            // A rescan of the path itself, nothing above: say what happened.
+            if self.kind(path).is_some_and(|e| e.kind == Kind::Rescan)
+                && !self.ancestors_have(path, covers)
+            {
+                self.requeue(path, true, Op::Delete, true);
+            }
             return;
         }
         let found = self.kind(path);
@@ -351,44 +346,31 @@ impl Fold {
             self.swallow_below(path);
         }
         // Swallowing only drops records below `path`: `found` still holds.
-        match found {
-            None => self.append(path, dir, Op::Delete),
+        let Some(e) = found else {
+            return self.append(path, dir, Op::Delete);
+        };
+        match e.kind {
             // Created and deleted within the fold: the target never saw it.
-            Some(Entry {
-                kind: Kind::Update(Base::Absent),
-                ..
-            }) => drop(self.unindex(path)),
-            Some(Entry {
-                kind: Kind::Update(_),
-                slot,
-                ..
-            }) => {
-                let old = self.rec(slot);
+            Kind::Update(Base::Absent) => drop(self.unindex(path)),
+            Kind::Update(_) => {
+                let old = self.rec(e.slot);
                 let stale = old.stale || old.dir || dir;
                 self.requeue(path, dir, Op::Delete, stale);
             }
-            Some(Entry {
-                kind: Kind::Delete,
-                slot,
-                ..
-            }) => {
-                let rec = self.rec_mut(slot);
+            Kind::Delete => {
+                let rec = self.rec_mut(e.slot);
                 rec.dir |= dir;
                 rec.stale |= dir;
                 self.index.get_mut(path).expect("found above").dir |= dir;
             }
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Kind::Move => {
                 // The rename may have overwritten an old entry at `path` (a
                 // file, or an empty directory), which the target still holds
                 // once the move is gone.
                 self.degrade_move(path);
                 self.append(path, dir, Op::Delete);
             }
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Rescan => {}
         }
     }
 
@@ -404,11 +386,9 @@ impl Fold {
             return;
         }
         self.swallow_below(path);
-        match self.kind(path) {
+        match self.kind(path).map(|e| e.kind) {
             None => self.append(path, dir, Op::Rescan),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Some(Kind::Move) => {
                 self.degrade_move(path);
                 self.append(path, dir, Op::Rescan);
             }
@@ -423,30 +403,19 @@ impl Fold {
         }
         // Whatever was below an old directory at `to` is gone.
         self.swallow_below(to);
-        match self.kind(to) {
-            None => self.append(to, false, Op::Update(Base::Unknown)),
+        let Some(e) = self.kind(to) else {
+            return self.append(to, false, Op::Update(Base::Unknown));
+        };
+        match e.kind {
             // The record re-reads `to` where it stands; what the target holds
             // before it (its base) has not changed.
-            Some(
-                e @ Entry {
-                    kind: Kind::Update(_),
-                    ..
-                },
-            ) => self.retype(e, to, false),
-            Some(
-                e @ Entry {
-                    kind: Kind::Delete, ..
-                },
-            ) => self.replace(e.slot, to, false),
-            Some(Entry {
-                kind: Kind::Move, ..
-            }) => {
+            Kind::Update(_) => self.retype(e, to, false),
+            Kind::Delete => self.replace(e.slot, to, false),
+            Kind::Move => {
                 self.degrade_move(to);
                 self.append(to, false, Op::Update(Base::Unknown));
             }
-            Some(Entry {
-                kind: Kind::Rescan, ..
-            }) => {}
+            Kind::Rescan => {}
         }
     }
 
@@ -481,20 +450,17 @@ impl Fold {
     }
 
     fn can_keep(&self, from: &[u8], to: &[u8]) -> bool {
-        match self.kind(from) {
-            None
-            | Some(Entry {
-                kind: Kind::Update(Base::Present),
-                ..
-            }) => {}
+        match self.kind(from).map(|e| e.kind) {
+            None | Some(Kind::Update(Base::Present)) => {}
             Some(_) => return false,
         }
         if self.index.contains_key(to) || self.below(to).next().is_some() {
             return false;
         }
-        if self
-            .below(from)
-            .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
+        if self.moves > 0
+            && self
+                .below(from)
+                .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
         {
             return false;
         }
@@ -502,36 +468,28 @@ impl Fold {
         // this rename needs its contents) and nothing deleted. Above the new
         // path: nothing deleted (the rename needs the parent). Something new
         // above the old path would have made the old path new too.
-        let bad_above_from = |op: &Op| matches!(op, Op::Move { .. } | Op::Delete);
-        let bad_above_to = |op: &Op| matches!(op, Op::Delete);
+        let bad_above_from = |e: &Entry| matches!(e.kind, Kind::Move | Kind::Delete);
+        let bad_above_to = |e: &Entry| e.kind == Kind::Delete;
         !self.ancestors_have(from, bad_above_from) && !self.ancestors_have(to, bad_above_to)
     }
 
     fn keep_move(&mut self, from: &[u8], to: &[u8], dir: bool) {
-        // A pending modify of the moved entry is re-applied after the rename.
-        let then_update = self.unindex(from).is_some();
-        let mut below: Vec<(usize, Vec<u8>)> = self
-            .below(from)
-            .map(|(key, slot)| (slot, key.clone()))
-            .collect();
-        below.sort_unstable();
-        let moved: Vec<Rec> = below
-            .iter()
-            .map(|(_, key)| self.unindex(key).expect("listed from the index"))
-            .collect();
+        // A file is re-read after the rename, a directory rescanned: what was
+        // pending at or below the old path is covered by that.
+        self.unindex(from);
+        if dir {
+            let below: Vec<Vec<u8>> = self.below(from).map(|(key, _)| key.clone()).collect();
+            for key in below {
+                self.unindex(&key);
+            }
+        }
         self.append(
             to,
             dir,
             Op::Move {
                 from: from.to_vec(),
-                then_update,
             },
         );
-        for rec in moved {
-            let mut path = to.to_vec();
-            path.extend_from_slice(&rec.path[from.len()..]);
-            self.append_stale(&path, rec.dir, rec.op, rec.stale);
-        }
     }
 
     // ---- helpers over the log and the index ----
@@ -553,9 +511,11 @@ impl Fold {
     /// path, in place (so it still runs before anything that relied on the
     /// old path being vacated).
     fn degrade_move(&mut self, to: &[u8]) {
-        let slot = self.index.remove(to).expect("caller saw the record").slot;
+        let entry = self.index.remove(to).expect("caller saw the record");
+        let slot = entry.slot;
         self.keys.remove(to);
         self.moves -= 1;
+        self.covers -= usize::from(entry.dir);
         let rec = self.log[slot].as_mut().expect("indexed slots are live");
         let Op::Move { from, .. } = std::mem::replace(&mut rec.op, Op::Delete) else {
             unreachable!("caller saw a move")
@@ -571,7 +531,7 @@ impl Fold {
         self.keys.remove(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&rec.op, false);
+        self.count(&rec.op, rec.dir, false);
         Some(rec)
     }
 
@@ -602,7 +562,7 @@ impl Fold {
         let slot = self.index[path].slot;
         let old = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&old.op, false);
+        self.count(&old.op, old.dir, false);
         let kind = op.kind();
         let new = self.push_rec(path, dir, op, stale);
         *self.index.get_mut(path).expect("looked up above") = Entry {
@@ -613,7 +573,7 @@ impl Fold {
     }
 
     fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
-        self.count(&op, true);
+        self.count(&op, dir, true);
         self.log.push(Some(Rec {
             path: path.to_vec(),
             dir,
@@ -643,16 +603,18 @@ impl Fold {
         }
     }
 
-    fn count(&mut self, op: &Op, add: bool) {
-        let counter = match op {
-            Op::Rescan => &mut self.rescans,
-            Op::Move { .. } => &mut self.moves,
+    fn count(&mut self, op: &Op, dir: bool, add: bool) {
+        let (covers, moves) = match op {
+            Op::Rescan => (1, 0),
+            Op::Move { .. } => (usize::from(dir), 1),
             _ => return,
         };
         if add {
-            *counter += 1;
+            self.covers += covers;
+            self.moves += moves;
         } else {
-            *counter -= 1;
+            self.covers -= covers;
+            self.moves -= moves;
         }
     }
 
@@ -669,24 +631,21 @@ impl Fold {
         self.index.get(path).copied()
     }
 
-    /// True when `path` or a directory above it has a pending `rescan`.
+    /// True when `path` or a directory above it has a pending `rescan` or a
+    /// kept move of a directory (also rescanned): anything that happens there
+    /// is re-read anyway.
     fn covered(&self, path: &[u8]) -> bool {
-        self.rescans > 0
-            && (self.ancestors_have(path, |op| matches!(op, Op::Rescan))
-                || self.index.get(path).is_some_and(|e| e.kind == Kind::Rescan))
+        self.covers > 0
+            && (self.ancestors_have(path, covers) || self.index.get(path).is_some_and(covers))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record
     /// whose op satisfies `pred`.
-    fn ancestors_have(&self, path: &[u8], pred: impl Fn(&Op) -> bool) -> bool {
+    fn ancestors_have(&self, path: &[u8], pred: impl Fn(&Entry) -> bool) -> bool {
         if path == ROOT {
             return false;
         }
-        let hit = |key: &[u8]| {
-            self.index
-                .get(key)
-                .is_some_and(|e| pred(&self.rec(e.slot).op))
-        };
+        let hit = |key: &[u8]| self.index.get(key).is_some_and(&pred);
         hit(ROOT)
             || path
                 .iter()
@@ -711,6 +670,11 @@ impl Fold {
             .filter(|key| key.as_slice() != ROOT)
             .map(|key| (key, self.index[key].slot))
     }
+}
+
+/// A record that makes everything at and below its path re-read.
+fn covers(e: &Entry) -> bool {
+    e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir)
 }
 
 /// True when `path` lies strictly below `dir`.

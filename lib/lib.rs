@@ -26,6 +26,8 @@ pub mod signals;
 pub mod stream;
 pub mod systemd;
 pub mod target;
+#[cfg(test)]
+mod testconfig;
 pub mod transport;
 pub mod watch;
 pub mod wirepath;

@@ -457,7 +457,7 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(crate::testconfig::proptest(2000))]
         #[test]
         fn target_ends_equal_to_source(
             setup in prop::collection::vec(op(), 0..12),

@@ -113,19 +113,8 @@ fn resume_point(config: &Config) -> anyhow::Result<Option<(String, u64)>> {
     let Some(path) = &config.state else {
         return Ok(None);
     };
-    let state = StateFile::load(path)?;
-    let mut point: Option<(String, u64)> = None;
-    for target in &config.targets {
-        let Some(p) = state.get(&target.name) else {
-            return Ok(None);
-        };
-        point = match point {
-            None => Some((p.stream.clone(), p.seq)),
-            Some((s, q)) if s == p.stream => Some((s, q.min(p.seq))),
-            Some(_) => return Ok(None),
-        };
-    }
-    Ok(point)
+    let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+    Ok(StateFile::load(path)?.resume_point(&names))
 }
 
 /// Work for one target's thread.

@@ -52,6 +52,23 @@ impl StateFile {
         self.data.targets.get(target)
     }
 
+    /// Where a socket reader can ask its writer to resume: the common stream
+    /// of `targets` and the least seq any of them applied. `None` when a
+    /// target has no position or they differ in stream (a full sync is due).
+    pub fn resume_point(&self, targets: &[String]) -> Option<(String, u64)> {
+        let mut positions = targets.iter().map(|t| self.get(t));
+        let first = positions.next()??.clone();
+        let mut seq = first.seq;
+        for p in positions {
+            let p = p?;
+            if p.stream != first.stream {
+                return None;
+            }
+            seq = seq.min(p.seq);
+        }
+        Some((first.stream, seq))
+    }
+
     /// Records `position` for `target` and writes the file atomically.
     pub fn set(&mut self, target: &str, position: Position) -> anyhow::Result<()> {
         self.data.targets.insert(target.to_string(), position);
@@ -78,6 +95,27 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_point_is_the_least_common_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = StateFile::load(&dir.path().join("s")).unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(state.resume_point(&names(&["a"])), None);
+        let pos = |stream: &str, seq| Position {
+            stream: stream.into(),
+            seq,
+        };
+        state.set("a", pos("s1", 9)).unwrap();
+        state.set("b", pos("s1", 4)).unwrap();
+        assert_eq!(
+            state.resume_point(&names(&["a", "b"])),
+            Some(("s1".into(), 4))
+        );
+        assert_eq!(state.resume_point(&names(&["a", "c"])), None);
+        state.set("c", pos("s2", 20)).unwrap();
+        assert_eq!(state.resume_point(&names(&["a", "c"])), None);
+    }
 
     #[test]
     fn round_trip_and_bad_files() {

@@ -79,6 +79,20 @@ impl<R: BufRead> RecordReader<R> {
                 continue;
             }
             return Ok(Some(match Record::parse(&self.line) {
+                Ok(Record::Other { kind, line }) if kind == "resume" => {
+                    // The socket handshake's answer (docs/protocol.md), here
+                    // handed on through a pipe: full means records were lost.
+                    if resume_is_full(&line) {
+                        Item::Gap {
+                            reason: format!(
+                                "line {}: the writer could not resume this reader",
+                                self.line_no
+                            ),
+                        }
+                    } else {
+                        continue;
+                    }
+                }
                 Ok(record) => Item::Record(record),
                 Err(error) => Item::Malformed {
                     line_no: self.line_no,
@@ -102,6 +116,19 @@ impl<R: BufRead> RecordReader<R> {
             self.input.consume(len);
         }
     }
+}
+
+/// Whether a `resume` line says `"full": true` (or cannot be read: then
+/// assume the worst).
+fn resume_is_full(line: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Full {
+        full: Option<bool>,
+    }
+    serde_json::from_slice::<Full>(line)
+        .ok()
+        .and_then(|f| f.full)
+        .unwrap_or(true)
 }
 
 /// Writes records, one per line. Output is buffered; call [`flush`] before
@@ -165,6 +192,13 @@ mod tests {
         assert!(matches!(&got[0], Item::Record(Record::Other { kind, .. }) if kind == "x"));
         assert!(matches!(&got[1], Item::Malformed { line_no: 4, .. }));
         assert!(matches!(&got[2], Item::Record(Record::Other { kind, .. }) if kind == "y"));
+    }
+
+    #[test]
+    fn a_full_resume_is_a_gap_and_a_partial_one_is_nothing() {
+        let got = items(b"{\"type\":\"resume\",\"stream\":\"s\",\"full\":false}\n{\"type\":\"resume\",\"stream\":\"s\",\"full\":true}\n");
+        assert_eq!(got.len(), 1);
+        assert!(matches!(&got[0], Item::Gap { .. }));
     }
 
     #[test]

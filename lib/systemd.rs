@@ -22,6 +22,17 @@ pub const SERVICE_ENV: &[&str] = &[
     "WATCHDOG_PID",
 ];
 
+/// A command for a child process (rsync, ssh, ssh-keygen) without the
+/// service variables above: a child that inherited NOTIFY_SOCKET could tell
+/// systemd it is ready, or stopping, on our behalf.
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for var in SERVICE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// How often `STATUS=` may change: a person reads it, a busy watcher must not
 /// spend a syscall per event on it.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
@@ -125,4 +136,22 @@ fn send_abstract(name: &[u8], states: &[NotifyState]) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(message.as_bytes(), &addr)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_do_not_inherit_systemd_variables() {
+        let cmd = child_command("rsync");
+        let removed: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in SERVICE_ENV {
+            assert!(removed.iter().any(|r| r == var), "{var} kept");
+        }
+    }
 }

@@ -110,18 +110,18 @@ impl Store {
     pub fn save(&self, archive: &Archive) -> anyhow::Result<()> {
         let dir = self.archive.parent().expect("a file in a directory");
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let bytes = serialise(archive, &self.a, &self.b)?;
         let mut temp_name = self.archive.as_os_str().to_owned();
         temp_name.push(format!(".tmp.{}", std::process::id()));
         let temp = PathBuf::from(temp_name);
         let written = (|| {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&temp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            serialise(archive, &self.a, &self.b, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
@@ -160,10 +160,33 @@ struct Trailer {
     blake3: String,
 }
 
-pub fn serialise(archive: &Archive, a: &str, b: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(archive.len() * 160 + 256);
-    serde_json::to_writer(
-        &mut out,
+/// Writes what passes through and hashes it, for the trailer.
+struct Hashing<W: Write> {
+    out: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes the archive to `out` as it goes (an archive of 50,000 entries is
+/// about 7 MB: not worth holding in memory).
+pub fn serialise(archive: &Archive, a: &str, b: &str, out: impl Write) -> std::io::Result<()> {
+    let mut h = Hashing {
+        out,
+        hasher: blake3::Hasher::new(),
+    };
+    json(
+        &mut h,
         &HeaderLine {
             bisync_archive: VERSION,
             a: a.to_string(),
@@ -171,25 +194,15 @@ pub fn serialise(archive: &Archive, a: &str, b: &str) -> anyhow::Result<Vec<u8>>
             entries: archive.len() as u64,
         },
     )?;
-    out.push(b'\n');
     for (p, e) in archive {
-        #[derive(Serialize)]
-        struct Borrowed<'x> {
-            p: &'x WirePath,
-            a: &'x Entry,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            b: Option<&'x Entry>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            bi: Option<u64>,
-        }
         let only_ino = e.b.ino != 0
             && e.b
                 == Entry {
                     ino: e.b.ino,
                     ..e.a.clone()
                 };
-        serde_json::to_writer(
-            &mut out,
+        json(
+            &mut h,
             &Borrowed {
                 p,
                 a: &e.a,
@@ -197,18 +210,35 @@ pub fn serialise(archive: &Archive, a: &str, b: &str) -> anyhow::Result<Vec<u8>>
                 bi: only_ino.then_some(e.b.ino),
             },
         )?;
-        out.push(b'\n');
     }
-    let hash = Hash::of(&out).to_hex();
+    let hash = Hash::from(h.hasher.finalize()).to_hex();
+    let mut out = h.out;
     serde_json::to_writer(
         &mut out,
         &Trailer {
             end: archive.len() as u64,
             blake3: hash,
         },
-    )?;
-    out.push(b'\n');
-    Ok(out)
+    )
+    .map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[derive(Serialize)]
+struct Borrowed<'x> {
+    p: &'x WirePath,
+    a: &'x Entry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b: Option<&'x Entry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bi: Option<u64>,
+}
+
+/// One JSON line.
+fn json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
 }
 
 pub fn parse(mut input: impl BufRead) -> anyhow::Result<Archive> {
@@ -289,7 +319,8 @@ mod tests {
     #[test]
     fn round_trips_and_detects_damage() {
         let ar = sample();
-        let bytes = serialise(&ar, "/x", "h:/y").unwrap();
+        let mut bytes = Vec::new();
+        serialise(&ar, "/x", "h:/y", &mut bytes).unwrap();
         assert_eq!(parse(&bytes[..]).unwrap(), ar);
         // Any cut or flipped byte is noticed.
         for cut in [1, bytes.len() / 2, bytes.len() - 1] {

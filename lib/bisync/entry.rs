@@ -46,10 +46,11 @@ pub enum Kind {
     Symlink,
 }
 
-/// A BLAKE3 content hash, boxed: most entries have none, and an
-/// `Option<Hash>` is then one word.
+/// A BLAKE3 content hash, behind an `Arc`: most entries have none (an
+/// `Option<Hash>` is then one word), and both sides of an archive entry
+/// share one.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Hash(pub Box<[u8; 32]>);
+pub struct Hash(pub std::sync::Arc<[u8; 32]>);
 
 impl Hash {
     pub fn of(data: &[u8]) -> Hash {
@@ -68,13 +69,13 @@ impl Hash {
         for (i, byte) in out.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
         }
-        Some(Hash(Box::new(out)))
+        Some(Hash(std::sync::Arc::new(out)))
     }
 }
 
 impl From<blake3::Hash> for Hash {
     fn from(h: blake3::Hash) -> Hash {
-        Hash(Box::new(*h.as_bytes()))
+        Hash(std::sync::Arc::new(*h.as_bytes()))
     }
 }
 
@@ -163,8 +164,8 @@ impl Entry {
     }
 
     /// Whether this entry still has the content `old` had on the same
-    /// replica: fastcheck (size, mtime, inode), or the hashes when both are
-    /// known. Metadata is not compared.
+    /// replica: the hashes when this one is known, else fastcheck (size,
+    /// mtime, inode). Metadata is not compared.
     pub fn same_content_as_before(&self, old: &Entry) -> bool {
         if self.kind != old.kind {
             return false;
@@ -178,6 +179,9 @@ impl Entry {
                 }
                 match (&self.hash, &old.hash) {
                     (Some(x), Some(y)) => x == y,
+                    // Hashed now (--checksum) but not then: nothing says the
+                    // content is the same, so it counts as changed.
+                    (Some(_), None) => false,
                     _ => self.mtime == old.mtime && self.ino == old.ino,
                 }
             }

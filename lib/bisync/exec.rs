@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::entry::{Entry, Side};
+use super::entry::{Entry, Hash, Kind, Side};
 use super::planner::{Action, Op, Plan};
 use super::replica::{Applied, Change, Replica, Transport};
 use crate::wirepath::WirePath;
@@ -97,14 +97,32 @@ fn run_one(
     action: &Action,
     a: &mut dyn Replica,
     b: &mut dyn Replica,
+    hash_copies: bool,
 ) -> anyhow::Result<(Applied, Option<WirePath>)> {
     let (here, there) = pick(action.side, a, b);
     match &action.op {
         Op::Copy { src, expect } => {
             let path = &action.path;
-            let applied = here.write(path, src, expect.as_ref(), &mut |out| {
-                there.read(path, src, out)
+            // With --checksum the data is hashed on its way through, so the
+            // archive knows the content of what was copied.
+            let mut hash = None;
+            let mut applied = here.write(path, src, expect.as_ref(), &mut |out| {
+                if !hash_copies {
+                    return there.read(path, src, out);
+                }
+                let mut hashing = HashingWriter {
+                    out,
+                    hasher: blake3::Hasher::new(),
+                };
+                let intact = there.read(path, src, &mut hashing)?;
+                hash = Some(Hash::from(hashing.hasher.finalize()));
+                Ok(intact)
             })?;
+            if let (Applied::Done(Some(entry)), Kind::File) = (&mut applied, src.kind) {
+                if entry.hash.is_none() {
+                    entry.hash = hash;
+                }
+            }
             Ok((applied, Some(path.clone())))
         }
         _ => {
@@ -118,22 +136,41 @@ fn run_one(
     }
 }
 
+struct HashingWriter<'w> {
+    out: &'w mut dyn std::io::Write,
+    hasher: blake3::Hasher,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 fn is_transport(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.downcast_ref::<Transport>().is_some())
 }
 
 /// Runs every step of `plan`; `report` hears of each as it ends.
+/// `hash_copies` (--checksum) records the hash of each file copied.
 pub fn execute(
     plan: &Plan,
     a: &mut dyn Replica,
     b: &mut dyn Replica,
+    hash_copies: bool,
     mut report: impl FnMut(&Action, &Status),
 ) -> Executed {
     let mut out = Executed::default();
     let mut made_dirs: Vec<(Side, WirePath, Entry)> = Vec::new();
     let mut steps = plan.actions.iter();
     for action in steps.by_ref() {
-        let status = match run_one(action, a, b) {
+        let status = match run_one(action, a, b, hash_copies) {
             Ok((Applied::Done(entry), at)) => {
                 if let (Some(entry), Some(at)) = (entry, at) {
                     if let Op::Mkdir { entry: want } = &action.op {
@@ -242,7 +279,7 @@ mod tests {
         fs::write(rb.join("edit-dst"), b"written on b meanwhile").unwrap();
         fs::write(ra.join("edit-src"), b"from a, longer now").unwrap();
         let mut seen = Vec::new();
-        let done = execute(&plan, &mut a, &mut b, |act, st| {
+        let done = execute(&plan, &mut a, &mut b, false, |act, st| {
             seen.push((act.path.to_string(), st.clone()))
         });
         assert_eq!(done.done, 1);

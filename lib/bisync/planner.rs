@@ -181,11 +181,11 @@ pub struct Conflict {
 }
 
 /// The state a path has on both replicas once the plan is carried out: the
-/// version of `from` (its entry as scanned there).
+/// version `from` has there (for a conflict copy: had at `copy_of`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Final {
     pub from: Side,
-    pub entry: Entry,
+    pub copy_of: Option<WirePath>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -392,7 +392,7 @@ pub fn plan(
             path.clone(),
             Final {
                 from,
-                entry: version.clone(),
+                copy_of: None,
             },
         );
         let to = from.other();
@@ -428,7 +428,7 @@ pub fn plan(
                     name.clone(),
                     Final {
                         from: loser,
-                        entry: loser_entry.clone(),
+                        copy_of: Some(path.clone()),
                     },
                 );
                 cur_to = None;
@@ -841,19 +841,23 @@ pub fn next_archive(
         if failed.contains(path) {
             continue;
         }
+        let scan = |side: Side| if side == Side::A { a } else { b };
+        let version = scan(fin.from).get(fin.copy_of.as_ref().unwrap_or(path));
         let on = |side: Side| -> Option<&Entry> {
             if let Some(e) = written.get(&(side, path.clone())) {
                 return Some(e);
             }
             if side == fin.from {
-                return Some(&fin.entry);
+                return version;
             }
-            (if side == Side::A { a } else { b }).get(path)
+            scan(side).get(path)
         };
         if let (Some(ea), Some(eb)) = (on(Side::A), on(Side::B)) {
-            let new = settled(ea, eb, fin.entry.hash.as_ref(), ar.get(path));
+            let extra = version.and_then(|v| v.hash.as_ref());
+            let new = settled(ea, eb, extra, ar.get(path));
             if ar.get(path) != Some(&new) {
-                updates.push((path.clone(), Some(new)));
+                ar.insert(path.clone(), new);
+                changed = true;
             }
         }
     }

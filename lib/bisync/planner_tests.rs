@@ -689,7 +689,7 @@ fn run_model(rounds: &[Vec<(bool, ModelOp)>], prefer: Prefer) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+    #![proptest_config(crate::testconfig::proptest(600))]
 
     #[test]
     fn model_keeps_everything_and_converges(

@@ -113,13 +113,13 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     let owners = a.is_root() && b.is_root();
     a.set_owners(owners)?;
     b.set_owners(owners)?;
-    let old = store.load();
-    crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
-
-    let (scan_a, scan_b) = std::thread::scope(|s| {
+    // The archive loads while both replicas are scanned.
+    let (old, scan_a, scan_b) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.scan(config.checksum));
         let tb = s.spawn(|| b.scan(config.checksum));
-        (join(ta), join(tb))
+        let old = store.load();
+        crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
+        (old, join(ta), join(tb))
     });
     let mut scans = [
         scan_a.with_context(|| format!("scanning {}", config.a.key()))?,
@@ -154,7 +154,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         dry_run: config.dry_run,
         ..Summary::default()
     };
-    let plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
+    let mut plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
         Ok(plan) => plan,
         Err(refusal) => {
             summary.status = Some(Outcome::Refused);
@@ -212,16 +212,25 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     }
 
     let mut report_err = None;
-    let executed = exec::execute(&plan, a.as_mut(), b.as_mut(), |action, status| {
-        if *status == Status::Done {
-            count(&mut summary, &action.op);
-        }
-        if let Err(e) = reporter.action(action, Some(status)) {
-            report_err.get_or_insert(e);
-        }
-    });
+    let executed = exec::execute(
+        &plan,
+        a.as_mut(),
+        b.as_mut(),
+        config.checksum,
+        |action, status| {
+            if *status == Status::Done {
+                count(&mut summary, &action.op);
+            }
+            if let Err(e) = reporter.action(action, Some(status)) {
+                report_err.get_or_insert(e);
+            }
+        },
+    );
     summary.skipped = executed.skipped;
     summary.failed = executed.errors;
+    let nothing_to_do = plan.actions.is_empty();
+    // The steps are done; the archive needs only the final states.
+    plan.actions = Vec::new();
     let (next, changed) = planner::next_archive(
         old,
         &scan_a,
@@ -231,13 +240,15 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         &executed.failed,
     );
     crate::log_debug!("executed at {} ms", started.elapsed().as_millis());
+    // Only the archive is needed from here on.
+    drop((plan, scan_a, scan_b, executed.written, executed.failed));
     if changed {
         store.save(&next)?;
     }
     summary.status = Some(
         if executed.aborted.is_some() || executed.skipped + executed.errors > 0 {
             Outcome::Incomplete
-        } else if plan.actions.is_empty() {
+        } else if nothing_to_do {
             Outcome::InSync
         } else if kept_copies {
             Outcome::Conflicts

@@ -570,6 +570,8 @@ mod proptests {
     use proptest::prelude::*;
 
     proptest! {
+        #![proptest_config(crate::testconfig::proptest(256))]
+
         /// Any bytes at all survive parse + print, and an edit that adds
         /// then removes the kit's line leaves every other line as it was.
         #[test]

@@ -3,9 +3,11 @@
 //! and writes what it receives into a pipe, whose read end the consumer
 //! reads as if it were stdin.
 //!
-//! A gap (the writer could not resume us) becomes a `rescan` event of the
-//! root, with the seq reached so far: every consumer already answers that
-//! with a full sync.
+//! A gap (the writer could not resume us) is handed on as the handshake's
+//! own `{"type":"resume","full":true}` line, which [`RecordReader`] turns
+//! back into [`Item::Gap`]; a malformed line from the writer likewise.
+//!
+//! [`RecordReader`]: crate::stream::RecordReader
 
 use std::io::{PipeReader, Write};
 use std::path::Path;
@@ -14,9 +16,7 @@ use std::thread;
 use anyhow::Context;
 
 use super::client::Connector;
-use crate::event::{Event, EventKind, Record, Timestamp};
 use crate::stream::Item;
-use crate::wirepath::WirePath;
 
 /// Starts the connector thread; returns the pipe's read end.
 pub fn connect_as_pipe(
@@ -28,17 +28,21 @@ pub fn connect_as_pipe(
     thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
+            // Signals are the consumer's to read (it blocks them for its own
+            // threads later than this one starts): never take one here.
+            let _ = nix::sys::signal::SigSet::all().thread_block();
             let mut line = Vec::new();
             loop {
-                let record = match connector.next_item(&|| false) {
-                    Ok(Some(Item::Record(record))) => record,
+                line.clear();
+                let written = match connector.next_item(&|| false) {
+                    Ok(Some(Item::Record(record))) => record.write_line(&mut line).map_err(|_| ()),
                     Ok(Some(Item::Gap { reason })) => {
                         crate::log_warn!("{reason}: asking for a full sync");
-                        rescan(connector.seq())
+                        full_resume(&mut line)
                     }
                     Ok(Some(Item::Malformed { line_no, error })) => {
                         crate::log_warn!("line {line_no} from the writer is malformed ({error}): asking for a full sync");
-                        rescan(connector.seq())
+                        full_resume(&mut line)
                     }
                     Ok(None) => return,
                     Err(e) => {
@@ -46,8 +50,7 @@ pub fn connect_as_pipe(
                         return;
                     }
                 };
-                line.clear();
-                if record.write_line(&mut line).is_err() || writer.write_all(&line).is_err() {
+                if written.is_err() || writer.write_all(&line).is_err() {
                     return; // the consumer has gone
                 }
             }
@@ -56,13 +59,7 @@ pub fn connect_as_pipe(
     Ok(reader)
 }
 
-fn rescan(seq: u64) -> Record {
-    Record::Event(Event {
-        seq,
-        ts: Timestamp::now(),
-        kind: EventKind::Rescan,
-        path: WirePath::root(),
-        dir: true,
-        from: None,
-    })
+fn full_resume(line: &mut Vec<u8>) -> Result<(), ()> {
+    line.extend_from_slice(b"{\"type\":\"resume\",\"full\":true}\n");
+    Ok(())
 }

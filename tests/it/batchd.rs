@@ -299,8 +299,106 @@ fn paths_that_are_not_utf8_come_out_as_they_went_in() {
     let Some(Record::Batch(batch)) = records.last() else {
         panic!("{records:?}")
     };
-    assert_eq!(batch.changes.len(), 1);
+    assert_eq!(
+        batch.changes.len(),
+        2,
+        "a move, then a re-read of its new path"
+    );
     assert_eq!(batch.changes[0].op, ChangeOp::Move);
+    assert_eq!(batch.changes[1].op, ChangeOp::Update);
+    assert_eq!(batch.changes[1].path, batch.changes[0].path);
     assert_eq!(batch.changes[0].path.as_bytes(), b"-n $(x)\n\xff");
     assert_eq!(batch.changes[0].from.as_ref().unwrap().as_bytes(), b"a b");
+}
+
+#[test]
+fn a_reader_that_goes_away_is_a_quiet_exit_0() {
+    let mut child = Command::new(bin("batchd"))
+        .args(["-d", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting batchd");
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().unwrap();
+    for seq in 1..=50 {
+        // batchd may be gone already: then this write fails, as it should.
+        let _ = stdin.write_all(format!("{}\n", event(seq, "modify", "a", false)).as_bytes());
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let noise: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("before any"))
+        .collect();
+    assert!(noise.is_empty(), "{noise:?}");
+}
+
+#[test]
+fn watchd_into_batchd_gives_batches_of_real_changes() {
+    let dir = crate::support::tempdir();
+    let root = dir.path().join("src");
+    std::fs::create_dir(&root).unwrap();
+    let mut watchd = Running {
+        child: Command::new(bin("watchd"))
+            .arg(&root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting watchd"),
+    };
+    let events = watchd.child.stdout.take().unwrap();
+    let mut batchd = Running {
+        child: Command::new(bin("batchd"))
+            .args(["-d", "0.3"])
+            .stdin(Stdio::from(events))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting batchd"),
+    };
+    let mut out = RecordStream::new(batchd.child.stdout.take().unwrap());
+    // watchd writes its header once its watches are in place; batchd passes
+    // it through at once.
+    out.wait_for("the header", |r| matches!(r, Record::Header(_)));
+
+    std::fs::create_dir(root.join("a")).unwrap();
+    std::fs::write(root.join("a/f"), b"data").unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|c: &String| c == "update a/f") {
+        let Record::Batch(batch) = out.wait_for("a batch", |r| matches!(r, Record::Batch(_)))
+        else {
+            unreachable!()
+        };
+        for c in ops(&batch) {
+            if !seen.contains(&c) {
+                seen.push(c);
+            }
+        }
+    }
+    assert_eq!(seen, ["update a", "update a/f"]);
+
+    // A directory that existed before this batch opened: renamed, not resent.
+    std::fs::rename(root.join("a"), root.join("b")).unwrap();
+    let Record::Batch(batch) = out.wait_for(
+        "the rename",
+        |r| matches!(r, Record::Batch(b) if b.changes.iter().any(|c| c.path.as_bytes() == b"b")),
+    ) else {
+        unreachable!()
+    };
+    let moved = batch
+        .changes
+        .iter()
+        .find(|c| c.path.as_bytes() == b"b")
+        .unwrap();
+    assert_eq!(moved.op, ChangeOp::Move, "{:?}", batch.changes);
+    assert_eq!(moved.from.as_ref().unwrap().as_bytes(), b"a");
+    assert!(moved.dir);
+
+    watchd.signal(Signal::SIGTERM);
+    assert_eq!(watchd.wait_exit(), Some(0));
+    // watchd's end of output is batchd's end of input.
+    assert_eq!(batchd.wait_exit(), Some(0));
 }

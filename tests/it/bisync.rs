@@ -369,3 +369,63 @@ mod ssh;
 
 #[path = "bisync_kill.rs"]
 mod kill;
+
+#[test]
+fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
+    let p = Pair::new();
+    write(&p.a, b"same-size", b"aaaa");
+    write(&p.a, b"owned", b"o");
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(p.a.join("owned"), Some(1234), Some(4321)).unwrap();
+    }
+    assert_eq!(p.sync(&["--checksum"]).0, SYNCED);
+    if root {
+        let meta = fs::metadata(p.b.join("owned")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.gid()), (1234, 4321), "owner kept as root");
+    }
+    // Same size, mtime put back, and the inode kept: fastcheck sees nothing.
+    let path = p.a.join("same-size");
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"bbbb"))
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(p.sync(&[]).0, 0, "fastcheck: unchanged");
+    assert_eq!(fs::read(p.b.join("same-size")).unwrap(), b"aaaa");
+    let (code, _, err) = p.sync(&["--checksum"]);
+    assert_eq!(code, SYNCED, "{err}");
+    assert_eq!(fs::read(p.b.join("same-size")).unwrap(), b"bbbb");
+    assert_eq!(p.sync(&["--checksum"]).0, 0);
+
+    // Synced without --checksum, the archive has no hash of the new file:
+    // --checksum cannot tell which side changed, so both versions stay.
+    write(&p.a, b"later", b"1111");
+    assert_eq!(p.sync(&[]).0, SYNCED);
+    let mtime = fs::metadata(p.b.join("later")).unwrap().modified().unwrap();
+    fs::write(p.b.join("later"), b"2222").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(p.b.join("later"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (code, _, err) = p.sync(&["--checksum"]);
+    assert_eq!(code, CONFLICTS, "{err}");
+    assert_eq!(tree(&p.a), tree(&p.b));
+    assert_eq!(
+        names(&tree(&p.a))
+            .iter()
+            .filter(|n| n.starts_with("later"))
+            .count(),
+        2
+    );
+}

@@ -5,6 +5,7 @@ mod batchd;
 mod bisync;
 mod generated;
 mod keysetup;
+mod pipeline;
 mod pushd;
 mod support;
 mod transport;

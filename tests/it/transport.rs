@@ -155,3 +155,29 @@ fn watchd_serves_readers_that_come_back() {
     watchd.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(watchd.wait_exit(), Some(0));
 }
+
+#[test]
+fn a_reader_that_loses_its_writer_resumes_after_what_it_handed_on() {
+    let dir = tempdir();
+    let sock = dir.path().join("s.sock");
+    let first = Server::bind(&sock, BacklogSize::default()).unwrap();
+    first.publish(&header("one")).unwrap();
+    let mut reader = Connector::new(&sock, None);
+    assert!(matches!(next(&mut reader), Item::Record(Record::Header(_))));
+    for seq in 1..=3 {
+        first.publish(&event(seq)).unwrap();
+        assert_eq!(seq_of(&next(&mut reader)), seq);
+    }
+    drop(first);
+    // The same stream served again (as a writer that kept its backlog
+    // would): the reader asks for what came after 3.
+    fs::remove_file(&sock).unwrap();
+    let second = Server::bind(&sock, BacklogSize::default()).unwrap();
+    second.publish(&header("one")).unwrap();
+    for seq in 1..=5 {
+        second.publish(&event(seq)).unwrap();
+    }
+    assert_eq!(reader.seq(), 3);
+    assert_eq!(seq_of(&next(&mut reader)), 4);
+    assert_eq!(seq_of(&next(&mut reader)), 5);
+}

@@ -228,11 +228,11 @@ fn pipeline_keeps_a_copy(with_batchd: bool) {
 }
 
 /// The documented pipeline pasted into bash and zsh: `pushd` is a builtin
-/// there. `env pushd` always works; contrib/shell/pushd.sh makes the plain
+/// there. `env pushd` always works; completions/pushd-function.sh makes the plain
 /// spelling work in interactive shells and keeps the builtin for `pushd DIR`.
 #[test]
 fn documented_pipeline_works_in_bash_and_zsh() {
-    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/shell/pushd.sh");
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/pushd-function.sh");
     let bin_dir = bin("pushd").parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
