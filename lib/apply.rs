@@ -179,15 +179,6 @@ impl Applier<'_> {
                 return Ok(report);
             }
         };
-        let mut delete = delete;
-        if delete && empty && !self.guards.allow_empty_source {
-            // An empty source deletes nothing: an unmounted disk looks empty.
-            delete = false;
-            report.refusal = Some(format!(
-                "source root {} is empty: not deleting anything on the target (--allow-empty-source to allow)",
-                source.display()
-            ));
-        }
         if !plan.renames.is_empty() {
             self.rename(&mut plan, &mut report);
         }
@@ -225,6 +216,8 @@ impl Applier<'_> {
                         "refusing to delete {n} entries on {} in one batch (--max-delete {}); the rest is applied",
                         self.target, self.guards.max_delete
                     ));
+                    let missing: std::collections::HashSet<WirePath> =
+                        missing.into_iter().collect();
                     list.retain(|p| !missing.contains(p));
                 }
             }
@@ -295,7 +288,19 @@ impl Applier<'_> {
                 // would be created, plus what would be deleted.
                 let before =
                     (dry.stats.files + dry.stats.deleted).saturating_sub(dry.stats.created);
-                if self
+                if empty && dry.stats.deleted > 0 && !self.guards.allow_empty_source {
+                    // An unmounted disk looks empty: never wipe a replica
+                    // from it. (A batch's explicit deletes still apply: the
+                    // last file of a tree can be deleted.)
+                    delete = false;
+                    report.refused_deletes += dry.stats.deleted;
+                    report.refusal = Some(format!(
+                        "source root {} is empty but {} entries would go on {}: not deleting (--allow-empty-source to allow)",
+                        source.display(),
+                        dry.stats.deleted,
+                        self.target
+                    ));
+                } else if self
                     .guards
                     .max_delete
                     .exceeded(dry.stats.deleted, Some(before))

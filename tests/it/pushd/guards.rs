@@ -277,3 +277,19 @@ fn ssh_deletes_without_delete_missing_args() {
     assert_same(src.path(), dst.path());
     assert_nothing_executed(&[dst.path(), Path::new("/root")]);
 }
+
+#[test]
+fn deleting_the_last_file_of_a_tree_is_not_an_empty_source() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"only", b"o");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    fs::remove_file(src.path().join("only")).unwrap();
+    let seq = p.batch(vec![change(ChangeOp::Delete, b"only")]);
+    let a = p.applied(&target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert!(tree(dst.path()).is_empty());
+    assert_eq!(p.finish(), Some(0));
+}
