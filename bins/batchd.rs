@@ -20,7 +20,7 @@ use syncpipe::transport;
 /// is written DELAY after its first event, as soon as MAX changes are pending,
 /// at end of input, on SIGUSR1, and before stopping on SIGTERM or SIGINT.
 ///
-/// $ watchd /data | batchd -d 15 | pushd backup:/srv/data
+/// $ watchd /data | batchd -d 15 | env pushd backup:/srv/data
 ///
 /// $ watchd /data | batchd -d 500ms -n 10000
 #[derive(Parser, Debug)]
