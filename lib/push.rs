@@ -142,9 +142,25 @@ struct Shared {
     lag: Mutex<Vec<(String, u64)>>,
     systemd: Mutex<Systemd>,
     writing: std::sync::atomic::AtomicBool,
+    /// Targets whose start-up transfer has not been tried yet; systemd hears
+    /// READY=1 when this reaches zero, not before.
+    starting: Mutex<usize>,
 }
 
 impl Shared {
+    /// A target has a stream and has tried its start-up transfer (or had
+    /// nothing to do): when it is the last, pushd is ready.
+    fn started_one(&self, targets: usize) {
+        let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.systemd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ready(&format!("start-up sync done, pushing to {targets} targets"));
+        }
+    }
+
     fn emit(&self, record: &Record) {
         if !self.writing.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -227,6 +243,7 @@ pub fn run_with(
         lag: Mutex::new(config.targets.iter().map(|t| (t.name.clone(), 0)).collect()),
         systemd: Mutex::new(Systemd::from_env()),
         writing: std::sync::atomic::AtomicBool::new(true),
+        starting: Mutex::new(config.targets.len()),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -246,7 +263,7 @@ pub fn run_with(
         .systemd
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .ready(&format!("pushing to {} targets", config.targets.len()));
+        .status("waiting for the stream, then the start-up sync", true);
     let ticker = Arc::clone(&shared);
     let input = Interruptible::new(
         input,
@@ -417,6 +434,8 @@ struct Worker<'a> {
     delay: Duration,
     next_try: Instant,
     rng: u64,
+    /// The start-up transfer has been tried (see [`Shared::started_one`]).
+    started: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -442,6 +461,7 @@ impl<'a> Worker<'a> {
             delay: config.retry.min,
             next_try: Instant::now(),
             rng: seed,
+            started: false,
         }
     }
 
@@ -477,7 +497,11 @@ impl<'a> Worker<'a> {
             } else {
                 thread::sleep(self.next_try.saturating_duration_since(Instant::now()));
             }
-            if self.has_work() && Instant::now() >= self.next_try {
+            let attempt = self.has_work() && Instant::now() >= self.next_try;
+            // READY=1 comes once every target has tried its start-up sync
+            // (a target that is down goes on retrying after that).
+            let announce = !self.started && self.stream.is_some() && (attempt || !self.has_work());
+            if attempt {
                 let succeeded = self.transfer();
                 if !succeeded && !open && self.delay >= self.config.retry.max {
                     log_error!(
@@ -487,6 +511,10 @@ impl<'a> Worker<'a> {
                     );
                     return Err(self.target.name.clone());
                 }
+            }
+            if announce {
+                self.started = true;
+                self.shared.started_one(self.config.targets.len());
             }
         }
         Ok(())

@@ -273,7 +273,10 @@ fn systemd_hears_ready_and_each_targets_lag() {
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let _run = Running { child };
-    notify.wait_for("READY=1");
+    // Before a stream arrives pushd says what it waits for, and is not ready:
+    // READY=1 means the start-up sync has been tried.
+    let waiting = notify.wait_for("waiting for the stream");
+    assert!(!waiting.contains("READY=1"), "{waiting}");
     let header = Record::Header(Header {
         v: 1,
         stream: "s1".into(),
@@ -295,7 +298,19 @@ fn systemd_hears_ready_and_each_targets_lag() {
     batch.write_line(&mut lines).unwrap();
     stdin.write_all(&lines).unwrap();
     stdin.flush().unwrap();
-    let status = notify.wait_for("7 behind");
+    // READY=1 and the lag come in either order: the lag is reported when
+    // the start-up attempt fails, READY=1 right after that attempt.
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m: &String| m.contains("7 behind")))
+    {
+        seen.push(
+            notify
+                .recv(crate::support::TIMEOUT)
+                .unwrap_or_else(|| panic!("no READY=1 and lag; got {seen:?}")),
+        );
+    }
+    let status = seen.iter().find(|m| m.contains("7 behind")).unwrap();
     assert!(
         status.contains(&format!("STATUS={dead}: 7 behind")),
         "{status}"
