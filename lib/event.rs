@@ -237,15 +237,57 @@ struct TypeOnly<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
+/// The tag and an event's fields, all optional, read in one pass.
+#[derive(Deserialize)]
+struct EventShape<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+    ts: Option<Timestamp>,
+    #[serde(rename = "kind")]
+    event_kind: Option<EventKind>,
+    path: Option<WirePath>,
+    #[serde(default)]
+    dir: bool,
+    from: Option<WirePath>,
+}
+
+impl EventShape<'_> {
+    fn into_event(self) -> Result<Event, Malformed> {
+        let missing = |field: &str| Malformed {
+            reason: format!("missing field `{field}`"),
+        };
+        Ok(Event {
+            seq: self.seq.ok_or_else(|| missing("seq"))?,
+            ts: self.ts.ok_or_else(|| missing("ts"))?,
+            kind: self.event_kind.ok_or_else(|| missing("kind"))?,
+            path: self.path.ok_or_else(|| missing("path"))?,
+            dir: self.dir,
+            from: self.from,
+        })
+    }
+}
+
 impl Record {
     /// Parses one line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Record, Malformed> {
+        // Events are nearly every line of a stream: one pass reads the tag
+        // and an event's fields together. Anything else (or a line that does
+        // not fit that shape) takes the general path below.
+        if let Ok(wide) = serde_json::from_slice::<EventShape>(line) {
+            if wide.kind.as_deref() == Some("event") {
+                return wide.into_event().map(Record::Event);
+            }
+        }
+        Self::parse_by_type(line)
+    }
+
+    fn parse_by_type(line: &[u8]) -> Result<Record, Malformed> {
         let malformed = |e: serde_json::Error| Malformed {
             reason: e.to_string(),
         };
-        // Two passes for records of known types (the tag, then the struct):
-        // cheaper than serde's internally tagged enums, which buffer every
-        // field into an intermediate tree first.
+        // Two passes (the tag, then the struct): cheaper than serde's
+        // internally tagged enums, which buffer every field first.
         let probe: TypeOnly = serde_json::from_slice(line).map_err(malformed)?;
         let Some(kind) = probe.kind else {
             return Err(Malformed {
