@@ -13,7 +13,7 @@ use syncpipe::event::Record;
 
 use super::{tree, write, Pair};
 use crate::support::sshd::{descendants, Sshd};
-use crate::support::{bin, NotifySocket, RecordStream, Running};
+use crate::support::{bin, wait_until, NotifySocket, RecordStream, Running, TIMEOUT};
 
 /// A running `bisync --watch --json`, its records and its notify socket.
 struct Watching {
@@ -106,6 +106,12 @@ fn changes_on_both_sides_flow_continuously_and_conflicts_are_kept() {
     // stay, one as a conflict copy. bisync is held still while both edits
     // land, so they meet in one run.
     w.run.signal(Signal::SIGSTOP);
+    let stopped = || {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", w.run.child.id())).unwrap();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    };
+    assert!(wait_until(TIMEOUT, stopped), "bisync stopped");
     fs::write(p.a.join("late"), b"edited on a").unwrap();
     fs::write(p.b.join("late"), b"edited on b, longer").unwrap();
     w.run.signal(Signal::SIGCONT);
