@@ -28,9 +28,19 @@ use syncpipe::rsync::SshSettings;
 ///
 /// For a remote replica, bisync runs itself there over ssh (bisync --serve).
 ///
+/// With --watch, bisync keeps running: it starts watchd on both replicas
+/// (over ssh for a remote one), syncs in full once, then after each change
+/// (gathered for --delay) re-reads only the paths that changed. Any doubt a
+/// watcher saw everything (an inotify overflow, a malformed record, a
+/// restarted watcher or a lost connection) brings a full scan. It tells
+/// systemd READY=1 after the first full sync and STATUS= after each run, and
+/// stops on SIGTERM or SIGINT with exit code 0; SIGHUP asks for a full scan.
+///
 /// $ bisync ~/notes laptop:notes
 ///
 /// $ bisync --dry-run --exclude '*.tmp' /srv/a backup@b:/srv/a
+///
+/// $ bisync --watch --delay 2s /srv/a backup@b:/srv/a
 #[derive(Parser, Debug)]
 #[command(name = "bisync", version, after_long_help = cli::exit_codes_help())]
 struct Args {
@@ -71,6 +81,41 @@ struct Args {
     /// Read exclude patterns from FILE, one per line (# comments)
     #[arg(long, value_name = "FILE", help_heading = "Filtering")]
     exclude_from: Vec<PathBuf>,
+
+    /// Keep running: sync whenever either replica changes (watchd on both)
+    #[arg(
+        short = 'w',
+        long,
+        help_heading = "Continuous",
+        conflicts_with = "dry_run"
+    )]
+    watch: bool,
+
+    /// With --watch: gather changes this long after the first before a run
+    /// (a bare number is seconds; 500ms, 2s)
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = cli::parse_duration,
+        help_heading = "Continuous"
+    )]
+    delay: std::time::Duration,
+
+    /// With --watch: the watchd program for a local replica [default: the
+    /// watchd next to bisync, else from PATH]
+    #[arg(long, value_name = "PROGRAM", help_heading = "Continuous")]
+    watchd: Option<OsString>,
+
+    /// With --watch: the watchd program on remote hosts
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        default_value = "watchd",
+        help_heading = "Continuous"
+    )]
+    remote_watchd: OsString,
 
     /// Directory for archives and locks
     #[arg(long, value_name = "DIR", env = "BISYNC_STATE_DIR")]
@@ -141,6 +186,11 @@ impl Args {
                 connect_timeout: None,
             },
             remote_bisync: self.remote_bisync,
+            watch: self.watch.then_some(bisync::watch::Settings {
+                delay: self.delay,
+                watchd: self.watchd,
+                remote_watchd: self.remote_watchd,
+            }),
         })
     }
 }

@@ -23,7 +23,7 @@ _bisync() {
 
     case "${cmd}" in
         bisync)
-            opts="-c -n -p -i -v -q -h -V --checksum --prefer --max-delete --dry-run --json --exclude --exclude-from --state-dir --port --identity --ssh-opt --remote-bisync --serve --verbose --quiet --help --version"
+            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --max-delete --dry-run --json --exclude --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,22 @@ _bisync() {
                     return 0
                     ;;
                 --exclude-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watchd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote-watchd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

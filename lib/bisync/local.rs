@@ -332,6 +332,11 @@ impl Replica for LocalReplica {
         scan::scan(&self.root, &self.excludes, checksum)
     }
 
+    fn scan_paths(&mut self, paths: &[WirePath], checksum: bool) -> anyhow::Result<Scan> {
+        self.cached = None;
+        scan::scan_paths(&self.root, &self.excludes, checksum, paths)
+    }
+
     fn hash(&mut self, paths: &[WirePath]) -> anyhow::Result<Vec<Option<Hash>>> {
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {

@@ -11,11 +11,13 @@
 //! - [`exec`]: carrying out a plan;
 //! - [`archive`]: the last synchronised state, and the pair's lock;
 //! - [`report`]: records and lines about the plan and its results;
-//! - [`run`]: one whole run, and its [`Config`](run::Config).
+//! - [`run`]: one whole run, and its [`Config`](run::Config);
+//! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
 pub mod archive;
 pub mod entry;
 pub mod exec;
+pub mod feed;
 pub mod local;
 pub mod planner;
 pub mod proto;
@@ -25,6 +27,7 @@ pub mod report;
 pub mod run;
 pub mod scan;
 pub mod serve;
+pub mod watch;
 
 pub use run::{run, Config, Spec};
 pub use serve::serve;

@@ -29,6 +29,11 @@ pub enum Request {
     Scan {
         checksum: bool,
     },
+    /// Answered like `scan`, with the entries at and below `paths` only.
+    ScanPaths {
+        paths: Vec<WirePath>,
+        checksum: bool,
+    },
     Hash {
         paths: Vec<WirePath>,
     },

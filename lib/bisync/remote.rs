@@ -157,31 +157,15 @@ impl Replica for RemoteReplica {
 
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan> {
         self.send(&Request::Scan { checksum })?;
-        let mut scan = Scan::new();
-        loop {
-            self.next_line()?;
-            if self.line.starts_with(br#"{"p":"#) {
-                let item: proto::ScanItem = match proto::parse(&self.line) {
-                    Ok(item) => item,
-                    Err(e) => return Err(self.transport("reading the scan", e)),
-                };
-                scan.insert(item.p, item.e);
-                continue;
-            }
-            return match proto::parse::<Reply<proto::ScanEnd>>(&self.line) {
-                Ok(Reply::Ok(end)) if end.end == scan.len() as u64 => Ok(scan),
-                Ok(Reply::Ok(end)) => Err(self.transport(
-                    "reading the scan",
-                    io::Error::other(format!(
-                        "{} entries announced, {} read",
-                        end.end,
-                        scan.len()
-                    )),
-                )),
-                Ok(Reply::Error(e)) => Err(remote_error(e)),
-                Err(e) => Err(self.transport("reading the scan", e)),
-            };
-        }
+        self.read_scan()
+    }
+
+    fn scan_paths(&mut self, paths: &[WirePath], checksum: bool) -> anyhow::Result<Scan> {
+        self.send(&Request::ScanPaths {
+            paths: paths.to_vec(),
+            checksum,
+        })?;
+        self.read_scan()
     }
 
     fn hash(&mut self, paths: &[WirePath]) -> anyhow::Result<Vec<Option<Hash>>> {
@@ -256,6 +240,37 @@ impl Replica for RemoteReplica {
         let reply: proto::ChangeReply = self.reply()?;
         filled?;
         Ok(reply.applied)
+    }
+}
+
+impl RemoteReplica {
+    /// A scan's answer: entry lines, then the count.
+    fn read_scan(&mut self) -> anyhow::Result<Scan> {
+        let mut scan = Scan::new();
+        loop {
+            self.next_line()?;
+            if self.line.starts_with(br#"{"p":"#) {
+                let item: proto::ScanItem = match proto::parse(&self.line) {
+                    Ok(item) => item,
+                    Err(e) => return Err(self.transport("reading the scan", e)),
+                };
+                scan.insert(item.p, item.e);
+                continue;
+            }
+            return match proto::parse::<Reply<proto::ScanEnd>>(&self.line) {
+                Ok(Reply::Ok(end)) if end.end == scan.len() as u64 => Ok(scan),
+                Ok(Reply::Ok(end)) => Err(self.transport(
+                    "reading the scan",
+                    io::Error::other(format!(
+                        "{} entries announced, {} read",
+                        end.end,
+                        scan.len()
+                    )),
+                )),
+                Ok(Reply::Error(e)) => Err(remote_error(e)),
+                Err(e) => Err(self.transport("reading the scan", e)),
+            };
+        }
     }
 }
 

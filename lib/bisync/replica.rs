@@ -64,6 +64,10 @@ pub trait Replica {
     /// Every entry below the root, excluded paths left out. An error when
     /// the root is missing or unreadable (exit code 3).
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan>;
+    /// The entries at and below each of `paths` as they are now (what
+    /// [`scan`](Replica::scan) would report there), for re-reading only what
+    /// changed; `.` among them means everything.
+    fn scan_paths(&mut self, paths: &[WirePath], checksum: bool) -> anyhow::Result<Scan>;
     /// Content hashes of files; `None` where the path is not a file now.
     fn hash(&mut self, paths: &[WirePath]) -> anyhow::Result<Vec<Option<Hash>>>;
     fn change(&mut self, change: &Change) -> anyhow::Result<Applied>;

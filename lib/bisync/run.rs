@@ -12,7 +12,7 @@ use super::archive::{self, Store};
 use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
-use super::planner::{self, MaxDelete, Op, Policy, Prefer, Refusal};
+use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
@@ -20,6 +20,7 @@ use crate::exclude::Excludes;
 use crate::exit::{coded, Code};
 use crate::rsync::SshSettings;
 use crate::target::{Location, Target};
+use crate::wirepath::WirePath;
 
 /// Where a replica is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct Config {
     pub ssh: SshSettings,
     /// The bisync program on remote hosts.
     pub remote_bisync: OsString,
+    /// Keep syncing from the replicas' event streams (`--watch`).
+    pub watch: Option<super::watch::Settings>,
 }
 
 fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>> {
@@ -99,20 +102,16 @@ fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>>
     })
 }
 
-/// Runs one sync; the exit code tells how it ended.
+/// Runs one sync (or, with [`Config::watch`], keeps syncing); the exit code
+/// tells how it ended.
 pub fn run(config: Config) -> anyhow::Result<Code> {
+    if let Some(settings) = config.watch.clone() {
+        return super::watch::run(config, settings);
+    }
     let started = Instant::now();
-    let dir = match &config.state_dir {
-        Some(d) => d.clone(),
-        None => archive::default_dir()?,
-    };
-    let store = Store::new(&dir, &config.a.key(), &config.b.key());
+    let store = store(&config)?;
     let _lock = store.lock()?;
-    let mut a = open(&config.a, &config)?;
-    let mut b = open(&config.b, &config)?;
-    let owners = a.is_root() && b.is_root();
-    a.set_owners(owners)?;
-    b.set_owners(owners)?;
+    let (mut a, mut b, owners) = open_pair(&config)?;
     // The archive loads while both replicas are scanned.
     let (old, scan_a, scan_b) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.scan(config.checksum));
@@ -126,10 +125,71 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         scan_b.with_context(|| format!("scanning {}", config.b.key()))?,
     ];
     crate::log_debug!("scanned at {} ms", started.elapsed().as_millis());
+    let settled = settle(
+        &config,
+        &store,
+        [a.as_mut(), b.as_mut()],
+        owners,
+        old,
+        &mut scans,
+        started,
+        false,
+    )?;
+    Ok(settled.code)
+}
+
+/// The pair's archive store.
+pub fn store(config: &Config) -> anyhow::Result<Store> {
+    let dir = match &config.state_dir {
+        Some(d) => d.clone(),
+        None => archive::default_dir()?,
+    };
+    Ok(Store::new(&dir, &config.a.key(), &config.b.key()))
+}
+
+pub type Boxed = Box<dyn Replica + Send>;
+
+/// Opens both replicas; owners are kept when both run as root.
+pub fn open_pair(config: &Config) -> anyhow::Result<(Boxed, Boxed, bool)> {
+    let mut a = open(&config.a, config)?;
+    let mut b = open(&config.b, config)?;
+    let owners = a.is_root() && b.is_root();
+    a.set_owners(owners)?;
+    b.set_owners(owners)?;
+    Ok((a, b, owners))
+}
+
+/// How a run that got as far as a plan ended.
+pub struct Settled {
+    pub code: Code,
+    pub summary: Summary,
+    /// The archive as saved (the old one after a dry run).
+    pub archive: Option<Archive>,
+    /// Every path a step was planned on, on either replica (rename targets
+    /// and conflict copies too): what the run may have changed.
+    pub touched: Vec<WirePath>,
+}
+
+/// The rest of a run once both replicas are scanned: hash where the plan
+/// needs it, plan, report, execute, save the archive. `scans` get the hashes
+/// read on the way. `watching`: a run of `--watch`, whose "in sync" runs are
+/// not worth a line in the log.
+#[allow(clippy::too_many_arguments)]
+pub fn settle(
+    config: &Config,
+    store: &Store,
+    reps: [&mut dyn Replica; 2],
+    owners: bool,
+    old: Option<Archive>,
+    scans: &mut [Scan; 2],
+    started: Instant,
+    watching: bool,
+) -> anyhow::Result<Settled> {
+    let [a, b] = reps;
     let need = planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners);
     if !need.is_empty() {
         crate::log_info!("hashing {} files changed on both sides", need.len());
-        for (i, rep) in [&mut a, &mut b].into_iter().enumerate() {
+        for (i, rep) in [&mut *a, &mut *b].into_iter().enumerate() {
             let hashes = rep.hash(&need)?;
             for (path, hash) in need.iter().zip(hashes) {
                 if let Some(e) = scans[i].get_mut(path) {
@@ -138,7 +198,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
             }
         }
     }
-    let [scan_a, scan_b] = scans;
+    let [scan_a, scan_b] = &*scans;
 
     let policy = Policy {
         prefer: config.prefer,
@@ -154,7 +214,7 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         dry_run: config.dry_run,
         ..Summary::default()
     };
-    let mut plan = match planner::plan(old.as_ref(), &scan_a, &scan_b, &policy) {
+    let mut plan = match planner::plan(old.as_ref(), scan_a, scan_b, &policy) {
         Ok(plan) => plan,
         Err(refusal) => {
             summary.status = Some(Outcome::Refused);
@@ -208,40 +268,45 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         });
         summary.duration_ms = started.elapsed().as_millis() as u64;
         reporter.summary(&summary)?;
-        return Ok(summary.status.expect("set").code());
+        return Ok(Settled {
+            code: summary.status.expect("set").code(),
+            summary,
+            archive: old,
+            touched: Vec::new(),
+        });
     }
 
     let mut report_err = None;
-    let executed = exec::execute(
-        &plan,
-        a.as_mut(),
-        b.as_mut(),
-        config.checksum,
-        |action, status| {
-            if *status == Status::Done {
-                count(&mut summary, &action.op);
-            }
-            if let Err(e) = reporter.action(action, Some(status)) {
-                report_err.get_or_insert(e);
-            }
-        },
-    );
+    let executed = exec::execute(&plan, a, b, config.checksum, |action, status| {
+        if *status == Status::Done {
+            count(&mut summary, &action.op);
+        }
+        if let Err(e) = reporter.action(action, Some(status)) {
+            report_err.get_or_insert(e);
+        }
+    });
     summary.skipped = executed.skipped;
     summary.failed = executed.errors;
     let nothing_to_do = plan.actions.is_empty();
+    let mut touched = Vec::new();
+    for action in &plan.actions {
+        touched.push(action.path.clone());
+        if let Op::Rename { to, .. } | Op::ConflictRename { to, .. } = &action.op {
+            touched.push(to.clone());
+        }
+    }
     // The steps are done; the archive needs only the final states.
     plan.actions = Vec::new();
     let (next, changed) = planner::next_archive(
         old,
-        &scan_a,
-        &scan_b,
+        scan_a,
+        scan_b,
         &plan,
         &executed.written,
         &executed.failed,
     );
     crate::log_debug!("executed at {} ms", started.elapsed().as_millis());
-    // Only the archive is needed from here on.
-    drop((plan, scan_a, scan_b, executed.written, executed.failed));
+    drop((plan, executed.written, executed.failed));
     if changed {
         store.save(&next)?;
     }
@@ -265,8 +330,15 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
     if let Some(e) = report_err {
         return Err(e);
     }
-    reporter.summary(&summary)?;
-    Ok(summary.status.expect("set").code())
+    if config.json || !(watching && summary.status == Some(Outcome::InSync)) {
+        reporter.summary(&summary)?;
+    }
+    Ok(Settled {
+        code: summary.status.expect("set").code(),
+        summary,
+        archive: Some(next),
+        touched,
+    })
 }
 
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {

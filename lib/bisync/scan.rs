@@ -139,7 +139,148 @@ pub fn check_root(root: &Path) -> anyhow::Result<()> {
 pub fn scan(root: &Path, excludes: &Excludes, checksum: bool) -> anyhow::Result<Scan> {
     check_root(root)?;
     let mut out = Scan::new();
-    let mut stack = vec![WirePath::root()];
+    walk(root, excludes, checksum, WirePath::root(), &mut out)?;
+    Ok(out)
+}
+
+/// The entries at and below each of `paths` as they are now, for re-reading
+/// only what changed: a path that is gone, excluded, or no longer reachable
+/// through real directories (an ancestor was removed or replaced by a
+/// symlink) has none. The root (`.`) among them means the whole tree.
+pub fn scan_paths(
+    root: &Path,
+    excludes: &Excludes,
+    checksum: bool,
+    paths: &[WirePath],
+) -> anyhow::Result<Scan> {
+    check_root(root)?;
+    let mut out = Scan::new();
+    for path in tops(paths) {
+        if path.is_root() {
+            walk(root, excludes, checksum, path, &mut out)?;
+            continue;
+        }
+        if !reachable(root, excludes, &path)? {
+            continue;
+        }
+        let abs = root.join(path.as_path());
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("stat {}", abs.display())),
+        };
+        let Some(entry) = read_entry(&abs, &path, &meta, excludes, checksum)? else {
+            continue;
+        };
+        let is_dir = entry.is_dir();
+        out.insert(path.clone(), entry);
+        if is_dir {
+            walk(root, excludes, checksum, path, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `paths` without repeats and without paths below another one of them.
+pub fn tops(paths: &[WirePath]) -> Vec<WirePath> {
+    let set: std::collections::BTreeSet<&WirePath> = paths.iter().collect();
+    if set.iter().any(|p| p.is_root()) {
+        return vec![WirePath::root()];
+    }
+    set.iter()
+        .filter(|p| {
+            let mut up = p.parent();
+            while let Some(a) = up {
+                if !a.is_root() && set.contains(&a) {
+                    return false;
+                }
+                up = a.parent();
+            }
+            true
+        })
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Whether a full scan would reach `path`: every directory above it is a
+/// real directory (no symlink), neither excluded nor bisync's temporary file.
+fn reachable(root: &Path, excludes: &Excludes, path: &WirePath) -> anyhow::Result<bool> {
+    let bytes = path.as_bytes();
+    let name = bytes.rsplit(|&b| b == b'/').next().unwrap_or(bytes);
+    if is_temp_name(name) {
+        return Ok(false);
+    }
+    let mut ancestors = Vec::new();
+    let mut up = path.parent();
+    while let Some(a) = up {
+        if a.is_root() {
+            break;
+        }
+        up = a.parent();
+        ancestors.push(a);
+    }
+    for dir in ancestors.iter().rev() {
+        let abs = root.join(dir.as_path());
+        match fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() && !excludes.is_excluded(dir.as_path(), true) => {}
+            Ok(_) => return Ok(false),
+            Err(e) if gone(&e) => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("stat {}", abs.display())),
+        }
+    }
+    Ok(true)
+}
+
+/// The entry for `abs` (at `rel`) from its lstat data: `None` when it is
+/// excluded, not a file, directory or symlink, or vanished meanwhile.
+fn read_entry(
+    abs: &Path,
+    rel: &WirePath,
+    meta: &fs::Metadata,
+    excludes: &Excludes,
+    checksum: bool,
+) -> anyhow::Result<Option<Entry>> {
+    if excludes.is_excluded(rel.as_path(), meta.is_dir()) {
+        return Ok(None);
+    }
+    let target = if meta.file_type().is_symlink() {
+        match fs::read_link(abs) {
+            Ok(t) => Some(WirePath::from(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("readlink {}", abs.display())),
+        }
+    } else {
+        None
+    };
+    let Some(mut entry) = entry_from(meta, target) else {
+        return Ok(None);
+    };
+    if checksum && entry.kind == Kind::File {
+        match hash_file(abs) {
+            Ok(h) => entry.hash = Some(h),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("hashing {}", abs.display())),
+        }
+    }
+    Ok(Some(entry))
+}
+
+/// Adds every entry below the directory `top` to `out`.
+fn walk(
+    root: &Path,
+    excludes: &Excludes,
+    checksum: bool,
+    top: WirePath,
+    out: &mut Scan,
+) -> anyhow::Result<()> {
+    let mut stack = vec![top];
     while let Some(dir) = stack.pop() {
         let abs = if dir.is_root() {
             root.to_path_buf()
@@ -149,7 +290,7 @@ pub fn scan(root: &Path, excludes: &Excludes, checksum: bool) -> anyhow::Result<
         let listing = match fs::read_dir(&abs) {
             Ok(l) => l,
             // Removed since its parent was listed: its entries are gone too.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_root() => {
+            Err(e) if gone(&e) && !dir.is_root() => {
                 out.remove(&dir);
                 continue;
             }
@@ -177,41 +318,16 @@ pub fn scan(root: &Path, excludes: &Excludes, checksum: bool) -> anyhow::Result<
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e).with_context(|| format!("stat {}", item.path().display())),
             };
-            let is_dir = meta.is_dir();
-            if excludes.is_excluded(rel.as_path(), is_dir) {
-                continue;
-            }
-            let target = if meta.file_type().is_symlink() {
-                match fs::read_link(item.path()) {
-                    Ok(t) => Some(WirePath::from(t)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("readlink {}", item.path().display()))
-                    }
-                }
-            } else {
-                None
-            };
-            let Some(mut entry) = entry_from(&meta, target) else {
+            let Some(entry) = read_entry(&item.path(), &rel, &meta, excludes, checksum)? else {
                 continue;
             };
-            if checksum && entry.kind == Kind::File {
-                match hash_file(&item.path()) {
-                    Ok(h) => entry.hash = Some(h),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("hashing {}", item.path().display()))
-                    }
-                }
-            }
-            if is_dir {
+            if entry.is_dir() {
                 stack.push(rel.clone());
             }
             out.insert(rel, entry);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A temporary file whose writer is gone (a killed run) is removed.
@@ -256,6 +372,36 @@ mod tests {
         );
         // The stale temporary file of a dead pid was cleaned up.
         assert!(!r.join(".~bisync.999999999.1.tmp").exists());
+    }
+
+    #[test]
+    fn scan_paths_reads_only_the_given_subtrees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        fs::create_dir_all(r.join("d/e")).unwrap();
+        fs::write(r.join("d/e/f"), b"x").unwrap();
+        fs::write(r.join("top"), b"y").unwrap();
+        fs::write(r.join("skip.tmp"), b"").unwrap();
+        symlink("d", r.join("via")).unwrap();
+        let ex = Excludes::new(&["*.tmp".to_string()], &[] as &[&Path]).unwrap();
+        let paths: Vec<WirePath> = ["d", "d/e/f", "gone", "via/e", "skip.tmp", "top/x"]
+            .into_iter()
+            .map(WirePath::from)
+            .collect();
+        let got = scan_paths(r, &ex, false, &paths).unwrap();
+        let names: Vec<String> = got.keys().map(|p| p.to_string()).collect();
+        // "via/e" goes through a symlink, "top/x" through a file: not there.
+        assert_eq!(names, ["d", "d/e", "d/e/f"]);
+        let all = scan_paths(r, &ex, false, &[WirePath::from("top"), WirePath::root()]).unwrap();
+        assert_eq!(all, scan(r, &ex, false).unwrap());
+        assert_eq!(
+            tops(&[
+                WirePath::from("a/b"),
+                WirePath::from("a"),
+                WirePath::from("a b")
+            ]),
+            [WirePath::from("a"), WirePath::from("a b")]
+        );
     }
 
     #[test]

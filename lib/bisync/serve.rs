@@ -76,7 +76,11 @@ pub fn serve_on(root: &Path, mut input: impl BufRead, out: impl Write) -> anyhow
                 rep.set_owners(on)?;
                 proto::write_line(&mut out, &proto::Intact { intact: true })?;
             }
-            Request::Scan { checksum } => match rep.scan(checksum) {
+            Request::Scan { .. } | Request::ScanPaths { .. } => match match &request {
+                Request::ScanPaths { paths, checksum } => rep.scan_paths(paths, *checksum),
+                Request::Scan { checksum } => rep.scan(*checksum),
+                _ => unreachable!("matched above"),
+            } {
                 Ok(scan) => {
                     let n = scan.len() as u64;
                     for (p, e) in scan {

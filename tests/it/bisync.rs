@@ -370,6 +370,9 @@ mod ssh;
 #[path = "bisync_kill.rs"]
 mod kill;
 
+#[path = "bisync_watch.rs"]
+mod watch;
+
 #[test]
 fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
     let p = Pair::new();

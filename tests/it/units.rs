@@ -67,6 +67,7 @@ fn services_are_hardened() {
         ("batchd@test.service", "2.5"),
         ("syncpipe@test.service", "6.5"),
         ("bisync@test.service", "6.5"),
+        ("bisync-watch@test.service", "6.5"),
     ] {
         let path = dir.path().join(unit);
         let out = systemd_analyze(&["security", "--offline=yes", path.to_str().unwrap()]);
