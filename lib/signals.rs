@@ -1,7 +1,7 @@
 //! Termination signals as a file descriptor, so a `poll` loop sees SIGTERM,
 //! SIGINT and SIGHUP next to its other inputs instead of being interrupted
-//! at an arbitrary point. Children started with `std::process::Command`
-//! do not inherit the blocked mask: std resets it before exec.
+//! at an arbitrary point. The mask is inherited by children: start them
+//! with `systemd::child_command`, which clears it.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
