@@ -142,6 +142,9 @@ struct Shared {
     lag: Mutex<Vec<(String, u64)>>,
     systemd: Mutex<Systemd>,
     writing: std::sync::atomic::AtomicBool,
+    /// Targets whose start-up sync has not ended yet: systemd hears
+    /// `READY=1` when the last one ends (succeeded, or failed and retrying).
+    starting: Mutex<usize>,
 }
 
 impl Shared {
@@ -187,16 +190,32 @@ impl Shared {
             let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
             let changed = (table[index].1 == 0) != (lag == 0);
             table[index].1 = lag;
-            let status = table
-                .iter()
-                .map(|(name, lag)| format!("{name}: {lag} behind"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (status, changed)
+            (lag_text(&table), changed)
         };
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
         systemd.status(&status, changed);
     }
+
+    /// One target's start-up sync has ended; the last one tells systemd
+    /// we are ready, so `systemctl start` returns with the targets in step.
+    fn target_started(&self) {
+        let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let status = lag_text(&self.lag.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
+            systemd.ready(&status);
+        }
+    }
+}
+
+/// `STATUS=` text: how far behind each target is.
+fn lag_text(table: &[(String, u64)]) -> String {
+    table
+        .iter()
+        .map(|(name, lag)| format!("{name}: {lag} behind"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
@@ -227,6 +246,7 @@ pub fn run_with(
         lag: Mutex::new(config.targets.iter().map(|t| (t.name.clone(), 0)).collect()),
         systemd: Mutex::new(Systemd::from_env()),
         writing: std::sync::atomic::AtomicBool::new(true),
+        starting: Mutex::new(config.targets.len()),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -246,7 +266,7 @@ pub fn run_with(
         .systemd
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .ready(&format!("pushing to {} targets", config.targets.len()));
+        .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
     let input = Interruptible::new(
         input,
@@ -417,6 +437,8 @@ struct Worker<'a> {
     delay: Duration,
     next_try: Instant,
     rng: u64,
+    /// The start-up sync has ended (see [`Shared::target_started`]).
+    started: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -442,6 +464,7 @@ impl<'a> Worker<'a> {
             delay: config.retry.min,
             next_try: Instant::now(),
             rng: seed,
+            started: false,
         }
     }
 
@@ -529,6 +552,10 @@ impl<'a> Worker<'a> {
                     if !first || self.config.init {
                         self.pending.rescan_all();
                     }
+                }
+                if !self.has_work() {
+                    // Resuming, or no start-up sync asked for: in step now.
+                    self.start_done();
                 }
             }
             Work::Changes {
@@ -727,7 +754,17 @@ impl<'a> Worker<'a> {
         self.shared.emit(&Record::Applied(record));
         self.shared
             .set_lag(self.index, self.seen.saturating_sub(self.applied));
+        // The first attempt ends start-up even when it failed: a target that
+        // is down is retried in the background, not a start that hangs.
+        self.start_done();
         ok
+    }
+
+    fn start_done(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.shared.target_started();
+        }
     }
 
     /// `delay` less a random part of up to `jitter` of it.
