@@ -74,16 +74,21 @@ impl Sync {
         self.c.property(unit, "ActiveState")
     }
 
-    /// Every stage active, once restarts that a restart of another set off
-    /// (`Requires=`, `PartOf=`) have ended: systemctl waits only for its own job.
+    /// `unit`'s state once the jobs that a start, stop or restart of another
+    /// set off (`Requires=`, `PartOf=`) have ended: systemctl waits only for
+    /// its own job.
+    fn settled(&self, unit: &str) -> String {
+        let mut state = String::new();
+        wait_until(Duration::from_secs(60), || {
+            state = self.state(unit);
+            !state.ends_with("ing")
+        });
+        state
+    }
+
     fn all_active(&self, when: &str) {
         for unit in UNITS {
-            let mut state = String::new();
-            wait_until(Duration::from_secs(60), || {
-                state = self.state(unit);
-                !state.ends_with("ing")
-            });
-            assert_eq!(state, "active", "{unit} {when}");
+            assert_eq!(self.settled(unit), "active", "{unit} {when}");
         }
     }
 
@@ -243,7 +248,7 @@ fn syncpipe_under_a_real_systemd() {
     // Stopped cleanly: every stage inactive, none failed.
     c.ok(&["stop", "syncpipe@web"]);
     for unit in UNITS {
-        assert_eq!(s.state(unit), "inactive", "{unit} after stop");
+        assert_eq!(s.settled(unit), "inactive", "{unit} after stop");
         assert_eq!(c.property(unit, "Result"), "success", "{unit} after stop");
     }
 
@@ -278,7 +283,7 @@ fn syncpipe_under_a_real_systemd() {
         other => panic!("not a header: {other:?}"),
     }
     assert_eq!(
-        s.state("watchd@web.service"),
+        s.settled("watchd@web.service"),
         "active",
         "started by the socket"
     );
@@ -289,6 +294,7 @@ fn syncpipe_under_a_real_systemd() {
     s.converged("a change over the activated socket");
     c.ok(&["stop", "syncpipe@web", "watchd@web.socket"]);
     for unit in UNITS {
+        assert_eq!(s.settled(unit), "inactive", "{unit} at the end");
         assert_eq!(c.property(unit, "Result"), "success", "{unit} at the end");
     }
 }

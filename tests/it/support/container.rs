@@ -65,10 +65,16 @@ impl Container {
             "--volatile=yes",
             "--register=no",
             "--keep-unit",
+            // Its own network namespace (loopback only): the host's units
+            // that boot inside (ssh.socket, ...) must not bind host ports.
+            "--private-network",
             "-M",
             &name,
             // A fresh machine id would start systemd-firstboot's prompt.
             "--bind-ro=/dev/null:/etc/systemd/system/systemd-firstboot.service",
+            // A network of loopback only never gets "online": without this
+            // network-online.target (which syncpipe@ wants) waits two minutes.
+            "--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service",
         ]);
         for bind in binds {
             let flag = if bind.writable { "--bind" } else { "--bind-ro" };
@@ -131,7 +137,7 @@ impl Container {
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
             .arg(format!("--target={}", self.init))
-            .args(["--all", "timeout", "120"])
+            .args(["--all", "timeout", "60"])
             .args(args)
             .stdin(Stdio::null())
             .output()
