@@ -142,25 +142,12 @@ struct Shared {
     lag: Mutex<Vec<(String, u64)>>,
     systemd: Mutex<Systemd>,
     writing: std::sync::atomic::AtomicBool,
-    /// Targets whose start-up transfer has not been tried yet; systemd hears
-    /// READY=1 when this reaches zero, not before.
+    /// Targets whose start-up sync has not ended yet: systemd hears
+    /// `READY=1` when the last one ends (succeeded, or failed and retrying).
     starting: Mutex<usize>,
 }
 
 impl Shared {
-    /// A target has a stream and has tried its start-up transfer (or had
-    /// nothing to do): when it is the last, pushd is ready.
-    fn started_one(&self, targets: usize) {
-        let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            self.systemd
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .ready(&format!("start-up sync done, pushing to {targets} targets"));
-        }
-    }
-
     fn emit(&self, record: &Record) {
         if !self.writing.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -203,16 +190,32 @@ impl Shared {
             let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
             let changed = (table[index].1 == 0) != (lag == 0);
             table[index].1 = lag;
-            let status = table
-                .iter()
-                .map(|(name, lag)| format!("{name}: {lag} behind"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (status, changed)
+            (lag_text(&table), changed)
         };
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
         systemd.status(&status, changed);
     }
+
+    /// One target's start-up sync has ended; the last one tells systemd
+    /// we are ready, so `systemctl start` returns with the targets in step.
+    fn target_started(&self) {
+        let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let status = lag_text(&self.lag.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
+            systemd.ready(&status);
+        }
+    }
+}
+
+/// `STATUS=` text: how far behind each target is.
+fn lag_text(table: &[(String, u64)]) -> String {
+    table
+        .iter()
+        .map(|(name, lag)| format!("{name}: {lag} behind"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
@@ -263,7 +266,7 @@ pub fn run_with(
         .systemd
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .status("waiting for the stream, then the start-up sync", true);
+        .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
     let input = Interruptible::new(
         input,
@@ -434,7 +437,7 @@ struct Worker<'a> {
     delay: Duration,
     next_try: Instant,
     rng: u64,
-    /// The start-up transfer has been tried (see [`Shared::started_one`]).
+    /// The start-up sync has ended (see [`Shared::target_started`]).
     started: bool,
 }
 
@@ -497,11 +500,7 @@ impl<'a> Worker<'a> {
             } else {
                 thread::sleep(self.next_try.saturating_duration_since(Instant::now()));
             }
-            let attempt = self.has_work() && Instant::now() >= self.next_try;
-            // READY=1 comes once every target has tried its start-up sync
-            // (a target that is down goes on retrying after that).
-            let announce = !self.started && self.stream.is_some() && (attempt || !self.has_work());
-            if attempt {
+            if self.has_work() && Instant::now() >= self.next_try {
                 let succeeded = self.transfer();
                 if !succeeded && !open && self.delay >= self.config.retry.max {
                     log_error!(
@@ -511,10 +510,6 @@ impl<'a> Worker<'a> {
                     );
                     return Err(self.target.name.clone());
                 }
-            }
-            if announce {
-                self.started = true;
-                self.shared.started_one(self.config.targets.len());
             }
         }
         Ok(())
@@ -557,6 +552,10 @@ impl<'a> Worker<'a> {
                     if !first || self.config.init {
                         self.pending.rescan_all();
                     }
+                }
+                if !self.has_work() {
+                    // Resuming, or no start-up sync asked for: in step now.
+                    self.start_done();
                 }
             }
             Work::Changes {
@@ -755,7 +754,17 @@ impl<'a> Worker<'a> {
         self.shared.emit(&Record::Applied(record));
         self.shared
             .set_lag(self.index, self.seen.saturating_sub(self.applied));
+        // The first attempt ends start-up even when it failed: a target that
+        // is down is retried in the background, not a start that hangs.
+        self.start_done();
         ok
+    }
+
+    fn start_done(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.shared.target_started();
+        }
     }
 
     /// `delay` less a random part of up to `jitter` of it.

@@ -273,10 +273,6 @@ fn systemd_hears_ready_and_each_targets_lag() {
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let _run = Running { child };
-    // Before a stream arrives pushd says what it waits for, and is not ready:
-    // READY=1 means the start-up sync has been tried.
-    let waiting = notify.wait_for("waiting for the stream");
-    assert!(!waiting.contains("READY=1"), "{waiting}");
     let header = Record::Header(Header {
         v: 1,
         stream: "s1".into(),
@@ -298,11 +294,12 @@ fn systemd_hears_ready_and_each_targets_lag() {
     batch.write_line(&mut lines).unwrap();
     stdin.write_all(&lines).unwrap();
     stdin.flush().unwrap();
-    // READY=1 and the lag come in either order: the lag is reported when
-    // the start-up attempt fails, READY=1 right after that attempt.
-    let mut seen = Vec::new();
-    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
-        && seen.iter().any(|m: &String| m.contains("7 behind")))
+    // Ready once the start-up sync has been tried, even on a dead target:
+    // it is retried in the background rather than holding up the start.
+    // READY=1 and the lag may come in either order or together.
+    let mut seen: Vec<String> = Vec::new();
+    while !(seen.iter().any(|m| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("7 behind")))
     {
         seen.push(
             notify

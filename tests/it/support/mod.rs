@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use syncpipe::event::Record;
 
+pub mod container;
 pub mod rsyncd;
 pub mod sshd;
 pub mod users;

@@ -1,0 +1,324 @@
+//! The units under a real systemd: PID 1 of a throw-away container over the
+//! host's root, with this build's binaries at /usr/local/bin (where the
+//! units look) and units/ as written. One boot runs the whole life of a
+//! sync: start, a change, a restart of every stage, the journal, stop, and
+//! socket activation of `watchd@.socket`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use syncpipe::event::Record;
+use syncpipe::transport::Hello;
+
+use crate::support::container::{Bind, Container};
+use crate::support::{bin, tempdir, wait_until};
+
+const NAME: &str = "web";
+/// Where the test's folder is bound inside; not under /tmp, which the
+/// units make private.
+const WORK: &str = "/srv/syncpipe-test";
+const UNITS: [&str; 3] = [
+    "watchd@web.service",
+    "batchd@web.service",
+    "syncpipe@web.service",
+];
+
+/// Relative path -> content ("/" for a directory).
+fn tree(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(base).unwrap().as_os_str().as_bytes();
+            if path.is_dir() {
+                out.insert(rel.to_vec(), b"/".to_vec());
+                walk(base, &path, out);
+            } else if let Ok(content) = fs::read(&path) {
+                out.insert(rel.to_vec(), content);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+struct Sync {
+    c: Container,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Sync {
+    fn converged(&self, what: &str) {
+        if !wait_until(Duration::from_secs(60), || {
+            tree(&self.src) == tree(&self.dst)
+        }) {
+            let missing: Vec<String> = tree(&self.src)
+                .into_iter()
+                .filter(|(path, content)| tree(&self.dst).get(path) != Some(content))
+                .map(|(path, _)| String::from_utf8_lossy(&path).into_owned())
+                .collect();
+            panic!(
+                "{what}: the target never matched the source; differing: {missing:?}\n{}",
+                self.c.journal(&["-n", "60"])
+            );
+        }
+    }
+
+    fn state(&self, unit: &str) -> String {
+        self.c.property(unit, "ActiveState")
+    }
+
+    /// `unit`'s state once the jobs that a start, stop or restart of another
+    /// set off (`Requires=`, `PartOf=`) have ended: systemctl waits only for
+    /// its own job.
+    fn settled(&self, unit: &str) -> String {
+        let mut state = String::new();
+        wait_until(Duration::from_secs(60), || {
+            state = self.state(unit);
+            !state.ends_with("ing")
+        });
+        state
+    }
+
+    fn all_active(&self, when: &str) {
+        for unit in UNITS {
+            assert_eq!(self.settled(unit), "active", "{unit} {when}");
+        }
+    }
+
+    /// Waits until `unit`'s journal, read with `args`, contains `needle`.
+    fn journal_has(&self, unit: &str, args: &[&str], needle: &str) -> bool {
+        let mut all = vec!["-u", unit];
+        all.extend_from_slice(args);
+        wait_until(Duration::from_secs(20), || {
+            self.c.journal(&all).contains(needle)
+        })
+    }
+}
+
+fn boot(work: &Path) -> Option<Container> {
+    let bins = bin("watchd").parent().unwrap().to_path_buf();
+    let binds = [
+        Bind {
+            host: &bins,
+            inside: "/usr/local/bin",
+            writable: false,
+        },
+        Bind {
+            host: work,
+            inside: WORK,
+            writable: true,
+        },
+    ];
+    match Container::boot(&binds) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            // Straight to stderr: the test harness does not capture this,
+            // so a skip is seen in the output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED systemd::syncpipe_under_a_real_systemd: the container cannot start here: {why}"
+            );
+            None
+        }
+    }
+}
+
+/// Writes units/ into the container's /etc/systemd/system, unchanged.
+fn install_units(c: &Container) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("units");
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.contains("@.") {
+            c.write(
+                &format!("/etc/systemd/system/{name}"),
+                &fs::read(&path).unwrap(),
+            );
+        }
+    }
+    c.ok(&["daemon-reload"]);
+}
+
+#[test]
+fn syncpipe_under_a_real_systemd() {
+    let work = tempdir();
+    let src = work.path().join("source tree");
+    let dst = work.path().join("target");
+    fs::create_dir_all(&dst).unwrap();
+    // Enough at start that the start-up sync takes a moment.
+    for d in 0..20 {
+        let dir = src.join(format!("dir {d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..20 {
+            fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let Some(c) = boot(work.path()) else { return };
+    install_units(&c);
+    c.write(
+        &format!("/etc/syncpipe/{NAME}.conf"),
+        format!("SOURCE={WORK}/source tree\nTARGETS={WORK}/target\nDELAY=100ms\n").as_bytes(),
+    );
+    let s = Sync { c, src, dst };
+    let c = &s.c;
+
+    // What a user types: start returns once pushd said READY=1, which it
+    // says only after the start-up sync.
+    c.ok(&["enable", "--now", "syncpipe@web"]);
+    assert!(
+        tree(&s.src) == tree(&s.dst),
+        "`systemctl start` returned before the start-up sync was done"
+    );
+    s.all_active("after systemctl start");
+    let target_status = format!("{WORK}/target: 0 behind");
+    let status = s.c.property("syncpipe@web", "StatusText");
+    assert_eq!(status, target_status, "pushd's STATUS=");
+    assert!(
+        s.c.property("watchd@web", "StatusText")
+            .starts_with(&format!("watching {WORK}/source tree")),
+        "watchd's STATUS="
+    );
+    let shown = c.systemctl(&["status", "syncpipe@web"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("Active: active (running)")
+            && shown.contains(&format!("Status: \"{status}\"")),
+        "systemctl status:\n{shown}"
+    );
+
+    fs::write(s.src.join("dir 3/f1"), b"changed").unwrap();
+    fs::write(s.src.join("new file"), b"new").unwrap();
+    s.converged("a change in the source");
+
+    // Each stage restarted, with changes just before and just after. Any
+    // restart here restarts all three: syncpipe@ Requires= batchd@, which
+    // Requires= watchd@, and both are PartOf= syncpipe@.
+    for (i, stage) in ["watchd", "batchd", "syncpipe"].into_iter().enumerate() {
+        let unit = format!("{stage}@web.service");
+        let pid = c.property(&unit, "MainPID");
+        fs::write(s.src.join(format!("before {stage}")), stage).unwrap();
+        fs::remove_file(s.src.join(format!("dir 4/f{i}"))).unwrap();
+        c.ok(&["restart", &unit]);
+        assert_ne!(c.property(&unit, "MainPID"), pid, "{unit} restarted");
+        s.all_active(&format!("after restarting {unit}"));
+        fs::write(s.src.join(format!("after {stage}")), stage).unwrap();
+        s.converged(&format!("changes around a restart of {unit}"));
+    }
+
+    // A stage that dies is restarted by systemd (Restart=on-failure). On
+    // systemd 252 that automatic restart, too, restarts the stages that
+    // Require= it; nothing is lost either way.
+    let batchd_pid = c.property("batchd@web", "MainPID");
+    c.ok(&["kill", "--signal=SIGKILL", "batchd@web"]);
+    fs::write(s.src.join("while batchd was dead"), b"k").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let pid = c.property("batchd@web", "MainPID");
+            pid != batchd_pid && pid != "0" && s.state("batchd@web") == "active"
+        }),
+        "systemd restarts batchd after it was killed:\n{}",
+        c.journal(&["-u", "batchd@web"])
+    );
+    s.all_active("after batchd was killed");
+    s.converged("a change while batchd was dead");
+
+    // The journal gets each line at its priority: a reload is a notice
+    // (not in -p warning), losing watchd is a warning in batchd's log.
+    c.ok(&["reload", "watchd@web"]);
+    let sighup = "SIGHUP: rebuilding watches";
+    assert!(
+        s.journal_has("watchd@web", &["-p", "notice"], sighup),
+        "watchd's notice in the journal:\n{}",
+        c.journal(&["-u", "watchd@web"])
+    );
+    assert!(
+        !c.journal(&["-u", "watchd@web", "-p", "warning"])
+            .contains(sighup),
+        "a notice logged as a warning"
+    );
+    c.ok(&["kill", "watchd@web"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || s.state("watchd@web")
+            == "inactive"),
+        "watchd stops on SIGTERM"
+    );
+    assert_eq!(s.state("batchd@web"), "active", "batchd waits for watchd");
+    assert!(
+        s.journal_has("batchd@web", &["-p", "warning"], "lost the writer at"),
+        "batchd's warning in the journal:\n{}",
+        c.journal(&["-u", "batchd@web"])
+    );
+    let log = c.journal(&["-u", "watchd@web", "-u", "batchd@web"]);
+    assert!(
+        !log.lines().any(|l| l.starts_with('<')),
+        "a priority prefix shown as text:\n{log}"
+    );
+    fs::write(s.src.join("while watchd was away"), b"x").unwrap();
+    // This test restarts far faster than a person would: every restart
+    // above started watchd again, past systemd's default start limit (5 in
+    // 10 s). Clear the count, as a person would after a crash loop.
+    c.ok(&["reset-failed", "watchd@web", "batchd@web", "syncpipe@web"]);
+    c.ok(&["start", "watchd@web"]);
+    s.converged("a change while watchd was away");
+
+    // Stopped cleanly: every stage inactive, none failed.
+    c.ok(&["stop", "syncpipe@web"]);
+    for unit in UNITS {
+        assert_eq!(s.settled(unit), "inactive", "{unit} after stop");
+        assert_eq!(c.property(unit, "Result"), "success", "{unit} after stop");
+    }
+
+    // Socket activation: systemd holds the socket, the first reader starts
+    // watchd, which serves it on the socket systemd passed.
+    c.ok(&["reset-failed", "watchd@web", "batchd@web", "syncpipe@web"]);
+    c.ok(&["enable", "--now", "watchd@web.socket"]);
+    assert_eq!(s.state("watchd@web.service"), "inactive");
+    let sock = c.host_path(&format!("/run/syncpipe/{NAME}/watchd.sock"));
+    let mut conn = UnixStream::connect(&sock)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", sock.display()));
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut hello = Vec::new();
+    Hello {
+        stream: None,
+        seq: 0,
+    }
+    .write_line(&mut hello)
+    .unwrap();
+    conn.write_all(&hello).unwrap();
+    let mut line = Vec::new();
+    BufReader::new(&conn)
+        .read_until(b'\n', &mut line)
+        .expect("watchd's header on the activated socket");
+    match Record::parse(line.trim_ascii_end()) {
+        Ok(Record::Header(h)) => {
+            assert_eq!(
+                PathBuf::from(h.root),
+                PathBuf::from(format!("{WORK}/source tree"))
+            )
+        }
+        other => panic!("not a header: {other:?}"),
+    }
+    assert_eq!(
+        s.settled("watchd@web.service"),
+        "active",
+        "started by the socket"
+    );
+    drop(conn);
+    // The whole sync over the socket systemd holds.
+    c.ok(&["start", "syncpipe@web"]);
+    fs::write(s.src.join("over the activated socket"), b"y").unwrap();
+    s.converged("a change over the activated socket");
+    c.ok(&["stop", "syncpipe@web", "watchd@web.socket"]);
+    for unit in UNITS {
+        assert_eq!(s.settled(unit), "inactive", "{unit} at the end");
+        assert_eq!(c.property(unit, "Result"), "success", "{unit} at the end");
+    }
+}
