@@ -145,6 +145,10 @@ struct Shared {
     /// Targets whose start-up sync has not ended yet: systemd hears
     /// `READY=1` when the last one ends (succeeded, or failed and retrying).
     starting: Mutex<usize>,
+    /// A stream has arrived, so the start-up sync is under way.
+    syncing: std::sync::atomic::AtomicBool,
+    /// When systemd was last asked for more start-up time.
+    extended: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -247,6 +251,8 @@ pub fn run_with(
         systemd: Mutex::new(Systemd::from_env()),
         writing: std::sync::atomic::AtomicBool::new(true),
         starting: Mutex::new(config.targets.len()),
+        syncing: std::sync::atomic::AtomicBool::new(false),
+        extended: Mutex::new(None),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -273,11 +279,20 @@ pub fn run_with(
         signals,
         Duration::from_secs(1),
         Box::new(move || {
-            ticker
-                .systemd
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .tick()
+            let starting = *ticker.starting.lock().unwrap_or_else(|e| e.into_inner()) > 0;
+            let mut systemd = ticker.systemd.lock().unwrap_or_else(|e| e.into_inner());
+            systemd.tick();
+            // A start-up sync of a large tree outlasts any fixed start
+            // timeout: while one runs, ask for more time. Before a stream
+            // arrives nothing is asked, so a source that never comes fails
+            // the start after TimeoutStartSec instead of hanging.
+            if starting && ticker.syncing.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut last = ticker.extended.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    systemd.extend_timeout(Duration::from_secs(60));
+                }
+            }
         }),
     );
     let read = read_stream(BufReader::new(input), &senders, &shared);
@@ -341,11 +356,17 @@ fn read_stream(
             Item::Record(Record::Header(h)) => {
                 if stream.as_deref() != Some(h.stream.as_str()) {
                     stream = start_stream(&h.stream, &h.root, reader.line_no(), senders);
+                    shared
+                        .syncing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Item::Record(Record::Batch(b)) => {
                 if stream.as_deref() != Some(b.stream.as_str()) {
                     stream = start_stream(&b.stream, &b.root, reader.line_no(), senders);
+                    shared
+                        .syncing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if stream.is_some() {
                     send(&|| Work::Changes {
