@@ -2,46 +2,18 @@
 //! systemd units run them: each one restarted in turn while changes keep
 //! coming, and the target still ends up equal to the source.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::pushd::harness::tree;
 use crate::support::{bin, tempdir, wait_until, Running};
 
-/// Relative path -> content ("/" for a directory).
-fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(base)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            if path.is_dir() {
-                out.insert(rel, b"/".to_vec());
-                walk(base, &path, out);
-            } else if let Ok(content) = fs::read(&path) {
-                out.insert(rel, content);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 fn converged(src: &Path, dst: &Path) -> bool {
-    wait_until(Duration::from_secs(30), || snapshot(src) == snapshot(dst))
+    wait_until(Duration::from_secs(30), || tree(src) == tree(dst))
 }
 
 struct Stages {

@@ -3,6 +3,6 @@
 
 mod failures;
 mod guards;
-mod harness;
+pub mod harness;
 mod kinds;
 mod servers;
