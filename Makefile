@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BINS := watchd batchd pushd bisync keysetup
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
