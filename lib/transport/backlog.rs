@@ -34,9 +34,13 @@ pub struct Backlog {
     bytes: usize,
     max_records: usize,
     max_bytes: usize,
-    /// The highest seq of any record dropped to make room; a reader that has
-    /// applied less than this cannot resume.
-    dropped_upto: u64,
+    /// Every seq up to this one is missing from the backlog: dropped to make
+    /// room, or never seen by this writer (a batchd that joined its source's
+    /// stream late starts mid-stream). A reader that has applied less than
+    /// this cannot resume here.
+    missing_upto: u64,
+    /// A record with a seq has been stored since the last reset.
+    started: bool,
     /// Highest seq pushed so far.
     last_seq: u64,
 }
@@ -49,7 +53,8 @@ impl Backlog {
             bytes: 0,
             max_records: max_records.max(1),
             max_bytes: max_bytes.max(1),
-            dropped_upto: 0,
+            missing_upto: 0,
+            started: false,
             last_seq: 0,
         }
     }
@@ -59,16 +64,23 @@ impl Backlog {
         self.base += self.entries.len() as u64;
         self.entries.clear();
         self.bytes = 0;
-        self.dropped_upto = 0;
+        self.missing_upto = 0;
+        self.started = false;
         self.last_seq = 0;
     }
 
-    /// Stores one line; `seq` is the highest seq the record covers (an
-    /// event's seq, a batch's last_seq), `None` for records without one.
-    pub fn push(&mut self, seq: Option<u64>, line: Arc<[u8]>) {
-        if let Some(seq) = seq {
-            self.last_seq = self.last_seq.max(seq);
+    /// Stores one line; `seqs` is the first and last seq the record covers
+    /// (an event's seq twice, a batch's first_seq and last_seq), `None` for
+    /// records without one.
+    pub fn push(&mut self, seqs: Option<(u64, u64)>, line: Arc<[u8]>) {
+        if let Some((first, last)) = seqs {
+            if !self.started {
+                self.started = true;
+                self.missing_upto = self.missing_upto.max(first.saturating_sub(1));
+            }
+            self.last_seq = self.last_seq.max(last);
         }
+        let seq = seqs.map(|(_, last)| last);
         self.bytes += line.len();
         self.entries.push_back(Entry {
             last: self.last_seq,
@@ -80,7 +92,7 @@ impl Backlog {
         {
             let old = self.entries.pop_front().expect("not empty");
             self.bytes -= old.line.len();
-            self.dropped_upto = self.dropped_upto.max(old.last);
+            self.missing_upto = self.missing_upto.max(old.last);
             self.base += 1;
         }
     }
@@ -107,7 +119,7 @@ impl Backlog {
     /// starts, given that this writer's stream is `current`.
     pub fn start_for(&self, current: &str, reader_stream: Option<&str>, applied: u64) -> Start {
         let resumable = reader_stream == Some(current)
-            && applied >= self.dropped_upto
+            && applied >= self.missing_upto
             && applied <= self.last_seq;
         if !resumable {
             // Anything in the backlog is older than the full sync the reader
@@ -142,7 +154,7 @@ mod tests {
     fn filled(n: u64, max: usize) -> Backlog {
         let mut b = Backlog::new(max, usize::MAX);
         for seq in 1..=n {
-            b.push(Some(seq), line(&format!("e{seq}")));
+            b.push(Some((seq, seq)), line(&format!("e{seq}")));
         }
         b
     }
@@ -195,6 +207,18 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_that_joined_late_cannot_vouch_for_earlier_seqs() {
+        // A restarted batchd joins its source at seq 20; its first batch
+        // covers 21..=25. A reader that had applied up to 12 must not be
+        // "resumed" across 13..=20, which nobody here ever saw.
+        let mut b = Backlog::new(100, usize::MAX);
+        b.push(Some((21, 25)), line("batch"));
+        assert!(b.start_for("s", Some("s"), 12).full);
+        assert!(!b.start_for("s", Some("s"), 20).full);
+        assert!(!b.start_for("s", Some("s"), 25).full);
+    }
+
+    #[test]
     fn a_reader_ahead_of_the_writer_is_not_trusted() {
         let b = filled(5, 100);
         assert!(b.start_for("s", Some("s"), 9).full);
@@ -203,9 +227,9 @@ mod tests {
     #[test]
     fn byte_bound_and_records_without_seq() {
         let mut b = Backlog::new(100, 10);
-        b.push(Some(1), line("aaaa"));
+        b.push(Some((1, 1)), line("aaaa"));
         b.push(None, line("pass"));
-        b.push(Some(2), line("bbbb"));
+        b.push(Some((2, 2)), line("bbbb"));
         assert_eq!(b.base(), 1, "first line dropped for bytes");
         let start = b.start_for("s", Some("s"), 1);
         assert!(!start.full);
@@ -218,7 +242,7 @@ mod tests {
         let end = b.end();
         b.reset();
         assert_eq!(b.end(), end);
-        b.push(Some(1), line("n1"));
+        b.push(Some((1, 1)), line("n1"));
         assert_eq!(&*b.get(end).unwrap(), b"n1");
     }
 }

@@ -112,13 +112,13 @@ impl Server {
                 state.header = Some((h.clone(), line));
             }
             other => {
-                let seq = match other {
-                    Record::Event(e) => Some(e.seq),
-                    Record::End(e) => Some(e.seq),
-                    Record::Batch(b) => Some(b.last_seq),
+                let seqs = match other {
+                    Record::Event(e) => Some((e.seq, e.seq)),
+                    Record::End(e) => Some((e.seq, e.seq)),
+                    Record::Batch(b) => Some((b.first_seq, b.last_seq)),
                     _ => None,
                 };
-                state.backlog.push(seq, line);
+                state.backlog.push(seqs, line);
             }
         }
         drop(state);
