@@ -187,7 +187,7 @@ impl Applier<'_> {
             if delete {
                 let missing: Vec<WirePath> = list
                     .iter()
-                    .filter(|p| std::fs::symlink_metadata(join(source, p)).is_err())
+                    .filter(|p| matches!(source_state(source, p), Ok(false)))
                     .cloned()
                     .collect();
                 // A deleted directory takes everything below it: count what
@@ -240,9 +240,22 @@ impl Applier<'_> {
             }
             let mut delete_listed = delete;
             if delete && !self.settings.delete_missing_args_works {
-                let (present, missing): (Vec<WirePath>, Vec<WirePath>) = list
-                    .into_iter()
-                    .partition(|p| std::fs::symlink_metadata(join(source, p)).is_ok());
+                // Only "not found" makes a path missing: an unreadable source
+                // (EACCES, EIO, a stale NFS handle) must never delete a copy.
+                let mut present = Vec::new();
+                let mut missing = Vec::new();
+                for p in list {
+                    match source_state(source, &p) {
+                        Ok(true) => present.push(p),
+                        Ok(false) => missing.push(p),
+                        Err(why) => {
+                            report.outcome = Some(Outcome::Fail);
+                            report.message = why;
+                            report.duration = started.elapsed();
+                            return Ok(report);
+                        }
+                    }
+                }
                 if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
                     report.outcome = Some(Outcome::Fail);
                     report.message = why;
@@ -455,12 +468,8 @@ impl Applier<'_> {
             Location::Local(root) => {
                 for p in missing {
                     let path = join(root, p);
-                    let removed = match std::fs::symlink_metadata(&path) {
-                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-                        Ok(_) => std::fs::remove_file(&path),
-                        Err(_) => Ok(()),
-                    };
-                    removed.map_err(|e| format!("deleting {}: {e}", path.display()))?;
+                    crate::direct::remove(&path)
+                        .map_err(|e| format!("deleting {}: {e}", path.display()))?;
                 }
                 Ok(())
             }
@@ -491,6 +500,20 @@ impl Applier<'_> {
 
 /// Longest remote command line pushd builds (well below ARG_MAX).
 const MAX_SCRIPT: usize = 32 << 10;
+
+/// Whether `p` exists on the source: `Ok(false)` only when it is not found;
+/// any other failure to look is an error, never a reason to delete.
+fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
+    let path = join(source, p);
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!(
+            "cannot read {} on the source: {e}; nothing deleted",
+            path.display()
+        )),
+    }
+}
 
 fn join(root: &Path, p: &WirePath) -> PathBuf {
     if p.is_root() {

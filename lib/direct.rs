@@ -127,7 +127,9 @@ fn at(what: &str, path: &Path, e: io::Error) -> String {
 }
 
 /// Removes a file, link or whole directory; false when nothing was there.
-fn remove(path: &Path) -> io::Result<bool> {
+/// Removes `path` (a whole tree for a directory); `false` when it was not
+/// there. Any error but "not found" is an error.
+pub(crate) fn remove(path: &Path) -> io::Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path).map(|()| true),
         Ok(_) => fs::remove_file(path).map(|()| true),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::apply::{Applier, Guards};
-use crate::event::{Applied, Change, Event, Record, Timestamp};
+use crate::event::{Applied, Change, ChangeOp, Event, Record, Timestamp};
 use crate::fold::Fold;
 use crate::interruptible::{is_stop, Interruptible};
 use crate::plan::Plan;
@@ -446,6 +446,10 @@ struct Worker<'a> {
     root: PathBuf,
     /// Last seq applied on the current stream.
     applied: u64,
+    /// The seq `--state` said was applied before this process started, on
+    /// the stream it resumed: records up to it are replayed by the writer and
+    /// skipped here. 0 when nothing was resumed.
+    resumed_upto: u64,
     /// Highest seq received on the current stream.
     seen: u64,
     /// Pending changes folded by path (lib/fold.rs): memory grows with the
@@ -477,6 +481,7 @@ impl<'a> Worker<'a> {
             stream: None,
             root: PathBuf::new(),
             applied: 0,
+            resumed_upto: 0,
             seen: 0,
             pending: Fold::new(),
             pending_first: None,
@@ -543,18 +548,17 @@ impl<'a> Worker<'a> {
             Work::FullSync => self.pending.rescan_all(),
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
-                let resumed = self
-                    .shared
-                    .state
-                    .as_ref()
-                    .filter(|_| first)
-                    .and_then(|s| {
-                        s.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&self.target.name)
-                            .cloned()
-                    })
-                    .filter(|p| p.stream == stream);
+                let stored = self.shared.state.as_ref().filter(|_| first).and_then(|s| {
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&self.target.name)
+                        .cloned()
+                });
+                // A position of another stream: the target was in step with
+                // a stream that is gone, so a full sync is due even with
+                // --no-init (which skips it only for a target never synced).
+                let stale = stored.as_ref().is_some_and(|p| p.stream != stream);
+                let resumed = stored.filter(|p| p.stream == stream);
                 self.pending = Fold::new();
                 self.pending_first = None;
                 self.root = root;
@@ -567,10 +571,12 @@ impl<'a> Worker<'a> {
                     );
                     self.applied = position.seq;
                     self.seen = position.seq;
+                    self.resumed_upto = position.seq;
                 } else {
                     self.applied = 0;
                     self.seen = 0;
-                    if !first || self.config.init {
+                    self.resumed_upto = 0;
+                    if !first || self.config.init || stale {
                         self.pending.rescan_all();
                     }
                 }
@@ -584,7 +590,10 @@ impl<'a> Worker<'a> {
                 last_seq,
                 changes,
             } => {
-                if !self.note_seqs(first_seq, last_seq) {
+                // A rescan is never "already applied": batchd sends one after
+                // a malformed line with the seq it had reached.
+                let rescan = changes.iter().any(|c| c.op == ChangeOp::Rescan);
+                if !self.note_seqs(first_seq, last_seq) && !rescan {
                     return true;
                 }
                 for change in changes {
@@ -604,9 +613,9 @@ impl<'a> Worker<'a> {
     }
 
     /// Records that `first..=last` arrived; false when it was applied
-    /// before a restart (resuming the same stream).
+    /// before a restart (the writer replays from where `--state` says).
     fn note_seqs(&mut self, first: u64, last: u64) -> bool {
-        if last <= self.applied && self.applied > 0 {
+        if last <= self.resumed_upto {
             return false;
         }
         self.seen = self.seen.max(last);

@@ -441,3 +441,67 @@ fn connect_to_a_writer_socket_and_resume_after_a_restart() {
     );
     converges(&mut out, src.path(), dst.path());
 }
+
+#[test]
+fn a_rescan_batch_at_an_applied_seq_is_still_a_full_sync() {
+    // batchd writes a lone `rescan .` after a malformed line with the seq it
+    // had reached, which pushd has already applied: it must not be skipped.
+    let (src, dst, cwd) = (tempdir(), tempdir(), tempdir());
+    let target = dst.path().to_str().unwrap().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], cwd.path());
+    p.header();
+    p.applied(&target, 0);
+    write(src.path(), b"a", b"a");
+    let seq = p.batch(vec![change(ChangeOp::Update, b"a")]);
+    p.applied(&target, seq);
+    // Made without any event: only a full sync can bring it over.
+    write(src.path(), b"unseen", b"x");
+    let rescan = Record::Batch(Batch {
+        stream: p.stream.clone(),
+        first_seq: seq,
+        last_seq: seq,
+        root: WirePath::from(src.path()),
+        ts: Timestamp::now(),
+        changes: vec![change(ChangeOp::Rescan, b".")],
+    });
+    p.send(&rescan);
+    let full = p.out.wait_for("the full sync the rescan asks for", |r| {
+        matches!(r, Record::Applied(a) if a.full && a.last_seq >= seq && a.status == "ok" && a.first_seq >= seq)
+    });
+    assert!(matches!(full, Record::Applied(_)));
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
+
+#[test]
+fn no_init_still_resyncs_when_the_state_names_another_stream() {
+    let (src, dst, cwd) = (tempdir(), tempdir(), tempdir());
+    let target = dst.path().to_str().unwrap().to_string();
+    let state = cwd.path().join("state");
+    write(src.path(), b"first", b"1");
+    let args = [os("--state"), state.as_os_str(), os(&target)];
+    let mut p = Pushd::start_in(src.path(), &args, cwd.path());
+    p.header();
+    p.applied(&target, 0);
+    assert_eq!(p.finish(), Some(0));
+    assert_same(src.path(), dst.path());
+
+    // The source changes while pushd is down and its watcher restarts:
+    // a new stream. --no-init must not skip the sync this needs.
+    write(src.path(), b"while down", b"2");
+    let args = [
+        os("--no-init"),
+        os("--state"),
+        state.as_os_str(),
+        os(&target),
+    ];
+    let mut p = Pushd::start_in(src.path(), &args, cwd.path());
+    p.header();
+    let r = p.out.wait_for(
+        "a full sync for the new stream",
+        |r| matches!(r, Record::Applied(a) if a.full && a.status == "ok"),
+    );
+    assert!(matches!(r, Record::Applied(_)));
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
