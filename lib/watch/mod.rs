@@ -148,7 +148,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         crate::log_notice!(
                             "SIGHUP: rebuilding watches and asking for a full rescan"
                         );
-                        watcher.rebuild(&mut |_| {})?;
+                        watcher.rebuild(&mut |_| systemd.tick())?;
                         stats.emit_rescan(&mut writer)?;
                     }
                     _ => crate::log_notice!("{}", stats.status(&watcher)),
@@ -165,7 +165,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         "the kernel's inotify queue overflowed (fs.inotify.max_queued_events); \
                          events were lost, so the whole root is to be rescanned"
                     );
-                    watcher.rebuild(&mut |_| {})?;
+                    watcher.rebuild(&mut |_| systemd.tick())?;
                     stats.emit_rescan(&mut writer)?;
                 }
                 Outcome::RootGone(reason) => {

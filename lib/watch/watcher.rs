@@ -546,15 +546,22 @@ impl Watcher {
             (false, false) => {
                 self.push(EventKind::Move, to.clone(), is_dir, Some(from));
                 if is_dir {
-                    match self.tree.child(from_parent, from_name) {
-                        Some(node) => self.tree.relocate(node, to_parent, to_name),
-                        None => {
-                            // We were not watching it (unreadable before?):
-                            // try now, and report what it holds.
-                            if let Ok(Some(child)) = self.add_watch(to_parent, to_name, &to) {
-                                self.watch_below(child, true, &mut |_| {})?;
-                            }
+                    let known = self.tree.child(from_parent, from_name);
+                    if let Some(node) = known {
+                        self.tree.relocate(node, to_parent, to_name);
+                    }
+                    // Ask the kernel which directory is at the new name now:
+                    // after `mkdir a; mv a b; mkdir a` in one read, the watch
+                    // we hold for "a" may be the second `a`, and the moved
+                    // one would go unwatched. A known watch is just confirmed;
+                    // any other is watched and listed now.
+                    match self.add_watch(to_parent, to_name, &to) {
+                        Ok(Some(child)) if Some(child) != known => {
+                            self.watch_below(child, true, &mut |_| {})?
                         }
+                        Ok(_) => {}
+                        Err(AddError::Limit) => return Err(self.limit_error()),
+                        Err(AddError::Other(e)) => return Err(e),
                     }
                 }
                 Ok(())

@@ -573,3 +573,23 @@ fn root_unmounted_ends_the_stream_and_a_submount_going_is_a_rescan() {
         other => panic!("last record {other:?}"),
     }
 }
+
+#[test]
+fn a_directory_renamed_and_made_again_before_watchd_looks_stays_watched() {
+    // `mkdir a; mv a b; mkdir a` all queued in one read: the watch added for
+    // the first "a" lands on the second one; the renamed one must still be
+    // watched afterwards.
+    let dir = tempdir();
+    let root = dir.path();
+    let mut w = Watchd::start(root, &[]);
+    w.proc.signal(Signal::SIGSTOP);
+    fs::create_dir(root.join("a")).unwrap();
+    fs::rename(root.join("a"), root.join("b")).unwrap();
+    fs::create_dir(root.join("a")).unwrap();
+    w.proc.signal(Signal::SIGCONT);
+    w.expect(EventKind::Move, b"b");
+    fs::write(root.join("b/inside"), b"x").unwrap();
+    fs::write(root.join("a/inside"), b"x").unwrap();
+    w.expect(EventKind::Create, b"b/inside");
+    w.expect(EventKind::Create, b"a/inside");
+}
