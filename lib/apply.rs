@@ -179,6 +179,11 @@ impl Applier<'_> {
                 return Ok(report);
             }
         };
+        // A rename removes the old name on the target: with deletions off
+        // (--delete false, or startup while running) send the new name instead.
+        if !delete {
+            plan.without_renames();
+        }
         if !plan.renames.is_empty() {
             self.rename(&mut plan, &mut report);
         }
