@@ -160,6 +160,16 @@ pub fn scan_paths(
             walk(root, excludes, checksum, path, &mut out)?;
             continue;
         }
+        // Paths come from the other side (or its watcher): never let one
+        // name something outside this replica (`/etc`, `a/../..`).
+        let bytes = path.as_bytes();
+        anyhow::ensure!(
+            !bytes.starts_with(b"/")
+                && bytes
+                    .split(|&b| b == b'/')
+                    .all(|c| !(c.is_empty() || c == b"." || c == b"..")),
+            "refusing to scan {path}: not a path inside the replica"
+        );
         if !reachable(root, excludes, &path)? {
             continue;
         }
@@ -402,6 +412,25 @@ mod tests {
             ]),
             [WirePath::from("a"), WirePath::from("a b")]
         );
+    }
+
+    #[test]
+    fn scan_paths_refuses_paths_outside_the_replica() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("r");
+        fs::create_dir(&root).unwrap();
+        fs::write(t.path().join("secret"), b"s").unwrap();
+        for bad in ["/etc", "../secret", "a/../../secret", "./x"] {
+            let got = scan_paths(&root, &Excludes::default(), true, &[WirePath::from(bad)]);
+            assert!(got.is_err(), "{bad} was scanned");
+        }
+        assert!(scan_paths(
+            &root,
+            &Excludes::default(),
+            false,
+            &[WirePath::from("fine")]
+        )
+        .is_ok());
     }
 
     #[test]
