@@ -51,14 +51,27 @@ impl Spec {
         }
     }
 
-    /// The replica as a stable text key for the archive's name.
+    /// The replica as a stable, lossless text key for the archive's name:
+    /// two replicas whose paths differ only in bytes that are not UTF-8 must
+    /// never share an archive (the other's "deleted" files would be deleted).
     pub fn key(&self) -> String {
-        match self {
-            Spec::Local(p) => p.to_string_lossy().into_owned(),
-            Spec::Ssh { user, host, path } => format!(
-                "{}{host}:{}",
-                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
-                String::from_utf8_lossy(path)
+        let (prefix, path): (String, &[u8]) = match self {
+            Spec::Local(p) => (String::new(), p.as_os_str().as_encoded_bytes()),
+            Spec::Ssh { user, host, path } => (
+                format!(
+                    "{}{host}:",
+                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default()
+                ),
+                path,
+            ),
+        };
+        match std::str::from_utf8(path) {
+            Ok(text) => format!("{prefix}{text}"),
+            // NUL is in no path and no host name: these keys cannot meet a
+            // UTF-8 one.
+            Err(_) => format!(
+                "{prefix}\0{}",
+                path.iter().map(|b| format!("{b:02x}")).collect::<String>()
             ),
         }
     }
@@ -345,4 +358,22 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyh
     handle
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("a scan thread panicked")))
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn keys_are_lossless() {
+        let a = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
+            b"/data/Fotos_\xe4",
+        )));
+        let b = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
+            b"/data/Fotos_\xf6",
+        )));
+        assert_ne!(a.key(), b.key());
+        assert_eq!(Spec::Local(PathBuf::from("/data/x")).key(), "/data/x");
+    }
 }
