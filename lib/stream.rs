@@ -49,10 +49,6 @@ impl<R: BufRead> RecordReader<R> {
         self.line_no
     }
 
-    pub fn inner_mut(&mut self) -> &mut R {
-        &mut self.input
-    }
-
     /// The next record, `Ok(None)` at end of input.
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         loop {

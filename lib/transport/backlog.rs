@@ -92,7 +92,10 @@ impl Backlog {
         {
             let old = self.entries.pop_front().expect("not empty");
             self.bytes -= old.line.len();
-            self.missing_upto = self.missing_upto.max(old.last);
+            // A record without a seq after `old.last` may not have been
+            // seen by a reader at exactly that seq: it is gone too.
+            let gone_upto = if old.has_seq { old.last } else { old.last + 1 };
+            self.missing_upto = self.missing_upto.max(gone_upto);
             self.base += 1;
         }
     }
@@ -234,6 +237,18 @@ mod tests {
         let start = b.start_for("s", Some("s"), 1);
         assert!(!start.full);
         assert_eq!(&*b.get(start.index).unwrap(), b"pass");
+    }
+
+    #[test]
+    fn a_dropped_record_without_seq_is_not_skipped_silently() {
+        let mut b = Backlog::new(2, usize::MAX);
+        b.push(Some((1, 1)), line("e1"));
+        b.push(None, line("pass"));
+        b.push(Some((2, 2)), line("e2"));
+        b.push(Some((3, 3)), line("e3"));
+        // "pass" (after seq 1) was dropped: a reader at 1 cannot resume.
+        assert!(b.start_for("s", Some("s"), 1).full);
+        assert!(!b.start_for("s", Some("s"), 2).full);
     }
 
     #[test]

@@ -14,15 +14,15 @@ pub mod pipe;
 pub mod server;
 
 use std::fs::File;
-use std::io::{self, StdinLock};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Record;
-use crate::stream::{Item, RecordReader, RecordWriter};
+use crate::stream::RecordWriter;
 pub use server::BacklogSize;
 
 /// Where a writer's records go.
@@ -86,32 +86,6 @@ impl Sink {
         match self {
             Sink::Stdout { fd, .. } => Some(fd.as_fd()),
             Sink::Socket(_) => None,
-        }
-    }
-}
-
-/// Where a reader's records come from: stdin, or a writer's socket.
-pub enum Source {
-    Stdin(RecordReader<StdinLock<'static>>),
-    Socket(client::Connector),
-}
-
-impl Source {
-    /// `--connect PATH` or stdin. `resume_from`: what the consumer has
-    /// already applied (from its state), for the first connection.
-    pub fn open(connect: Option<&Path>, resume_from: Option<(String, u64)>) -> Self {
-        match connect {
-            Some(path) => Source::Socket(client::Connector::new(path, resume_from)),
-            None => Source::Stdin(RecordReader::new(io::stdin().lock())),
-        }
-    }
-
-    /// The next item, `Ok(None)` at end of input (stdin) or when `stop`
-    /// holds while waiting for a writer to come back (socket).
-    pub fn next_item(&mut self, stop: &dyn Fn() -> bool) -> anyhow::Result<Option<Item>> {
-        match self {
-            Source::Stdin(reader) => reader.next_item().context("reading stdin"),
-            Source::Socket(connector) => connector.next_item(stop),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -162,10 +162,6 @@ impl Watcher {
 
     pub fn inotify_mut(&mut self) -> &mut Inotify {
         &mut self.inotify
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Number of directories watched.
