@@ -50,7 +50,9 @@ pub fn entry_from(meta: &fs::Metadata, target: Option<WirePath>) -> Option<Entry
         kind,
         size: if kind == Kind::File { meta.size() } else { 0 },
         mtime: if kind == Kind::File {
-            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+            meta.mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec())
         } else {
             0
         },
@@ -84,7 +86,9 @@ pub fn entry_from_stat(st: &nix::sys::stat::FileStat, target: Option<WirePath>) 
             0
         },
         mtime: if kind == Kind::File {
-            st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+            st.st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec)
         } else {
             0
         },

@@ -249,6 +249,14 @@ pub fn read_facts(reader: &mut impl BufRead) -> Result<Facts, String> {
             "size" => {
                 if value != "-" {
                     let n: usize = value.parse().map_err(|_| format!("bad size {value:?}"))?;
+                    // authorized_keys or ssh_config: a few KiB. A remote
+                    // that claims more must not make us allocate it.
+                    const MAX: usize = 16 << 20;
+                    if n > MAX {
+                        return Err(format!(
+                            "the remote file is {n} bytes, more than {MAX}; not reading it"
+                        ));
+                    }
                     let mut content = vec![0; n];
                     reader
                         .read_exact(&mut content)
