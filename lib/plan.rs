@@ -46,7 +46,8 @@ impl Plan {
         // Paths deleted or moved away earlier in the batch: if one comes
         // back, the target may still hold its old contents below it, so it
         // is synced whole, not just as an entry.
-        let mut vacated: Vec<WirePath> = Vec::new();
+        // A set: looked up for every update (a batch can hold 100k paths).
+        let mut vacated: std::collections::HashSet<WirePath> = Default::default();
         for change in changes {
             if !is_safe(&change.path) || change.from.as_ref().is_some_and(|f| !is_safe(f)) {
                 plan.rejected.push(change.path.clone());
@@ -56,7 +57,7 @@ impl Plan {
             let path = change.path.clone();
             match (change.op, &change.from) {
                 (ChangeOp::Delete, _) => {
-                    vacated.push(path.clone());
+                    vacated.insert(path.clone());
                     plan.paths.push(path);
                 }
                 (ChangeOp::Rescan, _) => plan.subtrees.push(path),
@@ -75,17 +76,16 @@ impl Plan {
                         plan.subtrees.push(from.clone());
                         continue;
                     }
-                    let moved = plan
-                        .paths
-                        .iter_mut()
-                        .chain(plan.subtrees.iter_mut())
-                        .chain(vacated.iter_mut());
-                    for p in moved {
+                    for p in plan.paths.iter_mut().chain(plan.subtrees.iter_mut()) {
                         if let Some(rebased) = rebase(p, from, &path) {
                             *p = rebased;
                         }
                     }
-                    vacated.push(from.clone());
+                    vacated = vacated
+                        .into_iter()
+                        .map(|p| rebase(&p, from, &path).unwrap_or(p))
+                        .collect();
+                    vacated.insert(from.clone());
                     plan.renames.push(Rename {
                         from: from.clone(),
                         to: path.clone(),
