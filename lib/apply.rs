@@ -1,14 +1,10 @@
-//! Carrying out a [`Plan`] on one target: renames natively (locally) or with
-//! one `mv` script over ssh, then one rsync for the listed paths and one for
+//! Carrying out a [`Plan`] on one target: renames natively on a local target
+//! (beneath its root, never through a symlink), then one rsync for the listed paths and one for
 //! the subtrees, behind the guards that keep a bad source from wiping a
 //! replica (missing/empty source, `--require-mount`, `--sentinel`,
 //! `--max-delete`).
 
-use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -233,6 +229,9 @@ impl Applier<'_> {
                         report.stats.transferred_size += done.bytes;
                         report.stats.deleted += done.deleted;
                         report.outcome = Some(Outcome::Success);
+                        for why in &done.skipped {
+                            crate::log_warn!("{}: skipped {why}", self.target);
+                        }
                     }
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
@@ -376,8 +375,14 @@ impl Applier<'_> {
     fn rename(&self, plan: &mut Plan, report: &mut Report) {
         let result = match &self.target.location {
             Location::Local(root) => rename_local(root, plan),
-            Location::Ssh { user, host, .. } => self.rename_ssh(user.as_deref(), host, plan),
-            Location::Daemon { .. } => Err("an rsync daemon cannot rename".into()),
+            // A shell `mv` on the remote resolves both names through
+            // whatever symlinks the target holds, so a planted link would
+            // move files out of or into the target: the new name's data is
+            // sent by rsync instead (rsync resolves safely on the receiver).
+            Location::Ssh { .. } | Location::Daemon { .. } => {
+                plan.without_renames();
+                return;
+            }
         };
         match result {
             Ok(()) => report.renamed += plan.renames.len() as u64,
@@ -391,79 +396,10 @@ impl Applier<'_> {
         }
     }
 
-    fn rename_ssh(&self, user: Option<&str>, host: &str, plan: &Plan) -> Result<(), String> {
-        let mut script = Vec::new();
-        for r in &plan.renames {
-            let from = self.target.remote_path(&r.from).ok_or("no shell")?;
-            let to = self.target.remote_path(&r.to).ok_or("no shell")?;
-            let parent = self
-                .target
-                .remote_path(&r.to.parent().unwrap_or_else(WirePath::root))
-                .ok_or("no shell")?;
-            if !script.is_empty() {
-                script.extend_from_slice(b" && ");
-            }
-            // -T: never move *into* an existing directory of the new name.
-            script.extend_from_slice(b"mkdir -p -- ");
-            script.extend_from_slice(&rsync::quote_for_shell(&parent));
-            script.extend_from_slice(b" && mv -f -T -- ");
-            script.extend_from_slice(&rsync::quote_for_shell(&from));
-            script.push(b' ');
-            script.extend_from_slice(&rsync::quote_for_shell(&to));
-            // Many renames go in several connections rather than one
-            // command line that grows with the batch.
-            if script.len() > MAX_SCRIPT {
-                self.ssh(user, host, std::mem::take(&mut script), &[])?;
-            }
-        }
-        if !script.is_empty() {
-            self.ssh(user, host, script, &[])?;
-        }
-        Ok(())
-    }
-
-    /// Runs `script` with the remote user's shell, `input` on its stdin.
-    fn ssh(
-        &self,
-        user: Option<&str>,
-        host: &str,
-        script: Vec<u8>,
-        input: &[u8],
-    ) -> Result<(), String> {
-        let mut cmd = rsync::clean_command("ssh");
-        cmd.args(self.settings.ssh.args());
-        if let Some(user) = user {
-            cmd.arg("-l").arg(user);
-        }
-        cmd.arg("--")
-            .arg(host)
-            .arg(OsString::from_vec(script))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("starting ssh: {e}"))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let err_thread = std::thread::spawn(move || {
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err);
-            err
-        });
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"))?;
-        let err = err_thread.join().unwrap_or_default();
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("ssh exited with {status}: {}", err.trim()))
-        }
-    }
-
     /// Deletes `missing` on the target without rsync, for an rsync whose
     /// `--delete-missing-args` is broken (RsyncProject/rsync issue 910):
-    /// natively here, with `xargs -0 rm -rf` fed on stdin over ssh. A
-    /// daemon has no shell: the parents are synced whole instead.
+    /// natively here (beneath the root, never through a symlink); for ssh
+    /// and daemon targets the parents are synced whole instead.
     fn delete_without_rsync(
         &self,
         missing: &[WirePath],
@@ -471,29 +407,18 @@ impl Applier<'_> {
     ) -> Result<(), String> {
         match &self.target.location {
             Location::Local(root) => {
+                let beneath = crate::beneath::Root::open(root)
+                    .map_err(|e| format!("opening {}: {e}", root.display()))?;
                 for p in missing {
-                    let path = join(root, p);
-                    crate::direct::remove(&path)
-                        .map_err(|e| format!("deleting {}: {e}", path.display()))?;
+                    crate::direct::remove(&beneath, p)
+                        .map_err(|e| format!("deleting {}: {e}", join(root, p).display()))?;
                 }
                 Ok(())
             }
-            Location::Ssh { user, host, .. } => {
-                let root = self
-                    .target
-                    .remote_path(&WirePath::root())
-                    .ok_or("no shell")?;
-                let mut script = b"cd -- ".to_vec();
-                script.extend_from_slice(&rsync::quote_for_shell(&root));
-                script.extend_from_slice(b" && xargs -0 -r rm -rf --");
-                let mut list = Vec::new();
-                for p in missing {
-                    list.extend_from_slice(p.as_bytes());
-                    list.push(0);
-                }
-                self.ssh(user.as_deref(), host, script, &list)
-            }
-            Location::Daemon { .. } => {
+            // `rm -rf` in a remote shell would resolve through a planted
+            // symlinked directory: rsync deletes there instead, by syncing
+            // the parents (like a daemon, which has no shell).
+            Location::Ssh { .. } | Location::Daemon { .. } => {
                 for p in missing {
                     plan_subtrees.push(p.parent().unwrap_or_else(WirePath::root));
                 }
@@ -502,9 +427,6 @@ impl Applier<'_> {
         }
     }
 }
-
-/// Longest remote command line pushd builds (well below ARG_MAX).
-const MAX_SCRIPT: usize = 32 << 10;
 
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
 /// any other failure to look is an error, never a reason to delete.
@@ -546,19 +468,34 @@ fn count_entries(path: &Path) -> u64 {
     1 + below
 }
 
+/// Renames on a local target through directory descriptors resolved
+/// beneath the root without following symlinks: a planted symlink in either
+/// path fails the rename (the data is then sent instead), it never leads it
+/// outside. Missing parents of the new name are created the same way.
 fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
+    use crate::beneath::{self, Root};
+    let beneath = Root::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
     for r in &plan.renames {
         let from = join(root, &r.from);
         let to = join(root, &r.to);
-        std::fs::symlink_metadata(&from)
+        let (from_dir, from_name) = beneath
+            .parent(&r.from)
             .map_err(|e| format!("{} is not on the target: {e}", from.display()))?;
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
-            .map_err(|e| format!("{e:#}"))?;
+        beneath::stat_at(&from_dir, &from_name)
+            .map_err(|e| format!("reading {}: {e}", from.display()))?
+            .ok_or_else(|| format!("{} is not on the target", from.display()))?;
+        let (to_parent, to_name) = beneath::split(&r.to).map_err(|e| e.to_string())?;
+        let to_dir = beneath::make_dirs(&beneath, &to_parent)
+            .map_err(|e| format!("creating the parent of {}: {e}", to.display()))?;
+        nix::fcntl::renameat(
+            &from_dir,
+            beneath::p(&from_name),
+            &to_dir,
+            beneath::p(&to_name),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+        .map_err(|e| format!("{e:#}"))?;
     }
     Ok(())
 }

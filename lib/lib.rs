@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod batchd;
 pub mod batcher;
+pub mod beneath;
 pub mod bisync;
 pub mod cli;
 pub mod direct;
