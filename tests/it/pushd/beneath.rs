@@ -149,8 +149,29 @@ fn swapper(dst: &Path, outside: &Path, stop: Arc<AtomicBool>) -> std::thread::Jo
     })
 }
 
+#[derive(PartialEq)]
+enum Mode {
+    Direct,
+    Rsync,
+    Ssh,
+}
+
 #[test]
 fn direct_stays_inside_while_a_directory_is_swapped_for_a_link() {
+    stays_inside_while_swapped(Mode::Direct);
+}
+
+#[test]
+fn local_rsync_stays_inside_while_a_directory_is_swapped_for_a_link() {
+    stays_inside_while_swapped(Mode::Rsync);
+}
+
+#[test]
+fn ssh_stays_inside_while_a_directory_is_swapped_for_a_link() {
+    stays_inside_while_swapped(Mode::Ssh);
+}
+
+fn stays_inside_while_swapped(mode: Mode) {
     let (src, dst, scratch, out_dir) = (tempdir(), tempdir(), tempdir(), tempdir());
     let outside = out_dir.path();
     for f in ["f", "g", "h"] {
@@ -158,15 +179,36 @@ fn direct_stays_inside_while_a_directory_is_swapped_for_a_link() {
     }
     write(src.path(), b"sw/f", b"0");
     let target = dst.path().join("copy");
-    let args = [os("--direct"), target.as_os_str()];
+    let sshd = (mode == Mode::Ssh).then(Sshd::start);
+    let (mut args, name) = match &sshd {
+        Some(sshd) => {
+            let spec = format!("127.0.0.1:{}", target.display());
+            let mut args = ssh_flags(sshd, scratch.path());
+            args.push(spec.clone().into());
+            (args, spec)
+        }
+        None => (
+            vec![target.clone().into_os_string()],
+            target.display().to_string(),
+        ),
+    };
+    if mode == Mode::Direct {
+        args.insert(0, "--direct".into());
+    }
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let mut p = Pushd::start_in(src.path(), &args, scratch.path());
     p.header();
-    p.result(&target.display().to_string());
+    p.result(&name);
     let before = snapshot(outside);
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = swapper(&target, outside, stop.clone());
     let mut seq = 0;
-    for i in 0..300 {
+    let rounds = match mode {
+        Mode::Direct => 300,
+        Mode::Rsync => 60,
+        Mode::Ssh => 15,
+    };
+    for i in 0..rounds {
         write(src.path(), b"sw/f", i.to_string().as_bytes());
         write(src.path(), b"sw/h", b"h");
         let _ = fs::remove_file(src.path().join("sw/h"));
@@ -176,7 +218,7 @@ fn direct_stays_inside_while_a_directory_is_swapped_for_a_link() {
             change(ChangeOp::Delete, b"sw/h"),
         ]);
     }
-    p.applied(&target.display().to_string(), seq);
+    p.applied(&name, seq);
     stop.store(true, Ordering::Relaxed);
     let swaps = swaps.join().unwrap();
     assert_eq!(snapshot(outside), before, "after {swaps} swaps");
