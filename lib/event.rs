@@ -313,7 +313,6 @@ impl Record {
         #[serde(tag = "type", rename_all = "lowercase")]
         enum Tagged<'a> {
             Header(&'a Header),
-            Event(&'a Event),
             End(&'a End),
             Batch(&'a Batch),
             #[serde(rename = "result")]
@@ -321,7 +320,10 @@ impl Record {
         }
         let tagged = match self {
             Record::Header(h) => Tagged::Header(h),
-            Record::Event(e) => Tagged::Event(e),
+            Record::Event(e) => {
+                crate::eventwrite::write_event_line(e, out);
+                return Ok(());
+            }
             Record::End(e) => Tagged::End(e),
             Record::Batch(b) => Tagged::Batch(b),
             Record::Applied(a) => Tagged::Applied(a),

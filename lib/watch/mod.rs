@@ -236,23 +236,33 @@ struct Stats {
 }
 
 impl Stats {
+    /// Writes what one read of the kernel queue produced. One `Event` is
+    /// reused for all of them (the paths move in, the timestamp is shared),
+    /// so a burst costs no allocation per record beyond the paths themselves.
     fn emit(&mut self, writer: &mut Sink, seen: Vec<Seen>) -> anyhow::Result<()> {
         if seen.is_empty() {
             return Ok(());
         }
-        let ts = Timestamp::now();
+        let event = Event {
+            seq: 0,
+            ts: Timestamp::now(),
+            kind: EventKind::Rescan,
+            path: WirePath::root(),
+            dir: false,
+            from: None,
+        };
+        let mut record = Record::Event(event);
         for s in seen {
             self.seq += 1;
-            writer
-                .write(&Record::Event(Event {
-                    seq: self.seq,
-                    ts: ts.clone(),
-                    kind: s.kind,
-                    path: s.path,
-                    dir: s.dir,
-                    from: s.from,
-                }))
-                .context("writing to stdout")?;
+            let Record::Event(event) = &mut record else {
+                unreachable!("built as an event above")
+            };
+            event.seq = self.seq;
+            event.kind = s.kind;
+            event.path = s.path;
+            event.dir = s.dir;
+            event.from = s.from;
+            writer.write(&record).context("writing to stdout")?;
         }
         Ok(())
     }
