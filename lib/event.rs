@@ -47,6 +47,10 @@ pub struct Header {
     pub ts: Timestamp,
     /// Who wrote the stream, `name/version`.
     pub producer: String,
+    /// How the producer watches (`inotify`, `fanotify`); optional, for
+    /// people and logs: the stream means the same either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// What happened to a path.
@@ -504,18 +508,20 @@ mod proptests {
                 path(),
                 any::<String>(),
                 ts(),
-                any::<String>()
+                any::<String>(),
+                prop::option::of("[a-z]{1,9}"),
             )
-                .prop_map(|(v, stream, root, host, ts, producer)| Record::Header(
-                    Header {
+                .prop_map(|(v, stream, root, host, ts, producer, backend)| {
+                    Record::Header(Header {
                         v,
                         stream,
                         root,
                         host,
                         ts,
-                        producer
-                    }
-                )),
+                        producer,
+                        backend,
+                    })
+                }),
             (
                 any::<u64>(),
                 ts(),
