@@ -12,6 +12,7 @@ pub mod bisync;
 pub mod cli;
 pub mod direct;
 pub mod event;
+mod eventwrite;
 pub mod exclude;
 pub mod exit;
 pub mod fold;
