@@ -570,3 +570,171 @@ fn a_removed_target_root_gets_a_full_sync() {
         assert_eq!(p.finish(), Some(0));
     }
 }
+
+#[test]
+fn a_source_unmounted_with_changes_pending_deletes_nothing() {
+    // The real thing in a private mount namespace: a tmpfs at SRC, the
+    // whole pipeline on it, 8 files changed and SRC unmounted while the
+    // batch is still in batchd's window. The batch then lists 8 paths that
+    // are missing on the bare mount point.
+    let dir = tempdir();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let (out, err) = (dir.path().join("out.jsonl"), dir.path().join("err.txt"));
+    fs::create_dir(&src).unwrap();
+    let script = format!(
+        r#"set -e
+        src='{src}'; dst='{dst}'; out='{out}'; err='{err}'
+        mount -t tmpfs syncpipe-src "$src"
+        for i in 1 2 3 4 5 6 7 8; do echo one > "$src/f$i"; done
+        ( {watchd} "$src" | {batchd} -d 2 | {pushd} --retry-min 50ms --retry-max 200ms "$dst" > "$out" 2> "$err" ) & pid=$!
+        for i in $(seq 600); do grep -q '"status":"ok"' "$out" && break; sleep 0.05; done
+        grep -q '"status":"ok"' "$out"
+        for i in 1 2 3 4 5 6 7 8; do echo two > "$src/f$i"; done
+        umount "$src"
+        wait $pid || echo "exit=$?"
+        "#,
+        src = src.display(),
+        dst = dst.display(),
+        out = out.display(),
+        err = err.display(),
+        watchd = crate::support::bin("watchd").display(),
+        batchd = crate::support::bin("batchd").display(),
+        pushd = crate::support::bin("pushd").display(),
+    );
+    let run = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .expect("unshare -m (util-linux) is needed for this test");
+    let said = fs::read_to_string(&err).unwrap_or_default();
+    let results = fs::read_to_string(&out).unwrap_or_default();
+    let context = format!(
+        "{}\n{}\nstderr: {said}\nresults: {results}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{context}");
+    // Nothing deleted, the target reported held and pushd not claiming success.
+    assert_eq!(tree(&dst).len(), 8, "{context}");
+    assert!(!results.contains(r#""deleted":8"#), "{context}");
+    assert!(results.contains(r#""status":"held""#), "{context}");
+    assert!(said.contains("unmounted?"), "{context}");
+    assert_eq!(said.matches("HELD:").count(), 1, "{context}");
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("exit="),
+        "{context}"
+    );
+}
+
+#[test]
+fn release_held_applies_the_start_up_transfer_only() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"keep", b"k");
+    for i in 0..30 {
+        write(dst.path(), format!("old{i:02}").as_bytes(), b"o");
+    }
+    let target = dst.path().display().to_string();
+    // Without the flag the start-up sync holds the 30 deletions...
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.header();
+    let a = p.result(&target);
+    assert_eq!(
+        (a.status.as_str(), a.refused_deletes),
+        ("held", 30),
+        "{a:?}"
+    );
+    assert_ne!(p.finish(), Some(0));
+    assert_eq!(tree(dst.path()).len(), 31);
+    // ...with it they are applied.
+    let args = [os("--release-held"), os(&target)];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    let a = p.result(&target);
+    assert_eq!((a.status.as_str(), a.deleted), ("ok", 30), "{a:?}");
+    assert_same(src.path(), dst.path());
+    // A later trip in the same run is held again.
+    let names: Vec<String> = (0..20).map(|i| format!("n{i:02}")).collect();
+    for n in &names {
+        write(src.path(), n.as_bytes(), b"n");
+    }
+    let seq = p.batch(
+        names
+            .iter()
+            .map(|n| change(ChangeOp::Update, n.as_bytes()))
+            .collect(),
+    );
+    assert_eq!(p.applied(&target, seq).status, "ok");
+    for n in &names {
+        fs::remove_file(src.path().join(n)).unwrap();
+    }
+    let seq = p.batch(
+        names
+            .iter()
+            .map(|n| change(ChangeOp::Delete, n.as_bytes()))
+            .collect(),
+    );
+    let a = p.applied(&target, seq);
+    assert_eq!(
+        (a.status.as_str(), a.refused_deletes),
+        ("held", 20),
+        "{a:?}"
+    );
+    assert_eq!(tree(dst.path()).len(), 21);
+    assert_ne!(p.finish(), Some(0));
+}
+
+#[test]
+fn held_deletions_survive_a_restart_with_state() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    for i in 0..30 {
+        write(src.path(), format!("f{i:02}").as_bytes(), b"d");
+    }
+    let target = dst.path().display().to_string();
+    let state = scratch.path().join("state");
+    let args = [os("--state"), state.as_os_str(), os(&target)];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    let mut changes = Vec::new();
+    for i in 0..30 {
+        let name = format!("f{i:02}");
+        fs::remove_file(src.path().join(&name)).unwrap();
+        changes.push(change(ChangeOp::Delete, name.as_bytes()));
+    }
+    write(src.path(), b"new", b"n");
+    changes.push(change(ChangeOp::Update, b"new"));
+    let held_seq = p.batch(changes);
+    assert_eq!(p.applied(&target, held_seq).status, "held");
+    write(src.path(), b"later", b"l");
+    let later = p.batch(vec![change(ChangeOp::Update, b"later")]);
+    assert_eq!(p.applied(&target, later).status, "held");
+    let (stream, seq) = (p.stream.clone(), p.seq);
+    p.finish();
+    // The state stays before the held batch: a writer replays it, and the
+    // released restart applies it.
+    let saved = syncpipe::pushstate::StateFile::load(&state).unwrap();
+    let position = saved.get(&target).cloned().unwrap();
+    assert_eq!(position.stream, stream);
+    assert!(position.seq < held_seq - 30, "{position:?}");
+    let args = [
+        os("--state"),
+        state.as_os_str(),
+        os("--release-held"),
+        os(&target),
+    ];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.stream = stream;
+    p.header();
+    p.seq = 0;
+    let mut replay = Vec::new();
+    for i in 0..30 {
+        replay.push(change(ChangeOp::Delete, format!("f{i:02}").as_bytes()));
+    }
+    replay.push(change(ChangeOp::Update, b"new"));
+    p.batch(replay);
+    p.batch(vec![change(ChangeOp::Update, b"later")]);
+    assert_eq!(p.seq, seq);
+    let a = p.applied(&target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
