@@ -192,6 +192,33 @@ impl Identity {
         })
     }
 
+    /// Why `root` is not the root `self` was, if it is not: one stat, and
+    /// the mount table only when it was a mount point (it is read on every
+    /// batch that deletes).
+    pub fn recheck(&self, root: &Path) -> Option<String> {
+        let meta = match std::fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(e) => return Some(format!("source root {} is not there: {e}", root.display())),
+        };
+        let mount = if self.mount {
+            match root.canonicalize() {
+                Ok(canonical) => match crate::mounts::is_mount_point(&canonical) {
+                    Ok(mount) => mount,
+                    Err(e) => return Some(format!("cannot read the mount table: {e}")),
+                },
+                Err(e) => return Some(format!("cannot resolve {}: {e}", root.display())),
+            }
+        } else {
+            false
+        };
+        let now = Identity {
+            id: RootId::of(&meta),
+            mount,
+            empty: false,
+        };
+        self.changed(&now, root)
+    }
+
     /// Why `now` is not the root `self` was, if it is not (pure).
     /// Emptiness is not judged here: a tree whose last files were deleted
     /// is still the same tree ([`judge_deletes`] weighs it).
@@ -341,11 +368,7 @@ impl Applier<'_> {
         // still the root it was: an unmounted disk's empty mount point or a
         // replaced directory would otherwise delete what the batch lists.
         if let (true, false, Some(before)) = (delete, checks.released, &checks.identity) {
-            let changed = match Identity::of(source) {
-                Ok(now) => before.changed(&now, source),
-                Err(why) => Some(why),
-            };
-            if let Some(why) = changed {
+            if let Some(why) = before.recheck(source) {
                 report.held_everything = true;
                 report.refused_deletes = plan
                     .paths
@@ -928,10 +951,13 @@ mod tests {
         let real = Identity::of(&dir).unwrap();
         assert!(real.empty && !real.mount);
         assert_eq!(real.changed(&Identity::of(&dir).unwrap(), &dir), None);
+        assert_eq!(real.recheck(&dir), None);
         std::fs::remove_dir(&dir).unwrap();
+        assert!(real.recheck(&dir).unwrap().contains("not there"));
         std::fs::create_dir(&dir).unwrap();
         let again = Identity::of(&dir).unwrap();
         assert!(real.changed(&again, &dir).is_some(), "{real:?} {again:?}");
+        assert!(real.recheck(&dir).is_some());
         std::fs::remove_dir(&dir).unwrap();
     }
 
