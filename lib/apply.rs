@@ -315,6 +315,9 @@ pub struct Report {
     /// The source root is not the one the stream started with: nothing
     /// was applied, the whole plan is held.
     pub held_everything: bool,
+    /// rsync had to create the target root (remote targets): it was
+    /// removed, and what the batch sent is all it holds now.
+    pub created_root: bool,
     /// Renames done on the target without resending data.
     pub renamed: u64,
     pub duration: Duration,
@@ -574,7 +577,16 @@ impl Applier<'_> {
         dry_run: bool,
         list: &[WirePath],
     ) -> anyhow::Result<rsync::RunResult> {
-        let args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        // On a remote target only rsync sees the root: with names listed it
+        // says when it had to create it (a batch's names, never a full
+        // sync's; rsync escapes newlines in names, so no name fakes a line).
+        if !dry_run
+            && matches!(transfer, Transfer::Paths { .. })
+            && !matches!(self.target.location, Location::Local(_))
+        {
+            args.insert(0, "--info=name1".into());
+        }
         let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
         rsync::run(&args, &list)
     }
@@ -587,6 +599,7 @@ impl Applier<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let result = self.rsync(source, transfer, false, list)?;
+        report.created_root |= result.created_root;
         report.stats.add(result.stats);
         report.code = result.code;
         report.outcome = Some(result.outcome);

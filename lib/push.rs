@@ -512,6 +512,9 @@ struct Worker<'a> {
     /// A local target root's device and inode after the last transfer: a
     /// root removed or replaced since then gets a full sync.
     target_root: Option<RootId>,
+    /// A transfer has succeeded on this target (a remote root that rsync
+    /// must create after that was removed meanwhile).
+    synced: bool,
     attempt: u32,
     delay: Duration,
     next_try: Instant,
@@ -546,6 +549,7 @@ impl<'a> Worker<'a> {
             release: config.release_held,
             identity: None,
             target_root: None,
+            synced: false,
             attempt: 0,
             delay: config.retry.min,
             next_try: Instant::now(),
@@ -798,6 +802,13 @@ impl<'a> Worker<'a> {
         let (ok, record) = match report {
             Ok(report) => {
                 let ok = report.succeeded();
+                if ok && report.created_root && self.synced && !whole {
+                    log_warn!(
+                        "{}: the target root was gone (rsync created it again): doing a full sync",
+                        self.target
+                    );
+                    self.pending.rescan_all();
+                }
                 if ok && report.held() {
                     held_now = true;
                     self.hold(&report, &changes, first_seq);
@@ -899,6 +910,7 @@ impl<'a> Worker<'a> {
                 self.identity = Identity::of(&self.root).ok();
             }
             self.note_target_root();
+            self.synced = true;
         }
         if ok {
             // Held changes are not applied: --state stays before them.

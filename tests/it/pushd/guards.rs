@@ -738,3 +738,54 @@ fn held_deletions_survive_a_restart_with_state() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+#[test]
+fn a_removed_remote_target_root_gets_a_full_sync() {
+    // Only rsync sees a remote root: when it has to create it again, the
+    // batch is followed by a full sync.
+    let sshd = Sshd::start();
+    let daemon_dst = tempdir();
+    let daemon = Rsyncd::start(&[Module::open("m", daemon_dst.path())]);
+    let ssh_dst = tempdir();
+    let scratch0 = tempdir();
+    let flags = ssh_flags(&sshd, scratch0.path());
+    let ssh_extra: Vec<&OsStr> = flags.iter().map(|a| a.as_os_str()).collect();
+    let cases = [
+        (
+            format!("127.0.0.1:{}/copy", ssh_dst.path().display()),
+            ssh_dst.path().join("copy"),
+            ssh_extra,
+        ),
+        (
+            daemon.url("m", "sub"),
+            daemon_dst.path().join("sub"),
+            vec![],
+        ),
+    ];
+    for (target, dir, extra) in cases {
+        let (src, scratch) = (tempdir(), tempdir());
+        for i in 0..10 {
+            write(src.path(), format!("f{i}").as_bytes(), b"data");
+        }
+        let mut args = extra.clone();
+        args.push(os(&target));
+        let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+        p.header();
+        assert_eq!(p.result(&target).status, "ok");
+        assert_same(src.path(), &dir);
+        fs::remove_dir_all(&dir).unwrap();
+        write(src.path(), b"f1", b"changed");
+        write(src.path(), b"f2", b"changed");
+        p.batch(vec![
+            change(ChangeOp::Update, b"f1"),
+            change(ChangeOp::Update, b"f2"),
+        ]);
+        let r = p.out.wait_for(&format!("a full sync of {target}"), |r| {
+            matches!(r, syncpipe::event::Record::Applied(a)
+                if a.target == target && a.full && a.status == "ok")
+        });
+        assert_same(src.path(), &dir);
+        drop(r);
+        assert_eq!(p.finish(), Some(0), "{target}");
+    }
+}
