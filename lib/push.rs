@@ -156,6 +156,8 @@ struct Shared {
     syncing: std::sync::atomic::AtomicBool,
     /// When systemd was last asked for more start-up time.
     extended: Mutex<Option<Instant>>,
+    /// Targets that ended their input with deletions held.
+    held_at_end: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -279,6 +281,7 @@ pub fn run_with(
         starting: Mutex::new(config.targets.len()),
         syncing: std::sync::atomic::AtomicBool::new(false),
         extended: Mutex::new(None),
+        held_at_end: Mutex::new(Vec::new()),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -355,6 +358,20 @@ pub fn run_with(
     }
     if read?.is_some() {
         return Ok(());
+    }
+    let held = shared
+        .held_at_end
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !unfinished.is_empty() && unfinished.iter().all(|name| held.contains(name)) {
+        return Err(crate::exit::coded(
+            crate::exit::Code::Refused,
+            format!(
+                "deletions held by a guard on {} when the input ended; check the source, then rerun with --release-held",
+                unfinished.join(", ")
+            ),
+        ));
     }
     if !unfinished.is_empty() {
         anyhow::bail!(
@@ -625,6 +642,11 @@ impl<'a> Worker<'a> {
                 self.target,
                 self.held_count
             );
+            self.shared
+                .held_at_end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.target.name.clone());
             return Err(self.target.name.clone());
         }
         Ok(())
