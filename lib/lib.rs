@@ -14,6 +14,8 @@ pub mod event;
 pub mod exclude;
 pub mod exit;
 pub mod fold;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod interruptible;
 pub mod keys;
 pub mod log;

@@ -49,6 +49,12 @@ impl<R: BufRead> RecordReader<R> {
         self.line_no
     }
 
+    /// The bytes held for the current line (for the fuzz checks: it must
+    /// stay within the line limit whatever the input).
+    pub fn buffer_capacity(&self) -> usize {
+        self.line.capacity()
+    }
+
     /// The next record, `Ok(None)` at end of input.
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         loop {
