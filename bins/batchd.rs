@@ -24,7 +24,7 @@ use syncpipe::transport;
 ///
 /// $ watchd /data | batchd -d 500ms -n 10000
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "batchd", version, after_help = cli::exit_codes_help("batchd"))]
 struct Args {
     /// Write a batch this long after its first event (15s, 500ms, 2m; a bare number is seconds)
     #[arg(short, long, value_name = "DURATION", default_value = "15s", value_parser = cli::parse_duration)]

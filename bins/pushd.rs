@@ -22,7 +22,7 @@ use syncpipe::target::Target;
 ///
 /// $ watchd /data | batchd -d 15 | env pushd backup1:/srv/data /mnt/copy
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "pushd", version, after_help = cli::exit_codes_help("pushd"))]
 struct Args {
     /// Where to push: DIR, [user@]host:PATH, host::module/PATH, rsync://host[:port]/module/PATH
     #[arg(required = true, value_name = "TARGET")]

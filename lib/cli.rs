@@ -126,8 +126,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The exit-code table, for the end of every `--help`.
-pub fn exit_codes_help() -> String {
-    Code::help_table()
+pub fn exit_codes_help(bin: &str) -> String {
+    Code::help_table(bin)
 }
 
 #[cfg(test)]

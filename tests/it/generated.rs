@@ -66,3 +66,28 @@ fn a_bad_shell_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--version` names the binary itself (not the package), and `--help` ends
+/// with only the exit codes that binary uses.
+#[test]
+fn version_and_exit_table_are_each_binarys_own() {
+    for binary in BINARIES {
+        let version = String::from_utf8(generate(binary, &["--version"])).unwrap();
+        assert_eq!(
+            version.trim(),
+            format!("{binary} {}", env!("CARGO_PKG_VERSION"))
+        );
+        let help = String::from_utf8(generate(binary, &["--help"])).unwrap();
+        let table = help.split("Exit codes:").nth(1).expect("an exit table");
+        assert_eq!(
+            table.contains("bisync"),
+            binary == "bisync",
+            "{binary}: {table}"
+        );
+        assert_eq!(
+            table.contains("host key"),
+            binary == "keysetup",
+            "{binary}: {table}"
+        );
+    }
+}
