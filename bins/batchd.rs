@@ -31,7 +31,7 @@ struct Args {
     delay: Duration,
 
     /// Write a batch early once this many changes are pending (after folding)
-    #[arg(short = 'n', long, value_name = "MAX")]
+    #[arg(short = 'n', long, value_name = "MAX", value_parser = cli::parse_count)]
     max_events: Option<NonZeroUsize>,
 
     /// Read the stream from a writer's unix socket (`watchd --listen PATH`)
