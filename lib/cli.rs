@@ -70,8 +70,7 @@ pub fn parse<A: clap::Parser>(bin: &'static str) -> A {
             std::process::exit(0);
         }
         Some("--print-man") => {
-            let man = clap_mangen::Man::new(A::command().name(bin));
-            if let Err(e) = man.render(&mut std::io::stdout()) {
+            if let Err(e) = crate::manpage::render(A::command(), bin, &mut std::io::stdout()) {
                 eprintln!("{bin}: writing the man page: {e}");
                 std::process::exit(Code::Failure as i32);
             }

@@ -19,6 +19,7 @@ pub mod fuzz;
 pub mod interruptible;
 pub mod keys;
 pub mod log;
+pub mod manpage;
 pub mod mounts;
 pub mod plan;
 pub mod push;
