@@ -365,7 +365,8 @@ fn serve_does_not_pad_a_made_up_size() {
             );
             // Before the fix this wrote without end: stop it at 1 MiB.
             let mut out = Capped(Vec::new());
-            syncpipe::bisync::serve::serve_on(dir.path(), false, input.as_bytes(), &mut out).unwrap();
+            syncpipe::bisync::serve::serve_on(dir.path(), false, input.as_bytes(), &mut out)
+                .unwrap();
             let text = String::from_utf8(out.0).unwrap();
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), 3, "{text}");
