@@ -11,6 +11,7 @@ use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
 use syncpipe::exit::{coded, Code};
 use syncpipe::rsync::SshSettings;
+use syncpipe::wirepath::WirePath;
 
 /// Keep two directory trees in sync both ways, locally or over ssh.
 ///
@@ -56,14 +57,34 @@ struct Args {
     #[arg(short = 'c', long)]
     checksum: bool,
 
-    /// Who wins a conflict: a, b, newer or older. Default: keep both
+    /// Who wins a conflict, and on a first sync (no archive) which version
+    /// of a file that differs counts: a, b, newer, older, larger or
+    /// smaller. Default: keep both (the loser as NAME.conflict-…). A first
+    /// sync still deletes nothing
     #[arg(long, value_enum, value_name = "WHO")]
     prefer: Option<PreferArg>,
 
+    /// Compare files by size only: modification times and inodes are not
+    /// trusted (replicas on filesystems that lose or shift times). A change
+    /// that keeps the size is not seen
+    #[arg(long, conflicts_with = "checksum")]
+    size_only: bool,
+
     /// Stop before deleting more than N entries (or P% of a replica's
     /// entries) on either side
-    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse)]
+    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse, help_heading = "Safety")]
     max_delete: MaxDelete,
+
+    /// Refuse to run unless NAME (relative to each root, not excluded)
+    /// exists on both replicas: proof both are mounted and the right ones
+    #[arg(long, value_name = "NAME", help_heading = "Safety")]
+    sentinel: Option<PathBuf>,
+
+    /// Go ahead although (nearly) every file on one replica changed since
+    /// the last sync (at least 90% of at least 10 files, e.g. a restored
+    /// backup or a touched tree); without it such a run stops with exit 13
+    #[arg(long, help_heading = "Safety")]
+    force: bool,
 
     /// Print the plan and change nothing
     #[arg(short = 'n', long)]
@@ -157,6 +178,8 @@ enum PreferArg {
     B,
     Newer,
     Older,
+    Larger,
+    Smaller,
 }
 
 impl Args {
@@ -173,8 +196,17 @@ impl Args {
                 Some(PreferArg::B) => Prefer::B,
                 Some(PreferArg::Newer) => Prefer::Newer,
                 Some(PreferArg::Older) => Prefer::Older,
+                Some(PreferArg::Larger) => Prefer::Larger,
+                Some(PreferArg::Smaller) => Prefer::Smaller,
             },
             max_delete: self.max_delete,
+            size_only: self.size_only,
+            sentinel: self
+                .sentinel
+                .map(sentinel_path)
+                .transpose()
+                .map_err(usage)?,
+            force: self.force,
             dry_run: self.dry_run,
             json: self.json,
             excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
@@ -193,6 +225,21 @@ impl Args {
             }),
         })
     }
+}
+
+/// `--sentinel NAME` as a path relative to the roots: no `..`, not absolute.
+fn sentinel_path(name: PathBuf) -> anyhow::Result<WirePath> {
+    use std::path::Component;
+    let parts: Vec<_> = name.components().collect();
+    anyhow::ensure!(
+        !parts.is_empty() && parts.iter().all(|c| matches!(c, Component::Normal(_))),
+        "--sentinel {}: give a path relative to the replica roots, without `..`",
+        name.display()
+    );
+    let rel: PathBuf = parts.iter().collect();
+    Ok(WirePath::from_bytes(
+        rel.as_os_str().as_encoded_bytes().to_vec(),
+    ))
 }
 
 fn main() -> ExitCode {

@@ -40,6 +40,10 @@ pub enum Code {
     /// bisync: a guard stopped the run before anything changed (a replica
     /// emptied, or more deletions than --max-delete allows).
     Refused = 12,
+    /// bisync: (nearly) every file on one replica changed since the last
+    /// sync (a restored backup, a touched tree, a clock jump); nothing was
+    /// changed. `--force` goes ahead.
+    MassChange = 13,
 }
 
 impl Code {
@@ -90,6 +94,10 @@ impl Code {
         (
             Code::Refused,
             "bisync: a guard stopped the run; nothing changed",
+        ),
+        (
+            Code::MassChange,
+            "bisync: (nearly) all files changed on one side; nothing changed (--force)",
         ),
     ];
 

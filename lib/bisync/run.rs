@@ -84,6 +84,12 @@ pub struct Config {
     pub checksum: bool,
     pub prefer: Prefer,
     pub max_delete: MaxDelete,
+    /// `--size-only`: compare files by size alone.
+    pub size_only: bool,
+    /// `--sentinel`: a path that must exist on both replicas.
+    pub sentinel: Option<WirePath>,
+    /// `--force`: go ahead although (nearly) all files changed on a side.
+    pub force: bool,
     pub dry_run: bool,
     pub json: bool,
     pub excludes: Excludes,
@@ -199,7 +205,12 @@ pub fn settle(
     watching: bool,
 ) -> anyhow::Result<Settled> {
     let [a, b] = reps;
-    let need = planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners);
+    // --size-only: equal sizes are equal content, nothing to hash.
+    let need = if config.size_only {
+        Vec::new()
+    } else {
+        planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners)
+    };
     if !need.is_empty() {
         crate::log_info!("hashing {} files changed on both sides", need.len());
         for (i, rep) in [&mut *a, &mut *b].into_iter().enumerate() {
@@ -219,6 +230,9 @@ pub fn settle(
         owners,
         hosts: [a.host().to_string(), b.host().to_string()],
         now: SystemTime::now(),
+        size_only: config.size_only,
+        sentinel: config.sentinel.clone(),
+        force: config.force,
     };
     let stdout = std::io::stdout().lock();
     let mut reporter = Reporter::new(stdout, config.json, config.dry_run);
@@ -235,16 +249,16 @@ pub fn settle(
             if config.json {
                 reporter.summary(&summary)?;
             }
-            let what = match &refusal {
-                Refusal::Emptied(side, _) | Refusal::TooManyDeletes { side, .. } => {
-                    if *side == Side::A {
-                        config.a.key()
-                    } else {
-                        config.b.key()
-                    }
-                }
+            let what = if refusal.side() == Side::A {
+                config.a.key()
+            } else {
+                config.b.key()
             };
-            return Err(coded(Code::Refused, format!("{what}: {refusal}")));
+            let code = match refusal {
+                Refusal::AllChanged { .. } => Code::MassChange,
+                _ => Code::Refused,
+            };
+            return Err(coded(code, format!("{what}: {refusal}")));
         }
     };
     crate::log_debug!("planned at {} ms", started.elapsed().as_millis());
