@@ -86,6 +86,21 @@ struct Args {
     #[arg(long, help_heading = "Safety")]
     force: bool,
 
+    /// Keep what a sync replaces or deletes on replica A: hard-linked to
+    /// DIR/<UTC time of the run>/<path>, DIR relative to A's root and
+    /// left out of the sync on both sides
+    #[arg(long, value_name = "DIR", help_heading = "Backups")]
+    backup_dir_a: Option<PathBuf>,
+
+    /// The same for replica B (which may be remote)
+    #[arg(long, value_name = "DIR", help_heading = "Backups")]
+    backup_dir_b: Option<PathBuf>,
+
+    /// Delete backup run folders older than DURATION at the start of a run
+    /// (30days, 12h) [default: keep all]
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration, help_heading = "Backups")]
+    backup_keep: Option<std::time::Duration>,
+
     /// Print the plan and change nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -186,6 +201,40 @@ impl Args {
     fn into_config(self) -> anyhow::Result<Config> {
         let usage = |e: anyhow::Error| coded(Code::Usage, format!("{e:#}"));
         let spec = |arg: Option<OsString>| Spec::parse(&arg.unwrap_or_default());
+        let keep_secs = self.backup_keep.map(|d| d.as_secs());
+        let mut exclude = self.exclude;
+        let mut backup = [None, None];
+        for (slot, (flag, dir)) in backup.iter_mut().zip([
+            ("--backup-dir-a", self.backup_dir_a),
+            ("--backup-dir-b", self.backup_dir_b),
+        ]) {
+            let Some(dir) = dir else { continue };
+            let rel = relative(flag, dir).map_err(usage)?;
+            let text = String::from_utf8(rel.as_bytes().to_vec())
+                .map_err(|_| coded(Code::Usage, format!("{flag}: give a UTF-8 name")))?;
+            // Last, so no user pattern can bring the backups into the sync.
+            exclude.push(bisync::backup::exclude_pattern(&text));
+            *slot = Some(bisync::backup::Backup {
+                dir: rel,
+                keep_secs,
+            });
+        }
+        let excludes = Excludes::new(&exclude, &self.exclude_from).map_err(usage)?;
+        let sentinel = match self.sentinel {
+            Some(s) => {
+                let rel = relative("--sentinel", s).map_err(usage)?;
+                if excludes.is_excluded(rel.as_path(), false) {
+                    return Err(coded(
+                        Code::Usage,
+                        format!(
+                            "--sentinel {rel:?} is excluded from the sync: it would never be found"
+                        ),
+                    ));
+                }
+                Some(rel)
+            }
+            None => None,
+        };
         Ok(Config {
             a: spec(self.a)?,
             b: spec(self.b)?,
@@ -201,15 +250,12 @@ impl Args {
             },
             max_delete: self.max_delete,
             size_only: self.size_only,
-            sentinel: self
-                .sentinel
-                .map(sentinel_path)
-                .transpose()
-                .map_err(usage)?,
+            sentinel,
             force: self.force,
             dry_run: self.dry_run,
             json: self.json,
-            excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
+            excludes,
+            backup,
             state_dir: self.state_dir,
             ssh: SshSettings {
                 port: self.port,
@@ -227,13 +273,14 @@ impl Args {
     }
 }
 
-/// `--sentinel NAME` as a path relative to the roots: no `..`, not absolute.
-fn sentinel_path(name: PathBuf) -> anyhow::Result<WirePath> {
+/// A path relative to the replica roots (`--sentinel`, `--backup-dir-a`):
+/// no `..`, not absolute.
+fn relative(flag: &str, name: PathBuf) -> anyhow::Result<WirePath> {
     use std::path::Component;
     let parts: Vec<_> = name.components().collect();
     anyhow::ensure!(
         !parts.is_empty() && parts.iter().all(|c| matches!(c, Component::Normal(_))),
-        "--sentinel {}: give a path relative to the replica roots, without `..`",
+        "{flag} {}: give a path relative to the replica roots, without `..`",
         name.display()
     );
     let rel: PathBuf = parts.iter().collect();

@@ -10,11 +10,13 @@
 //!   the protocol between them;
 //! - [`exec`]: carrying out a plan;
 //! - [`archive`]: the last synchronised state, and the pair's lock;
+//! - [`backup`]: keeping what a sync replaces or deletes (`--backup-dir-a/-b`);
 //! - [`report`]: records and lines about the plan and its results;
 //! - [`run`]: one whole run, and its [`Config`](run::Config);
 //! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
 pub mod archive;
+pub mod backup;
 pub mod entry;
 pub mod exec;
 pub mod feed;

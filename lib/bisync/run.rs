@@ -90,6 +90,8 @@ pub struct Config {
     pub sentinel: Option<WirePath>,
     /// `--force`: go ahead although (nearly) all files changed on a side.
     pub force: bool,
+    /// `--backup-dir-a/-b` with `--backup-keep`, per replica.
+    pub backup: [Option<super::backup::Backup>; 2],
     pub dry_run: bool,
     pub json: bool,
     pub excludes: Excludes,
@@ -175,6 +177,10 @@ pub fn open_pair(config: &Config) -> anyhow::Result<(Boxed, Boxed, bool)> {
     let owners = a.is_root() && b.is_root();
     a.set_owners(owners)?;
     b.set_owners(owners)?;
+    if !config.dry_run {
+        a.set_backup(config.backup[0].clone())?;
+        b.set_backup(config.backup[1].clone())?;
+    }
     Ok((a, b, owners))
 }
 

@@ -175,6 +175,12 @@ impl Replica for Meddler {
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
         self.inner.set_owners(owners)
     }
+    fn set_backup(
+        &mut self,
+        backup: Option<syncpipe::bisync::backup::Backup>,
+    ) -> anyhow::Result<()> {
+        self.inner.set_backup(backup)
+    }
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan> {
         self.inner.scan(checksum)
     }
@@ -394,9 +400,9 @@ impl Scenario {
         let status = self
             .last_out
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "bisync_summary")
-            .last()
+            .find(|v| v["type"] == "bisync_summary")
             .and_then(|v| v["status"].as_str().map(str::to_string))
             .unwrap_or_else(|| "none".into());
         Ok((code, status))
@@ -432,6 +438,7 @@ impl Scenario {
             size_only: false,
             sentinel: None,
             force: false,
+            backup: [None, None],
             dry_run: false,
             json: true,
             excludes: Default::default(),
