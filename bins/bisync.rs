@@ -75,6 +75,17 @@ struct Args {
     #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse, help_heading = "Safety")]
     max_delete: MaxDelete,
 
+    /// Names that differ only in Unicode normalization (NFC/NFD, e.g. from
+    /// macOS) are the same file when each replica has one spelling; each
+    /// keeps its own. Without it they are reported and synced as distinct
+    #[arg(long, conflicts_with = "watch")]
+    normalization: bool,
+
+    /// Names that differ only in case are the same file when each replica
+    /// has one spelling (a replica on a case-insensitive filesystem)
+    #[arg(long, conflicts_with = "watch")]
+    case_insensitive: bool,
+
     /// Refuse to run unless NAME (relative to each root, not excluded)
     /// exists on both replicas: proof both are mounted and the right ones
     #[arg(long, value_name = "NAME", help_heading = "Safety")]
@@ -256,6 +267,10 @@ impl Args {
             json: self.json,
             excludes,
             backup,
+            fold: bisync::names::Fold {
+                normalization: self.normalization,
+                case: self.case_insensitive,
+            },
             state_dir: self.state_dir,
             ssh: SshSettings {
                 port: self.port,

@@ -5,6 +5,7 @@
 //! - [`entry`]: what is known about one path on one replica;
 //! - [`planner`]: archive + two scans -> a plan of actions (pure);
 //! - [`scan`], [`local`]: a replica on this machine;
+//! - [`names`]: names differing only in Unicode normalization or case;
 //! - [`replica`]: what the executor asks of any replica;
 //! - [`remote`], [`serve`], [`proto`]: a replica over ssh, both ends and
 //!   the protocol between them;
@@ -21,6 +22,7 @@ pub mod entry;
 pub mod exec;
 pub mod feed;
 pub mod local;
+pub mod names;
 pub mod planner;
 pub mod proto;
 pub mod remote;

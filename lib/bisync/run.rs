@@ -12,6 +12,7 @@ use super::archive::{self, Store};
 use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
+use super::names;
 use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
@@ -90,6 +91,8 @@ pub struct Config {
     pub sentinel: Option<WirePath>,
     /// `--force`: go ahead although (nearly) all files changed on a side.
     pub force: bool,
+    /// `--normalization`, `--case-insensitive`: which names are the same.
+    pub fold: super::names::Fold,
     /// `--backup-dir-a/-b` with `--backup-keep`, per replica.
     pub backup: [Option<super::backup::Backup>; 2],
     pub dry_run: bool,
@@ -146,10 +149,18 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         scan_b.with_context(|| format!("scanning {}", config.b.key()))?,
     ];
     crate::log_debug!("scanned at {} ms", started.elapsed().as_millis());
+    let known = old.iter().flat_map(|ar| ar.keys());
+    let matching = names::Matching::new(&scans[0], &scans[1], known, config.fold);
+    report_clashes(&config, &names::clashes(&scans[0], &scans[1], &matching))?;
+    scans[1] = matching.rekey(std::mem::take(&mut scans[1]));
+    let mut b = names::Mapped {
+        inner: b.as_mut(),
+        matching: &matching,
+    };
     let settled = settle(
         &config,
         &store,
-        [a.as_mut(), b.as_mut()],
+        [a.as_mut(), &mut b],
         owners,
         old,
         &mut scans,
@@ -157,6 +168,58 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         false,
     )?;
     Ok(settled.code)
+}
+
+/// Names that differ only in normalization or case, one warning (and with
+/// --json one `bisync_name_clash` record) each.
+fn report_clashes(config: &Config, clashes: &[names::Clash]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for c in clashes {
+        let list: Vec<String> = c
+            .paths
+            .iter()
+            .map(|(side, p)| format!("{side}:{p:?}"))
+            .collect();
+        if c.matched {
+            crate::log_info!(
+                "names differing only in {} matched as one file: {}",
+                c.kind,
+                list.join(", ")
+            );
+        } else {
+            let flag = if c.kind == "case" {
+                "--case-insensitive"
+            } else {
+                "--normalization"
+            };
+            crate::log_warn!(
+                "names differing only in {}: {}; synced as distinct names (one file twice?); \
+                 rename one, or run with {flag} to treat them as one file",
+                c.kind,
+                list.join(", ")
+            );
+        }
+        if config.json {
+            #[derive(serde::Serialize)]
+            struct Rec<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                #[serde(flatten)]
+                clash: &'a names::Clash,
+            }
+            serde_json::to_writer(
+                &mut out,
+                &Rec {
+                    kind: "bisync_name_clash",
+                    clash: c,
+                },
+            )?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 /// The pair's archive store.

@@ -439,6 +439,7 @@ impl Scenario {
             sentinel: None,
             force: false,
             backup: [None, None],
+            fold: Default::default(),
             dry_run: false,
             json: true,
             excludes: Default::default(),
