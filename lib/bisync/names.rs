@@ -222,93 +222,6 @@ impl Matching {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bisync::entry::Entry;
-
-    fn scan(paths: &[&str]) -> Scan {
-        paths
-            .iter()
-            .map(|p| (WirePath::from(*p), Entry::dir(0o755)))
-            .collect()
-    }
-
-    const NFC: &str = "caf\u{e9}";
-    const NFD: &str = "cafe\u{301}";
-
-    #[test]
-    fn clashes_are_found_once_and_matched_only_when_asked() {
-        let a = scan(&[NFC, &format!("{NFC}/x"), "README", "plain"]);
-        let b = scan(&[NFD, &format!("{NFD}/x"), "readme", "plain"]);
-        let none = Matching::new(&a, &b, std::iter::empty(), Fold::default());
-        assert!(none.is_empty());
-        let found = clashes(&a, &b, &none);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0].kind, "normalization");
-        assert_eq!(found[1].kind, "case");
-        assert!(found.iter().all(|c| !c.matched));
-
-        let nfc = Matching::new(
-            &a,
-            &b,
-            std::iter::empty(),
-            Fold {
-                normalization: true,
-                case: false,
-            },
-        );
-        assert_eq!(nfc.to_canon.len(), 2);
-        let rekeyed = nfc.rekey(b.clone());
-        assert!(rekeyed.contains_key(&WirePath::from(NFC)));
-        assert!(rekeyed.contains_key(&WirePath::from(format!("{NFC}/x").as_str())));
-        assert!(rekeyed.contains_key(&WirePath::from("readme")));
-        // A file new on A, below the matched directory, lands in B's.
-        assert_eq!(
-            nfc.actual(&WirePath::from(format!("{NFC}/new").as_str())),
-            WirePath::from(format!("{NFD}/new").as_str())
-        );
-        let found = clashes(&a, &b, &nfc);
-        assert!(found.iter().any(|c| c.kind == "normalization" && c.matched));
-        assert!(found.iter().any(|c| c.kind == "case" && !c.matched));
-
-        let both = Matching::new(
-            &a,
-            &b,
-            std::iter::empty(),
-            Fold {
-                normalization: true,
-                case: true,
-            },
-        );
-        assert_eq!(both.to_canon.len(), 3);
-    }
-
-    #[test]
-    fn two_spellings_on_one_side_stay_apart() {
-        let a = scan(&["Notes", "notes"]);
-        let b = scan(&["NOTES"]);
-        let fold = Fold {
-            normalization: false,
-            case: true,
-        };
-        let m = Matching::new(&a, &b, std::iter::empty(), fold);
-        // Deleted on a since the last sync: the archive's name still
-        // matches b's spelling.
-        let known = [WirePath::from("Notes")];
-        let gone = Matching::new(&Scan::new(), &b, known.iter(), fold);
-        assert_eq!(
-            gone.canon(&WirePath::from("NOTES")),
-            WirePath::from("Notes")
-        );
-        assert!(m.is_empty());
-        let found = clashes(&a, &b, &m);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].paths.len(), 3);
-        assert!(!found[0].matched);
-    }
-}
-
 /// B seen through a [`Matching`]: paths in and out are the plan's (A's
 /// spellings); on B itself every step uses B's own names.
 pub struct Mapped<'r> {
@@ -396,5 +309,92 @@ impl Replica for Mapped<'_> {
     ) -> anyhow::Result<Applied> {
         self.inner
             .write(&self.matching.actual(path), src, expect, fill)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bisync::entry::Entry;
+
+    fn scan(paths: &[&str]) -> Scan {
+        paths
+            .iter()
+            .map(|p| (WirePath::from(*p), Entry::dir(0o755)))
+            .collect()
+    }
+
+    const NFC: &str = "caf\u{e9}";
+    const NFD: &str = "cafe\u{301}";
+
+    #[test]
+    fn clashes_are_found_once_and_matched_only_when_asked() {
+        let a = scan(&[NFC, &format!("{NFC}/x"), "README", "plain"]);
+        let b = scan(&[NFD, &format!("{NFD}/x"), "readme", "plain"]);
+        let none = Matching::new(&a, &b, std::iter::empty(), Fold::default());
+        assert!(none.is_empty());
+        let found = clashes(&a, &b, &none);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].kind, "normalization");
+        assert_eq!(found[1].kind, "case");
+        assert!(found.iter().all(|c| !c.matched));
+
+        let nfc = Matching::new(
+            &a,
+            &b,
+            std::iter::empty(),
+            Fold {
+                normalization: true,
+                case: false,
+            },
+        );
+        assert_eq!(nfc.to_canon.len(), 2);
+        let rekeyed = nfc.rekey(b.clone());
+        assert!(rekeyed.contains_key(&WirePath::from(NFC)));
+        assert!(rekeyed.contains_key(&WirePath::from(format!("{NFC}/x").as_str())));
+        assert!(rekeyed.contains_key(&WirePath::from("readme")));
+        // A file new on A, below the matched directory, lands in B's.
+        assert_eq!(
+            nfc.actual(&WirePath::from(format!("{NFC}/new").as_str())),
+            WirePath::from(format!("{NFD}/new").as_str())
+        );
+        let found = clashes(&a, &b, &nfc);
+        assert!(found.iter().any(|c| c.kind == "normalization" && c.matched));
+        assert!(found.iter().any(|c| c.kind == "case" && !c.matched));
+
+        let both = Matching::new(
+            &a,
+            &b,
+            std::iter::empty(),
+            Fold {
+                normalization: true,
+                case: true,
+            },
+        );
+        assert_eq!(both.to_canon.len(), 3);
+    }
+
+    #[test]
+    fn two_spellings_on_one_side_stay_apart() {
+        let a = scan(&["Notes", "notes"]);
+        let b = scan(&["NOTES"]);
+        let fold = Fold {
+            normalization: false,
+            case: true,
+        };
+        let m = Matching::new(&a, &b, std::iter::empty(), fold);
+        // Deleted on a since the last sync: the archive's name still
+        // matches b's spelling.
+        let known = [WirePath::from("Notes")];
+        let gone = Matching::new(&Scan::new(), &b, known.iter(), fold);
+        assert_eq!(
+            gone.canon(&WirePath::from("NOTES")),
+            WirePath::from("Notes")
+        );
+        assert!(m.is_empty());
+        let found = clashes(&a, &b, &m);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].paths.len(), 3);
+        assert!(!found[0].matched);
     }
 }
