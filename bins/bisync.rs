@@ -107,8 +107,8 @@ struct Args {
     #[arg(long, value_name = "DIR", help_heading = "Backups")]
     backup_dir_b: Option<PathBuf>,
 
-    /// Delete backup run folders older than DURATION at the start of a run
-    /// (30days, 12h) [default: keep all]
+    /// Delete backup run folders older than DURATION before a run changes
+    /// anything (30days, 12h) [default: keep all]
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration, help_heading = "Backups")]
     backup_keep: Option<std::time::Duration>,
 

@@ -8,7 +8,7 @@ complete -c bisync -l max-delete -d 'Stop before deleting more than N entries (o
 complete -c bisync -l sentinel -d 'Refuse to run unless NAME (relative to each root, not excluded) exists on both replicas: proof both are mounted and the right ones' -r -F
 complete -c bisync -l backup-dir-a -d 'Keep what a sync replaces or deletes on replica A: hard-linked to DIR/<UTC time of the run>/<path>, DIR relative to A\'s root and left out of the sync on both sides' -r -F
 complete -c bisync -l backup-dir-b -d 'The same for replica B (which may be remote)' -r -F
-complete -c bisync -l backup-keep -d 'Delete backup run folders older than DURATION at the start of a run (30days, 12h) [default: keep all]' -r
+complete -c bisync -l backup-keep -d 'Delete backup run folders older than DURATION before a run changes anything (30days, 12h) [default: keep all]' -r
 complete -c bisync -l exclude -d 'Leave out paths matching GLOB, gitignore-style, relative to the replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable' -r
 complete -c bisync -l exclude-from -d 'Read exclude patterns from FILE, one per line (# comments)' -r -F
 complete -c bisync -s d -l delay -d 'With --watch: gather changes this long after the first before a run (a bare number is seconds; 500ms, 2s)' -r

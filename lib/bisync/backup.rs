@@ -5,7 +5,7 @@
 //! (bisync replaces by renaming a new file over the old one and deletes by
 //! unlinking, so the linked inode is never written to). DIR is excluded
 //! from the sync on both replicas. Run folders older than `--backup-keep`
-//! are deleted when a run starts.
+//! are deleted before a run changes anything.
 //!
 //! Everything here acts on descriptors beneath the root, never following a
 //! symlink, like the rest of [`super::local`].
@@ -30,8 +30,8 @@ use crate::wirepath::WirePath;
 pub struct Backup {
     /// The backup directory, relative to the replica's root.
     pub dir: WirePath,
-    /// Run folders older than this many seconds are deleted at the start
-    /// of a run; `None` keeps them all.
+    /// Run folders older than this many seconds are deleted before a run
+    /// changes anything; `None` keeps them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_secs: Option<u64>,
 }

@@ -240,10 +240,6 @@ pub fn open_pair(config: &Config) -> anyhow::Result<(Boxed, Boxed, bool)> {
     let owners = a.is_root() && b.is_root();
     a.set_owners(owners)?;
     b.set_owners(owners)?;
-    if !config.dry_run {
-        a.set_backup(config.backup[0].clone())?;
-        b.set_backup(config.backup[1].clone())?;
-    }
     Ok((a, b, owners))
 }
 
@@ -372,6 +368,12 @@ pub fn settle(
         });
     }
 
+    // Each run its own backup folder (and a --watch session prunes as it
+    // goes); only when something is to be done.
+    if !plan.actions.is_empty() {
+        a.set_backup(config.backup[0].clone())?;
+        b.set_backup(config.backup[1].clone())?;
+    }
     let mut report_err = None;
     let executed = exec::execute(&plan, a, b, config.checksum, |action, status| {
         if *status == Status::Done {
