@@ -7,6 +7,7 @@
 //! on B is the same file ([`Matching`]), B's spelling kept on B.
 //! Pure: scans in, decisions out.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -33,15 +34,16 @@ impl Fold {
 
     /// The name as compared; `None` when the path is not UTF-8 (such names
     /// are only ever equal byte for byte).
-    fn key(self, path: &WirePath) -> Option<String> {
+    /// Borrowed when folding changes nothing (most names), so a big tree
+    /// costs no copy of every path.
+    fn key(self, path: &WirePath) -> Option<Cow<'_, str>> {
         let text = std::str::from_utf8(path.as_bytes()).ok()?;
-        let mut key = if self.normalization && is_nfc_quick(text.chars()) != IsNormalized::Yes {
-            text.nfc().collect::<String>()
-        } else {
-            text.to_string()
-        };
-        if self.case {
-            key = key.to_lowercase();
+        let mut key = Cow::Borrowed(text);
+        if self.normalization && is_nfc_quick(text.chars()) != IsNormalized::Yes {
+            key = Cow::Owned(text.nfc().collect());
+        }
+        if self.case && key.chars().any(|c| c.to_lowercase().ne(std::iter::once(c))) {
+            key = Cow::Owned(key.to_lowercase());
         }
         Some(key)
     }
@@ -59,20 +61,22 @@ pub struct Clash {
     pub matched: bool,
 }
 
+type Groups<'p> = BTreeMap<Cow<'p, str>, Vec<(Side, &'p WirePath)>>;
+
 fn groups<'p>(
     a: impl Iterator<Item = &'p WirePath>,
     b: impl Iterator<Item = &'p WirePath>,
     fold: Fold,
-) -> BTreeMap<String, Vec<(Side, WirePath)>> {
-    let mut by_key: BTreeMap<String, Vec<(Side, WirePath)>> = BTreeMap::new();
+) -> Groups<'p> {
+    let mut by_key: Groups<'p> = BTreeMap::new();
     let sides: [(Side, Box<dyn Iterator<Item = &'p WirePath>>); 2] =
         [(Side::A, Box::new(a)), (Side::B, Box::new(b))];
     for (side, paths) in sides {
         for path in paths {
             let Some(key) = fold.key(path) else { continue };
             let group = by_key.entry(key).or_default();
-            if !group.iter().any(|(s, p)| *s == side && p == path) {
-                group.push((side, path.clone()));
+            if !group.iter().any(|(s, p)| *s == side && *p == path) {
+                group.push((side, path));
             }
         }
     }
@@ -100,7 +104,9 @@ pub fn clashes(a: &Scan, b: &Scan, matching: &Matching) -> Vec<Clash> {
         case: true,
     };
     let mut out = Vec::new();
-    for (_, mut paths) in groups(a.keys(), b.keys(), all) {
+    for (_, paths) in groups(a.keys(), b.keys(), all) {
+        let mut paths: Vec<(Side, WirePath)> =
+            paths.into_iter().map(|(s, p)| (s, p.clone())).collect();
         let parents: Vec<_> = paths.iter().map(|(_, p)| p.parent()).collect();
         if parents.iter().any(|p| *p != parents[0]) {
             continue;
@@ -113,6 +119,7 @@ pub fn clashes(a: &Scan, b: &Scan, matching: &Matching) -> Vec<Clash> {
                 case: false,
             }
             .key(p)
+            .map(Cow::into_owned)
         };
         let kind = if paths.iter().all(|(_, p)| nfc(p) == nfc(&paths[0].1)) {
             "normalization"
@@ -172,9 +179,9 @@ impl Matching {
             else {
                 continue;
             };
-            if pa != pb && !b.contains_key(pa) && !a.contains_key(pb) {
-                m.to_canon.insert(pb.clone(), pa.clone());
-                m.to_actual.insert(pa.clone(), pb.clone());
+            if pa != pb && !b.contains_key(*pa) && !a.contains_key(*pb) {
+                m.to_canon.insert((*pb).clone(), (*pa).clone());
+                m.to_actual.insert((*pa).clone(), (*pb).clone());
             }
         }
         m

@@ -667,9 +667,10 @@ fn mass_change(ar: &Archive, a: &Scan, b: &Scan, cmp: Cmp) -> Result<(), Refusal
                 continue;
             }
             tracked += 1;
-            // Deletions have their own guards (emptied, --max-delete).
+            // Deletions have their own guards (emptied, --max-delete);
+            // a mode change alone (chmod -R) is no sign of a restored tree.
             if let Some(cur) = scan.get(path) {
-                if cmp.changed(Some(old), Some(cur)) {
+                if !cmp.content_before(cur, old) {
                     changed += 1;
                 }
             }
