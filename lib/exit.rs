@@ -41,6 +41,10 @@ pub enum Code {
     /// emptied, or more deletions than --max-delete allows); pushd: the
     /// input ended with deletions a guard holds.
     Refused = 12,
+    /// bisync: (nearly) every file on one replica changed since the last
+    /// sync (a restored backup, a touched tree, a clock jump); nothing was
+    /// changed. `--force` goes ahead.
+    MassChange = 13,
 }
 
 impl Code {
@@ -91,6 +95,10 @@ impl Code {
         (
             Code::Refused,
             "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
+        ),
+        (
+            Code::MassChange,
+            "bisync: (nearly) all files changed on one side; nothing changed (--force)",
         ),
     ];
 
