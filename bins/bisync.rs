@@ -8,8 +8,7 @@ use clap::Parser;
 use syncpipe::bisync::planner::{MaxDelete, Prefer};
 use syncpipe::bisync::{self, Config, Spec};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exclude::Excludes;
-use syncpipe::exit::{coded, Code};
+use syncpipe::exit::Code;
 use syncpipe::rsync::SshSettings;
 
 /// Keep two directory trees in sync both ways, locally or over ssh.
@@ -73,14 +72,8 @@ struct Args {
     #[arg(long)]
     json: bool,
 
-    /// Leave out paths matching GLOB, gitignore-style, relative to the
-    /// replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable
-    #[arg(long, value_name = "GLOB", help_heading = "Filtering")]
-    exclude: Vec<String>,
-
-    /// Read exclude patterns from FILE, one per line (# comments)
-    #[arg(long, value_name = "FILE", help_heading = "Filtering")]
-    exclude_from: Vec<PathBuf>,
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     /// Keep running: sync whenever either replica changes (watchd on both)
     #[arg(
@@ -161,7 +154,6 @@ enum PreferArg {
 
 impl Args {
     fn into_config(self) -> anyhow::Result<Config> {
-        let usage = |e: anyhow::Error| coded(Code::Usage, format!("{e:#}"));
         let spec = |arg: Option<OsString>| Spec::parse(&arg.unwrap_or_default());
         Ok(Config {
             a: spec(self.a)?,
@@ -177,7 +169,7 @@ impl Args {
             max_delete: self.max_delete,
             dry_run: self.dry_run,
             json: self.json,
-            excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
+            excludes: self.excludes.compile()?,
             state_dir: self.state_dir,
             ssh: SshSettings {
                 port: self.port,

@@ -16,7 +16,8 @@ pub enum Code {
     Usage = 2,
     /// The root or source is missing, not a directory, or unreadable at start.
     NoSource = 3,
-    /// The watched root was deleted, moved away or unmounted while running.
+    /// The watched root was deleted, moved away or unmounted while running
+    /// (batchd and pushd: their input ended with watchd's `end` record).
     SourceGone = 4,
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
@@ -40,6 +41,9 @@ pub enum Code {
     /// bisync: a guard stopped the run before anything changed (a replica
     /// emptied, or more deletions than --max-delete allows).
     Refused = 12,
+    /// batchd, pushd: the input ended without a stream header: the stage
+    /// before failed (its own message says why, e.g. a missing source).
+    NoStream = 13,
 }
 
 impl Code {
@@ -60,7 +64,7 @@ impl Code {
         ),
         (
             Code::SourceGone,
-            "watched root deleted, moved or unmounted while running",
+            "watched root deleted, moved or unmounted while running (batchd, pushd: stream ended so)",
         ),
         (
             Code::Limit,
@@ -90,6 +94,10 @@ impl Code {
         (
             Code::Refused,
             "bisync: a guard stopped the run; nothing changed",
+        ),
+        (
+            Code::NoStream,
+            "batchd, pushd: input ended without a stream (an earlier stage failed)",
         ),
     ];
 

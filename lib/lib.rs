@@ -20,6 +20,7 @@ pub mod log;
 pub mod mounts;
 pub mod plan;
 pub mod push;
+pub mod pushd;
 pub mod pushstate;
 pub mod rsync;
 pub mod signals;
