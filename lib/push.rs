@@ -335,6 +335,12 @@ pub fn run_with(
     // The input ended, the workers finish what is pending (retrying a
     // failing target for a while): a SIGTERM now still stops them promptly.
     let mut stopped = false;
+    if ending.end_reason.is_some() {
+        // The source is gone (watchd's `end`): retrying what is pending
+        // cannot work, and must not act on an emptied mount point. The
+        // transfers in progress end; --state keeps what was applied.
+        shared.request_stop();
+    }
     if matches!(read, Ok(None)) {
         while !handles.iter().all(|h| h.is_finished()) {
             match crate::interruptible::wait_for_stop(&mut signals, Duration::from_millis(200)) {

@@ -5,5 +5,6 @@ mod excludes;
 mod failures;
 mod guards;
 pub mod harness;
+mod input;
 mod kinds;
 mod servers;
