@@ -3,8 +3,9 @@ b\t''
 newer\t''
 older\t''"
 complete -c bisync -l max-delete -d 'Stop before deleting more than N entries (or P% of a replica\'s entries) on either side' -r
-complete -c bisync -l exclude -d 'Leave out paths matching GLOB, gitignore-style, relative to the replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable' -r
-complete -c bisync -l exclude-from -d 'Read exclude patterns from FILE, one per line (# comments)' -r -F
+complete -c bisync -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
+complete -c bisync -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
+complete -c bisync -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c bisync -s d -l delay -d 'With --watch: gather changes this long after the first before a run (a bare number is seconds; 500ms, 2s)' -r
 complete -c bisync -l watchd -d 'With --watch: the watchd program for a local replica [default: the watchd next to bisync, else from PATH]' -r
 complete -c bisync -l remote-watchd -d 'With --watch: the watchd program on remote hosts' -r

@@ -23,7 +23,7 @@ _watchd() {
 
     case "${cmd}" in
         watchd)
-            opts="-v -q -h -V --events --exclude --exclude-from --wait --require-mount --listen --backlog --verbose --quiet --help --version"
+            opts="-v -q -h -V --events --exclude --excludes --exclude-from --wait --require-mount --listen --backlog --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,10 @@ _watchd() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --excludes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
