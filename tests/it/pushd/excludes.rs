@@ -238,7 +238,7 @@ fn random_tree(rng: &mut Rng, root: &Path) -> Vec<String> {
         if path.exists() {
             continue;
         }
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             fs::create_dir(&path).unwrap();
             dirs.push(format!("{rel}/"));
         } else {
@@ -253,16 +253,16 @@ fn random_patterns(rng: &mut Rng) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() < 1 + (rng.next() % 3) as usize {
         let mut p = String::new();
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             p.push('!');
         }
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             p.push('/');
         }
         let parts = 1 + rng.next() % 3;
         let body: Vec<&str> = (0..parts).map(|_| rng.pick(PIECES)).collect();
         p.push_str(&body.join("/"));
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             p.push('/');
         }
         if syncpipe::exclude::unsupported(&p).is_none() {
@@ -310,7 +310,7 @@ fn rsync_excludes_what_our_matcher_excludes() {
             .filter(|m| src.path().join(m).is_dir())
             .filter(|m| !ex.is_excluded_path(Path::new(m.as_str()), true))
             .collect();
-        let sub = if !dirs.is_empty() && rng.next() % 2 == 0 {
+        let sub = if !dirs.is_empty() && rng.next().is_multiple_of(2) {
             Some(dirs[(rng.next() % dirs.len() as u64) as usize].clone())
         } else {
             None
