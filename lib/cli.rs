@@ -124,8 +124,10 @@ pub struct ExcludeArgs {
     pub excludes: Vec<String>,
     /// Read patterns from FILE, one per line, `#` comments (repeatable;
     /// empty: none, so a unit can pass the config's EXCLUDE_FROM= as it is)
-    #[arg(long, value_name = "FILE", help_heading = "Excludes")]
-    pub exclude_from: Vec<std::path::PathBuf>,
+    // OsString, not PathBuf: clap refuses an empty path, and an empty
+    // value must mean "none" here.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath, help_heading = "Excludes")]
+    pub exclude_from: Vec<std::ffi::OsString>,
 }
 
 impl ExcludeArgs {
