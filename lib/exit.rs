@@ -39,7 +39,8 @@ pub enum Code {
     /// a rerun picks them up.
     Incomplete = 11,
     /// bisync: a guard stopped the run before anything changed (a replica
-    /// emptied, or more deletions than --max-delete allows).
+    /// emptied, or more deletions than --max-delete allows); pushd: the
+    /// input ended with deletions a guard holds.
     Refused = 12,
     /// batchd, pushd: the input ended without a stream header: the stage
     /// before failed (its own message says why, e.g. a missing source).
@@ -93,7 +94,7 @@ impl Code {
         ),
         (
             Code::Refused,
-            "bisync: a guard stopped the run; nothing changed",
+            "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
         ),
         (
             Code::NoStream,

@@ -30,6 +30,8 @@ pub struct Interruptible<R> {
     signals: Signals,
     idle: Box<dyn FnMut() + Send>,
     every: Duration,
+    /// What to do with a signal other than SIGTERM/SIGINT.
+    other: Option<Box<dyn FnMut(Signal) + Send>>,
 }
 
 impl<R: Read + AsFd> Interruptible<R> {
@@ -41,21 +43,36 @@ impl<R: Read + AsFd> Interruptible<R> {
             signals,
             idle,
             every,
+            other: None,
         }
     }
-}
 
-impl<R> Interruptible<R> {
-    /// The signals, to keep watching them once the input has ended (a
-    /// program still finishing its work must stop on SIGTERM too).
-    pub fn into_signals(self) -> Signals {
-        self.signals
+    /// Hands every other blocked signal (SIGHUP, SIGUSR1, SIGUSR2) to
+    /// `handler` instead of ignoring it.
+    pub fn on_signal(mut self, handler: Box<dyn FnMut(Signal) + Send>) -> Self {
+        self.other = Some(handler);
+        self
     }
 }
 
-/// Waits up to `timeout` for SIGTERM or SIGINT on `signals` (others are
-/// logged and ignored). For a loop with no input left to poll.
-pub fn wait_for_stop(signals: &mut Signals, timeout: Duration) -> io::Result<Option<Signal>> {
+/// The handler [`Interruptible::on_signal`] takes.
+pub type OnSignal = Option<Box<dyn FnMut(Signal) + Send>>;
+
+impl<R> Interruptible<R> {
+    /// The signals and their handler, to keep watching them once the input
+    /// has ended (a program still finishing its work must stop on SIGTERM too).
+    pub fn into_parts(self) -> (Signals, OnSignal) {
+        (self.signals, self.other)
+    }
+}
+
+/// Waits up to `timeout` for SIGTERM or SIGINT on `signals`; others go to
+/// `other` (or are logged and ignored). For a loop with no input left to poll.
+pub fn wait_for_stop(
+    signals: &mut Signals,
+    other: &mut OnSignal,
+    timeout: Duration,
+) -> io::Result<Option<Signal>> {
     let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
     let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
     match poll(&mut fds, timeout) {
@@ -65,7 +82,10 @@ pub fn wait_for_stop(signals: &mut Signals, timeout: Duration) -> io::Result<Opt
     while let Some(signal) = signals.pending().map_err(io::Error::other)? {
         match signal {
             Signal::SIGTERM | Signal::SIGINT => return Ok(Some(signal)),
-            other => crate::log_info!("ignoring {other}"),
+            signal => match other {
+                Some(handler) => handler(signal),
+                None => crate::log_info!("ignoring {signal}"),
+            },
         }
     }
     Ok(None)
@@ -98,7 +118,10 @@ impl<R: Read + AsFd> Read for Interruptible<R> {
                         Signal::SIGTERM | Signal::SIGINT => {
                             return Err(io::Error::other(Stopped(signal)))
                         }
-                        other => crate::log_info!("ignoring {other}"),
+                        other => match &mut self.other {
+                            Some(handler) => handler(other),
+                            None => crate::log_info!("ignoring {other}"),
+                        },
                     }
                 }
             }
