@@ -359,9 +359,12 @@ pub fn run_with(
     let mut input = BufReader::new(input);
     let mut ending = Ending::default();
     let read = read_stream(&mut input, &senders, &shared, &mut ending);
-    // Kept past the input's end: SIGTERM must still stop pushd while it
-    // retries, and SIGUSR2 still release held deletions.
-    let (mut signals, mut on_signal) = input.into_inner().into_parts();
+    // The signals are kept past the input's end: SIGTERM must still stop
+    // pushd while it retries. The SIGUSR2 handler is not: it holds senders,
+    // and the workers end only once every sender is gone.
+    let (mut signals, handler) = input.into_inner().into_parts();
+    drop(handler);
+    let mut on_signal = None;
     if let Ok(Some(signal)) = &read {
         log_info!("stopping on {signal} once the transfers in progress end");
         shared
