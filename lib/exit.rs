@@ -40,6 +40,9 @@ pub enum Code {
     /// bisync: a guard stopped the run before anything changed (a replica
     /// emptied, or more deletions than --max-delete allows).
     Refused = 12,
+    /// syncpipe import-lsyncd: the configs were written, and some lsyncd
+    /// options could not be carried over (the table says which and why).
+    NotCarried = 13,
 }
 
 impl Code {
@@ -90,6 +93,10 @@ impl Code {
         (
             Code::Refused,
             "bisync: a guard stopped the run; nothing changed",
+        ),
+        (
+            Code::NotCarried,
+            "import-lsyncd: some options not carried over (see the table)",
         ),
     ];
 
