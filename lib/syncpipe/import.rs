@@ -437,6 +437,15 @@ fn one_sync(
                     b.row(key, value, "", Fate::Lost, "not a string");
                     continue;
                 };
+                // A local target is made absolute (units run in /), as the
+                // source is.
+                let local =
+                    Target::parse(std::ffi::OsStr::new(&target), base).is_ok_and(|t| t.is_local());
+                let target = if local && !target.starts_with('/') {
+                    base.join(&target).display().to_string()
+                } else {
+                    target
+                };
                 match Target::parse(std::ffi::OsStr::new(&target), base) {
                     Ok(_) if !target.chars().any(char::is_whitespace) => {
                         let note = if mode == "direct" && target.contains(':') {

@@ -162,7 +162,11 @@ fn sandbox() -> anyhow::Result<Lua> {
 /// Lua's own message (file:line: what), without mlua's traceback.
 fn lua_message(err: &mlua::Error) -> String {
     match err {
-        mlua::Error::RuntimeError(m) | mlua::Error::SyntaxError { message: m, .. } => m.clone(),
+        mlua::Error::RuntimeError(m) | mlua::Error::SyntaxError { message: m, .. } => m
+            .split("\nstack traceback:")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         mlua::Error::CallbackError { cause, .. } => lua_message(cause),
         other => other.to_string(),
     }

@@ -8,6 +8,7 @@ mod keysetup;
 mod pipeline;
 mod pushd;
 mod support;
+mod syncpipe;
 mod systemd;
 mod transport;
 mod units;
