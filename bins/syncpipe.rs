@@ -57,6 +57,11 @@ enum Command {
         /// Replace configs that exist already
         #[arg(long)]
         force: bool,
+        /// Also run lsyncd and the imported pipeline on a sample tree in a
+        /// temporary directory, make changes, and say whether both targets
+        /// end with the same files (needs lsyncd installed)
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -69,11 +74,13 @@ fn main() -> ExitCode {
             stdout,
             name,
             force,
+            check,
         } => import::run(&import::Options {
             file,
             dir: (!stdout).then_some(dir),
             naming: import::Naming { name },
             force,
+            check,
         }),
     })
 }

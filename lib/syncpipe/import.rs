@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use super::excludes;
 use super::lua::{LuaVal, Recorded, SyncCall};
 use crate::target::Target;
@@ -42,6 +44,9 @@ pub struct Conf {
     pub keys: Vec<(String, String)>,
     pub exclude_file: Option<Vec<String>>,
     pub origin: String,
+    /// The sync's lsyncd patterns and `delete` (Lua syntax), for `--check`.
+    pub lsyncd_excludes: Vec<String>,
+    pub lsyncd_delete: String,
 }
 
 impl Conf {
@@ -301,6 +306,7 @@ struct Builder<'a> {
     batchd: Vec<String>,
     pushd: Vec<String>,
     excludes: Vec<String>,
+    lsyncd_excludes: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -355,6 +361,7 @@ fn one_sync(
         batchd: Vec::new(),
         pushd: Vec::new(),
         excludes: Vec::new(),
+        lsyncd_excludes: Vec::new(),
     };
     let Some(mode) = call.mode.as_deref() else {
         b.row(
@@ -639,6 +646,11 @@ fn one_sync(
     let mut conf = Conf {
         name: name.to_string(),
         origin: origin.to_string(),
+        lsyncd_excludes: b.lsyncd_excludes.clone(),
+        lsyncd_delete: c
+            .get("delete")
+            .map(LuaVal::show)
+            .unwrap_or_else(|| "true".into()),
         ..Conf::default()
     };
     if spaced {
@@ -677,6 +689,7 @@ pub fn lsyncd_exclude_file(text: &str) -> (Vec<String>, usize) {
 fn exclude_rows(b: &mut Builder, option: &str, patterns: &[String]) {
     for p in patterns {
         let value = LuaVal::Str(p.clone());
+        b.lsyncd_excludes.push(p.clone());
         match excludes::convert(p) {
             Ok(ours) => {
                 let note = if ours.len() == 1 && &ours[0] == p {
@@ -907,7 +920,6 @@ fn ssh_rows(b: &mut Builder, ssh: &LuaVal) {
 /// Writes the configs into `dir` (refusing to overwrite unless `force`),
 /// returning the paths written.
 pub fn write(imp: &Import, dir: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
     for conf in &imp.confs {
@@ -946,6 +958,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     pub naming: Naming,
     pub force: bool,
+    /// Run lsyncd and the imported pipeline side by side and compare.
+    pub check: bool,
 }
 
 /// Runs the import: configs written (or printed), the table on stdout (on
@@ -986,9 +1000,46 @@ pub fn run(opts: &Options) -> anyhow::Result<crate::exit::Code> {
             eprint!("{table}");
         }
     }
-    Ok(if imp.anything_lost() {
+    let mut differs = false;
+    if opts.check {
+        differs = check_all(&imp)?;
+    }
+    Ok(if imp.anything_lost() || differs {
         crate::exit::Code::NotCarried
     } else {
         crate::exit::Code::Ok
     })
+}
+
+/// `--check`: each config against lsyncd on a sample tree; true when some
+/// target ended differently.
+fn check_all(imp: &Import) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut differs = false;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nCheck: lsyncd and the imported pipeline on the same sample tree")?;
+    for conf in &imp.confs {
+        let work = std::env::temp_dir().join(format!(
+            "syncpipe-check-{}-{}",
+            std::process::id(),
+            conf.name
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        let outcome = super::check::compare(conf, &conf.lsyncd_excludes, &conf.lsyncd_delete, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        let o = outcome.with_context(|| format!("checking {}", conf.name))?;
+        if o.lsyncd_only.is_empty() && o.syncpipe_only.is_empty() {
+            writeln!(out, "{}: same {} paths on both targets", o.name, o.files)?;
+        } else {
+            differs = true;
+            writeln!(out, "{}: the targets DIFFER", o.name)?;
+            for p in &o.lsyncd_only {
+                writeln!(out, "  only lsyncd's:   {p}")?;
+            }
+            for p in &o.syncpipe_only {
+                writeln!(out, "  only syncpipe's: {p}")?;
+            }
+        }
+    }
+    Ok(differs)
 }
