@@ -147,6 +147,13 @@ struct Args {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["a", "b"], help_heading = "ssh")]
     serve: Option<PathBuf>,
 
+    /// With --serve: apply the client's owners (as root) and set-id bits.
+    /// Off by default, so a client (a restricted key used as root) cannot
+    /// put a setuid-root file into the replica: set-id bits are stripped
+    /// and nothing is chowned
+    #[arg(long, requires = "serve", help_heading = "ssh")]
+    owners: bool,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -200,7 +207,7 @@ fn main() -> ExitCode {
     let verbosity = args.verbosity;
     cli::run_coded("bisync", verbosity, || {
         if let Some(path) = args.serve {
-            return bisync::serve(&path).map(|()| Code::Ok);
+            return bisync::serve(&path, args.owners).map(|()| Code::Ok);
         }
         bisync::run(args.into_config()?)
     })

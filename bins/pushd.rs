@@ -75,12 +75,21 @@ struct Args {
     )]
     retry_jitter: f64,
 
-    /// Refuse a batch or full sync deleting more than N entries, or P% of the target
+    /// Hold the deletions of a batch or full sync past N entries, or P% of the target
     #[arg(long, default_value = "50%", value_parser = MaxDelete::parse, value_name = "N|P%", help_heading = "Safety")]
     max_delete: MaxDelete,
     /// Allow a full sync from an empty source root to delete on the target
     #[arg(long, help_heading = "Safety")]
     allow_empty_source: bool,
+    /// Apply, in the start-up transfer, the deletions the guards would hold
+    ///
+    /// A guard that refuses deletions (--max-delete, an empty or unmounted
+    /// or replaced source root) holds them: the target is reported `held`
+    /// and they stay pending. Once the source is checked, `kill -USR2 PID`
+    /// releases them in a running pushd; this flag does the same for the
+    /// first transfer of each target after a restart.
+    #[arg(long, help_heading = "Safety")]
+    release_held: bool,
     /// Refuse to sync unless the source root is a mount point
     #[arg(long, help_heading = "Safety")]
     require_mount: bool,
@@ -206,6 +215,7 @@ impl Args {
             },
             direct: self.direct,
             connect: self.connect.map(absolute),
+            release_held: self.release_held,
         })
     }
 }

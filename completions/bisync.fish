@@ -18,6 +18,7 @@ complete -c bisync -s c -l checksum -d 'Compare file content by hash instead of 
 complete -c bisync -s n -l dry-run -d 'Print the plan and change nothing'
 complete -c bisync -l json -d 'Write the plan and results as JSON lines on stdout (docs/protocol.md)'
 complete -c bisync -s w -l watch -d 'Keep running: sync whenever either replica changes (watchd on both)'
+complete -c bisync -l owners -d 'With --serve: apply the client\'s owners (as root) and set-id bits. Off by default, so a client (a restricted key used as root) cannot put a setuid-root file into the replica: set-id bits are stripped and nothing is chowned'
 complete -c bisync -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c bisync -s q -l quiet -d 'Say only warnings and errors'
 complete -c bisync -s h -l help -d 'Print help (see more with \'--help\')'

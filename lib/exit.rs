@@ -38,7 +38,8 @@ pub enum Code {
     /// a rerun picks them up.
     Incomplete = 11,
     /// bisync: a guard stopped the run before anything changed (a replica
-    /// emptied, or more deletions than --max-delete allows).
+    /// emptied, or more deletions than --max-delete allows); pushd: the
+    /// input ended with deletions a guard holds.
     Refused = 12,
     /// syncpipe import-lsyncd: the configs were written, and some lsyncd
     /// options could not be carried over (the table says which and why).
@@ -92,7 +93,7 @@ impl Code {
         ),
         (
             Code::Refused,
-            "bisync: a guard stopped the run; nothing changed",
+            "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
         ),
         (
             Code::NotCarried,

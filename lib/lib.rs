@@ -7,10 +7,12 @@
 pub mod apply;
 pub mod batchd;
 pub mod batcher;
+pub mod beneath;
 pub mod bisync;
 pub mod cli;
 pub mod direct;
 pub mod event;
+mod eventwrite;
 pub mod exclude;
 pub mod exit;
 pub mod fold;

@@ -344,6 +344,9 @@ pub struct RunResult {
     /// rsync's stderr, trimmed, for messages.
     pub stderr: String,
     pub duration: Duration,
+    /// rsync said "created directory": the destination root was missing
+    /// (printed with `--info=name1` only).
+    pub created_root: bool,
 }
 
 /// A command with systemd's service variables removed: a child must not
@@ -397,6 +400,9 @@ pub fn run(args: &[OsString], list: &[&[u8]]) -> anyhow::Result<RunResult> {
         stats: parse_stats(&out),
         stderr: String::from_utf8_lossy(&err).trim().to_string(),
         duration: started.elapsed(),
+        created_root: out
+            .split(|&b| b == b'\n')
+            .any(|line| line.starts_with(b"created directory ")),
     })
 }
 
