@@ -62,9 +62,9 @@ fn split(value: Option<&str>) -> Vec<String> {
 }
 
 /// Starts the three stages from `conf`'s keys (SOURCE, TARGETS, DELAY,
-/// EXCLUDES, EXCLUDE_FROM, *_OPTS), joined by pipes.
-pub fn start_pipeline(conf: &Conf) -> anyhow::Result<Pipeline> {
-    let (watchd, batchd, pushd) = (kit_binary("watchd"), kit_binary("batchd"), kit_binary("pushd"));
+/// EXCLUDES, EXCLUDE_FROM, *_OPTS), joined by pipes; `bin` finds a program.
+pub fn start_pipeline(conf: &Conf, bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Result<Pipeline> {
+    let (watchd, batchd, pushd) = (bin("watchd"), bin("batchd"), bin("pushd"));
     let excludes = split(conf.get("EXCLUDES"));
     let exclude_from = conf.get("EXCLUDE_FROM").unwrap_or_default();
     let mut w = Command::new(&watchd);
@@ -85,7 +85,9 @@ pub fn start_pipeline(conf: &Conf) -> anyhow::Result<Pipeline> {
         .arg(conf.get("SOURCE").context("no SOURCE=")?)
         .stdout(Stdio::piped());
     let mut children = Vec::new();
-    let mut wc = w.spawn().with_context(|| format!("starting {}", watchd.display()))?;
+    let mut wc = w
+        .spawn()
+        .with_context(|| format!("starting {}", watchd.display()))?;
     let wout = wc.stdout.take().context("watchd's stdout")?;
     children.push(wc);
     let mut bc = Command::new(&batchd)
@@ -112,10 +114,16 @@ pub fn start_pipeline(conf: &Conf) -> anyhow::Result<Pipeline> {
 /// Every path below `root`, directories with a trailing `/`.
 pub fn tree(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let path = e.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 out.insert(format!("{rel}/"));
                 walk(root, &path, out);
@@ -132,7 +140,11 @@ pub fn tree(root: &Path) -> BTreeSet<String> {
 /// Names that exercise `patterns` (lsyncd's): each pattern made concrete
 /// at the top and one level down, plus names no pattern should take.
 pub fn sample_names(patterns: &[String]) -> Vec<String> {
-    let mut names = vec!["keep.txt".to_string(), "sub/keep.txt".into(), "sub/deeper/keep.txt".into()];
+    let mut names = vec![
+        "keep.txt".to_string(),
+        "sub/keep.txt".into(),
+        "sub/deeper/keep.txt".into(),
+    ];
     for p in patterns {
         let concrete = p
             .trim_start_matches('/')
@@ -160,7 +172,9 @@ pub fn sample_names(patterns: &[String]) -> Vec<String> {
         .iter()
         .flat_map(|n| {
             let parts: Vec<&str> = n.split('/').collect();
-            (1..parts.len()).map(move |i| parts[..i].join("/")).collect::<Vec<_>>()
+            (1..parts.len())
+                .map(move |i| parts[..i].join("/"))
+                .collect::<Vec<_>>()
         })
         .collect();
     names.retain(|n| !dirs.contains(n.as_str()));
@@ -171,7 +185,8 @@ fn make(root: &Path, names: &[String], suffix: &str) -> anyhow::Result<()> {
     for n in names {
         let path = root.join(format!("{n}{suffix}"));
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, n).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -192,7 +207,12 @@ pub struct Outcome {
 
 /// Runs lsyncd with the sync's lsyncd excludes and `delete`, and the
 /// pipeline of `conf`, both to local targets under `work`.
-pub fn compare(conf: &Conf, lsyncd_excludes: &[String], delete: &str, work: &Path) -> anyhow::Result<Outcome> {
+pub fn compare(
+    conf: &Conf,
+    lsyncd_excludes: &[String],
+    delete: &str,
+    work: &Path,
+) -> anyhow::Result<Outcome> {
     let src = work.join("source");
     let (lt, st) = (work.join("lsyncd-target"), work.join("syncpipe-target"));
     for d in [&src, &lt, &st] {
@@ -237,7 +257,7 @@ pub fn compare(conf: &Conf, lsyncd_excludes: &[String], delete: &str, work: &Pat
             _ => {}
         }
     }
-    let pipeline = start_pipeline(&ours)?;
+    let pipeline = start_pipeline(&ours, &kit_binary)?;
     // Both start-up syncs done: the start-up tree's keep.txt is there.
     let wait = |what: &str| -> anyhow::Result<()> {
         let start = Instant::now();
@@ -253,7 +273,9 @@ pub fn compare(conf: &Conf, lsyncd_excludes: &[String], delete: &str, work: &Pat
     // Changes while running: new names, a rewrite, a delete, then a marker.
     make(&src, &names, ".new")?;
     std::fs::remove_file(src.join("sub/keep.txt")).ok();
-    let mut f = std::fs::OpenOptions::new().append(true).open(src.join("keep.txt"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("keep.txt"))?;
     f.write_all(b" changed")?;
     drop(f);
     std::fs::write(src.join("zz-done.txt"), "done")?;

@@ -50,6 +50,20 @@ pub struct Conf {
 }
 
 impl Conf {
+    /// Reads NAME.conf back (KEY=value lines, `#` comments).
+    pub fn parse(name: &str, text: &str) -> Conf {
+        Conf {
+            name: name.to_string(),
+            keys: text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Conf::default()
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.keys
             .iter()
@@ -1017,7 +1031,10 @@ fn check_all(imp: &Import) -> anyhow::Result<bool> {
     use std::io::Write;
     let mut differs = false;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "\nCheck: lsyncd and the imported pipeline on the same sample tree")?;
+    writeln!(
+        out,
+        "\nCheck: lsyncd and the imported pipeline on the same sample tree"
+    )?;
     for conf in &imp.confs {
         let work = std::env::temp_dir().join(format!(
             "syncpipe-check-{}-{}",
@@ -1025,7 +1042,8 @@ fn check_all(imp: &Import) -> anyhow::Result<bool> {
             conf.name
         ));
         let _ = std::fs::remove_dir_all(&work);
-        let outcome = super::check::compare(conf, &conf.lsyncd_excludes, &conf.lsyncd_delete, &work);
+        let outcome =
+            super::check::compare(conf, &conf.lsyncd_excludes, &conf.lsyncd_delete, &work);
         let _ = std::fs::remove_dir_all(&work);
         let o = outcome.with_context(|| format!("checking {}", conf.name))?;
         if o.lsyncd_only.is_empty() && o.syncpipe_only.is_empty() {

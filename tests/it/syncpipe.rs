@@ -188,3 +188,114 @@ fn writes_into_dir_and_never_overwrites_without_force() {
         .unwrap();
     assert_eq!(single.status.code(), Some(2), "one name for four syncs");
 }
+
+/// Import a config, run the pipeline its keys describe (as the units do),
+/// make changes: the target ends equal to the source minus what lsyncd
+/// would have left out.
+#[test]
+fn imported_config_runs_and_the_target_equals_the_source() {
+    use std::time::Duration;
+    use syncpipe::syncpipe::check::{start_pipeline, tree};
+    use syncpipe::syncpipe::import::Conf;
+
+    let tmp = tempdir();
+    let (src, dst, etc) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("etc"),
+    );
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("early.txt"), "before the start").unwrap();
+    let lua = tmp.path().join("lsyncd.conf.lua");
+    fs::write(
+        &lua,
+        format!(
+            "local root = {src:?}\n\
+             local function mirror(to) return {{ default.rsync, source = root, target = to, delay = 1 }} end\n\
+             local s = mirror({dst:?})\n\
+             s.exclude = {{ '*.tmp', 'logs/*', 'a/**/b', '/build' }}\n\
+             sync(s)\n",
+            src = src.display().to_string(),
+            dst = dst.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("syncpipe"))
+        .args(["import-lsyncd", "--name", "e2e", "--dir"])
+        .arg(&etc)
+        .arg(&lua)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let conf = Conf::parse("e2e", &fs::read_to_string(etc.join("e2e.conf")).unwrap());
+    assert_eq!(conf.get("DELAY"), Some("1s"));
+    let pipeline = start_pipeline(&conf, &|name| bin(name)).unwrap();
+    assert!(
+        crate::support::wait_until(Duration::from_secs(60), || dst.join("early.txt").exists()),
+        "the start-up sync never arrived"
+    );
+    // Changes while running, excluded names among them.
+    for (rel, body) in [
+        ("keep/one.txt", "1"),
+        ("x.tmp", "excluded"),
+        ("deep/er/y.tmp", "excluded"),
+        (
+            "logs/today.log",
+            "excluded: lsyncd's logs/* takes logs itself",
+        ),
+        ("a/b", "kept: lsyncd's a/**/b needs a directory between"),
+        ("a/c/b", "excluded (the directory a/c stays, as in lsyncd)"),
+        ("build/out", "excluded"),
+        ("src/build/out", "kept: /build is anchored"),
+        ("with space and\nnewline", "odd names travel"),
+    ] {
+        let path = src.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, body).unwrap();
+    }
+    fs::remove_file(src.join("early.txt")).unwrap();
+    fs::write(src.join("zz-last.txt"), "last").unwrap();
+    let want: std::collections::BTreeSet<String> = tree(&src)
+        .into_iter()
+        .filter(|p| {
+            !(p.ends_with(".tmp")
+                || p.starts_with("logs/")
+                || p == "a/c/b"
+                || p.starts_with("build/"))
+        })
+        .collect();
+    assert!(want.contains("a/b") && want.contains("src/build/out") && !want.contains("logs/"));
+    let converged = crate::support::wait_until(Duration::from_secs(60), || tree(&dst) == want);
+    drop(pipeline);
+    assert!(converged, "target {:?}\nwanted {:?}", tree(&dst), want);
+}
+
+/// `--check` runs lsyncd and the imported pipeline side by side and finds
+/// them agreeing on a config without excludes.
+#[test]
+fn check_compares_with_a_real_lsyncd() {
+    let tmp = tempdir();
+    let lua = tmp.path().join("lsyncd.conf.lua");
+    fs::write(
+        &lua,
+        "sync { default.rsync, source = '/srv/x', target = '/srv/y', delete = 'running' }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("syncpipe"))
+        .args(["import-lsyncd", "--stdout", "--check"])
+        .arg(&lua)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("srv-x: same "),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
