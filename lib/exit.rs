@@ -97,7 +97,7 @@ impl Code {
         ),
         (
             Code::NotCarried,
-            "import-lsyncd: some options not carried over (see the table)",
+            "import-lsyncd: some options not carried over, or --check differed",
         ),
     ];
 
