@@ -91,7 +91,7 @@ _syncpipe() {
             return 0
             ;;
         syncpipe__subcmd__import__subcmd__lsyncd)
-            opts="-v -q -h --dir --stdout --name --force --verbose --quiet --help"
+            opts="-v -q -h --dir --stdout --name --force --check --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

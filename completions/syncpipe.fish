@@ -34,6 +34,7 @@ complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l dir 
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l name -d 'Name the config NAME (one sync), or a pattern where `{}` is the name derived from each source (several syncs)' -r
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l stdout -d 'Print the configs on stdout (the table goes to stderr) instead of writing them'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l force -d 'Replace configs that exist already'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l check -d 'Also run lsyncd and the imported pipeline on a sample tree in a temporary directory, make changes, and say whether both targets end with the same files (needs lsyncd installed)'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s q -l quiet -d 'Say only warnings and errors'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s h -l help -d 'Print help (see more with \'--help\')'
