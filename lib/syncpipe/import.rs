@@ -321,6 +321,8 @@ struct Builder<'a> {
     pushd: Vec<String>,
     excludes: Vec<String>,
     lsyncd_excludes: Vec<String>,
+    /// Converted filter rules in lsyncd's order (first match wins).
+    filters: Vec<Vec<String>>,
 }
 
 impl Builder<'_> {
@@ -376,6 +378,7 @@ fn one_sync(
         pushd: Vec::new(),
         excludes: Vec::new(),
         lsyncd_excludes: Vec::new(),
+        filters: Vec::new(),
     };
     let Some(mode) = call.mode.as_deref() else {
         b.row(
@@ -562,14 +565,35 @@ fn one_sync(
                     ),
                 }
             }
-            "filter" | "filterFrom" => b.row(
-                key,
-                value,
-                "",
-                Fate::Lost,
-                "lsyncd's first-match +/- filter lists are not converted yet: write them as \
-                 EXCLUDES= with `!pattern` (last match wins)",
-            ),
+            "filter" => {
+                let list: Vec<String> = match value {
+                    LuaVal::Table(_, l) => l.iter().filter_map(LuaVal::text).collect(),
+                    v => v.text().into_iter().collect(),
+                };
+                filter_rows(&mut b, "filter", &list);
+            }
+            "filterFrom" => {
+                let file = value.text().unwrap_or_default();
+                match std::fs::read_to_string(base.join(&file)) {
+                    Ok(text) => {
+                        let rules: Vec<String> = text
+                            .lines()
+                            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                            .map(str::to_string)
+                            .collect();
+                        filter_rows(&mut b, "filterFrom", &rules);
+                    }
+                    Err(e) => b.row(
+                        "filterFrom",
+                        value,
+                        "",
+                        Fate::Lost,
+                        &format!(
+                        "cannot read {file}: {e}; copy it here and import again (its rules are \
+                         converted, not referenced)"),
+                    ),
+                }
+            }
             "maxDelays" | "maxProcesses" => {
                 // lsyncd lets settings{} override the sync's own value.
                 let effective = c.get(key).unwrap_or(value);
@@ -647,6 +671,12 @@ fn one_sync(
         Some("CloseWrite or Modify") => b.watchd.push("--events=all".into()),
         _ => {}
     }
+    // lsyncd tries its filter rules first, first match winning, then the
+    // excludes; the kit's last match wins: excludes, then the rules reversed.
+    let filters = std::mem::take(&mut b.filters);
+    for rule in filters.into_iter().rev() {
+        b.excludes.extend(rule);
+    }
     if targets.is_empty() {
         return None;
     }
@@ -719,6 +749,40 @@ fn exclude_rows(b: &mut Builder, option: &str, patterns: &[String]) {
                     &note,
                 );
                 b.excludes.extend(ours);
+            }
+            Err(why) => b.row(option, &value, "", Fate::Lost, &why),
+        }
+    }
+}
+
+/// lsyncd filter rules (`+ pattern` includes, `- pattern` excludes).
+fn filter_rows(b: &mut Builder, option: &str, rules: &[String]) {
+    for rule in rules {
+        let value = LuaVal::Str(rule.clone());
+        let trimmed = rule.trim_start();
+        let (sign, pattern) = match trimmed.chars().next() {
+            Some(c @ ('+' | '-')) => (c, trimmed[1..].trim_start()),
+            _ => {
+                b.row(
+                    option,
+                    &value,
+                    "",
+                    Fate::Lost,
+                    "lsyncd refuses a rule not starting with + or -",
+                );
+                continue;
+            }
+        };
+        match excludes::convert(pattern) {
+            Ok(ours) => {
+                let ours: Vec<String> = if sign == '+' {
+                    ours.into_iter().map(|p| format!("!{p}")).collect()
+                } else {
+                    ours
+                };
+                b.row(option, &value, &format!("EXCLUDES=… {}", ours.join(" ")), Fate::Carried,
+                    "after the excludes, rules reversed: the kit's last match wins as lsyncd's first does");
+                b.filters.push(ours);
             }
             Err(why) => b.row(option, &value, "", Fate::Lost, &why),
         }
@@ -1060,4 +1124,54 @@ fn check_all(imp: &Import) -> anyhow::Result<bool> {
         }
     }
     Ok(differs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exclude::Excludes;
+
+    fn excluded(ex: &Excludes, rel: &str, is_dir: bool) -> bool {
+        let comps: Vec<&str> = rel.split('/').collect();
+        (1..=comps.len())
+            .any(|n| ex.is_excluded(Path::new(&comps[..n].join("/")), n < comps.len() || is_dir))
+    }
+
+    #[test]
+    fn filters_win_over_excludes_first_match_first() {
+        let rec = super::super::lua::evaluate(
+            br#"sync { default.rsync, source = "/s", target = "/t", exclude = { "*.bak" },
+                       filter = { "- *.log", "+ /www/", "+ /www/**", "+ keep.bak", "- *" } }"#,
+            "f.lua",
+        )
+        .unwrap();
+        let imp = import(&rec, "f.lua", &Naming::default(), Path::new("/")).unwrap();
+        let patterns: Vec<String> = imp.confs[0]
+            .get("EXCLUDES")
+            .unwrap()
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        let ex = Excludes::new(&patterns, &[] as &[&str]).unwrap();
+        // As lsyncd decides: the first matching rule, else the excludes.
+        for (path, dir, want) in [
+            ("www/a/b.txt", false, false),
+            ("www/a.log", false, true),
+            ("keep.bak", false, false),
+            ("other.bak", false, true),
+            ("other/keep.bak", false, true),
+            ("top.txt", false, true),
+            ("www", true, false),
+        ] {
+            assert_eq!(excluded(&ex, path, dir), want, "{path} with {patterns:?}");
+        }
+        assert!(!imp.anything_lost());
+    }
+
+    #[test]
+    fn names_from_sources() {
+        assert_eq!(name_from_source("/srv/www"), "srv-www");
+        assert_eq!(name_from_source("/"), "root");
+        assert_eq!(name_from_source("/home/a b/x@y/"), "home-a_b-x_y");
+    }
 }
