@@ -13,16 +13,21 @@ use syncpipe::push::{self, Config, DeleteMode, Retry};
 use syncpipe::rsync::{RsyncSettings, SshSettings};
 use syncpipe::target::Target;
 
-/// Apply a stream of changes (from watchd or batchd) to targets with rsync
+/// Apply a stream of changes to targets with rsync (in bash/zsh run it as `env pushd`: plain `pushd` is the shell's builtin)
 ///
-/// Reads records on stdin and brings every TARGET to the source's state:
+/// Reads records (from watchd or batchd) on stdin and brings every TARGET to the source's state:
 /// a local directory, [user@]host:/path (rsync over ssh) or an rsync daemon
 /// (host::module/path, rsync://host[:port]/module/path). Writes one JSON
 /// `result` record per transfer and target on stdout.
 ///
+/// bash and zsh have a `pushd` builtin (the directory stack) that wins over
+/// this program, in scripts too: `pushd --help` printing "pushd [-n] [+N |
+/// -N | dir]" was the builtin. Write `env pushd` or /usr/local/bin/pushd, or
+/// install completions/pushd-function.sh for interactive shells.
+///
 /// $ watchd /data | batchd -d 15 | env pushd backup1:/srv/data /mnt/copy
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "pushd", version, after_help = cli::exit_codes_help("pushd"))]
 struct Args {
     /// Where to push: DIR, [user@]host:PATH, host::module/PATH, rsync://host[:port]/module/PATH
     #[arg(required = true, value_name = "TARGET")]

@@ -11,7 +11,7 @@ use syncpipe::syncpipe::import;
 ///
 /// $ syncpipe import-lsyncd /etc/lsyncd/lsyncd.conf.lua
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(version, after_help = cli::exit_codes_help("syncpipe"))]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -30,11 +30,11 @@ enum Command {
     /// writes DIR/NAME.conf for each sync{} (NAME from its source path),
     /// and prints a table: every lsyncd option, the syncpipe key or flag it
     /// became, and what could not be carried over, why, and what to do.
-    /// Exit code 13 when something could not be carried over.
+    /// Exit code 14 when something could not be carried over.
     ///
     /// $ syncpipe import-lsyncd --dir /etc/syncpipe /etc/lsyncd/lsyncd.conf.lua
     /// $ syncpipe import-lsyncd --stdout --name www lsyncd.conf.lua
-    #[command(name = "import-lsyncd", after_help = cli::exit_codes_help())]
+    #[command(name = "import-lsyncd", after_help = cli::exit_codes_help("syncpipe"))]
     ImportLsyncd {
         /// The lsyncd configuration (lsyncd.conf.lua)
         #[arg(value_name = "FILE")]

@@ -27,7 +27,7 @@ use syncpipe::watch::{self, BackendChoice, EventMode};
 ///
 /// $ watchd --exclude '*.tmp' --exclude .git/ /data | jq -c 'select(.kind=="delete")'
 #[derive(Parser, Debug)]
-#[command(name = "watchd", version, after_long_help = cli::exit_codes_help())]
+#[command(name = "watchd", version, after_long_help = cli::exit_codes_help("watchd"))]
 struct Args {
     /// Directory tree to watch
     #[arg(value_name = "ROOT")]

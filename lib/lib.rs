@@ -16,9 +16,12 @@ mod eventwrite;
 pub mod exclude;
 pub mod exit;
 pub mod fold;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod interruptible;
 pub mod keys;
 pub mod log;
+pub mod manpage;
 pub mod mounts;
 pub mod plan;
 pub mod push;

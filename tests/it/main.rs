@@ -3,6 +3,7 @@
 
 mod batchd;
 mod bisync;
+mod fuzz;
 mod generated;
 mod keysetup;
 mod pipeline;

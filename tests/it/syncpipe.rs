@@ -111,7 +111,7 @@ fn the_seeds_mapped_options() {
     // Beyond the golden files: the facts a reader of the seed expects.
     let seed = |n: &str| import_stdout(&manifest().join(format!("tests/fixtures/lsyncd/{n}.lua")));
     let (code, conf, _) = seed("seed000-3-rsync-daemon");
-    assert_eq!(code, 13, "statusFile has no equivalent");
+    assert_eq!(code, 14, "statusFile has no equivalent");
     for line in [
         "TARGETS=syncuser@172.29.88.223::module1",
         "DELAY=30s",
