@@ -22,6 +22,8 @@ pub mod mounts;
 pub mod plan;
 pub mod push;
 pub mod pushstate;
+#[cfg(feature = "relay")]
+pub mod relayd;
 pub mod rsync;
 pub mod signals;
 pub mod stream;
