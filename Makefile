@@ -7,9 +7,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINS := watchd batchd pushd bisync keysetup
+BINS := watchd batchd pushd bisync keysetup relayd
+# relayd (the NATS bridge) needs the `relay` feature: only it links tokio.
+FEATURES := --features relay
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script nats-server:nats-server
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
@@ -18,14 +20,14 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 all: build
 
 build:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked $(FEATURES)
 
 test: test-deps lint
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --all-targets $(FEATURES)
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets $(FEATURES) -- -D warnings
 
 # Installs what is missing when run as root; otherwise says exactly what to install.
 test-deps:

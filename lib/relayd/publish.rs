@@ -83,26 +83,7 @@ pub(super) async fn run(
     let client = super::connect::connect(broker, &config.common.auth, "relayd publish").await?;
     refuse_if_owned(&client, broker.owner_subject()).await?;
     let js = jetstream::new(client.clone());
-    let r = &config.retention;
-    let mut stream = js
-        .get_or_create_stream(stream::Config {
-            name: broker.stream.clone(),
-            subjects: vec![broker.subject()],
-            storage: stream::StorageType::File,
-            discard: stream::DiscardPolicy::Old,
-            max_messages: r.max_msgs.unwrap_or(-1),
-            max_bytes: r.max_bytes.unwrap_or(-1),
-            max_age: r.max_age.unwrap_or_default(),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("opening JetStream stream {}", broker.stream))?;
-    let mut last = stream
-        .info()
-        .await
-        .context("reading the stream's state")?
-        .state
-        .last_sequence;
+    let mut last = ensure_stream(&js, &config).await?;
     let owner = tokio::spawn(answer_owner(client.clone(), broker.owner_subject()));
 
     let (tx, mut lines) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
@@ -115,7 +96,6 @@ pub(super) async fn run(
     sd.ready(&format!("publishing to {}", broker.stream));
     let mut pos = Position::default();
     let mut published = 0u64;
-    let subject = broker.subject();
     loop {
         let line = tokio::select! {
             line = lines.recv() => line,
@@ -138,7 +118,7 @@ pub(super) async fn run(
             h.insert(headers::HEADER, header.as_str());
         }
         let payload = Bytes::from(line);
-        last = publish_one(&js, &subject, h, payload, last).await?;
+        last = publish_one(&js, &config, h, payload, last).await?;
         published += 1;
         if sd.status_due() {
             sd.status(
@@ -161,18 +141,20 @@ pub(super) async fn run(
 /// retrying while the server is away; returns the new last seq.
 async fn publish_one(
     js: &jetstream::Context,
-    subject: &str,
+    config: &PublishConfig,
     h: HeaderMap,
     payload: Bytes,
     last: u64,
 ) -> anyhow::Result<u64> {
+    let subject = config.common.broker.subject();
     let mut backoff = Duration::from_millis(100);
     let mut warned = false;
+    let mut last = last;
     loop {
         let mut hh = h.clone();
         hh.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
         let outcome = match js
-            .publish_with_headers(subject.to_string(), hh, payload.clone())
+            .publish_with_headers(subject.clone(), hh, payload.clone())
             .await
         {
             Ok(ack) => ack.await.map_err(|e| (e.kind(), e.to_string())),
@@ -193,6 +175,19 @@ async fn publish_one(
                     ),
                 ))
             }
+            Err((PublishErrorKind::StreamNotFound, _)) => {
+                log_warn!(
+                    "JetStream stream {} is gone; making it again (its subscribers will do a full sync)",
+                    config.common.broker.stream
+                );
+                match ensure_stream(js, config).await {
+                    Ok(l) => last = l,
+                    Err(e) => {
+                        log_warn!("{e:#}");
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+            }
             Err((_, why)) => {
                 if !warned {
                     log_warn!("publishing failed ({why}); retrying until the server answers");
@@ -203,6 +198,31 @@ async fn publish_one(
             }
         }
     }
+}
+
+/// Opens the stream, making it when missing; returns its last seq.
+async fn ensure_stream(js: &jetstream::Context, config: &PublishConfig) -> anyhow::Result<u64> {
+    let broker = &config.common.broker;
+    let r = &config.retention;
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: broker.stream.clone(),
+            subjects: vec![broker.subject()],
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            max_messages: r.max_msgs.unwrap_or(-1),
+            max_bytes: r.max_bytes.unwrap_or(-1),
+            max_age: r.max_age.unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("opening JetStream stream {}", broker.stream))?;
+    Ok(stream
+        .info()
+        .await
+        .context("reading the stream's state")?
+        .state
+        .last_sequence)
 }
 
 /// Refuses to start when a live publisher answers on the owner subject.

@@ -58,7 +58,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let broker = &config.common.broker;
     let client = super::connect::connect(broker, &config.common.auth, "relayd subscribe").await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut sd = crate::systemd::Systemd::from_env();
     let mut lag = Lag::default();
     let mut follower: Option<Follower> = None;
@@ -132,6 +132,9 @@ pub(super) async fn run(
                     }
                     _ => {
                         sd.stopping("stopping");
+                        // The last acknowledgements must reach the server,
+                        // or the next start writes those records again.
+                        client.flush().await.ok();
                         return Ok(());
                     }
                 },

@@ -7,6 +7,8 @@ mod generated;
 mod keysetup;
 mod pipeline;
 mod pushd;
+#[cfg(feature = "relay")]
+mod relayd;
 mod support;
 mod systemd;
 mod transport;
