@@ -62,6 +62,7 @@ pub(super) async fn run(
     let mut sd = crate::systemd::Systemd::from_env();
     let mut lag = Lag::default();
     let mut follower: Option<Follower> = None;
+    let mut ready = false;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut out = std::io::stdout().lock();
     loop {
@@ -75,8 +76,9 @@ pub(super) async fn run(
             .messages()
             .await
             .context("pulling from the consumer")?;
-        if !sd.is_enabled() || lag.js_seq == 0 {
+        if !ready {
             sd.ready(&lag.describe(&config.durable));
+            ready = true;
         }
         log_info!(
             "following {} as {} ({start:?})",
