@@ -359,3 +359,143 @@ fn fleet_pipeline_converges() {
     assert!(converged(), "after changes");
     assert!(!dst.path().join("before").exists());
 }
+
+/// A private CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_certs(dir: &Path) {
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+    ]);
+    for (name, san) in [("server", "IP:127.0.0.1"), ("client", "DNS:client")] {
+        sh(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\n"),
+        )
+        .unwrap();
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+#[test]
+fn mutual_tls_with_a_private_ca() {
+    let certs = tempdir();
+    let c = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    make_certs(certs.path());
+    let nats = NatsServer::start_with(&[
+        "--tlsverify".into(),
+        "--tlscert".into(),
+        c("server.pem"),
+        "--tlskey".into(),
+        c("server.key"),
+        "--tlscacert".into(),
+        c("ca.pem"),
+    ]);
+    let url = format!("nats+tls://127.0.0.1:{}/tls", nats.port());
+    let tls = [
+        "--tls-ca",
+        &c("ca.pem"),
+        "--tls-cert",
+        &c("client.pem"),
+        "--tls-key",
+        &c("client.key"),
+    ];
+    let mut input = vec![header("t")];
+    input.extend(events(1..=3));
+
+    // Without a client certificate the server refuses.
+    let out = Command::new(bin("relayd"))
+        .args(["publish", &url, "--tls-ca", &c("ca.pem")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a client without a certificate got in"
+    );
+
+    let mut child = Command::new(bin("relayd"))
+        .args(["publish", &url])
+        .args(tls)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for r in &input {
+        writeln!(stdin, "{}", r.to_line()).unwrap();
+    }
+    drop(stdin);
+    assert_eq!(Running { child }.wait_exit(), Some(0));
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut run = Running::spawn(
+        Command::new(bin("relayd"))
+            .args(["subscribe", &url, "--durable", "t"])
+            .args(tls)
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap()),
+    );
+    let mut out = RecordStream::new(run.child.stdout.take().unwrap());
+    let got: Vec<Record> = (0..input.len())
+        .map(|_| {
+            out.next(TIMEOUT)
+                .unwrap_or_else(|| panic!("{}", fs::read_to_string(log.path()).unwrap()))
+        })
+        .collect();
+    assert_eq!(got, input);
+}

@@ -14,15 +14,22 @@ pub struct NatsServer {
     run: Option<Running>,
     dir: tempfile::TempDir,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra server flags (TLS).
+    pub fn start_with(extra: &[String]) -> Self {
         let dir = tempdir();
         let mut server = NatsServer {
             run: None,
             dir,
             port: 0,
+            extra: extra.to_vec(),
         };
         server.spawn(None);
         server
@@ -40,6 +47,7 @@ impl NatsServer {
                 .arg("-js")
                 .arg("-sd")
                 .arg(self.store())
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(self.dir.path().join("server.log")).unwrap()),
         );
@@ -49,9 +57,9 @@ impl NatsServer {
                 return false;
             };
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
-            // {"nats":["nats://127.0.0.1:PORT"],...}
+            // {"nats":["nats://127.0.0.1:PORT"],...} (tls:// with TLS)
             found = text
-                .split("nats://127.0.0.1:")
+                .split("://127.0.0.1:")
                 .nth(1)
                 .and_then(|rest| rest.split('"').next())
                 .and_then(|p| p.parse::<u16>().ok());
@@ -68,6 +76,10 @@ impl NatsServer {
 
     pub fn url(&self, stream: &str) -> String {
         format!("nats://127.0.0.1:{}/{stream}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn log(&self) -> String {
