@@ -42,7 +42,7 @@ use syncpipe::rsync::SshSettings;
 ///
 /// $ bisync --watch --delay 2s /srv/a backup@b:/srv/a
 #[derive(Parser, Debug)]
-#[command(name = "bisync", version, after_long_help = cli::exit_codes_help())]
+#[command(name = "bisync", version, after_long_help = cli::exit_codes_help("bisync"))]
 struct Args {
     /// First replica: DIR or [user@]host:PATH
     #[arg(value_name = "REPLICA_A", required_unless_present = "serve")]
@@ -72,6 +72,11 @@ struct Args {
     /// Write the plan and results as JSON lines on stdout (docs/protocol.md)
     #[arg(long)]
     json: bool,
+
+    /// Exit 9 instead of 0 when changes were made (for scripts that act on
+    /// "something changed"; the summary line and --json say it either way)
+    #[arg(long)]
+    exit_changes: bool,
 
     /// Leave out paths matching GLOB, gitignore-style, relative to the
     /// replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable
@@ -184,6 +189,7 @@ impl Args {
             max_delete: self.max_delete,
             dry_run: self.dry_run,
             json: self.json,
+            exit_changes: self.exit_changes,
             excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
             state_dir: self.state_dir,
             ssh: SshSettings {

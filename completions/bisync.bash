@@ -23,7 +23,7 @@ _bisync() {
 
     case "${cmd}" in
         bisync)
-            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --max-delete --dry-run --json --exclude --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --help --version"
+            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --max-delete --dry-run --json --exit-changes --exclude --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -17,6 +17,7 @@ complete -c bisync -l serve -d 'Serve the replica at PATH on stdin/stdout (what 
 complete -c bisync -s c -l checksum -d 'Compare file content by hash instead of size, mtime and inode'
 complete -c bisync -s n -l dry-run -d 'Print the plan and change nothing'
 complete -c bisync -l json -d 'Write the plan and results as JSON lines on stdout (docs/protocol.md)'
+complete -c bisync -l exit-changes -d 'Exit 9 instead of 0 when changes were made (for scripts that act on "something changed"; the summary line and --json say it either way)'
 complete -c bisync -s w -l watch -d 'Keep running: sync whenever either replica changes (watchd on both)'
 complete -c bisync -l owners -d 'With --serve: apply the client\'s owners (as root) and set-id bits. Off by default, so a client (a restricted key used as root) cannot put a setuid-root file into the replica: set-id bits are stripped and nothing is chowned'
 complete -c bisync -s v -l verbose -d 'Say more on stderr (repeat for debug output)'

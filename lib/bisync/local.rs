@@ -78,6 +78,13 @@ impl LocalReplica {
         &self.root
     }
 
+    /// What is at `path` now (not following a final symlink), `None` when
+    /// nothing is.
+    pub fn stat(&mut self, path: &WirePath) -> io::Result<Option<Entry>> {
+        let (dir, name) = self.parent(path)?;
+        stat_at(&dir, &name)
+    }
+
     /// The directory holding `path`, opened without following any symlink
     /// below the root, and `path`'s last component.
     fn parent(&mut self, path: &WirePath) -> io::Result<(OwnedFd, Vec<u8>)> {

@@ -86,6 +86,9 @@ pub struct Config {
     pub max_delete: MaxDelete,
     pub dry_run: bool,
     pub json: bool,
+    /// Exit [`Code::Synced`] (9) after changes instead of 0: success is 0
+    /// for cron and `&&`, the detail is in the log and `--json`.
+    pub exit_changes: bool,
     pub excludes: Excludes,
     /// Archive and lock directory; default [`archive::default_dir`].
     pub state_dir: Option<PathBuf>,
@@ -148,7 +151,10 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         started,
         false,
     )?;
-    Ok(settled.code)
+    Ok(match settled.code {
+        Code::Synced if !config.exit_changes => Code::Ok,
+        code => code,
+    })
 }
 
 /// The pair's archive store.

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::local::LocalReplica;
+use super::entry::Kind;
+use super::local::{differs, LocalReplica};
 use super::proto::{self, Counting, Request};
 use super::replica::Replica;
 use crate::exclude::Excludes;
@@ -115,6 +116,18 @@ pub fn serve_on(
                 Err(e) => error_reply(&mut out, &e)?,
             },
             Request::Get { path, expect } => {
+                // The size is the peer's word: announce (and pad to) it only
+                // for a file that is there as expected, or a made-up size
+                // would have this side write zeros without end. The client
+                // reads a shorter header as "not intact".
+                let there = matches!(rep.stat(&path), Ok(Some(cur))
+                    if cur.kind == Kind::File && differs(Some(&cur), Some(&expect)).is_none());
+                if !there && expect.size > 0 {
+                    proto::write_line(&mut out, &proto::DataHeader { size: 0 })?;
+                    proto::write_line(&mut out, &proto::Intact { intact: false })?;
+                    out.flush()?;
+                    continue;
+                }
                 proto::write_line(&mut out, &proto::DataHeader { size: expect.size })?;
                 let mut counting = Counting {
                     inner: &mut out,

@@ -249,6 +249,7 @@ fn documented_pipeline_works_in_bash_and_zsh() {
             host: "h".into(),
             ts: Timestamp::now(),
             producer: "test/0".into(),
+            backend: None,
         })
         .to_line();
         let run = |script: &str, interactive: bool| {
