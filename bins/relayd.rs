@@ -23,7 +23,7 @@ use syncpipe::relayd::{self, Auth, Command, Common, PublishConfig, Retention, Su
 ///
 /// $ relayd subscribe nats://broker:4222/www --durable web1 | batchd -d 1 | env pushd /srv/www
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "relayd", version, after_help = cli::exit_codes_help("relayd"))]
 struct Args {
     #[command(subcommand)]
     command: Cmd,
@@ -37,7 +37,7 @@ enum Cmd {
     /// Publish the stream on stdin to JetStream stream STREAM
     ///
     /// Makes the stream (file storage, discard old) when it does not exist.
-    /// Refuses (exit 12) when another publisher is live on it, or wrote to it
+    /// Refuses (exit 13) when another publisher is live on it, or wrote to it
     /// since this one started. Stops at end of input.
     Publish {
         /// nats://HOST:PORT/STREAM or nats+tls://HOST:PORT/STREAM

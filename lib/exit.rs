@@ -41,6 +41,9 @@ pub enum Code {
     /// emptied, or more deletions than --max-delete allows); pushd: the
     /// input ended with deletions a guard holds.
     Refused = 12,
+    /// relayd: another publisher is live on the JetStream stream, or wrote
+    /// to it since this one started; nothing of this stream was stored after.
+    Owned = 13,
 }
 
 impl Code {
@@ -90,7 +93,11 @@ impl Code {
         ),
         (
             Code::Refused,
-            "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed), or relayd refused a second publisher",
+            "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
+        ),
+        (
+            Code::Owned,
+            "relayd: another publisher owns the stream; refused",
         ),
     ];
 
@@ -101,6 +108,7 @@ impl Code {
         match bin {
             "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
             "batchd" | "pushd" => &[Ok, Failure, Usage],
+            "relayd" => &[Ok, Failure, Usage, Owned],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
@@ -120,6 +128,7 @@ impl Code {
                 Conflicts,
                 Incomplete,
                 Refused,
+                Owned,
             ],
         }
     }

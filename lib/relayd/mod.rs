@@ -49,6 +49,24 @@ enum Signal {
     Stop,
 }
 
+/// Sleeps for `d`; false when a stop signal came first.
+async fn pause(
+    d: std::time::Duration,
+    signals: &mut tokio::sync::mpsc::UnboundedReceiver<Signal>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        s = signals.recv() => !matches!(s, Some(Signal::Stop) | None),
+    }
+}
+
+/// Waits for a stop signal (SIGUSR1 meanwhile is only logged).
+async fn stopped(signals: &mut tokio::sync::mpsc::UnboundedReceiver<Signal>) {
+    while let Some(Signal::Usr1) = signals.recv().await {
+        crate::log_notice!("not connected to a stream yet");
+    }
+}
+
 /// Runs one direction on a single-threaded runtime, until stdin ends
 /// (publish), or SIGTERM/SIGINT.
 pub fn run(command: Command) -> anyhow::Result<()> {

@@ -118,7 +118,15 @@ pub(super) async fn run(
             h.insert(headers::HEADER, header.as_str());
         }
         let payload = Bytes::from(line);
-        last = publish_one(&js, &config, h, payload, last).await?;
+        last = match publish_one(&js, &config, h, payload, last, &mut signals).await? {
+            Some(l) => l,
+            None => {
+                log_warn!(
+                    "stopped while the server was away; the records not yet published are dropped with this stream (a new publisher's stream id makes subscribers do a full sync)"
+                );
+                break;
+            }
+        };
         published += 1;
         if sd.status_due() {
             sd.status(
@@ -132,7 +140,7 @@ pub(super) async fn run(
         sd.tick();
     }
     owner.abort();
-    client.flush().await.ok();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
     log_info!("published {published} records");
     Ok(())
 }
@@ -145,7 +153,8 @@ async fn publish_one(
     h: HeaderMap,
     payload: Bytes,
     last: u64,
-) -> anyhow::Result<u64> {
+    signals: &mut tokio::sync::mpsc::UnboundedReceiver<Signal>,
+) -> anyhow::Result<Option<u64>> {
     let subject = config.common.broker.subject();
     let mut backoff = Duration::from_millis(100);
     let mut warned = false;
@@ -153,23 +162,35 @@ async fn publish_one(
     loop {
         let mut hh = h.clone();
         hh.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
-        let outcome = match js
-            .publish_with_headers(subject.clone(), hh, payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map_err(|e| (e.kind(), e.to_string())),
-            Err(e) => Err((e.kind(), e.to_string())),
+        let attempt = async {
+            match js
+                .publish_with_headers(subject.clone(), hh, payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map_err(|e| (e.kind(), e.to_string())),
+                Err(e) => Err((e.kind(), e.to_string())),
+            }
+        };
+        // A stop while waiting for the server's answer ends the wait; the
+        // message may or may not be stored, which the next publisher's new
+        // stream id makes harmless.
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            signal = signals.recv() => match signal {
+                Some(Signal::Usr1) => continue,
+                _ => return Ok(None),
+            },
         };
         match outcome {
             Ok(ack) => {
                 if warned {
                     log_notice!("publishing again");
                 }
-                return Ok(last.max(ack.sequence));
+                return Ok(Some(last.max(ack.sequence)));
             }
             Err((PublishErrorKind::WrongLastSequence, _)) => {
                 return Err(coded(
-                    Code::Refused,
+                    Code::Owned,
                     format!(
                         "another publisher wrote to JetStream stream {subject} (expected its last message to be {last}); refusing to interleave two syncpipe streams"
                     ),
@@ -184,7 +205,9 @@ async fn publish_one(
                     Ok(l) => last = l,
                     Err(e) => {
                         log_warn!("{e:#}");
-                        tokio::time::sleep(backoff).await;
+                        if !super::pause(backoff, signals).await {
+                            return Ok(None);
+                        }
                     }
                 }
             }
@@ -193,7 +216,9 @@ async fn publish_one(
                     log_warn!("publishing failed ({why}); retrying until the server answers");
                     warned = true;
                 }
-                tokio::time::sleep(backoff).await;
+                if !super::pause(backoff, signals).await {
+                    return Ok(None);
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
@@ -231,7 +256,7 @@ async fn refuse_if_owned(client: &async_nats::Client, subject: String) -> anyhow
     let request = async_nats::Request::new().timeout(Some(Duration::from_secs(2)));
     match client.send_request(subject.clone(), request).await {
         Ok(reply) => Err(coded(
-            Code::Refused,
+            Code::Owned,
             format!(
                 "another relayd publish is live on this stream ({}); refusing to interleave two syncpipe streams",
                 String::from_utf8_lossy(&reply.payload)
@@ -239,7 +264,7 @@ async fn refuse_if_owned(client: &async_nats::Client, subject: String) -> anyhow
         )),
         Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
         Err(e) => Err(coded(
-            Code::Refused,
+            Code::Owned,
             format!("could not tell whether another publisher is live ({e}); refusing"),
         )),
     }

@@ -66,7 +66,10 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut out = std::io::stdout().lock();
     loop {
-        let (consumer, start) = setup(&js, &config).await?;
+        let (consumer, start) = tokio::select! {
+            r = setup(&js, &config) => r?,
+            _ = super::stopped(&mut signals) => return Ok(()),
+        };
         match &mut follower {
             None => follower = Some(Follower::new(start)),
             Some(f) => f.restart(start),
@@ -120,7 +123,9 @@ pub(super) async fn run(
                             K::MissingHeartbeat => log_info!("no heartbeat from the server; waiting"),
                             _ => {
                                 log_warn!("consumer {}: {e}; setting up again", config.durable);
-                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                if !super::pause(Duration::from_secs(1), &mut signals).await {
+                                    return Ok(());
+                                }
                                 break;
                             }
                         }
@@ -136,7 +141,7 @@ pub(super) async fn run(
                         sd.stopping("stopping");
                         // The last acknowledgements must reach the server,
                         // or the next start writes those records again.
-                        client.flush().await.ok();
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
                         return Ok(());
                     }
                 },
@@ -151,9 +156,10 @@ pub(super) async fn run(
 }
 
 /// The consumer's own numbers: what it has yet to deliver and what awaits acks.
+/// Bounded in time: while the server is away the loop must stay responsive.
 async fn refresh(consumer: &consumer::PullConsumer, lag: &mut Lag) {
     let mut consumer = consumer.clone();
-    if let Ok(info) = consumer.info().await {
+    if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(1), consumer.info()).await {
         lag.pending = info.num_pending + info.num_ack_pending as u64;
     }
 }

@@ -108,7 +108,7 @@ fn a_bad_shell_is_a_usage_error() {
 /// with only the exit codes that binary uses.
 #[test]
 fn version_and_exit_table_are_each_binarys_own() {
-    for binary in BINARIES {
+    for binary in binaries() {
         let version = String::from_utf8(generate(binary, &["--version"])).unwrap();
         assert_eq!(
             version.trim(),

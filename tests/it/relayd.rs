@@ -25,6 +25,7 @@ fn header(stream: &str) -> Record {
         host: "src".into(),
         ts: Timestamp::now(),
         producer: "test/1".into(),
+        backend: None,
     })
 }
 
@@ -158,12 +159,14 @@ fn round_trip_with_hostile_names_and_deduplicated_republish() {
 fn second_live_publisher_is_refused() {
     let nats = NatsServer::start();
     let url = nats.url("two");
-    let mut first = Command::new(bin("relayd"))
-        .args(["publish", &url])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = first.stdin.take().unwrap();
+    let mut first = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = first.child.stdin.take().unwrap();
     writeln!(stdin, "{}", header("first").to_line()).unwrap();
     for e in events(1..=3) {
         writeln!(stdin, "{}", e.to_line()).unwrap();
@@ -176,13 +179,12 @@ fn second_live_publisher_is_refused() {
     input.extend(events(1..=2));
     assert_eq!(
         publish(&url, &input),
-        Some(12),
+        Some(13),
         "the second publisher must be refused"
     );
     // Nothing of the second stream got in.
     assert!(sub.out.next(Duration::from_millis(500)).is_none());
     drop(stdin);
-    let mut first = Running { child: first };
     assert_eq!(first.wait_exit(), Some(0));
     sub.stop();
 }
@@ -228,13 +230,15 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
 fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
     let mut nats = NatsServer::start();
     let url = nats.url("trim");
-    let mut publisher = Command::new(bin("relayd"))
-        .args(["publish", &url, "--max-msgs", "5"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = publisher.stdin.take().unwrap();
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url, "--max-msgs", "5"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
     let mut send = |records: &[Record]| {
         for r in records {
             writeln!(stdin, "{}", r.to_line()).unwrap();
@@ -269,7 +273,6 @@ fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
     assert_eq!(got[2..], events(21..=22)[..]);
     sub.stop();
     drop(stdin);
-    let mut publisher = Running { child: publisher };
     assert_eq!(publisher.wait_exit(), Some(0));
 }
 
@@ -277,13 +280,15 @@ fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
 fn killed_server_loses_no_change() {
     let mut nats = NatsServer::start();
     let url = nats.url("kill");
-    let mut publisher = Command::new(bin("relayd"))
-        .args(["publish", &url])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = publisher.stdin.take().unwrap();
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
     let mut input = vec![header("k")];
     input.extend(events(1..=60));
     let mut sub = subscribe(&url, "r", None);
@@ -299,7 +304,33 @@ fn killed_server_loses_no_change() {
     got.extend(sub.take(input.len() - 21));
     assert_eq!(got, input, "every record, once, in order");
     drop(stdin);
-    let mut publisher = Running { child: publisher };
+    assert_eq!(publisher.wait_exit(), Some(0));
+    sub.stop();
+}
+
+#[test]
+fn sigterm_stops_a_publisher_waiting_for_a_lost_server() {
+    let mut nats = NatsServer::start();
+    let url = nats.url("away");
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
+    writeln!(stdin, "{}", header("a").to_line()).unwrap();
+    stdin.flush().unwrap();
+    let mut sub = subscribe(&url, "r", None);
+    sub.take(1);
+    nats.kill();
+    for e in events(1..=2) {
+        writeln!(stdin, "{}", e.to_line()).unwrap();
+    }
+    stdin.flush().unwrap();
+    publisher.signal(Signal::SIGTERM);
     assert_eq!(publisher.wait_exit(), Some(0));
     sub.stop();
 }

@@ -86,13 +86,18 @@ impl NatsServer {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// kill -9, then start again on the same port (clients reconnect there);
-    /// with `wipe` the store is emptied first (the stream is recreated).
-    pub fn kill_and_restart(&mut self, wipe: bool) {
+    /// kill -9, and leave it down.
+    pub fn kill(&mut self) {
         if let Some(mut run) = self.run.take() {
             run.signal(Signal::SIGKILL);
             run.wait_exit();
         }
+    }
+
+    /// kill -9, then start again on the same port (clients reconnect there);
+    /// with `wipe` the store is emptied first (the stream is recreated).
+    pub fn kill_and_restart(&mut self, wipe: bool) {
+        self.kill();
         if wipe {
             fs::remove_dir_all(self.store()).unwrap();
         }
