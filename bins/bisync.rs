@@ -8,9 +8,9 @@ use clap::Parser;
 use syncpipe::bisync::planner::{MaxDelete, Prefer};
 use syncpipe::bisync::{self, Config, Spec};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exclude::Excludes;
 use syncpipe::exit::{coded, Code};
 use syncpipe::rsync::SshSettings;
+use syncpipe::wirepath::WirePath;
 
 /// Keep two directory trees in sync both ways, locally or over ssh.
 ///
@@ -56,14 +56,60 @@ struct Args {
     #[arg(short = 'c', long)]
     checksum: bool,
 
-    /// Who wins a conflict: a, b, newer or older. Default: keep both
+    /// Who wins a conflict, and on a first sync (no archive) which version
+    /// of a file that differs counts: a, b, newer, older, larger or
+    /// smaller. Default: keep both (the loser as NAME.conflict-…). A first
+    /// sync still deletes nothing
     #[arg(long, value_enum, value_name = "WHO")]
     prefer: Option<PreferArg>,
 
+    /// Compare files by size only: modification times and inodes are not
+    /// trusted (replicas on filesystems that lose or shift times). A change
+    /// that keeps the size is not seen
+    #[arg(long, conflicts_with = "checksum")]
+    size_only: bool,
+
     /// Stop before deleting more than N entries (or P% of a replica's
     /// entries) on either side
-    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse)]
+    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = MaxDelete::parse, help_heading = "Safety")]
     max_delete: MaxDelete,
+
+    /// Names that differ only in Unicode normalization (NFC/NFD, e.g. from
+    /// macOS) are the same file when each replica has one spelling; each
+    /// keeps its own. Without it they are reported and synced as distinct
+    #[arg(long, conflicts_with = "watch")]
+    normalization: bool,
+
+    /// Names that differ only in case are the same file when each replica
+    /// has one spelling (a replica on a case-insensitive filesystem)
+    #[arg(long, conflicts_with = "watch")]
+    case_insensitive: bool,
+
+    /// Refuse to run unless NAME (relative to each root, not excluded)
+    /// exists on both replicas: proof both are mounted and the right ones
+    #[arg(long, value_name = "NAME", help_heading = "Safety")]
+    sentinel: Option<PathBuf>,
+
+    /// Go ahead although (nearly) every file on one replica changed since
+    /// the last sync (at least 90% of at least 10 files, e.g. a restored
+    /// backup or a touched tree); without it such a run stops with exit 13
+    #[arg(long, help_heading = "Safety")]
+    force: bool,
+
+    /// Keep what a sync replaces or deletes on replica A: hard-linked to
+    /// DIR/<UTC time of the run>/<path>, DIR relative to A's root and
+    /// left out of the sync on both sides
+    #[arg(long, value_name = "DIR", help_heading = "Backups")]
+    backup_dir_a: Option<PathBuf>,
+
+    /// The same for replica B (which may be remote)
+    #[arg(long, value_name = "DIR", help_heading = "Backups")]
+    backup_dir_b: Option<PathBuf>,
+
+    /// Delete backup run folders older than DURATION before a run changes
+    /// anything (30days, 12h) [default: keep all]
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration, help_heading = "Backups")]
+    backup_keep: Option<std::time::Duration>,
 
     /// Print the plan and change nothing
     #[arg(short = 'n', long)]
@@ -78,14 +124,8 @@ struct Args {
     #[arg(long)]
     exit_changes: bool,
 
-    /// Leave out paths matching GLOB, gitignore-style, relative to the
-    /// replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable
-    #[arg(long, value_name = "GLOB", help_heading = "Filtering")]
-    exclude: Vec<String>,
-
-    /// Read exclude patterns from FILE, one per line (# comments)
-    #[arg(long, value_name = "FILE", help_heading = "Filtering")]
-    exclude_from: Vec<PathBuf>,
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     /// Keep running: sync whenever either replica changes (watchd on both)
     #[arg(
@@ -169,12 +209,50 @@ enum PreferArg {
     B,
     Newer,
     Older,
+    Larger,
+    Smaller,
 }
 
 impl Args {
     fn into_config(self) -> anyhow::Result<Config> {
         let usage = |e: anyhow::Error| coded(Code::Usage, format!("{e:#}"));
         let spec = |arg: Option<OsString>| Spec::parse(&arg.unwrap_or_default());
+        let keep_secs = self.backup_keep.map(|d| d.as_secs());
+        let mut exclude_args = self.excludes;
+        let mut backup = [None, None];
+        for (slot, (flag, dir)) in backup.iter_mut().zip([
+            ("--backup-dir-a", self.backup_dir_a),
+            ("--backup-dir-b", self.backup_dir_b),
+        ]) {
+            let Some(dir) = dir else { continue };
+            let rel = relative(flag, dir).map_err(usage)?;
+            let text = String::from_utf8(rel.as_bytes().to_vec())
+                .map_err(|_| coded(Code::Usage, format!("{flag}: give a UTF-8 name")))?;
+            // Last, so no user pattern can bring the backups into the sync.
+            exclude_args
+                .exclude
+                .push(bisync::backup::exclude_pattern(&text));
+            *slot = Some(bisync::backup::Backup {
+                dir: rel,
+                keep_secs,
+            });
+        }
+        let excludes = exclude_args.compile()?;
+        let sentinel = match self.sentinel {
+            Some(s) => {
+                let rel = relative("--sentinel", s).map_err(usage)?;
+                if excludes.is_excluded(rel.as_path(), false) {
+                    return Err(coded(
+                        Code::Usage,
+                        format!(
+                            "--sentinel {rel:?} is excluded from the sync: it would never be found"
+                        ),
+                    ));
+                }
+                Some(rel)
+            }
+            None => None,
+        };
         Ok(Config {
             a: spec(self.a)?,
             b: spec(self.b)?,
@@ -185,12 +263,22 @@ impl Args {
                 Some(PreferArg::B) => Prefer::B,
                 Some(PreferArg::Newer) => Prefer::Newer,
                 Some(PreferArg::Older) => Prefer::Older,
+                Some(PreferArg::Larger) => Prefer::Larger,
+                Some(PreferArg::Smaller) => Prefer::Smaller,
             },
             max_delete: self.max_delete,
+            size_only: self.size_only,
+            sentinel,
+            force: self.force,
             dry_run: self.dry_run,
             json: self.json,
             exit_changes: self.exit_changes,
-            excludes: Excludes::new(&self.exclude, &self.exclude_from).map_err(usage)?,
+            excludes,
+            backup,
+            fold: bisync::names::Fold {
+                normalization: self.normalization,
+                case: self.case_insensitive,
+            },
             state_dir: self.state_dir,
             ssh: SshSettings {
                 port: self.port,
@@ -206,6 +294,22 @@ impl Args {
             }),
         })
     }
+}
+
+/// A path relative to the replica roots (`--sentinel`, `--backup-dir-a`):
+/// no `..`, not absolute.
+fn relative(flag: &str, name: PathBuf) -> anyhow::Result<WirePath> {
+    use std::path::Component;
+    let parts: Vec<_> = name.components().collect();
+    anyhow::ensure!(
+        !parts.is_empty() && parts.iter().all(|c| matches!(c, Component::Normal(_))),
+        "{flag} {}: give a path relative to the replica roots, without `..`",
+        name.display()
+    );
+    let rel: PathBuf = parts.iter().collect();
+    Ok(WirePath::from_bytes(
+        rel.as_os_str().as_encoded_bytes().to_vec(),
+    ))
 }
 
 fn main() -> ExitCode {

@@ -37,7 +37,7 @@ enum Cmd {
     /// Publish the stream on stdin to JetStream stream STREAM
     ///
     /// Makes the stream (file storage, discard old) when it does not exist.
-    /// Refuses (exit 13) when another publisher is live on it, or wrote to it
+    /// Refuses (exit 15) when another publisher is live on it, or wrote to it
     /// since this one started. Stops at end of input.
     Publish {
         /// nats://HOST:PORT/STREAM or nats+tls://HOST:PORT/STREAM

@@ -16,7 +16,8 @@ pub enum Code {
     Usage = 2,
     /// The root or source is missing, not a directory, or unreadable at start.
     NoSource = 3,
-    /// The watched root was deleted, moved away or unmounted while running.
+    /// The watched root was deleted, moved away or unmounted while running
+    /// (batchd and pushd: their input ended with watchd's `end` record).
     SourceGone = 4,
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
@@ -41,9 +42,16 @@ pub enum Code {
     /// emptied, or more deletions than --max-delete allows); pushd: the
     /// input ended with deletions a guard holds.
     Refused = 12,
+    /// bisync: (nearly) every file on one replica changed since the last
+    /// sync (a restored backup, a touched tree, a clock jump); nothing was
+    /// changed. `--force` goes ahead.
+    MassChange = 13,
+    /// batchd, pushd: the input ended without a stream header: the stage
+    /// before failed (its own message says why, e.g. a missing source).
+    NoStream = 14,
     /// relayd: another publisher is live on the JetStream stream, or wrote
     /// to it since this one started; nothing of this stream was stored after.
-    Owned = 13,
+    Owned = 15,
 }
 
 impl Code {
@@ -64,7 +72,7 @@ impl Code {
         ),
         (
             Code::SourceGone,
-            "watched root deleted, moved or unmounted while running",
+            "watched root deleted, moved or unmounted while running (batchd, pushd: stream ended so)",
         ),
         (
             Code::Limit,
@@ -96,6 +104,14 @@ impl Code {
             "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
         ),
         (
+            Code::MassChange,
+            "bisync: (nearly) all files changed on one side; nothing changed (--force)",
+        ),
+        (
+            Code::NoStream,
+            "batchd, pushd: input ended without a stream (an earlier stage failed)",
+        ),
+        (
             Code::Owned,
             "relayd: another publisher owns the stream; refused",
         ),
@@ -107,12 +123,13 @@ impl Code {
         use Code::*;
         match bin {
             "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
-            "batchd" | "pushd" => &[Ok, Failure, Usage],
+            "batchd" => &[Ok, Failure, Usage, SourceGone, NoStream],
+            "pushd" => &[Ok, Failure, Usage, SourceGone, Refused, NoStream],
             "relayd" => &[Ok, Failure, Usage, Owned],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
-                Refused,
+                Refused, MassChange,
             ],
             _ => &[
                 Ok,
@@ -128,6 +145,8 @@ impl Code {
                 Conflicts,
                 Incomplete,
                 Refused,
+                MassChange,
+                NoStream,
                 Owned,
             ],
         }

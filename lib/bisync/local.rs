@@ -17,6 +17,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use super::backup;
 use super::entry::{Entry, Hash, Kind};
 use super::planner::Scan;
 use super::proto::pad;
@@ -41,6 +42,8 @@ pub struct LocalReplica {
     /// The last parent directory resolved, reused while changes stay in it.
     cached: Option<(WirePath, OwnedFd)>,
     temp_counter: u64,
+    /// `--backup-dir-a/-b`: where replaced and deleted versions go.
+    backup: Option<backup::Active>,
 }
 
 impl LocalReplica {
@@ -55,7 +58,19 @@ impl LocalReplica {
             trust_owners: true,
             cached: None,
             temp_counter: 0,
+            backup: None,
         }
+    }
+
+    /// Keeps the file or symlink `name` in `dir` (at `path`) in the backup
+    /// directory before it is replaced or removed, when backups are on.
+    fn keep_backup(&self, dir: &OwnedFd, name: &[u8], path: &WirePath) -> io::Result<()> {
+        let Some(active) = &self.backup else {
+            return Ok(());
+        };
+        let root = backup::open_root(&self.root)?;
+        backup::keep(&root, active, dir, name, path)
+            .map_err(|e| io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}")))
     }
 
     /// `--serve` without `--owners`: never chown, strip set-id bits.
@@ -166,6 +181,7 @@ impl LocalReplica {
                     self.cached = None;
                     UnlinkatFlags::RemoveDir
                 } else {
+                    self.keep_backup(&dir, &name, path)?;
                     UnlinkatFlags::NoRemoveDir
                 };
                 match unlinkat(&dir, p(&name), flag) {
@@ -340,6 +356,10 @@ impl LocalReplica {
                 if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), expect) {
                     return discard(why);
                 }
+                if let Err(e) = self.keep_backup(&dir, &name, path) {
+                    let _ = unlinkat(&dir, p(&temp), UnlinkatFlags::NoRemoveDir);
+                    return Err(e.into());
+                }
                 renameat(&dir, p(&temp), &dir, p(&name))?;
             }
         }
@@ -366,6 +386,31 @@ impl Replica for LocalReplica {
 
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
         self.owners = owners && self.root_user && self.trust_owners;
+        Ok(())
+    }
+
+    fn set_backup(&mut self, spec: Option<backup::Backup>) -> anyhow::Result<()> {
+        let Some(spec) = spec else {
+            self.backup = None;
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now();
+        let root = backup::open_root(&self.root)
+            .with_context(|| format!("opening {}", self.root.display()))?;
+        let pruned = backup::prune(&root, &spec, now).with_context(|| {
+            format!(
+                "removing old backups in {:?} of {}",
+                spec.dir,
+                self.root.display()
+            )
+        })?;
+        if pruned > 0 {
+            crate::log_info!("removed {pruned} backup runs older than --backup-keep");
+        }
+        self.backup = Some(backup::Active {
+            spec,
+            stamp: backup::stamp(now),
+        });
         Ok(())
     }
 

@@ -93,6 +93,10 @@ pub fn serve_on(
                 rep.set_owners(on)?;
                 proto::write_line(&mut out, &proto::Intact { intact: true })?;
             }
+            Request::Backup { backup } => match rep.set_backup(backup) {
+                Ok(()) => proto::write_line(&mut out, &proto::Intact { intact: true })?,
+                Err(e) => error_reply(&mut out, &e)?,
+            },
             Request::Scan { .. } | Request::ScanPaths { .. } => match match &request {
                 Request::ScanPaths { paths, checksum } => rep.scan_paths(paths, *checksum),
                 Request::Scan { checksum } => rep.scan(*checksum),

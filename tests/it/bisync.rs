@@ -462,3 +462,6 @@ fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
         2
     );
 }
+
+#[path = "bisync_scenarios.rs"]
+mod scenarios;

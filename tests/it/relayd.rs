@@ -179,7 +179,7 @@ fn second_live_publisher_is_refused() {
     input.extend(events(1..=2));
     assert_eq!(
         publish(&url, &input),
-        Some(13),
+        Some(15),
         "the second publisher must be refused"
     );
     // Nothing of the second stream got in.
