@@ -8,9 +8,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-BINS := watchd batchd pushd bisync keysetup syncpipe
+BINS := watchd batchd pushd bisync keysetup syncpipe relayd
+# relayd (the NATS bridge) needs the `relay` feature: only it links tokio.
+FEATURES := --features relay
 # Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd nats-server:nats-server
 # What `make demo` needs beyond the build.
 DEMO_PACKAGES := rsync:rsync diffutils:diff
 
@@ -21,14 +23,14 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 all: build
 
 build:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked $(FEATURES)
 
 test: test-deps lint
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --all-targets $(FEATURES)
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets $(FEATURES) -- -D warnings
 
 # Installs the Debian packages in $(1) (package:command pairs) that are
 # missing, when run as root; otherwise says exactly what to install. One

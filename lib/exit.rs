@@ -52,6 +52,9 @@ pub enum Code {
     /// syncpipe import-lsyncd: the configs were written, and some lsyncd
     /// options could not be carried over (the table says which and why).
     NotCarried = 15,
+    /// relayd: another publisher is live on the JetStream stream, or wrote
+    /// to it since this one started; nothing of this stream was stored after.
+    Owned = 16,
 }
 
 impl Code {
@@ -115,6 +118,10 @@ impl Code {
             Code::NotCarried,
             "import-lsyncd: some options not carried over, or --check differed",
         ),
+        (
+            Code::Owned,
+            "relayd: another publisher owns the stream; refused",
+        ),
     ];
 
     /// The codes program `bin` can exit with; the whole table for a name
@@ -125,6 +132,7 @@ impl Code {
             "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
             "batchd" => &[Ok, Failure, Usage, SourceGone, NoStream],
             "pushd" => &[Ok, Failure, Usage, SourceGone, Refused, NoStream],
+            "relayd" => &[Ok, Failure, Usage, Owned],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
             "syncpipe" => &[Ok, Failure, Usage, NotCarried],
             "bisync" => &[
@@ -148,6 +156,7 @@ impl Code {
                 MassChange,
                 NoStream,
                 NotCarried,
+                Owned,
             ],
         }
     }

@@ -27,6 +27,8 @@ pub mod plan;
 pub mod push;
 pub mod pushd;
 pub mod pushstate;
+#[cfg(feature = "relay")]
+pub mod relayd;
 pub mod rsync;
 pub mod signals;
 pub mod stream;

@@ -9,9 +9,16 @@ use std::process::Command;
 
 use crate::support::bin;
 
-const BINARIES: [&str; 6] = [
-    "watchd", "batchd", "pushd", "bisync", "keysetup", "syncpipe",
-];
+/// relayd exists only with the `relay` feature (`make test` enables it).
+fn binaries() -> Vec<&'static str> {
+    let mut all = vec![
+        "watchd", "batchd", "pushd", "bisync", "keysetup", "syncpipe",
+    ];
+    if cfg!(feature = "relay") {
+        all.push("relayd");
+    }
+    all
+}
 const SHELLS: [(&str, &str, &str); 3] = [
     ("bash", "", ".bash"),
     ("zsh", "_", ""),
@@ -34,7 +41,7 @@ fn committed_completions_match_the_flags() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("completions");
     let update = std::env::var_os("UPDATE_COMPLETIONS").is_some();
     let mut stale = Vec::new();
-    for binary in BINARIES {
+    for binary in binaries() {
         for (shell, prefix, suffix) in SHELLS {
             let file = dir.join(format!("{prefix}{binary}{suffix}"));
             let fresh = generate(binary, &["--print-completions", shell]);
@@ -53,7 +60,7 @@ fn committed_completions_match_the_flags() {
 
 #[test]
 fn man_pages_name_the_binary_and_its_flags() {
-    for binary in BINARIES {
+    for binary in binaries() {
         let man = String::from_utf8(generate(binary, &["--print-man"])).unwrap();
         assert!(man.contains(&format!(".TH {binary} 1")), "{binary}: {man}");
         assert!(man.contains("\\-\\-help"), "{binary}");
@@ -103,7 +110,7 @@ fn a_bad_shell_is_a_usage_error() {
 /// with only the exit codes that binary uses.
 #[test]
 fn version_and_exit_table_are_each_binarys_own() {
-    for binary in BINARIES {
+    for binary in binaries() {
         let version = String::from_utf8(generate(binary, &["--version"])).unwrap();
         assert_eq!(
             version.trim(),

@@ -8,6 +8,8 @@ mod generated;
 mod keysetup;
 mod pipeline;
 mod pushd;
+#[cfg(feature = "relay")]
+mod relayd;
 mod support;
 mod syncpipe;
 mod systemd;

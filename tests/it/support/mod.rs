@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use syncpipe::event::Record;
 
 pub mod container;
+#[cfg(feature = "relay")]
+pub mod nats;
 pub mod rsyncd;
 pub mod sshd;
 pub mod users;
@@ -34,6 +36,8 @@ pub fn bin(name: &str) -> PathBuf {
         "keysetup" => env!("CARGO_BIN_EXE_keysetup"),
         "bisync" => env!("CARGO_BIN_EXE_bisync"),
         "syncpipe" => env!("CARGO_BIN_EXE_syncpipe"),
+        #[cfg(feature = "relay")]
+        "relayd" => env!("CARGO_BIN_EXE_relayd"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)

@@ -1,0 +1,249 @@
+//! `relayd subscribe`: follows a JetStream stream through a durable pull
+//! consumer and writes the syncpipe records on stdout, acknowledging each
+//! only after it is written; gaps become a `rescan` of the root.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer};
+use base64::Engine;
+use futures_util::StreamExt;
+
+use super::resume::{Follower, Kind, Meta, Start};
+use super::{headers, Common, Signal};
+use crate::{log_info, log_notice, log_warn};
+
+#[derive(Clone, Debug)]
+pub struct SubscribeConfig {
+    pub common: Common,
+    /// The durable consumer's name: one per replica.
+    pub durable: String,
+}
+
+/// How far this replica is behind, as the server counts it.
+#[derive(Debug, Default)]
+struct Lag {
+    /// Messages not yet delivered plus delivered but unacknowledged.
+    pending: u64,
+    /// The last message written: JetStream seq, syncpipe stream and seq.
+    js_seq: u64,
+    stream: String,
+    seq: u64,
+    /// When the server received the last message written.
+    published_ns: Option<i128>,
+}
+
+impl Lag {
+    fn describe(&self, durable: &str) -> String {
+        let behind = match (self.pending, self.published_ns) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(t)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                ((now - t) as f64 / 1e9).max(0.0)
+            }
+        };
+        format!(
+            "{durable}: applied JetStream seq {} (stream {} seq {}); {} pending, {behind:.1}s behind",
+            self.js_seq, self.stream, self.seq, self.pending
+        )
+    }
+}
+
+pub(super) async fn run(
+    config: SubscribeConfig,
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<Signal>,
+) -> anyhow::Result<()> {
+    let broker = &config.common.broker;
+    let client = super::connect::connect(broker, &config.common.auth, "relayd subscribe").await?;
+    let js = jetstream::new(client.clone());
+    let mut sd = crate::systemd::Systemd::from_env();
+    let mut lag = Lag::default();
+    let mut follower: Option<Follower> = None;
+    let mut ready = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let (consumer, start) = tokio::select! {
+            r = setup(&js, &config) => r?,
+            _ = super::stopped(&mut signals) => return Ok(()),
+        };
+        match &mut follower {
+            None => follower = Some(Follower::new(start)),
+            Some(f) => f.restart(start),
+        }
+        let f = follower.as_mut().expect("set above");
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("pulling from the consumer")?;
+        if !ready {
+            sd.ready(&lag.describe(&config.durable));
+            ready = true;
+        }
+        log_info!(
+            "following {} as {} ({start:?})",
+            broker.stream,
+            config.durable
+        );
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(Ok(msg)) => {
+                        let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let meta = meta_of(&msg, info.stream_sequence);
+                        let step = f.accept(&meta, &msg.payload);
+                        if let Some(why) = &step.rescan {
+                            log_warn!("full sync: {why}; writing a rescan of the root");
+                        }
+                        if let Some(why) = &step.warning {
+                            log_notice!("{why}");
+                        }
+                        for line in &step.lines {
+                            out.write_all(line).context("writing stdout")?;
+                            out.write_all(b"\n").context("writing stdout")?;
+                        }
+                        out.flush().context("writing stdout")?;
+                        if let Err(e) = msg.ack().await {
+                            log_warn!("acknowledging JetStream message {}: {e}", meta.js_seq);
+                        }
+                        if !step.duplicate {
+                            lag.js_seq = meta.js_seq;
+                            lag.stream = meta.stream;
+                            if meta.kind == Kind::Seq { lag.seq = meta.seq; }
+                            lag.published_ns = Some(info.published.unix_timestamp_nanos());
+                        }
+                        lag.pending = info.pending;
+                    }
+                    Some(Err(e)) => {
+                        use consumer::pull::MessagesErrorKind as K;
+                        match e.kind() {
+                            K::MissingHeartbeat => log_info!("no heartbeat from the server; waiting"),
+                            _ => {
+                                log_warn!("consumer {}: {e}; setting up again", config.durable);
+                                if !super::pause(Duration::from_secs(1), &mut signals).await {
+                                    return Ok(());
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                signal = signals.recv() => match signal {
+                    Some(Signal::Usr1) => {
+                        refresh(&consumer, &mut lag).await;
+                        log_notice!("{}", lag.describe(&config.durable));
+                    }
+                    _ => {
+                        sd.stopping("stopping");
+                        // The last acknowledgements must reach the server,
+                        // or the next start writes those records again.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
+                        return Ok(());
+                    }
+                },
+                _ = tick.tick() => {
+                    refresh(&consumer, &mut lag).await;
+                    sd.status(&lag.describe(&config.durable), false);
+                    sd.tick();
+                }
+            }
+        }
+    }
+}
+
+/// The consumer's own numbers: what it has yet to deliver and what awaits acks.
+/// Bounded in time: while the server is away the loop must stay responsive.
+async fn refresh(consumer: &consumer::PullConsumer, lag: &mut Lag) {
+    let mut consumer = consumer.clone();
+    if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(1), consumer.info()).await {
+        lag.pending = info.num_pending + info.num_ack_pending as u64;
+    }
+}
+
+/// The syncpipe identity relayd publish put in the headers; a message from
+/// elsewhere counts as a pass-through record of no stream.
+fn meta_of(msg: &jetstream::Message, js_seq: u64) -> Meta {
+    let get = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    Meta {
+        js_seq,
+        stream: get(headers::STREAM).unwrap_or_default(),
+        seq: get(headers::SEQ).and_then(|s| s.parse().ok()).unwrap_or(0),
+        kind: get(headers::TYPE)
+            .map(|t| Kind::parse(&t))
+            .unwrap_or(Kind::Other),
+        header: get(headers::HEADER)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),
+    }
+}
+
+/// Finds the stream (waiting for a publisher to make it) and the durable
+/// consumer, and says whether its cursor can be trusted: a consumer made for
+/// an earlier incarnation of the stream (recreated: a different creation
+/// time) is replaced and starts [`Start::Fresh`].
+async fn setup(
+    js: &jetstream::Context,
+    config: &SubscribeConfig,
+) -> anyhow::Result<(consumer::PullConsumer, Start)> {
+    let name = &config.common.broker.stream;
+    let mut waited = false;
+    let mut stream = loop {
+        match js.get_stream(name).await {
+            Ok(s) => break s,
+            Err(e) => {
+                if !waited {
+                    log_notice!("waiting for JetStream stream {name} ({e})");
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let created = stream.info().await.context("reading the stream")?.created;
+    let description = format!(
+        "syncpipe relayd replica of stream {name} created {}",
+        created.unix_timestamp_nanos()
+    );
+    let start = match stream.consumer_info(&config.durable).await {
+        Ok(info) if info.config.description.as_deref() == Some(description.as_str()) => {
+            Start::After(info.ack_floor.stream_sequence)
+        }
+        Ok(_) => {
+            log_warn!(
+                "consumer {} was made for another incarnation of stream {name}; replacing it (full sync)",
+                config.durable
+            );
+            stream
+                .delete_consumer(&config.durable)
+                .await
+                .context("deleting the stale consumer")?;
+            Start::Fresh
+        }
+        Err(e) => {
+            log_info!("creating consumer {} ({e})", config.durable);
+            Start::Fresh
+        }
+    };
+    let consumer = stream
+        .get_or_create_consumer(
+            &config.durable,
+            consumer::pull::Config {
+                durable_name: Some(config.durable.clone()),
+                description: Some(description),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating consumer {}", config.durable))?;
+    Ok((consumer, start))
+}

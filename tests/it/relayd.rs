@@ -1,0 +1,532 @@
+//! relayd against a real nats-server with JetStream: records round-trip
+//! byte-exact with hostile names, a restarted subscriber resumes exactly, a
+//! trimmed cursor or a recreated stream ends in a rescan, a killed server
+//! loses nothing, and a whole fleet pipeline converges.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use syncpipe::event::{Event, EventKind, Header, Record, Timestamp, PROTOCOL_VERSION};
+use syncpipe::wirepath::WirePath;
+
+use crate::pushd::harness::{tree, write, NASTY};
+use crate::support::nats::NatsServer;
+use crate::support::{bin, tempdir, wait_until, NotifySocket, RecordStream, Running, TIMEOUT};
+
+fn header(stream: &str) -> Record {
+    Record::Header(Header {
+        v: PROTOCOL_VERSION,
+        stream: stream.into(),
+        root: WirePath::from_bytes(&b"/data/with \n odd\xff root"[..]),
+        host: "src".into(),
+        ts: Timestamp::now(),
+        producer: "test/1".into(),
+        backend: None,
+    })
+}
+
+/// Events `seqs`, cycling through the hostile names.
+fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<Record> {
+    seqs.map(|seq| {
+        let name = NASTY[seq as usize % NASTY.len()];
+        let mut path = b"dir/".to_vec();
+        path.extend_from_slice(name);
+        Record::Event(Event {
+            seq,
+            ts: Timestamp(format!("2026-12-01T00:00:{:02}.000Z", seq % 60)),
+            kind: if seq % 3 == 0 {
+                EventKind::Move
+            } else {
+                EventKind::Modify
+            },
+            path: WirePath::from_bytes(path),
+            dir: false,
+            from: (seq % 3 == 0).then(|| WirePath::from_bytes(name.to_vec())),
+        })
+    })
+    .collect()
+}
+
+/// Runs `relayd publish` over `records`; returns its exit code.
+fn publish(url: &str, records: &[Record]) -> Option<i32> {
+    let mut child = Command::new(bin("relayd"))
+        .args(["publish", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for r in records {
+        writeln!(stdin, "{}", r.to_line()).unwrap();
+    }
+    drop(stdin);
+    let mut run = Running { child };
+    run.wait_exit()
+}
+
+struct Sub {
+    run: Running,
+    out: RecordStream,
+    log: tempfile::NamedTempFile,
+}
+
+fn subscribe(url: &str, durable: &str, notify: Option<&Path>) -> Sub {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new(bin("relayd"));
+    cmd.args(["subscribe", url, "--durable", durable, "-v"])
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap());
+    if let Some(n) = notify {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    let mut run = Running::spawn(&mut cmd);
+    let out = RecordStream::new(run.child.stdout.take().unwrap());
+    Sub { run, out, log }
+}
+
+impl Sub {
+    /// The next `n` records (fails the test if they do not come).
+    fn take(&mut self, n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                self.out.next(TIMEOUT).unwrap_or_else(|| {
+                    panic!("record {i} of {n} did not come; log:\n{}", self.log())
+                })
+            })
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        self.run.signal(Signal::SIGTERM);
+        assert_eq!(self.run.wait_exit(), Some(0), "{}", self.log());
+    }
+}
+
+/// Waits until the stream holds event `seq` (the publisher runs on its own),
+/// reading it through a throw-away consumer.
+fn wait_published(url: &str, seq: u64) {
+    let mut probe = subscribe(url, &format!("probe{seq}"), None);
+    probe.out.wait_for(
+        "the last event published",
+        |r| matches!(r, Record::Event(e) if e.seq == seq),
+    );
+    probe.stop();
+}
+
+fn is_rescan(r: &Record) -> Option<u64> {
+    match r {
+        Record::Event(e) if e.kind == EventKind::Rescan && e.path.is_root() => Some(e.seq),
+        _ => None,
+    }
+}
+
+#[test]
+fn round_trip_with_hostile_names_and_deduplicated_republish() {
+    let nats = NatsServer::start();
+    let url = nats.url("rt");
+    let mut input = vec![header("s1")];
+    input.extend(events(1..=2 * NASTY.len() as u64));
+    input.push(Record::Other {
+        kind: "future".into(),
+        line: br#"{"type":"future","x":[1,2]}"#.to_vec(),
+    });
+    input.extend(events(
+        2 * NASTY.len() as u64 + 1..=2 * NASTY.len() as u64 + 2,
+    ));
+    assert_eq!(publish(&url, &input), Some(0));
+    // The same records again (a restarted publisher replaying): dropped by Nats-Msg-Id.
+    assert_eq!(publish(&url, &input), Some(0));
+
+    let mut sub = subscribe(&url, "r1", None);
+    let got = sub.take(input.len());
+    assert_eq!(got, input);
+    assert!(
+        sub.out.next(Duration::from_millis(500)).is_none(),
+        "the republish was not de-duplicated"
+    );
+    sub.stop();
+}
+
+#[test]
+fn second_live_publisher_is_refused() {
+    let nats = NatsServer::start();
+    let url = nats.url("two");
+    let mut first = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = first.child.stdin.take().unwrap();
+    writeln!(stdin, "{}", header("first").to_line()).unwrap();
+    for e in events(1..=3) {
+        writeln!(stdin, "{}", e.to_line()).unwrap();
+    }
+    stdin.flush().unwrap();
+    // The first one's records are in once a subscriber sees them.
+    let mut sub = subscribe(&url, "r", None);
+    sub.take(4);
+    let mut input = vec![header("second")];
+    input.extend(events(1..=2));
+    assert_eq!(
+        publish(&url, &input),
+        Some(16),
+        "the second publisher must be refused"
+    );
+    // Nothing of the second stream got in.
+    assert!(sub.out.next(Duration::from_millis(500)).is_none());
+    drop(stdin);
+    assert_eq!(first.wait_exit(), Some(0));
+    sub.stop();
+}
+
+#[test]
+fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
+    let nats = NatsServer::start();
+    let url = nats.url("resume");
+    let mut first = vec![header("s")];
+    first.extend(events(1..=10));
+    assert_eq!(publish(&url, &first), Some(0));
+
+    let notify = NotifySocket::new();
+    let mut sub = subscribe(&url, "web1", Some(notify.path()));
+    assert_eq!(sub.take(11), first);
+    notify.wait_for("READY=1");
+    notify.wait_for("applied JetStream seq 11 (stream s seq 10); 0 pending");
+    sub.run.signal(Signal::SIGUSR1);
+    assert!(
+        wait_until(TIMEOUT, || sub
+            .log()
+            .contains("web1: applied JetStream seq 11")),
+        "SIGUSR1 logs the lag: {}",
+        sub.log()
+    );
+    sub.stop();
+
+    // The publisher goes on (same stream id: its header is a duplicate).
+    let mut more = vec![header("s")];
+    more.extend(events(11..=20));
+    assert_eq!(publish(&url, &more), Some(0));
+
+    let mut sub = subscribe(&url, "web1", None);
+    let got = sub.take(11);
+    assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
+    assert_eq!(got[1..], more[1..], "exactly the records after the cursor");
+    assert!(got.iter().all(|r| is_rescan(r).is_none()));
+    assert!(sub.out.next(Duration::from_millis(500)).is_none());
+    sub.stop();
+}
+
+#[test]
+fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
+    let mut nats = NatsServer::start();
+    let url = nats.url("trim");
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url, "--max-msgs", "5"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
+    let mut send = |records: &[Record]| {
+        for r in records {
+            writeln!(stdin, "{}", r.to_line()).unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    send(&[header("s")]);
+    send(&events(1..=3));
+    let mut sub = subscribe(&url, "r", None);
+    sub.take(4);
+    sub.stop();
+
+    // While the replica is away the stream keeps only the last 5 messages.
+    send(&events(4..=20));
+    wait_published(&url, 20);
+    let mut sub = subscribe(&url, "r", None);
+    let got = sub.take(7);
+    assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
+    assert_eq!(is_rescan(&got[1]), Some(15), "{got:?}");
+    assert_eq!(got[2..], events(16..=20)[..]);
+    assert!(sub.log().contains("full sync"), "{}", sub.log());
+    sub.stop();
+
+    // The stream is lost and made again while the publisher runs on.
+    nats.kill_and_restart(true);
+    send(&events(21..=22));
+    wait_published(&url, 22);
+    let mut sub = subscribe(&url, "r", None);
+    let got = sub.take(4);
+    assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
+    assert_eq!(is_rescan(&got[1]), Some(20), "{got:?}");
+    assert_eq!(got[2..], events(21..=22)[..]);
+    sub.stop();
+    drop(stdin);
+    assert_eq!(publisher.wait_exit(), Some(0));
+}
+
+#[test]
+fn killed_server_loses_no_change() {
+    let mut nats = NatsServer::start();
+    let url = nats.url("kill");
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
+    let mut input = vec![header("k")];
+    input.extend(events(1..=60));
+    let mut sub = subscribe(&url, "r", None);
+    let mut got = Vec::new();
+    for (i, r) in input.iter().enumerate() {
+        writeln!(stdin, "{}", r.to_line()).unwrap();
+        stdin.flush().unwrap();
+        if i == 20 {
+            got.extend(sub.take(21));
+            nats.kill_and_restart(false);
+        }
+    }
+    got.extend(sub.take(input.len() - 21));
+    assert_eq!(got, input, "every record, once, in order");
+    drop(stdin);
+    assert_eq!(publisher.wait_exit(), Some(0));
+    sub.stop();
+}
+
+#[test]
+fn sigterm_stops_a_publisher_waiting_for_a_lost_server() {
+    let mut nats = NatsServer::start();
+    let url = nats.url("away");
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
+    writeln!(stdin, "{}", header("a").to_line()).unwrap();
+    stdin.flush().unwrap();
+    let mut sub = subscribe(&url, "r", None);
+    sub.take(1);
+    nats.kill();
+    for e in events(1..=2) {
+        writeln!(stdin, "{}", e.to_line()).unwrap();
+    }
+    stdin.flush().unwrap();
+    publisher.signal(Signal::SIGTERM);
+    assert_eq!(publisher.wait_exit(), Some(0));
+    sub.stop();
+}
+
+/// `watchd SRC | relayd publish` and `relayd subscribe | batchd | pushd DST`.
+#[test]
+fn fleet_pipeline_converges() {
+    let nats = NatsServer::start();
+    let url = nats.url("fleet");
+    let (src, dst) = (tempdir(), tempdir());
+    write(src.path(), b"before", b"there at start");
+    let spawn = |cmd: &mut Command| -> Child { cmd.spawn().unwrap() };
+    let mut watchd = spawn(
+        Command::new(bin("watchd"))
+            .arg(src.path())
+            .stdout(Stdio::piped()),
+    );
+    let publisher = spawn(
+        Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(watchd.stdout.take().unwrap()),
+    );
+    let mut sub = spawn(
+        Command::new(bin("relayd"))
+            .args(["subscribe", &url, "--durable", "dst"])
+            .stdout(Stdio::piped()),
+    );
+    let mut batchd = spawn(
+        Command::new(bin("batchd"))
+            .args(["-d", "100ms"])
+            .stdin(sub.stdout.take().unwrap())
+            .stdout(Stdio::piped()),
+    );
+    let pushd = spawn(
+        Command::new(bin("pushd"))
+            .arg(dst.path())
+            .stdin(batchd.stdout.take().unwrap())
+            .stdout(Stdio::null()),
+    );
+    let _all: Vec<Running> = [watchd, publisher, sub, batchd, pushd]
+        .into_iter()
+        .map(|child| Running { child })
+        .collect();
+    let converged = || {
+        wait_until(Duration::from_secs(30), || {
+            tree(src.path()) == tree(dst.path())
+        })
+    };
+    assert!(converged(), "initial sync");
+    for (i, name) in NASTY.iter().enumerate() {
+        write(src.path(), name, format!("v{i}").as_bytes());
+    }
+    fs::create_dir_all(src.path().join("d/e")).unwrap();
+    write(src.path(), b"d/e/deep", b"deep");
+    fs::rename(src.path().join("a b"), src.path().join("d/a b moved")).unwrap();
+    fs::remove_file(src.path().join("before")).unwrap();
+    assert!(converged(), "after changes");
+    assert!(!dst.path().join("before").exists());
+}
+
+/// A private CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_certs(dir: &Path) {
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+    ]);
+    for (name, san) in [("server", "IP:127.0.0.1"), ("client", "DNS:client")] {
+        sh(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\n"),
+        )
+        .unwrap();
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+#[test]
+fn mutual_tls_with_a_private_ca() {
+    let certs = tempdir();
+    let c = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    make_certs(certs.path());
+    let nats = NatsServer::start_with(&[
+        "--tlsverify".into(),
+        "--tlscert".into(),
+        c("server.pem"),
+        "--tlskey".into(),
+        c("server.key"),
+        "--tlscacert".into(),
+        c("ca.pem"),
+    ]);
+    let url = format!("nats+tls://127.0.0.1:{}/tls", nats.port());
+    let tls = [
+        "--tls-ca",
+        &c("ca.pem"),
+        "--tls-cert",
+        &c("client.pem"),
+        "--tls-key",
+        &c("client.key"),
+    ];
+    let mut input = vec![header("t")];
+    input.extend(events(1..=3));
+
+    // Without a client certificate the server refuses.
+    let out = Command::new(bin("relayd"))
+        .args(["publish", &url, "--tls-ca", &c("ca.pem")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a client without a certificate got in"
+    );
+
+    let mut child = Command::new(bin("relayd"))
+        .args(["publish", &url])
+        .args(tls)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for r in &input {
+        writeln!(stdin, "{}", r.to_line()).unwrap();
+    }
+    drop(stdin);
+    assert_eq!(Running { child }.wait_exit(), Some(0));
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut run = Running::spawn(
+        Command::new(bin("relayd"))
+            .args(["subscribe", &url, "--durable", "t"])
+            .args(tls)
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap()),
+    );
+    let mut out = RecordStream::new(run.child.stdout.take().unwrap());
+    let got: Vec<Record> = (0..input.len())
+        .map(|_| {
+            out.next(TIMEOUT)
+                .unwrap_or_else(|| panic!("{}", fs::read_to_string(log.path()).unwrap()))
+        })
+        .collect();
+    assert_eq!(got, input);
+}
