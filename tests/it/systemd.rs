@@ -2,7 +2,8 @@
 //! host's root, with this build's binaries at /usr/local/bin (where the
 //! units look) and units/ as written. One boot runs the whole life of a
 //! sync: start, a change, a restart of every stage, the journal, stop, and
-//! socket activation of `watchd@.socket`.
+//! socket activation of `watchd@.socket`. Another boot runs what
+//! `syncpipe import-lsyncd` wrote from an lsyncd configuration.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -102,7 +103,7 @@ impl Sync {
     }
 }
 
-fn boot(work: &Path) -> Option<Container> {
+fn boot(work: &Path, test: &str) -> Option<Container> {
     let bins = bin("watchd").parent().unwrap().to_path_buf();
     let binds = [
         Bind {
@@ -123,7 +124,7 @@ fn boot(work: &Path) -> Option<Container> {
             // so a skip is seen in the output.
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED systemd::syncpipe_under_a_real_systemd: the container cannot start here: {why}"
+                "SKIPPED systemd::{test}: the container cannot start here: {why}"
             );
             None
         }
@@ -160,7 +161,9 @@ fn syncpipe_under_a_real_systemd() {
             fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
         }
     }
-    let Some(c) = boot(work.path()) else { return };
+    let Some(c) = boot(work.path(), "syncpipe_under_a_real_systemd") else {
+        return;
+    };
     install_units(&c);
     c.write(
         &format!("/etc/syncpipe/{NAME}.conf"),
@@ -332,4 +335,134 @@ fn syncpipe_under_a_real_systemd() {
         assert_eq!(s.settled(unit), "inactive", "{unit} at the end");
         assert_eq!(c.property(unit, "Result"), "success", "{unit} at the end");
     }
+}
+
+/// The source's tree as the target should hold it: without what the
+/// imported `exclude={'*.tmp', 'cache/'}` leaves out.
+fn without_excluded(tree: BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    tree.into_iter()
+        .filter(|(path, _)| {
+            !path.ends_with(b".tmp") && !path.split(|b| *b == b'/').any(|part| part == b"cache")
+        })
+        .collect()
+}
+
+#[test]
+fn an_imported_lsyncd_config_runs_under_systemd() {
+    let work = tempdir();
+    let src = work.path().join("source");
+    let dst = work.path().join("target");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    for f in 0..10 {
+        fs::write(src.join(format!("docs/f{f}")), format!("doc {f}")).unwrap();
+    }
+    fs::write(src.join("old.tmp"), b"excluded from the start").unwrap();
+    fs::write(src.join("cache/blob"), b"excluded from the start").unwrap();
+    // As an lsyncd user has it, with paths as the container sees them.
+    let lua = work.path().join("lsyncd.conf.lua");
+    fs::write(
+        &lua,
+        format!(
+            "sync {{\n    default.rsync,\n    source = \"{WORK}/source\",\n    \
+             target = \"{WORK}/target\",\n    delay = 1,\n    \
+             exclude = {{ '*.tmp', 'cache/' }},\n}}\n"
+        ),
+    )
+    .unwrap();
+    let Some(c) = boot(work.path(), "an_imported_lsyncd_config_runs_under_systemd") else {
+        return;
+    };
+    install_units(&c);
+
+    // What a user types inside: import into /etc/syncpipe, then the command
+    // the written config names.
+    let out = c.run(&[
+        "/usr/local/bin/syncpipe",
+        "import-lsyncd",
+        "--dir",
+        "/etc/syncpipe",
+        &format!("{WORK}/lsyncd.conf.lua"),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "everything carried over:\n{said}"
+    );
+    let confs: Vec<PathBuf> = fs::read_dir(c.host_path("/etc/syncpipe"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(confs.len(), 1, "one config per sync{{}}: {confs:?}\n{said}");
+    let conf = fs::read_to_string(&confs[0]).unwrap();
+    let start = conf
+        .lines()
+        .find_map(|l| l.split("`systemctl ").nth(1)?.strip_suffix("`."))
+        .unwrap_or_else(|| panic!("no start command in the config:\n{conf}"));
+    let args: Vec<&str> = start.split(' ').collect();
+    assert_eq!(args[..2], ["enable", "--now"], "{conf}");
+    let unit = args[2];
+    let name = unit.strip_prefix("syncpipe@").unwrap();
+    c.ok(&args);
+    for stage in ["watchd", "batchd", "syncpipe"] {
+        let unit = format!("{stage}@{name}.service");
+        assert!(
+            wait_until(Duration::from_secs(60), || c.property(&unit, "ActiveState")
+                == "active"),
+            "{unit} runs:\n{}",
+            c.journal(&["-u", &unit])
+        );
+    }
+
+    // Every kind of change, and new files the excludes leave out.
+    fs::write(src.join("new file"), b"created").unwrap();
+    fs::write(src.join("docs/f1"), b"modified").unwrap();
+    fs::remove_file(src.join("docs/f2")).unwrap();
+    fs::rename(src.join("docs/f3"), src.join("docs/f3 renamed")).unwrap();
+    fs::rename(src.join("docs"), src.join("papers")).unwrap();
+    fs::write(src.join("papers/scratch.tmp"), b"excluded").unwrap();
+    fs::create_dir_all(src.join("papers/cache")).unwrap();
+    fs::write(src.join("papers/cache/blob"), b"excluded").unwrap();
+    fs::write(src.join("last"), b"after the excluded ones").unwrap();
+
+    let want = || without_excluded(tree(&src));
+    if !wait_until(Duration::from_secs(90), || tree(&dst) == want()) {
+        panic!(
+            "the target never matched the source minus the excludes:\n\
+             want {:?}\ngot {:?}\n{}",
+            want()
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>(),
+            tree(&dst)
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>(),
+            c.journal(&["-n", "60"])
+        );
+    }
+    let got = tree(&dst);
+    assert!(got.contains_key(b"papers/f3 renamed".as_slice()), "rename");
+    assert!(
+        !got.contains_key(b"docs".as_slice()),
+        "the old name is gone"
+    );
+    for excluded in ["old.tmp", "cache", "papers/scratch.tmp", "papers/cache"] {
+        assert!(
+            !dst.join(excluded).exists(),
+            "{excluded} is excluded but reached the target"
+        );
+    }
+    c.ok(&["stop", unit]);
+    assert_eq!(
+        c.property(unit, "Result"),
+        "success",
+        "{unit} stopped cleanly"
+    );
 }
