@@ -7,7 +7,9 @@
 //! A failure prints the seed, the difference and the command to replay it:
 //! `CHURN_SEED=N CHURN_ROUNDS=1 cargo test --test it churn_local`.
 //! `CHURN_OPS` sets the operations per round (default 250), `CHURN_PUSHD_ARGS`
-//! adds pushd flags (split on spaces, e.g. `--max-delete 1000000`).
+//! adds pushd flags (split on spaces, e.g. `--max-delete 1000000`),
+//! `CHURN_KEEP=1` keeps a failed round's trees and logs, `CHURN_TEE=1` also
+//! writes the event and batch streams to files beside the logs.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -325,6 +327,31 @@ impl Pipeline {
         let log = |stage: &str| {
             File::create(logs.join(format!("{generation}-{stage}.log"))).expect("creating a log")
         };
+        // CHURN_TEE=1: each stream also goes to a file, through a relay.
+        let tee = std::env::var_os("CHURN_TEE").is_some();
+        let link = |out: std::process::ChildStdout, name: &str| -> Stdio {
+            if !tee {
+                return out.into();
+            }
+            let (reader, writer) = std::io::pipe().expect("a pipe");
+            let mut copy = File::create(logs.join(format!("{generation}-{name}.jsonl"))).unwrap();
+            thread::spawn(move || {
+                let (mut out, mut writer) = (out, writer);
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match std::io::Read::read(&mut out, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let _ = copy.write_all(&buf[..n]);
+                            if writer.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            reader.into()
+        };
         let mut watchd = Command::new(bin("watchd"))
             .arg(src)
             .stdin(Stdio::null())
@@ -334,7 +361,7 @@ impl Pipeline {
             .expect("spawning watchd");
         let mut batchd = Command::new(bin("batchd"))
             .args(["-d", "0.2", "-v"])
-            .stdin(watchd.stdout.take().unwrap())
+            .stdin(link(watchd.stdout.take().unwrap(), "events"))
             .stdout(Stdio::piped())
             .stderr(log("batchd"))
             .spawn()
@@ -342,7 +369,7 @@ impl Pipeline {
         let mut pushd = Command::new(bin("pushd"))
             .args(["--retry-min", "100ms", "--retry-max", "1s", "-v"])
             .args(pushd_args)
-            .stdin(batchd.stdout.take().unwrap())
+            .stdin(link(batchd.stdout.take().unwrap(), "batches"))
             .stdout(Stdio::piped())
             .stderr(log("pushd"))
             .spawn()
@@ -517,9 +544,15 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
     );
     if !ok {
         let (a, b) = (tree(src.path()), tree(&dst_dir));
+        let kept = if std::env::var_os("CHURN_KEEP").is_some() {
+            let dirs = [src.keep(), dst.keep(), scratch.keep()];
+            format!("kept: source {:?}, target {:?}, logs {:?}\n", dirs[0], dirs[1], dirs[2])
+        } else {
+            "CHURN_KEEP=1 keeps the trees and logs\n".into()
+        };
         panic!(
             "churn round did not converge within {CONVERGE:?}: target {kind:?}, seed {seed}, \
-             {ops} ops{}\n{}\n{replay}\n{}",
+             {ops} ops{}\n{}\n{replay}\n{}{kept}",
             killed
                 .map(|s| format!(", {s} killed -9 midway"))
                 .unwrap_or_default(),
