@@ -184,8 +184,11 @@ class Churn:
             with open(r.choice(files), "ab") as fh:
                 fh.write(self.content())
         elif k == 5 and files:
-            f = r.choice(files)
-            os.truncate(f, os.lstat(f).st_size // 2)
+            # Through an open descriptor, as truncate(1) and editors do: a
+            # truncate(2) by path sends no IN_CLOSE_WRITE, which watchd's
+            # (and lsyncd's) default close_write mode does not see.
+            with open(r.choice(files), "r+b") as fh:
+                fh.truncate(os.fstat(fh.fileno()).st_size // 2)
         elif 6 <= k <= 8 and files:
             os.remove(r.choice(files))
         elif k == 9 and sub:

@@ -8,7 +8,7 @@
 //! `CHURN_SEED=N CHURN_ROUNDS=1 cargo test --test it churn_local`.
 //! `CHURN_OPS` sets the operations per round (default 250), `CHURN_PUSHD_ARGS`
 //! adds pushd flags (split on spaces, e.g. `--max-delete 1000000`),
-//! `CHURN_KEEP=1` keeps a failed round's trees and logs, `CHURN_TEE=1` also
+//! `CHURN_KEEP=1` keeps the logs, and a failed round's trees, `CHURN_TEE=1` also
 //! writes the event and batch streams to files beside the logs.
 
 use std::collections::BTreeMap;
@@ -406,11 +406,33 @@ impl Pipeline {
         }
     }
 
-    fn stop(mut self) {
+    /// Stops every stage; returns a summary of pushd's results.
+    fn stop(mut self) -> String {
         for (_, p) in self.stages.iter_mut() {
             let _ = nix::sys::signal::kill(p.pid(), Signal::SIGTERM);
             p.wait_exit();
         }
+        self.out.drain(Duration::from_millis(200));
+        let results: Vec<_> = self
+            .out
+            .seen
+            .iter()
+            .filter_map(|r| match r {
+                Record::Applied(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let count = |f: &dyn Fn(&&syncpipe::event::Applied) -> bool| {
+            results.iter().filter(|a| f(a)).count()
+        };
+        format!(
+            "{} results of the last pushd: {} full, {} failed, {} refused, {} ms in transfers",
+            results.len(),
+            count(&|a| a.full),
+            count(&|a| a.status == "failed"),
+            count(&|a| a.status == "refused"),
+            results.iter().map(|a| a.duration_ms).sum::<u64>()
+        )
     }
 }
 
@@ -538,7 +560,7 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
     let quiet = Instant::now();
     let ok = wait_until(CONVERGE, || tree(src.path()) == tree(&dst_dir));
     let took = quiet.elapsed();
-    pipeline.take().unwrap().stop();
+    let summary = pipeline.take().unwrap().stop();
     let replay = format!(
         "replay: CHURN_SEED={seed} CHURN_ROUNDS=1 CHURN_OPS={ops} cargo test --test it {test}"
     );
@@ -552,7 +574,7 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         };
         panic!(
             "churn round did not converge within {CONVERGE:?}: target {kind:?}, seed {seed}, \
-             {ops} ops{}\n{}\n{replay}\n{}{kept}",
+             {ops} ops{}\n{}\n{summary}\n{replay}\n{}{kept}",
             killed
                 .map(|s| format!(", {s} killed -9 midway"))
                 .unwrap_or_default(),
@@ -560,8 +582,11 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
             log_tails(&logs)
         );
     }
+    if std::env::var_os("CHURN_KEEP").is_some() {
+        eprintln!("churn: logs kept in {:?}", scratch.keep());
+    }
     eprintln!(
-        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{}",
+        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{}; {summary}",
         took.as_secs_f64(),
         killed
             .map(|s| format!(" ({s} killed -9 midway)"))
