@@ -568,7 +568,10 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         let (a, b) = (tree(src.path()), tree(&dst_dir));
         let kept = if std::env::var_os("CHURN_KEEP").is_some() {
             let dirs = [src.keep(), dst.keep(), scratch.keep()];
-            format!("kept: source {:?}, target {:?}, logs {:?}\n", dirs[0], dirs[1], dirs[2])
+            format!(
+                "kept: source {:?}, target {:?}, logs {:?}\n",
+                dirs[0], dirs[1], dirs[2]
+            )
         } else {
             "CHURN_KEEP=1 keeps the trees and logs\n".into()
         };
