@@ -14,36 +14,61 @@
 //! # How the fold stays correct
 //!
 //! The fold keeps a log of records in the order they are to be applied, and an
-//! index from each *current* source path to the record that speaks for it. The
-//! invariant: applying the log to a target that matched the source when the
-//! fold started leaves it matching the source now. A path with no index entry
-//! (and no `rescan` above it) is untouched: the target holds what the source
-//! holds.
+//! index from each *current* source path to the record that speaks for it.
 //!
-//! A move is kept as a rename only when the target is sure to hold the moved
-//! entry at that point of the log and nothing is pending at the destination:
-//! the source path existed when the fold started (its entry, if any, is a
-//! `modify` of it), nothing above it is a kept move, a rescan or deleted, and
-//! nothing below it is itself a kept move. A kept move is always written as
-//! the rename followed by an `update` (file) or `rescan` (directory) of the new
-//! path, which covers whatever was pending below the old path and makes a late
-//! consumer right too (see docs/protocol.md). In every other case the move
-//! degrades to `delete` of the old path plus `update` (a file) or `rescan` (a
-//! directory) of the new one. When a later event makes a kept move unsafe (its
-//! destination is deleted, rescanned or overwritten), the move's record turns
-//! in place into a `delete` of its old path, which is exactly what the source
-//! did to that path.
+//! The invariant: applying the log to a target that is **not behind** the
+//! source at the fold's start leaves it matching the source now. Not behind
+//! means: every entry the target holds is the source's entry at that path at
+//! the fold's start *or at some later moment* (possibly a different moment
+//! per subtree), and it holds everything the source held at the start except
+//! what the source deleted or moved away since. The target is often ahead:
+//! an earlier batch's `rescan` or `update` (the rescan of a directory made or
+//! moved in, a full sync) reads the *current* source while the source keeps
+//! changing, so it may already have copied a path created inside this
+//! window, or the new name of a rename. A path with no index entry (and no
+//! `rescan` above it) is untouched in the window: every moment agrees.
+//!
+//! So the fold never assumes the target lacks a path. A `delete` (and the
+//! old half of a move that is not kept) is always emitted, even for a path
+//! created inside the window: deletions are cheap and idempotent, and
+//! dropping one leaves a stale copy on the target forever.
+//!
+//! A move is kept as a rename only when a target in step at the fold's start
+//! would hold the moved entry at that point of the log and nothing is pending
+//! at the destination: the source path existed when the fold started (its
+//! entry, if any, is a `modify` of it), nothing above it is a kept move, a
+//! rescan or deleted, and nothing below it is itself a kept move. A target
+//! that is ahead may not hold the entry (the rename fails and the consumer
+//! sends the data instead, re-checking the old and the new name; see
+//! plan.rs), or may hold a later entry at the old path (which the rename
+//! carries to the new path); either way what follows fixes it: a kept move is
+//! always written as the rename followed by an `update` (file) or `rescan`
+//! (directory) of the new path, which covers whatever was pending below the
+//! old path and makes a late consumer right too (see docs/protocol.md), and
+//! anything the source made again at the old path has a record later in the
+//! log. In every other case the move degrades to `delete` of the old path
+//! plus `update` (a file) or `rescan` (a directory) of the new one. When a
+//! later event makes a kept move unsafe (its destination is deleted,
+//! rescanned or overwritten), the move's record turns in place into a
+//! `delete` of its old path, which is exactly what the source did to that
+//! path.
+//!
+//! The model check (`fold_model.rs`) applies the lists to targets ahead of
+//! the fold's start in these ways, and to batches applied while the source
+//! keeps changing.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::event::{Change, ChangeOp, Event, EventKind};
 use crate::wirepath::WirePath;
 
-/// What the target holds at a path before that path's `update` record is
-/// applied; it decides whether the path may later be renamed on the target.
+/// What a target in step at the fold's start holds at a path before that
+/// path's `update` record is applied; it decides whether the path may later
+/// be renamed on the target. (Never whether a delete is needed: a target
+/// ahead of the fold's start may hold any path, see the module docs.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Base {
-    /// Nothing: the path was created after the fold started.
+    /// Nothing when in step: the path was created after the fold started.
     Absent,
     /// The entry as it was when the fold started (it was modified since).
     Present,
@@ -177,8 +202,7 @@ impl Fold {
     /// Folds one change of an earlier batch. Folding the changes of batches
     /// one after the other has the same effect on a target as folding their
     /// events in one go (the lists may differ: an `update` of a path no
-    /// longer says whether the path is new, so a later delete keeps a
-    /// `delete` and a later move of it degrades).
+    /// longer says whether the path is new, so a later move of it degrades).
     pub fn push(&mut self, change: Change) {
         let path = normal(change.path.as_bytes());
         match change.op {
@@ -350,8 +374,9 @@ impl Fold {
             return self.append(path, dir, Op::Delete);
         };
         match e.kind {
-            // Created and deleted within the fold: the target never saw it.
-            Kind::Update(Base::Absent) => drop(self.unindex(path)),
+            // Even a path created inside the window is deleted: a recursive
+            // copy that ran meanwhile (an earlier batch's rescan, a full
+            // sync) may have put it on the target.
             Kind::Update(_) => {
                 let old = self.rec(e.slot);
                 let stale = old.stale || old.dir || dir;
@@ -537,6 +562,10 @@ impl Fold {
 
     /// Appends a record for `path`, assuming what the target may hold from
     /// the kind of record: nothing for a new entry, the old entry otherwise.
+    /// (A target ahead may hold a new entry already, but whatever it holds
+    /// below it was made inside the window too, so it has records of its
+    /// own, deletes included: `stale` is only about contents nothing else
+    /// in the log would remove.)
     fn append(&mut self, path: &[u8], dir: bool, op: Op) {
         let stale = match op {
             Op::Update(Base::Absent) | Op::Rescan => false,

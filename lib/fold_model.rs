@@ -2,9 +2,17 @@
 //! directories; random operations on it produce the events a watcher would
 //! write, and applying the folded changes to the starting tree (the way a
 //! consumer does, re-reading the source for every `update` and `rescan`) must
-//! give the final tree, as applying the raw events one by one does. Shrunk
-//! failures are kept in `proptest-regressions/fold_model.txt`, and as unit
-//! tests in `fold_tests.rs`.
+//! give the final tree, as applying the raw events one by one does.
+//!
+//! The target is not only the starting tree: it may be *ahead* of the fold's
+//! start (see [`Ahead`]): subtrees copied at later moments by a recursive
+//! copy, a first batch applied while the source keeps changing, a batch that
+//! failed midway and is folded again with what came since. The old fold
+//! (which dropped `create … delete` and the old name of a new file's rename)
+//! fails these checks.
+//!
+//! Shrunk failures are kept in `tests/proptest-regressions/fold_model.txt`,
+//! and as unit tests at the end of this file and in `fold_tests.rs`.
 
 use std::collections::BTreeMap;
 
@@ -127,10 +135,23 @@ fn apply_all(start: &Tree, source: &Tree, changes: &[Change]) -> Result<Tree, St
 }
 
 /// As a consumer does when a rename fails (the list is applied late and the
-/// source has moved on): delete the old path, re-read the new one.
+/// source has moved on, or the target is ahead of the fold's start): delete
+/// the old path, re-read the new one (plan.rs re-checks both names).
 fn apply_all_late(start: &Tree, source: &Tree, changes: &[Change]) -> Result<Tree, String> {
+    apply_late_reading(start, changes, |_| source)
+}
+
+/// [`apply_all_late`] with each change reading the source as `source(i)`
+/// gives it: a list applied while the source keeps changing.
+fn apply_late_reading<'a>(
+    start: &Tree,
+    changes: &[Change],
+    source: impl Fn(usize) -> &'a Tree,
+) -> Result<Tree, String> {
     let mut t = start.clone();
-    for c in changes {
+    for (i, c) in changes.iter().enumerate() {
+        let source = source(i);
+        make_parents(&mut t, source, c);
         if c.op == ChangeOp::Move && apply(&mut t, source, c).is_err() {
             let from = c.from.clone().ok_or("move without from")?;
             let delete = Change {
@@ -155,6 +176,111 @@ fn apply_all_late(start: &Tree, source: &Tree, changes: &[Change]) -> Result<Tre
         }
     }
     Ok(t)
+}
+
+/// How the real target may differ from the source at the fold's start: it
+/// is never behind (the previous batch re-read every path it named), but it
+/// can be *ahead*. A recursive copy (the rescan of a directory made or moved
+/// in, a full sync) that ran while the source kept changing holds a later
+/// state of a subtree, a path the source only creates later included; and
+/// the walk is not atomic, so sibling subtrees can come from different
+/// moments. Each capture copies the subtree at a picked path as the source
+/// had it after a picked number of events.
+#[derive(Clone, Debug)]
+struct Ahead {
+    /// (path pick, moment pick): applied in order.
+    captures: Vec<(usize, usize)>,
+    /// How far the source moves on between the changes of the first batch
+    /// while it is applied (pushd applies a batch while the next window
+    /// fills): added up, one per change.
+    lags: Vec<usize>,
+    /// How many changes of the first batch were applied before the transfer
+    /// failed (pushd then folds them again with what came since).
+    applied: usize,
+}
+
+fn ahead() -> impl Strategy<Value = Ahead> {
+    (
+        prop::collection::vec((any::<usize>(), any::<usize>()), 0..4),
+        prop::collection::vec(0..4usize, 0..8),
+        any::<usize>(),
+    )
+        .prop_map(|(captures, lags, applied)| Ahead {
+            captures,
+            lags,
+            applied,
+        })
+}
+
+/// The source after `i` events (0: at the fold's start).
+fn moment<'a>(start: &'a Tree, src: &'a Source, i: usize) -> &'a Tree {
+    if i == 0 {
+        start
+    } else {
+        &src.states[i.min(src.states.len()) - 1]
+    }
+}
+
+/// The target at the fold's start: `start` with the captures of `ahead`
+/// copied over it (a capture whose parent the target lacks is skipped: a
+/// recursive copy needs it).
+fn ahead_target(start: &Tree, src: &Source, ahead: &Ahead) -> Tree {
+    let mut paths: Vec<&Vec<u8>> = start
+        .keys()
+        .chain(src.states.iter().flat_map(|s| s.keys()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut t = start.clone();
+    let n = src.states.len();
+    for &(p, m) in &ahead.captures {
+        let state = moment(start, src, m % (n + 1));
+        let path = if paths.is_empty() || p % (paths.len() + 1) == 0 {
+            ROOT.to_vec()
+        } else {
+            paths[p % (paths.len() + 1) - 1].clone()
+        };
+        let rescan = Change {
+            op: ChangeOp::Rescan,
+            path: WirePath::from_bytes(path),
+            dir: true,
+            from: None,
+        };
+        let _ = apply(&mut t, state, &rescan);
+    }
+    t
+}
+
+/// When change `i` of the first batch reads the source: never before the
+/// split at `k`, later and later as the source moves on.
+fn read_moment(k: usize, n: usize, lags: &[usize], i: usize) -> usize {
+    (k + lags.iter().take(i + 1).sum::<usize>()).min(n)
+}
+
+/// rsync's implied directories: a listed path the source holds gets its
+/// parents on the target first (a target ahead of the fold's start may lack
+/// a directory the source deleted later). For a rename, the consumer makes
+/// the new parent (`mkdir -p`).
+fn make_parents(t: &mut Tree, source: &Tree, c: &Change) {
+    let p = normal(c.path.as_bytes());
+    if p == ROOT || !source.contains_key(p) {
+        return;
+    }
+    let mut ends: Vec<usize> = p
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'/')
+        .map(|(i, _)| i)
+        .collect();
+    ends.sort();
+    for i in ends {
+        let dir = &p[..i];
+        if !matches!(t.get(dir), Some(Node::Dir(_))) {
+            remove_subtree(t, dir);
+            let node = source.get(dir).copied().unwrap_or(Node::Dir(0));
+            t.insert(dir.to_vec(), node);
+        }
+    }
 }
 
 /// One thing done to the source tree. Indices pick among existing entries.
@@ -429,7 +555,7 @@ fn fold_events(events: &[Event]) -> Vec<Change> {
 /// The whole property: raw events applied one by one, the folded batch, two
 /// batches applied one after the other, and two batches folded together all
 /// bring the starting tree to the final one.
-fn check(setup: &[Action], actions: &[Action], split: usize) -> Result<(), String> {
+fn check(setup: &[Action], actions: &[Action], split: usize, ahead: &Ahead) -> Result<(), String> {
     let (start, src) = scenario(setup, actions);
     let n = src.events.len();
     let mut k = if n == 0 { 0 } else { split % (n + 1) };
@@ -456,7 +582,15 @@ fn check(setup: &[Action], actions: &[Action], split: usize) -> Result<(), Strin
             folded.len()
         );
     }
-    check_trees(&start, &src, k, &folded, &first, &second, &merged).map_err(|e| {
+    let batches = Batches {
+        folded: &folded,
+        first: &first,
+        second: &second,
+        merged: &merged,
+    };
+    check_trees(&start, &src, k, &batches)
+        .and_then(|()| check_ahead(&start, &src, k, &batches, ahead))
+        .map_err(|e| {
         let events: Vec<String> = src
             .events
             .iter()
@@ -472,15 +606,32 @@ fn check(setup: &[Action], actions: &[Action], split: usize) -> Result<(), Strin
     })
 }
 
-fn check_trees(
-    start: &Tree,
-    src: &Source,
-    k: usize,
-    folded: &[Change],
-    first: &[Change],
-    second: &[Change],
-    merged: &[Change],
-) -> Result<(), String> {
+/// The lists one scenario gives: the whole window folded, the window split
+/// at `k` into two batches, and the two batches folded together again.
+struct Batches<'a> {
+    folded: &'a [Change],
+    first: &'a [Change],
+    second: &'a [Change],
+    merged: &'a [Change],
+}
+
+fn same(fin: &Tree, what: &str, got: Result<Tree, String>) -> Result<(), String> {
+    match got {
+        Ok(t) if &t == fin => Ok(()),
+        Ok(t) => Err(format!("{what} gives {t:?}\nnot {fin:?}")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// A target in step with the source at the fold's start: every list brings
+/// it to the final tree, and every kept rename finds what it renames.
+fn check_trees(start: &Tree, src: &Source, k: usize, b: &Batches) -> Result<(), String> {
+    let Batches {
+        folded,
+        first,
+        second,
+        merged,
+    } = *b;
     let fin = &src.tree;
     let mut raw = start.clone();
     for (e, state) in src.events.iter().zip(&src.states) {
@@ -489,11 +640,7 @@ fn check_trees(
     if &raw != fin {
         return Err(format!("raw events do not give the final tree: {raw:?}"));
     }
-    let same = |what: &str, got: Result<Tree, String>| match got {
-        Ok(t) if &t == fin => Ok(()),
-        Ok(t) => Err(format!("{what} gives {t:?}\nnot {fin:?}")),
-        Err(e) => Err(format!("{what}: {e}")),
-    };
+    let same = |what: &str, got| same(fin, what, got);
     same("the folded batch", apply_all(start, fin, folded))?;
     let mid = if k == 0 { start } else { &src.states[k - 1] };
     same(
@@ -507,6 +654,43 @@ fn check_trees(
     )
 }
 
+/// A target *ahead* of the fold's start (see [`Ahead`]): renames may then
+/// fail (the consumer sends the data instead), but every list still brings
+/// it to the final tree. This is what catches a fold that drops a delete
+/// because it believes the target never saw a path.
+fn check_ahead(
+    start: &Tree,
+    src: &Source,
+    k: usize,
+    b: &Batches,
+    ahead: &Ahead,
+) -> Result<(), String> {
+    let fin = &src.tree;
+    let n = src.states.len();
+    let target = ahead_target(start, src, ahead);
+    let ctx = |what: &str| format!("{what} (target ahead at the start: {target:?})");
+    same(
+        fin,
+        &ctx("the folded batch"),
+        apply_all_late(&target, fin, b.folded),
+    )?;
+    let reads = |i| moment(start, src, read_moment(k, n, &ahead.lags, i));
+    same(
+        fin,
+        &ctx("two batches, the first applied while the source moves on"),
+        apply_late_reading(&target, b.first, reads).and_then(|t| apply_all_late(&t, fin, b.second)),
+    )?;
+    let done = ahead.applied % (b.first.len() + 1);
+    same(
+        fin,
+        &ctx(&format!(
+            "two batches folded together after {done} changes of the first were applied"
+        )),
+        apply_late_reading(&target, &b.first[..done], reads)
+            .and_then(|t| apply_all_late(&t, fin, b.merged)),
+    )
+}
+
 proptest! {
     #![proptest_config(crate::testconfig::proptest(std::env::var("FOLD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)))]
 
@@ -515,8 +699,9 @@ proptest! {
         setup in prop::collection::vec(leaf_action(), 0..40),
         actions in prop::collection::vec(action(), 1..25),
         split in any::<usize>(),
+        ahead in ahead(),
     ) {
-        if let Err(e) = check(&setup, &actions, split) {
+        if let Err(e) = check(&setup, &actions, split, &ahead) {
             return Err(TestCaseError::fail(e));
         }
     }
@@ -578,4 +763,69 @@ proptest! {
         prop_assert!(out.len() <= 2 * n);
         prop_assert!(f.is_empty());
     }
+}
+
+// ---- regressions found by the checks of a target ahead (shrunk) ----
+
+fn no_ahead() -> Ahead {
+    Ahead {
+        captures: Vec::new(),
+        lags: Vec::new(),
+        applied: 0,
+    }
+}
+
+#[test]
+fn regression_made_and_gone_is_deleted_on_a_target_that_copied_it() {
+    // A full copy of the root made after the first create put `a` on the
+    // target; the old fold folded the rest into nothing.
+    let actions = [
+        Action::CreateFile(0, 0),
+        Action::Remove(0),
+        Action::CreateFile(0, 0),
+        Action::Remove(0),
+    ];
+    let ahead = Ahead {
+        captures: vec![(0, 1)],
+        ..no_ahead()
+    };
+    check(&[], &actions, 0, &ahead).unwrap();
+}
+
+#[test]
+fn regression_a_new_file_renamed_away_is_deleted_on_a_target_that_copied_it() {
+    // `c d` made, then renamed to `\xff`: a copy of the root taken while
+    // `c d` existed holds it; the old fold sent only `update \xff`.
+    let actions = [Action::CreateFile(0, 2), Action::Rename(0, 0, 3)];
+    let ahead = Ahead {
+        captures: vec![(0, 1)],
+        ..no_ahead()
+    };
+    check(&[], &actions, 0, &ahead).unwrap();
+}
+
+#[test]
+fn regression_issue_10_a_file_captured_by_the_previous_batchs_rescan() {
+    // Batch 1: `a` made, then rescanned. While batch 1 is applied, `a/b` is
+    // made: the rescan copies it. Batch 2 (its create, then a rename of it
+    // out of `a`) must delete its old path, or the copy stays forever.
+    let actions = [
+        Action::Mkdir(0, 0),
+        Action::RescanDir(0),
+        Action::CreateFile(1, 1),
+        Action::Rename(1, 0, 3),
+    ];
+    // Split after the rescan; the first batch reads the source one event
+    // later, after the create.
+    let ahead = Ahead {
+        lags: vec![1],
+        ..no_ahead()
+    };
+    let (_, src) = scenario(&[], &actions);
+    let last = src.events.last().unwrap();
+    assert_eq!(
+        (last.from.as_ref().unwrap().as_bytes(), last.path.as_bytes()),
+        (&b"a/b"[..], &b"\xff"[..])
+    );
+    check(&[], &actions, 2, &ahead).unwrap();
 }

@@ -713,3 +713,273 @@ proptest! {
 fn regression_archive_keeps_hashes_across_runs() {
     run_model(&[vec![]], Prefer::A);
 }
+
+// ---- replicas that change while a run scans and executes ----
+
+impl Tree {
+    /// Whether the node at `p` is what a step expects (the executor's
+    /// check, which skips the step instead of failing the test).
+    fn matches(&self, p: &WirePath, expect: Option<&Entry>) -> bool {
+        let cur = self.nodes.get(p).map(Tree::entry);
+        match (&cur, expect) {
+            (None, None) => true,
+            (Some(c), Some(e)) => {
+                c.kind == e.kind
+                    && c.size == e.size
+                    && c.mtime == e.mtime
+                    && c.mode == e.mode
+                    && c.target == e.target
+                    && (c.kind == Kind::Dir || c.ino == e.ino)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Carries out a plan as the real executor does on replicas that changed
+/// since the scan: a step whose path (or copy source) is not as scanned, or
+/// that the file system refuses, is skipped and its paths marked failed.
+fn execute_live(
+    plan: &Plan,
+    trees: &mut [Tree; 2],
+) -> (HashMap<(Side, WirePath), Entry>, BTreeSet<WirePath>) {
+    let mut written = HashMap::new();
+    let mut failed = BTreeSet::new();
+    for action in &plan.actions {
+        let (s, o) = (action.side as usize, action.side.other() as usize);
+        let p = &action.path;
+        let side = action.side;
+        let ok = match &action.op {
+            Op::ConflictRename { to, expect } | Op::Rename { to, expect } => {
+                let ok = trees[s].matches(p, Some(expect))
+                    && !trees[s].nodes.contains_key(to)
+                    && trees[s].parent_ok(to);
+                if ok {
+                    let node = trees[s].nodes.remove(p).unwrap();
+                    written.insert((side, to.clone()), Tree::entry(&node));
+                    trees[s].nodes.insert(to.clone(), node);
+                } else {
+                    failed.insert(to.clone());
+                }
+                ok
+            }
+            Op::Remove { expect } => {
+                let ok = trees[s].matches(p, Some(expect));
+                if ok {
+                    trees[s].nodes.remove(p);
+                }
+                ok
+            }
+            Op::Rmdir { expect } => {
+                let empty = !trees[s].nodes.keys().any(|q| q.starts_with(p) && q != p);
+                let ok = trees[s].matches(p, Some(expect)) && empty;
+                if ok {
+                    trees[s].nodes.remove(p);
+                }
+                ok
+            }
+            Op::Mkdir { entry } => {
+                let ok = !trees[s].nodes.contains_key(p) && trees[s].parent_ok(p);
+                if ok {
+                    let ino = trees[s].ino();
+                    let node = Node::Dir {
+                        mode: entry.mode,
+                        ino,
+                    };
+                    written.insert((side, p.clone()), Tree::entry(&node));
+                    trees[s].nodes.insert(p.clone(), node);
+                }
+                ok
+            }
+            Op::Copy { src, expect } => {
+                let ok = trees[o].matches(p, Some(src))
+                    && trees[s].matches(p, expect.as_ref())
+                    && trees[s].parent_ok(p);
+                if ok {
+                    let ino = trees[s].ino();
+                    let node = match trees[o].nodes[p].clone() {
+                        Node::File {
+                            content,
+                            mode,
+                            mtime,
+                            ..
+                        } => Node::File {
+                            content,
+                            mode,
+                            mtime,
+                            ino,
+                        },
+                        Node::Link { content, .. } => Node::Link { content, ino },
+                        Node::Dir { .. } => panic!("copy of a directory {p}"),
+                    };
+                    written.insert((side, p.clone()), Tree::entry(&node));
+                    trees[s].nodes.insert(p.clone(), node);
+                }
+                ok
+            }
+            Op::SetMeta { src, expect } => {
+                let ok = trees[s].matches(p, Some(expect));
+                if ok {
+                    match trees[s].nodes.get_mut(p).unwrap() {
+                        Node::File { mode, mtime, .. } => {
+                            *mode = src.mode;
+                            *mtime = src.mtime;
+                        }
+                        Node::Dir { mode, .. } => *mode = src.mode,
+                        Node::Link { .. } => {}
+                    }
+                    let e = Tree::entry(&trees[s].nodes[p]);
+                    written.insert((side, p.clone()), e);
+                }
+                ok
+            }
+        };
+        if !ok {
+            failed.insert(p.clone());
+        }
+    }
+    (written, failed)
+}
+
+/// A scan that is not atomic: each path as it was before the changes made
+/// during the scan (`before`) or after them (`after`), as `mask` picks; a
+/// path only reachable through a directory the walk did not see is left out
+/// (the walk finds entries by listing their parent).
+fn torn_scan(before: &Tree, after: &Tree, mask: u64) -> Scan {
+    let (b, a) = (before.scan(), after.scan());
+    let mut paths: BTreeSet<&WirePath> = b.keys().collect();
+    paths.extend(a.keys());
+    let mut out = Scan::new();
+    for (i, p) in paths.into_iter().enumerate() {
+        let late = mask.rotate_left(i as u32 % 64) & 1 == 1;
+        let from = if late { &a } else { &b };
+        if let Some(e) = from.get(p) {
+            out.insert(p.clone(), e.clone());
+        }
+    }
+    let keep: Vec<WirePath> = out
+        .keys()
+        .filter(|p| {
+            let mut up = p.parent();
+            while let Some(d) = up {
+                if d.is_root() {
+                    return true;
+                }
+                if !out.get(&d).is_some_and(|e| e.kind == Kind::Dir) {
+                    return false;
+                }
+                up = d.parent();
+            }
+            true
+        })
+        .cloned()
+        .collect();
+    out.retain(|p, _| keep.contains(p));
+    out
+}
+
+/// One run during which the replicas keep changing: `during` happens while
+/// the scans read (each path seen before or after it, per `masks`) and
+/// before the steps run. Then quiet runs until nothing is left to do.
+/// Nothing a user made may be lost, nothing deleted may come back, and the
+/// replicas end equal.
+fn run_live_model(before: &[(bool, ModelOp)], during: &[(bool, ModelOp)], masks: [u64; 2]) {
+    let mut world = World {
+        trees: [Tree::default(), Tree::default()],
+        clock: 100,
+        next_content: 1000,
+    };
+    world.trees[1].next_ino = 1_000_000;
+    for t in world.trees.iter_mut() {
+        file(t, "k", 1, 1);
+    }
+    let pol = policy(Prefer::Keep);
+    // A first quiet sync, then the changes made before the live run.
+    for (side_b, op) in before.iter().take(before.len() / 2) {
+        world.apply(*side_b, op);
+    }
+    let (_, archive) = sync(&mut world.trees, None, &pol);
+    let synced: BTreeMap<WirePath, u64> = world.trees[0]
+        .nodes
+        .keys()
+        .filter_map(|p| world.trees[0].content(p).map(|c| (p.clone(), c)))
+        .collect();
+    for (side_b, op) in before.iter().skip(before.len() / 2) {
+        world.apply(*side_b, op);
+    }
+    let start = world.trees.clone();
+    for (side_b, op) in during {
+        world.apply(*side_b, op);
+    }
+    // What the users left: versions made (on either side) and not
+    // deliberately replaced or deleted on the other side since the sync.
+    let survivors = must_survive(&world.trees, &synced);
+    let deleted: BTreeSet<u64> = synced
+        .values()
+        .copied()
+        .filter(|c| {
+            !world
+                .trees
+                .iter()
+                .any(|t| t.nodes.keys().any(|p| t.content(p) == Some(*c)))
+        })
+        .collect();
+    let (mut a, mut b) = (
+        torn_scan(&start[0], &world.trees[0], masks[0]),
+        torn_scan(&start[1], &world.trees[1], masks[1]),
+    );
+    // Hashes are read after the scan: from the replicas as they are now.
+    for p in needs_hash(Some(&archive), &a, &b, pol.owners) {
+        a.get_mut(&p).unwrap().hash = world.trees[0].hash(&p);
+        b.get_mut(&p).unwrap().hash = world.trees[1].hash(&p);
+    }
+    let plan = plan(Some(&archive), &a, &b, &pol).expect("no guard trips in the model");
+    let (written, failed) = execute_live(&plan, &mut world.trees);
+    let (mut archive, _) = next_archive(Some(archive), &a, &b, &plan, &written, &failed);
+    let mut rounds = 0;
+    loop {
+        let (again, next) = sync(&mut world.trees, Some(&archive), &pol);
+        archive = next;
+        if again.actions.is_empty() {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 4, "not converging: {:#?}", again.actions);
+    }
+    assert_eq!(
+        visible(&world.trees[0]),
+        visible(&world.trees[1]),
+        "replicas differ; live plan {:#?}",
+        plan.actions
+    );
+    let after: BTreeSet<u64> = world.trees[0]
+        .nodes
+        .keys()
+        .filter_map(|p| world.trees[0].content(p))
+        .collect();
+    let lost: Vec<_> = survivors.difference(&after).collect();
+    assert!(
+        lost.is_empty(),
+        "versions lost: {lost:?}; live plan {:#?}",
+        plan.actions
+    );
+    let back: Vec<_> = deleted.intersection(&after).collect();
+    assert!(
+        back.is_empty(),
+        "deleted versions came back: {back:?}; live plan {:#?}",
+        plan.actions
+    );
+}
+
+proptest! {
+    #![proptest_config(crate::testconfig::proptest(std::env::var("BISYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600)))]
+
+    #[test]
+    fn model_keeps_everything_when_replicas_change_during_a_run(
+        before in proptest::collection::vec(model_op(), 0..16),
+        during in proptest::collection::vec(model_op(), 0..8),
+        masks in any::<[u64; 2]>(),
+    ) {
+        run_live_model(&before, &during, masks);
+    }
+}

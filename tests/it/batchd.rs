@@ -146,7 +146,9 @@ fn end_of_input_writes_the_pending_batch_and_records_keep_their_order() {
         panic!("{lines:#?}")
     };
     assert_eq!((second.first_seq, second.last_seq), (4, 6));
-    assert_eq!(ops(second), ["update b"]);
+    // Made and gone within the batch is still a delete: an earlier batch's
+    // recursive copy may have put it on the target.
+    assert_eq!(ops(second), ["delete tmp", "update b"]);
 }
 
 #[test]

@@ -505,3 +505,68 @@ fn no_init_still_resyncs_when_the_state_names_another_stream() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+#[test]
+fn a_new_files_old_name_goes_from_a_target_that_is_ahead() {
+    // Issue 10: events folded while the target is down. A file made and
+    // then renamed meanwhile is new to the fold, but the target may hold it
+    // already (a recursive copy made while the source changed): its old name
+    // must still be deleted there.
+    let mut sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let mut args = ssh_flags(&sshd, scratch.path());
+    args.push(target.clone().into());
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    write(src.path(), b"keep", b"0");
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+
+    sshd.stop();
+    write(src.path(), b"during", b"1");
+    p.event(EventKind::Create, b"during", None);
+    let failed = p.result(&target);
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    // The target is ahead: it holds `new` already.
+    write(src.path(), b"new", b"2");
+    write(dst.path(), b"new", b"2");
+    fs::rename(src.path().join("new"), src.path().join("moved")).unwrap();
+    p.event(EventKind::Create, b"new", None);
+    let last = p.event(EventKind::Move, b"moved", Some(b"new"));
+
+    sshd.restart();
+    let done = p.applied(&target, last);
+    assert_eq!(done.status, "ok", "{done:?}");
+    assert!(!dst.path().join("new").exists(), "the stale copy stayed");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
+
+#[test]
+fn a_kept_rename_the_target_is_ahead_of_is_harmless() {
+    // The batch renames `a/f` to `b` and `c` to `d`, but the target already
+    // holds the result of the first rename (an earlier recursive copy read
+    // the source after it): the rename fails there, and the data is sent
+    // instead; nothing stale stays, nothing is lost.
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"a/f", b"one");
+    write(src.path(), b"c", b"two");
+    let target = dst.path().display().to_string();
+    let mut p = Pushd::start_in(src.path(), &[os(&target)], scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    fs::rename(src.path().join("a/f"), src.path().join("b")).unwrap();
+    fs::rename(src.path().join("c"), src.path().join("d")).unwrap();
+    fs::rename(dst.path().join("a/f"), dst.path().join("b")).unwrap();
+    let seq = p.batch(vec![
+        moved(b"a/f", b"b", false),
+        change(ChangeOp::Update, b"b"),
+        moved(b"c", b"d", false),
+        change(ChangeOp::Update, b"d"),
+    ]);
+    let done = p.applied(&target, seq);
+    assert_eq!(done.status, "ok", "{done:?}");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
