@@ -422,15 +422,14 @@ impl Pipeline {
                 _ => None,
             })
             .collect();
-        let count = |f: &dyn Fn(&&syncpipe::event::Applied) -> bool| {
-            results.iter().filter(|a| f(a)).count()
-        };
+        let mut statuses = BTreeMap::new();
+        for a in &results {
+            *statuses.entry(a.status.as_str()).or_insert(0) += 1;
+        }
         format!(
-            "{} results of the last pushd: {} full, {} failed, {} refused, {} ms in transfers",
+            "{} results of the last pushd: {} full, statuses {statuses:?}, {} ms in transfers",
             results.len(),
-            count(&|a| a.full),
-            count(&|a| a.status == "failed"),
-            count(&|a| a.status == "refused"),
+            results.iter().filter(|a| a.full).count(),
             results.iter().map(|a| a.duration_ms).sum::<u64>()
         )
     }
