@@ -24,14 +24,14 @@ use syncpipe::transport;
 ///
 /// $ watchd /data | batchd -d 500ms -n 10000
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "batchd", version, after_help = cli::exit_codes_help("batchd"))]
 struct Args {
     /// Write a batch this long after its first event (15s, 500ms, 2m; a bare number is seconds)
     #[arg(short, long, value_name = "DURATION", default_value = "15s", value_parser = cli::parse_duration)]
     delay: Duration,
 
     /// Write a batch early once this many changes are pending (after folding)
-    #[arg(short = 'n', long, value_name = "MAX")]
+    #[arg(short = 'n', long, value_name = "MAX", value_parser = cli::parse_count)]
     max_events: Option<NonZeroUsize>,
 
     /// Read the stream from a writer's unix socket (`watchd --listen PATH`)

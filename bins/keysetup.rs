@@ -27,9 +27,10 @@ use syncpipe::keys::sshconfig::check_alias;
 /// $ keysetup check nas
 #[derive(Parser, Debug)]
 #[command(
+    name = "keysetup",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = cli::exit_codes_help()
+    after_help = cli::exit_codes_help("keysetup")
 )]
 struct Args {
     #[command(subcommand)]

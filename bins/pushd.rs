@@ -13,16 +13,21 @@ use syncpipe::push::{self, Config, DeleteMode, Retry};
 use syncpipe::rsync::{RsyncSettings, SshSettings};
 use syncpipe::target::Target;
 
-/// Apply a stream of changes (from watchd or batchd) to targets with rsync
+/// Apply a stream of changes to targets with rsync (in bash/zsh run it as `env pushd`: plain `pushd` is the shell's builtin)
 ///
-/// Reads records on stdin and brings every TARGET to the source's state:
+/// Reads records (from watchd or batchd) on stdin and brings every TARGET to the source's state:
 /// a local directory, [user@]host:/path (rsync over ssh) or an rsync daemon
 /// (host::module/path, rsync://host[:port]/module/path). Writes one JSON
 /// `result` record per transfer and target on stdout.
 ///
+/// bash and zsh have a `pushd` builtin (the directory stack) that wins over
+/// this program, in scripts too: `pushd --help` printing "pushd [-n] [+N |
+/// -N | dir]" was the builtin. Write `env pushd` or /usr/local/bin/pushd, or
+/// install completions/pushd-function.sh for interactive shells.
+///
 /// $ watchd /data | batchd -d 15 | env pushd backup1:/srv/data /mnt/copy
 #[derive(Parser, Debug)]
-#[command(version, after_help = cli::exit_codes_help())]
+#[command(name = "pushd", version, after_help = cli::exit_codes_help("pushd"))]
 struct Args {
     /// Where to push: DIR, [user@]host:PATH, host::module/PATH, rsync://host[:port]/module/PATH
     #[arg(required = true, value_name = "TARGET")]
@@ -75,12 +80,21 @@ struct Args {
     )]
     retry_jitter: f64,
 
-    /// Refuse a batch or full sync deleting more than N entries, or P% of the target
+    /// Hold the deletions of a batch or full sync past N entries, or P% of the target
     #[arg(long, default_value = "50%", value_parser = MaxDelete::parse, value_name = "N|P%", help_heading = "Safety")]
     max_delete: MaxDelete,
     /// Allow a full sync from an empty source root to delete on the target
     #[arg(long, help_heading = "Safety")]
     allow_empty_source: bool,
+    /// Apply, in the start-up transfer, the deletions the guards would hold
+    ///
+    /// A guard that refuses deletions (--max-delete, an empty or unmounted
+    /// or replaced source root) holds them: the target is reported `held`
+    /// and they stay pending. Once the source is checked, `kill -USR2 PID`
+    /// releases them in a running pushd; this flag does the same for the
+    /// first transfer of each target after a restart.
+    #[arg(long, help_heading = "Safety")]
+    release_held: bool,
     /// Refuse to sync unless the source root is a mount point
     #[arg(long, help_heading = "Safety")]
     require_mount: bool,
@@ -206,6 +220,7 @@ impl Args {
             },
             direct: self.direct,
             connect: self.connect.map(absolute),
+            release_held: self.release_held,
         })
     }
 }

@@ -8,12 +8,13 @@ use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
 use syncpipe::exit::{coded, Code};
 use syncpipe::transport;
-use syncpipe::watch::{self, EventMode};
+use syncpipe::watch::{self, BackendChoice, EventMode};
 
 /// Watch a directory tree and write every change as one JSON line on stdout.
 ///
 /// watchd puts an inotify watch on every directory under ROOT (new ones as they
-/// appear), then writes a header line and one event line per change: create,
+/// appear), or, as root with --backend fanotify/auto, one fanotify mark on each
+/// file system, then writes a header line and one event line per change: create,
 /// modify, delete, move, attrib, or rescan when the kernel lost events and the
 /// whole root must be re-read. Paths are relative to ROOT; names that are not
 /// UTF-8 are written as {"bytes": "<base64>"}. The format is docs/protocol.md.
@@ -26,7 +27,7 @@ use syncpipe::watch::{self, EventMode};
 ///
 /// $ watchd --exclude '*.tmp' --exclude .git/ /data | jq -c 'select(.kind=="delete")'
 #[derive(Parser, Debug)]
-#[command(name = "watchd", version, after_long_help = cli::exit_codes_help())]
+#[command(name = "watchd", version, after_long_help = cli::exit_codes_help("watchd"))]
 struct Args {
     /// Directory tree to watch
     #[arg(value_name = "ROOT")]
@@ -37,6 +38,19 @@ struct Args {
     /// and attribute changes are always reported
     #[arg(long, value_enum, default_value = "close_write", value_name = "MODE")]
     events: EventMode,
+
+    /// How to watch: inotify (a watch per directory, any user), fanotify (one
+    /// mark per file system: instant set-up and no watch limit; needs root,
+    /// Linux 5.17+ and a file system with file handles), or auto (fanotify
+    /// when it can, else inotify; stderr and the header say which)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "BACKEND",
+        env = "WATCHD_BACKEND"
+    )]
+    backend: BackendChoice,
 
     /// Ignore paths matching GLOB, gitignore-style, relative to ROOT
     /// (`*.tmp`, `/build/`, `cache/`, `logs/**`, `!keep.log`); repeatable.
@@ -82,6 +96,7 @@ impl Args {
                 .map_err(|e| coded(Code::Usage, format!("{e:#}")))?,
             root: self.root,
             mode: self.events,
+            backend: self.backend,
             wait: self.wait,
             require_mount: self.require_mount,
             output: transport::Output {

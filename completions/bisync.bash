@@ -23,17 +23,33 @@ _bisync() {
 
     case "${cmd}" in
         bisync)
-            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --max-delete --dry-run --json --exclude --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --verbose --quiet --help --version"
+            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --size-only --max-delete --normalization --case-insensitive --sentinel --force --backup-dir-a --backup-dir-b --backup-keep --dry-run --json --exit-changes --exclude --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --prefer)
-                    COMPREPLY=($(compgen -W "a b newer older" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "a b newer older larger smaller" -- "${cur}"))
                     return 0
                     ;;
                 --max-delete)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sentinel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir-a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir-b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

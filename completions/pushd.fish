@@ -10,7 +10,7 @@ complete -c pushd -l retry-min -d 'First retry delay after a failed transfer' -r
 complete -c pushd -l retry-max -d 'Longest retry delay (the delay doubles per failure up to this)' -r
 complete -c pushd -l io-timeout -d 'Give up a transfer after this long without I/O (rsync --timeout, ssh ConnectTimeout); 0: never' -r
 complete -c pushd -l retry-jitter -d 'Random part of each retry delay, 0 to 1' -r
-complete -c pushd -l max-delete -d 'Refuse a batch or full sync deleting more than N entries, or P% of the target' -r
+complete -c pushd -l max-delete -d 'Hold the deletions of a batch or full sync past N entries, or P% of the target' -r
 complete -c pushd -l sentinel -d 'Refuse to sync unless FILE (relative to the source root) exists' -r -F
 complete -c pushd -l bwlimit -d 'Bandwidth limit (rsync\'s --bwlimit, e.g. 1m)' -r
 complete -c pushd -l rsync-path -d 'rsync program on the remote side' -r
@@ -24,6 +24,7 @@ complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. S
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'
+complete -c pushd -l release-held -d 'Apply, in the start-up transfer, the deletions the guards would hold'
 complete -c pushd -l require-mount -d 'Refuse to sync unless the source root is a mount point'
 complete -c pushd -s z -l compress -d 'Compress data on the wire'
 complete -c pushd -s c -l checksum -d 'Compare files by checksum, not size and time'

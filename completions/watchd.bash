@@ -23,7 +23,7 @@ _watchd() {
 
     case "${cmd}" in
         watchd)
-            opts="-v -q -h -V --events --exclude --exclude-from --wait --require-mount --listen --backlog --verbose --quiet --help --version"
+            opts="-v -q -h -V --events --backend --exclude --exclude-from --wait --require-mount --listen --backlog --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -31,6 +31,10 @@ _watchd() {
             case "${prev}" in
                 --events)
                     COMPREPLY=($(compgen -W "close_write modify all" -- "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto inotify fanotify" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)

@@ -1,14 +1,12 @@
-//! Carrying out a [`Plan`] on one target: renames natively (locally) or with
-//! one `mv` script over ssh, then one rsync for the listed paths and one for
+//! Carrying out a [`Plan`] on one target: renames natively on a local target
+//! (beneath its root, never through a symlink), then one rsync for the listed paths and one for
 //! the subtrees, behind the guards that keep a bad source from wiping a
 //! replica (missing/empty source, `--require-mount`, `--sentinel`,
-//! `--max-delete`).
+//! `--max-delete`, the source root's identity). A refused deletion is
+//! never dropped: the report names what was held, and the caller keeps it
+//! pending until the guard passes or the operator releases it.
 
-use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -123,6 +121,176 @@ pub fn check_source(root: &Path, guards: &Guards) -> Result<bool, String> {
     Ok(entries.next().is_none())
 }
 
+/// What a source root was when a stream started: deletions are only
+/// trusted from the same root (a disk unmounted or a directory replaced
+/// under a running pushd looks like a tree whose files all went).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub id: RootId,
+    /// It was a mount point.
+    pub mount: bool,
+    /// It held nothing.
+    pub empty: bool,
+}
+
+/// Which directory a root is: device, inode and (where the file system
+/// keeps it) birth time, since a directory removed and made again can get
+/// the inode number it had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootId {
+    pub dev: u64,
+    pub ino: u64,
+    pub born: Option<Duration>,
+}
+
+impl RootId {
+    pub fn of(meta: &std::fs::Metadata) -> RootId {
+        use std::os::unix::fs::MetadataExt;
+        RootId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born: meta
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()),
+        }
+    }
+}
+
+impl std::fmt::Display for RootId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device:inode {}:{}", self.dev, self.ino)?;
+        if let Some(born) = self.born {
+            write!(f, " born {}.{:09}", born.as_secs(), born.subsec_nanos())?;
+        }
+        Ok(())
+    }
+}
+
+impl Identity {
+    /// Looks at `root` now.
+    pub fn of(root: &Path) -> Result<Identity, String> {
+        let meta = std::fs::metadata(root)
+            .map_err(|e| format!("source root {} is not there: {e}", root.display()))?;
+        let empty = std::fs::read_dir(root)
+            .map_err(|e| format!("source root {} is unreadable: {e}", root.display()))?
+            .next()
+            .is_none();
+        let mount = match root.canonicalize() {
+            Ok(canonical) => crate::mounts::is_mount_point(&canonical)
+                .map_err(|e| format!("cannot read the mount table: {e}"))?,
+            Err(e) => return Err(format!("cannot resolve {}: {e}", root.display())),
+        };
+        Ok(Identity {
+            id: RootId::of(&meta),
+            mount,
+            empty,
+        })
+    }
+
+    /// Why `root` is not the root `self` was, if it is not: one stat, and
+    /// the mount table only when it was a mount point (it is read on every
+    /// batch that deletes).
+    pub fn recheck(&self, root: &Path) -> Option<String> {
+        let meta = match std::fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(e) => return Some(format!("source root {} is not there: {e}", root.display())),
+        };
+        let mount = if self.mount {
+            match root.canonicalize() {
+                Ok(canonical) => match crate::mounts::is_mount_point(&canonical) {
+                    Ok(mount) => mount,
+                    Err(e) => return Some(format!("cannot read the mount table: {e}")),
+                },
+                Err(e) => return Some(format!("cannot resolve {}: {e}", root.display())),
+            }
+        } else {
+            false
+        };
+        let now = Identity {
+            id: RootId::of(&meta),
+            mount,
+            empty: false,
+        };
+        self.changed(&now, root)
+    }
+
+    /// Why `now` is not the root `self` was, if it is not (pure).
+    /// Emptiness is not judged here: a tree whose last files were deleted
+    /// is still the same tree ([`judge_deletes`] weighs it).
+    pub fn changed(&self, now: &Identity, root: &Path) -> Option<String> {
+        if self.mount && !now.mount {
+            return Some(format!(
+                "source root {} was a mount point and is not one any more (unmounted?)",
+                root.display()
+            ));
+        }
+        if self.id != now.id {
+            return Some(format!(
+                "source root {} is not the directory it was at start ({} then, {} now: unmounted or replaced?)",
+                root.display(),
+                self.id,
+                now.id
+            ));
+        }
+        None
+    }
+}
+
+/// What a batch's deletions are weighed against (see [`judge_deletes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeleteCase {
+    /// Entries the batch would delete on the target (a directory counts
+    /// with everything below it).
+    pub deletes: u64,
+    /// Entries on the source now, after the deletions happened there.
+    pub source_now: u64,
+    /// The source root holds nothing now.
+    pub empty_now: bool,
+    /// It held nothing when the stream started (a fresh deploy).
+    pub empty_at_start: bool,
+}
+
+/// The guard decision for a batch's deletions (pure): `Some(why)` holds
+/// them. The percentage is of what the target holds before the batch,
+/// taken as the source's current size plus the deletions, so it follows
+/// the tree as it grows and shrinks (never a count from start-up).
+pub fn judge_deletes(guards: &Guards, case: DeleteCase) -> Option<String> {
+    let DeleteCase {
+        deletes,
+        source_now,
+        empty_now,
+        empty_at_start,
+    } = case;
+    if deletes == 0 {
+        return None;
+    }
+    if empty_now && !empty_at_start && deletes > PERCENT_FLOOR && !guards.allow_empty_source {
+        return Some(format!(
+            "the source root is empty now (it was not at start) and {deletes} entries would go: holding them (--allow-empty-source to allow)"
+        ));
+    }
+    let before = source_now + deletes;
+    if guards.max_delete.exceeded(deletes, Some(before)) {
+        return Some(format!(
+            "{deletes} of {before} entries would be deleted in one batch, more than --max-delete {}: holding them",
+            guards.max_delete
+        ));
+    }
+    None
+}
+
+/// How the guards apply to one [`Applier::apply`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks {
+    /// The source root as the stream started; `None`: not known (the root
+    /// was missing then), nothing to compare with.
+    pub identity: Option<Identity>,
+    /// The operator released what was held (SIGUSR2, `--release-held`):
+    /// no delete guard applies to this one application.
+    pub released: bool,
+}
+
 /// What applying a plan did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -136,6 +304,16 @@ pub struct Report {
     pub refused_deletes: u64,
     /// Why deletions were refused, for the log and the result record.
     pub refusal: Option<String>,
+    /// Listed paths whose deletion was held (the rest was applied).
+    pub held_paths: Vec<WirePath>,
+    /// Subtrees synced without their deletions, which are held.
+    pub held_subtrees: Vec<WirePath>,
+    /// The source root is not the one the stream started with: nothing
+    /// was applied, the whole plan is held.
+    pub held_everything: bool,
+    /// rsync had to create the target root (remote targets): it was
+    /// removed, and what the batch sent is all it holds now.
+    pub created_root: bool,
     /// Renames done on the target without resending data.
     pub renamed: u64,
     pub duration: Duration,
@@ -144,6 +322,11 @@ pub struct Report {
 impl Report {
     pub fn succeeded(&self) -> bool {
         self.outcome.is_none_or(|o| o == Outcome::Success)
+    }
+
+    /// Something a guard refused is held back for later.
+    pub fn held(&self) -> bool {
+        self.held_everything || !self.held_paths.is_empty() || !self.held_subtrees.is_empty()
     }
 }
 
@@ -159,14 +342,15 @@ pub struct Applier<'a> {
 impl Applier<'_> {
     /// Applies `plan` (taken by value: failed renames turn into data
     /// transfers). `delete` says whether deletions propagate at all;
-    /// `known_entries` is the target's size as last seen, for `P%` limits on
-    /// batches. Err only when rsync or ssh cannot be started.
+    /// `checks` what the delete guards compare with. Deletions a guard
+    /// refuses are named in the report as held, never just dropped. Err
+    /// only when rsync or ssh cannot be started.
     pub fn apply(
         &self,
         source: &Path,
         mut plan: Plan,
         delete: bool,
-        known_entries: Option<u64>,
+        checks: Checks,
     ) -> anyhow::Result<Report> {
         let started = Instant::now();
         let mut report = Report::default();
@@ -179,6 +363,25 @@ impl Applier<'_> {
                 return Ok(report);
             }
         };
+        // Every application that may delete first makes sure the source is
+        // still the root it was: an unmounted disk's empty mount point or a
+        // replaced directory would otherwise delete what the batch lists.
+        if let (true, false, Some(before)) = (delete, checks.released, &checks.identity) {
+            if let Some(why) = before.recheck(source) {
+                report.held_everything = true;
+                report.refused_deletes = plan
+                    .paths
+                    .iter()
+                    .filter(|p| matches!(source_state(source, p), Ok(false)))
+                    .count() as u64;
+                report.refusal = Some(format!(
+                    "{why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
+                    self.target
+                ));
+                report.duration = started.elapsed();
+                return Ok(report);
+            }
+        }
         // A rename removes the old name on the target: with deletions off
         // (--delete false, or startup while running) send the new name instead.
         if !delete {
@@ -215,15 +418,31 @@ impl Applier<'_> {
                 } else {
                     missing.len() as u64
                 };
-                if self.guards.max_delete.exceeded(n, known_entries) {
+                // The source's size only matters to a percentage over the floor.
+                let source_now = match self.guards.max_delete {
+                    MaxDelete::Percent(_) if n > PERCENT_FLOOR => {
+                        count_entries(source).saturating_sub(1)
+                    }
+                    _ => 0,
+                };
+                let case = DeleteCase {
+                    deletes: n,
+                    source_now,
+                    empty_now: empty,
+                    empty_at_start: checks.identity.is_some_and(|i| i.empty),
+                };
+                let verdict = if checks.released {
+                    None
+                } else {
+                    judge_deletes(self.guards, case)
+                };
+                if let Some(why) = verdict {
                     report.refused_deletes += n;
-                    report.refusal = Some(format!(
-                        "refusing to delete {n} entries on {} in one batch (--max-delete {}); the rest is applied",
-                        self.target, self.guards.max_delete
-                    ));
-                    let missing: std::collections::HashSet<WirePath> =
-                        missing.into_iter().collect();
-                    list.retain(|p| !missing.contains(p));
+                    report.refusal = Some(format!("{why} on {}; the rest is applied", self.target));
+                    let held: std::collections::HashSet<WirePath> =
+                        missing.iter().cloned().collect();
+                    list.retain(|p| !held.contains(p));
+                    report.held_paths = missing;
                 }
             }
             if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
@@ -233,6 +452,9 @@ impl Applier<'_> {
                         report.stats.transferred_size += done.bytes;
                         report.stats.deleted += done.deleted;
                         report.outcome = Some(Outcome::Success);
+                        for why in &done.skipped {
+                            crate::log_warn!("{}: skipped {why}", self.target);
+                        }
                     }
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
@@ -306,14 +528,16 @@ impl Applier<'_> {
                 // would be created, plus what would be deleted.
                 let before =
                     (dry.stats.files + dry.stats.deleted).saturating_sub(dry.stats.created);
-                if empty && dry.stats.deleted > 0 && !self.guards.allow_empty_source {
+                if checks.released || dry.stats.deleted == 0 {
+                    // Released by the operator, or nothing to weigh.
+                } else if empty && !self.guards.allow_empty_source {
                     // An unmounted disk looks empty: never wipe a replica
                     // from it. (A batch's explicit deletes still apply: the
                     // last file of a tree can be deleted.)
                     delete = false;
                     report.refused_deletes += dry.stats.deleted;
                     report.refusal = Some(format!(
-                        "source root {} is empty but {} entries would go on {}: not deleting (--allow-empty-source to allow)",
+                        "source root {} is empty but {} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
                         source.display(),
                         dry.stats.deleted,
                         self.target
@@ -326,9 +550,12 @@ impl Applier<'_> {
                     delete = false;
                     report.refused_deletes += dry.stats.deleted;
                     report.refusal = Some(format!(
-                        "refusing to delete {} of {before} entries on {} (--max-delete {}); syncing without deletions",
+                        "refusing to delete {} of {before} entries on {} (--max-delete {}); syncing without deletions, holding them",
                         dry.stats.deleted, self.target, self.guards.max_delete
                     ));
+                }
+                if !delete {
+                    report.held_subtrees = plan.subtrees.clone();
                 }
             }
             self.run(
@@ -349,7 +576,16 @@ impl Applier<'_> {
         dry_run: bool,
         list: &[WirePath],
     ) -> anyhow::Result<rsync::RunResult> {
-        let args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        // On a remote target only rsync sees the root: with names listed it
+        // says when it had to create it (a batch's names, never a full
+        // sync's; rsync escapes newlines in names, so no name fakes a line).
+        if !dry_run
+            && matches!(transfer, Transfer::Paths { .. })
+            && !matches!(self.target.location, Location::Local(_))
+        {
+            args.insert(0, "--info=name1".into());
+        }
         let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
         rsync::run(&args, &list)
     }
@@ -362,6 +598,7 @@ impl Applier<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let result = self.rsync(source, transfer, false, list)?;
+        report.created_root |= result.created_root;
         report.stats.add(result.stats);
         report.code = result.code;
         report.outcome = Some(result.outcome);
@@ -376,8 +613,14 @@ impl Applier<'_> {
     fn rename(&self, plan: &mut Plan, report: &mut Report) {
         let result = match &self.target.location {
             Location::Local(root) => rename_local(root, plan),
-            Location::Ssh { user, host, .. } => self.rename_ssh(user.as_deref(), host, plan),
-            Location::Daemon { .. } => Err("an rsync daemon cannot rename".into()),
+            // A shell `mv` on the remote resolves both names through
+            // whatever symlinks the target holds, so a planted link would
+            // move files out of or into the target: the new name's data is
+            // sent by rsync instead (rsync resolves safely on the receiver).
+            Location::Ssh { .. } | Location::Daemon { .. } => {
+                plan.without_renames();
+                return;
+            }
         };
         match result {
             Ok(()) => report.renamed += plan.renames.len() as u64,
@@ -391,79 +634,10 @@ impl Applier<'_> {
         }
     }
 
-    fn rename_ssh(&self, user: Option<&str>, host: &str, plan: &Plan) -> Result<(), String> {
-        let mut script = Vec::new();
-        for r in &plan.renames {
-            let from = self.target.remote_path(&r.from).ok_or("no shell")?;
-            let to = self.target.remote_path(&r.to).ok_or("no shell")?;
-            let parent = self
-                .target
-                .remote_path(&r.to.parent().unwrap_or_else(WirePath::root))
-                .ok_or("no shell")?;
-            if !script.is_empty() {
-                script.extend_from_slice(b" && ");
-            }
-            // -T: never move *into* an existing directory of the new name.
-            script.extend_from_slice(b"mkdir -p -- ");
-            script.extend_from_slice(&rsync::quote_for_shell(&parent));
-            script.extend_from_slice(b" && mv -f -T -- ");
-            script.extend_from_slice(&rsync::quote_for_shell(&from));
-            script.push(b' ');
-            script.extend_from_slice(&rsync::quote_for_shell(&to));
-            // Many renames go in several connections rather than one
-            // command line that grows with the batch.
-            if script.len() > MAX_SCRIPT {
-                self.ssh(user, host, std::mem::take(&mut script), &[])?;
-            }
-        }
-        if !script.is_empty() {
-            self.ssh(user, host, script, &[])?;
-        }
-        Ok(())
-    }
-
-    /// Runs `script` with the remote user's shell, `input` on its stdin.
-    fn ssh(
-        &self,
-        user: Option<&str>,
-        host: &str,
-        script: Vec<u8>,
-        input: &[u8],
-    ) -> Result<(), String> {
-        let mut cmd = rsync::clean_command("ssh");
-        cmd.args(self.settings.ssh.args());
-        if let Some(user) = user {
-            cmd.arg("-l").arg(user);
-        }
-        cmd.arg("--")
-            .arg(host)
-            .arg(OsString::from_vec(script))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("starting ssh: {e}"))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let err_thread = std::thread::spawn(move || {
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err);
-            err
-        });
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"))?;
-        let err = err_thread.join().unwrap_or_default();
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("ssh exited with {status}: {}", err.trim()))
-        }
-    }
-
     /// Deletes `missing` on the target without rsync, for an rsync whose
     /// `--delete-missing-args` is broken (RsyncProject/rsync issue 910):
-    /// natively here, with `xargs -0 rm -rf` fed on stdin over ssh. A
-    /// daemon has no shell: the parents are synced whole instead.
+    /// natively here (beneath the root, never through a symlink); for ssh
+    /// and daemon targets the parents are synced whole instead.
     fn delete_without_rsync(
         &self,
         missing: &[WirePath],
@@ -471,29 +645,18 @@ impl Applier<'_> {
     ) -> Result<(), String> {
         match &self.target.location {
             Location::Local(root) => {
+                let beneath = crate::beneath::Root::open(root)
+                    .map_err(|e| format!("opening {}: {e}", root.display()))?;
                 for p in missing {
-                    let path = join(root, p);
-                    crate::direct::remove(&path)
-                        .map_err(|e| format!("deleting {}: {e}", path.display()))?;
+                    crate::direct::remove(&beneath, p)
+                        .map_err(|e| format!("deleting {}: {e}", join(root, p).display()))?;
                 }
                 Ok(())
             }
-            Location::Ssh { user, host, .. } => {
-                let root = self
-                    .target
-                    .remote_path(&WirePath::root())
-                    .ok_or("no shell")?;
-                let mut script = b"cd -- ".to_vec();
-                script.extend_from_slice(&rsync::quote_for_shell(&root));
-                script.extend_from_slice(b" && xargs -0 -r rm -rf --");
-                let mut list = Vec::new();
-                for p in missing {
-                    list.extend_from_slice(p.as_bytes());
-                    list.push(0);
-                }
-                self.ssh(user.as_deref(), host, script, &list)
-            }
-            Location::Daemon { .. } => {
+            // `rm -rf` in a remote shell would resolve through a planted
+            // symlinked directory: rsync deletes there instead, by syncing
+            // the parents (like a daemon, which has no shell).
+            Location::Ssh { .. } | Location::Daemon { .. } => {
                 for p in missing {
                     plan_subtrees.push(p.parent().unwrap_or_else(WirePath::root));
                 }
@@ -502,9 +665,6 @@ impl Applier<'_> {
         }
     }
 }
-
-/// Longest remote command line pushd builds (well below ARG_MAX).
-const MAX_SCRIPT: usize = 32 << 10;
 
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
 /// any other failure to look is an error, never a reason to delete.
@@ -546,19 +706,34 @@ fn count_entries(path: &Path) -> u64 {
     1 + below
 }
 
+/// Renames on a local target through directory descriptors resolved
+/// beneath the root without following symlinks: a planted symlink in either
+/// path fails the rename (the data is then sent instead), it never leads it
+/// outside. Missing parents of the new name are created the same way.
 fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
+    use crate::beneath::{self, Root};
+    let beneath = Root::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
     for r in &plan.renames {
         let from = join(root, &r.from);
         let to = join(root, &r.to);
-        std::fs::symlink_metadata(&from)
+        let (from_dir, from_name) = beneath
+            .parent(&r.from)
             .map_err(|e| format!("{} is not on the target: {e}", from.display()))?;
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
-            .map_err(|e| format!("{e:#}"))?;
+        beneath::stat_at(&from_dir, &from_name)
+            .map_err(|e| format!("reading {}: {e}", from.display()))?
+            .ok_or_else(|| format!("{} is not on the target", from.display()))?;
+        let (to_parent, to_name) = beneath::split(&r.to).map_err(|e| e.to_string())?;
+        let to_dir = beneath::make_dirs(&beneath, &to_parent)
+            .map_err(|e| format!("creating the parent of {}: {e}", to.display()))?;
+        nix::fcntl::renameat(
+            &from_dir,
+            beneath::p(&from_name),
+            &to_dir,
+            beneath::p(&to_name),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+        .map_err(|e| format!("{e:#}"))?;
     }
     Ok(())
 }
@@ -620,6 +795,120 @@ mod tests {
         assert!(!half.exceeded(60, None));
         assert!(MaxDelete::Count(3).exceeded(4, None));
         assert!(!MaxDelete::Count(3).exceeded(3, None));
+    }
+
+    fn case(deletes: u64, source_now: u64) -> DeleteCase {
+        DeleteCase {
+            deletes,
+            source_now,
+            empty_now: source_now == 0,
+            empty_at_start: false,
+        }
+    }
+
+    #[test]
+    fn guard_weighs_deletions_against_the_tree_as_it_is_now() {
+        let half = Guards::default();
+        // A tree empty at start that grew to 40: 15 of 40 is fine, 33 is not.
+        assert_eq!(judge_deletes(&half, case(15, 25)), None);
+        assert!(judge_deletes(&half, case(33, 7)).is_some());
+        // 100% never trips on a tree that still holds what goes.
+        let all = Guards {
+            max_delete: MaxDelete::Percent(100.0),
+            ..Guards::default()
+        };
+        assert_eq!(judge_deletes(&all, case(33, 7)), None);
+        // The floor: a handful of deletions is never a percentage problem,
+        // and deleting the last files of a tree is not an emptied source.
+        assert_eq!(judge_deletes(&half, case(PERCENT_FLOOR, 0)), None);
+        // An emptied source holds more than a handful, whatever the limit.
+        let why = judge_deletes(&all, case(30, 0)).unwrap();
+        assert!(why.contains("empty"), "{why}");
+        let allowed = Guards {
+            allow_empty_source: true,
+            ..all.clone()
+        };
+        assert_eq!(judge_deletes(&allowed, case(30, 0)), None);
+        // Empty at start and empty again: the percentage decides.
+        let fresh = DeleteCase {
+            empty_at_start: true,
+            ..case(30, 0)
+        };
+        assert_eq!(judge_deletes(&all, fresh), None);
+        assert!(judge_deletes(&half, fresh).is_some());
+        // An absolute count ignores sizes.
+        let count = Guards {
+            max_delete: MaxDelete::Count(5),
+            ..Guards::default()
+        };
+        assert!(judge_deletes(&count, case(6, 1000)).is_some());
+        assert_eq!(judge_deletes(&count, case(5, 0)), None);
+        assert_eq!(judge_deletes(&half, case(0, 0)), None);
+    }
+
+    #[test]
+    fn identity_changes() {
+        let id = |dev, ino, born| RootId {
+            dev,
+            ino,
+            born: Some(Duration::from_secs(born)),
+        };
+        let at_start = Identity {
+            id: id(1, 2, 10),
+            mount: true,
+            empty: false,
+        };
+        let root = Path::new("/src");
+        assert_eq!(at_start.changed(&at_start, root), None);
+        // Emptied in place is the same root (the delete guard weighs that).
+        let emptied = Identity {
+            empty: true,
+            ..at_start
+        };
+        assert_eq!(at_start.changed(&emptied, root), None);
+        let unmounted = Identity {
+            id: id(9, 2, 10),
+            mount: false,
+            ..at_start
+        };
+        assert!(at_start
+            .changed(&unmounted, root)
+            .unwrap()
+            .contains("mount point"));
+        // Removed and made again, even with the same inode number.
+        let remade = Identity {
+            id: id(1, 2, 11),
+            ..at_start
+        };
+        assert!(at_start
+            .changed(&remade, root)
+            .unwrap()
+            .contains("not the directory"));
+        // A plain directory that was never a mount point may become one
+        // over it (a bind mount): different device, caught too.
+        let plain = Identity {
+            mount: false,
+            ..at_start
+        };
+        let mounted_over = Identity {
+            id: id(3, 1, 5),
+            mount: true,
+            ..at_start
+        };
+        assert!(plain.changed(&mounted_over, root).is_some());
+        // What Identity::of reads from a real directory.
+        let dir = tempfile_dir().unwrap();
+        let real = Identity::of(&dir).unwrap();
+        assert!(real.empty && !real.mount);
+        assert_eq!(real.changed(&Identity::of(&dir).unwrap(), &dir), None);
+        assert_eq!(real.recheck(&dir), None);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(real.recheck(&dir).unwrap().contains("not there"));
+        std::fs::create_dir(&dir).unwrap();
+        let again = Identity::of(&dir).unwrap();
+        assert!(real.changed(&again, &dir).is_some(), "{real:?} {again:?}");
+        assert!(real.recheck(&dir).is_some());
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]
@@ -694,7 +983,7 @@ mod tests {
                 from: None,
             },
         ]);
-        let report = applier.apply(&src, plan, true, None).unwrap();
+        let report = applier.apply(&src, plan, true, Checks::default()).unwrap();
         assert!(report.succeeded(), "{report:?}");
         assert!(!dst.join("gone").exists() && !dst.join("-file").exists());
         assert_eq!(std::fs::read(dst.join("kept/new")).unwrap(), b"n");

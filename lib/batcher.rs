@@ -209,6 +209,7 @@ mod tests {
             host: "h".into(),
             ts: Timestamp("t".into()),
             producer: "test/0".into(),
+            backend: None,
         })
     }
 

@@ -70,8 +70,7 @@ pub fn parse<A: clap::Parser>(bin: &'static str) -> A {
             std::process::exit(0);
         }
         Some("--print-man") => {
-            let man = clap_mangen::Man::new(A::command().name(bin));
-            if let Err(e) = man.render(&mut std::io::stdout()) {
+            if let Err(e) = crate::manpage::render(A::command(), bin, &mut std::io::stdout()) {
                 eprintln!("{bin}: writing the man page: {e}");
                 std::process::exit(Code::Failure as i32);
             }
@@ -125,14 +124,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 15, 15s, 500ms or 2m"))
 }
 
+/// A count of at least 1, said plainly when it is not one (clap's own
+/// message is "number would be zero for non-zero type").
+pub fn parse_count(text: &str) -> Result<std::num::NonZeroUsize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => {
+            Err("0 is not allowed: give at least 1, or leave the option out for no limit".into())
+        }
+        Ok(n) => Ok(std::num::NonZeroUsize::new(n).expect("not 0")),
+        Err(_) => Err(format!(
+            "{text:?} is not a count; write a whole number such as 1000"
+        )),
+    }
+}
+
 /// The exit-code table, for the end of every `--help`.
-pub fn exit_codes_help() -> String {
-    Code::help_table()
+pub fn exit_codes_help(bin: &str) -> String {
+    Code::help_table(bin)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_what_is_wrong() {
+        assert_eq!(parse_count("5").unwrap().get(), 5);
+        assert!(parse_count("0").unwrap_err().contains("at least 1"));
+        assert!(parse_count("-3").unwrap_err().contains("whole number"));
+    }
 
     #[test]
     fn durations() {

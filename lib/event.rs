@@ -47,6 +47,10 @@ pub struct Header {
     pub ts: Timestamp,
     /// Who wrote the stream, `name/version`.
     pub producer: String,
+    /// How the producer watches (`inotify`, `fanotify`); optional, for
+    /// people and logs: the stream means the same either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// What happened to a path.
@@ -313,7 +317,6 @@ impl Record {
         #[serde(tag = "type", rename_all = "lowercase")]
         enum Tagged<'a> {
             Header(&'a Header),
-            Event(&'a Event),
             End(&'a End),
             Batch(&'a Batch),
             #[serde(rename = "result")]
@@ -321,7 +324,10 @@ impl Record {
         }
         let tagged = match self {
             Record::Header(h) => Tagged::Header(h),
-            Record::Event(e) => Tagged::Event(e),
+            Record::Event(e) => {
+                crate::eventwrite::write_event_line(e, out);
+                return Ok(());
+            }
             Record::End(e) => Tagged::End(e),
             Record::Batch(b) => Tagged::Batch(b),
             Record::Applied(a) => Tagged::Applied(a),
@@ -502,18 +508,20 @@ mod proptests {
                 path(),
                 any::<String>(),
                 ts(),
-                any::<String>()
+                any::<String>(),
+                prop::option::of("[a-z]{1,9}"),
             )
-                .prop_map(|(v, stream, root, host, ts, producer)| Record::Header(
-                    Header {
+                .prop_map(|(v, stream, root, host, ts, producer, backend)| {
+                    Record::Header(Header {
                         v,
                         stream,
                         root,
                         host,
                         ts,
-                        producer
-                    }
-                )),
+                        producer,
+                        backend,
+                    })
+                }),
             (
                 any::<u64>(),
                 ts(),

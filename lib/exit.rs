@@ -28,8 +28,8 @@ pub enum Code {
     HostKey = 7,
     /// No ssh server answers at that host and port.
     Unreachable = 8,
-    /// bisync: changes were made and both replicas agree now (0 means
-    /// they already did).
+    /// bisync --exit-changes: changes were made and both replicas agree
+    /// now (without the flag that is 0, like "nothing needed doing").
     Synced = 9,
     /// bisync: synced, and conflicts were kept as `NAME.conflict-…` copies
     /// for a person to look at.
@@ -38,8 +38,13 @@ pub enum Code {
     /// a rerun picks them up.
     Incomplete = 11,
     /// bisync: a guard stopped the run before anything changed (a replica
-    /// emptied, or more deletions than --max-delete allows).
+    /// emptied, or more deletions than --max-delete allows); pushd: the
+    /// input ended with deletions a guard holds.
     Refused = 12,
+    /// bisync: (nearly) every file on one replica changed since the last
+    /// sync (a restored backup, a touched tree, a clock jump); nothing was
+    /// changed. `--force` goes ahead.
+    MassChange = 13,
 }
 
 impl Code {
@@ -80,7 +85,7 @@ impl Code {
         ),
         (
             Code::Synced,
-            "bisync: changes made, replicas agree (0: nothing needed doing)",
+            "bisync --exit-changes: changes made, replicas agree",
         ),
         (Code::Conflicts, "bisync: synced, conflicts kept as copies"),
         (
@@ -89,14 +94,50 @@ impl Code {
         ),
         (
             Code::Refused,
-            "bisync: a guard stopped the run; nothing changed",
+            "a guard held deletions (pushd: at the end of input; bisync: the run, nothing changed)",
+        ),
+        (
+            Code::MassChange,
+            "bisync: (nearly) all files changed on one side; nothing changed (--force)",
         ),
     ];
 
-    /// The table as text for the end of `--help`.
-    pub fn help_table() -> String {
+    /// The codes program `bin` can exit with; the whole table for a name
+    /// it does not know.
+    pub fn used_by(bin: &str) -> &'static [Code] {
+        use Code::*;
+        match bin {
+            "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
+            "batchd" | "pushd" => &[Ok, Failure, Usage],
+            "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
+            "bisync" => &[
+                Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
+                Refused,
+            ],
+            _ => &[
+                Ok,
+                Failure,
+                Usage,
+                NoSource,
+                SourceGone,
+                Limit,
+                Auth,
+                HostKey,
+                Unreachable,
+                Synced,
+                Conflicts,
+                Incomplete,
+                Refused,
+            ],
+        }
+    }
+
+    /// The lines of the table that program `bin` uses, as text for the end
+    /// of its `--help` (the README has the whole table).
+    pub fn help_table(bin: &str) -> String {
+        let used = Self::used_by(bin);
         let mut s = String::from("Exit codes:\n");
-        for (code, what) in Self::TABLE {
+        for (code, what) in Self::TABLE.iter().filter(|(c, _)| used.contains(c)) {
             s.push_str(&format!("  {:>2}  {what}\n", *code as u8));
         }
         s
@@ -147,6 +188,17 @@ mod tests {
         assert_eq!(code_of(&err), Code::Limit);
         assert_eq!(format!("{err:#}"), "watching /data: too few watches");
         assert_eq!(code_of(&anyhow::anyhow!("x")), Code::Failure);
+    }
+
+    #[test]
+    fn each_help_lists_only_its_own_codes() {
+        let batchd = Code::help_table("batchd");
+        assert!(batchd.contains("bad flags"));
+        assert!(!batchd.contains("bisync"), "{batchd}");
+        assert!(!Code::help_table("watchd").contains("ssh"));
+        assert!(Code::help_table("keysetup").contains("host key"));
+        assert!(!Code::help_table("keysetup").contains("bisync"));
+        assert!(Code::help_table("bisync").contains("conflicts"));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Interruptible<R> {
     signals: Signals,
     idle: Box<dyn FnMut() + Send>,
     every: Duration,
+    /// What to do with a signal other than SIGTERM/SIGINT.
+    other: Option<Box<dyn FnMut(Signal) + Send>>,
 }
 
 impl<R: Read + AsFd> Interruptible<R> {
@@ -41,7 +43,15 @@ impl<R: Read + AsFd> Interruptible<R> {
             signals,
             idle,
             every,
+            other: None,
         }
+    }
+
+    /// Hands every other blocked signal (SIGHUP, SIGUSR1, SIGUSR2) to
+    /// `handler` instead of ignoring it.
+    pub fn on_signal(mut self, handler: Box<dyn FnMut(Signal) + Send>) -> Self {
+        self.other = Some(handler);
+        self
     }
 }
 
@@ -72,7 +82,10 @@ impl<R: Read + AsFd> Read for Interruptible<R> {
                         Signal::SIGTERM | Signal::SIGINT => {
                             return Err(io::Error::other(Stopped(signal)))
                         }
-                        other => crate::log_info!("ignoring {other}"),
+                        other => match &mut self.other {
+                            Some(handler) => handler(other),
+                            None => crate::log_info!("ignoring {other}"),
+                        },
                     }
                 }
             }

@@ -7,16 +7,21 @@
 pub mod apply;
 pub mod batchd;
 pub mod batcher;
+pub mod beneath;
 pub mod bisync;
 pub mod cli;
 pub mod direct;
 pub mod event;
+mod eventwrite;
 pub mod exclude;
 pub mod exit;
 pub mod fold;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod interruptible;
 pub mod keys;
 pub mod log;
+pub mod manpage;
 pub mod mounts;
 pub mod plan;
 pub mod push;

@@ -15,8 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::sys::signal::Signal;
 
-use crate::apply::{Applier, Guards};
+use crate::apply::{Applier, Checks, Guards, Identity, RootId};
 use crate::event::{Applied, Change, ChangeOp, Event, Record, Timestamp};
 use crate::fold::Fold;
 use crate::interruptible::{is_stop, Interruptible};
@@ -26,7 +27,7 @@ use crate::rsync::{Outcome, RsyncSettings};
 use crate::signals::Signals;
 use crate::stream::{Item, RecordReader};
 use crate::systemd::Systemd;
-use crate::target::Target;
+use crate::target::{Location, Target};
 use crate::wirepath::WirePath;
 use crate::{log_error, log_info, log_notice, log_warn};
 
@@ -82,6 +83,9 @@ pub struct Config {
     /// `--connect`: read a writer's socket (resuming where the state file
     /// says) instead of stdin.
     pub connect: Option<PathBuf>,
+    /// `--release-held`: the start-up transfer of each target applies
+    /// what the delete guards would hold (the operator checked the source).
+    pub release_held: bool,
 }
 
 /// Runs pushd on its configured input (stdin, or `--connect`'s socket)
@@ -130,6 +134,8 @@ enum Work {
     FullSync,
     /// One raw watcher event (each is its own batch).
     Event(Event),
+    /// SIGUSR2: apply what the delete guards hold, once.
+    Release,
     /// SIGTERM/SIGINT: end after the transfer in progress.
     Stop,
 }
@@ -139,7 +145,8 @@ struct Shared {
     out: Mutex<Box<dyn Write + Send>>,
     state: Option<Mutex<StateFile>>,
     slots: (Mutex<usize>, Condvar),
-    lag: Mutex<Vec<(String, u64)>>,
+    /// Per target: name, seqs behind, deletions held.
+    lag: Mutex<Vec<(String, u64, u64)>>,
     systemd: Mutex<Systemd>,
     writing: std::sync::atomic::AtomicBool,
     /// Targets whose start-up sync has not ended yet: systemd hears
@@ -149,6 +156,8 @@ struct Shared {
     syncing: std::sync::atomic::AtomicBool,
     /// When systemd was last asked for more start-up time.
     extended: Mutex<Option<Instant>>,
+    /// Targets that ended their input with deletions held.
+    held_at_end: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -189,11 +198,12 @@ impl Shared {
 
     /// Records a target's lag (seqs behind) and updates `STATUS=`: at once
     /// when a target falls behind or catches up, else at most every few seconds.
-    fn set_lag(&self, index: usize, lag: u64) {
+    fn set_lag(&self, index: usize, lag: u64, held: u64) {
         let (status, changed) = {
             let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = (table[index].1 == 0) != (lag == 0);
+            let changed = (table[index].1 == 0) != (lag == 0) || table[index].2 != held;
             table[index].1 = lag;
+            table[index].2 = held;
             (lag_text(&table), changed)
         };
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,11 +223,17 @@ impl Shared {
     }
 }
 
-/// `STATUS=` text: how far behind each target is.
-fn lag_text(table: &[(String, u64)]) -> String {
+/// `STATUS=` text: how far behind each target is, and which are held.
+fn lag_text(table: &[(String, u64, u64)]) -> String {
     table
         .iter()
-        .map(|(name, lag)| format!("{name}: {lag} behind"))
+        .map(|(name, lag, held)| {
+            if *held > 0 {
+                format!("{name}: {lag} behind, HELD: {held} deletions refused by a guard (SIGUSR2 releases)")
+            } else {
+                format!("{name}: {lag} behind")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -238,7 +254,13 @@ pub fn run_with(
         config.rsync.delete_missing_args_works = false;
     }
     // Blocked before any thread starts, so every thread inherits the mask.
-    let signals = Signals::standard()?;
+    let signals = Signals::block(&[
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ])?;
     let state = match &config.state {
         Some(path) => Some(Mutex::new(StateFile::load(path)?)),
         None => None,
@@ -247,12 +269,19 @@ pub fn run_with(
         out: Mutex::new(output),
         state,
         slots: (Mutex::new(config.max_procs.max(1)), Condvar::new()),
-        lag: Mutex::new(config.targets.iter().map(|t| (t.name.clone(), 0)).collect()),
+        lag: Mutex::new(
+            config
+                .targets
+                .iter()
+                .map(|t| (t.name.clone(), 0, 0))
+                .collect(),
+        ),
         systemd: Mutex::new(Systemd::from_env()),
         writing: std::sync::atomic::AtomicBool::new(true),
         starting: Mutex::new(config.targets.len()),
         syncing: std::sync::atomic::AtomicBool::new(false),
         extended: Mutex::new(None),
+        held_at_end: Mutex::new(Vec::new()),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -274,6 +303,7 @@ pub fn run_with(
         .unwrap_or_else(|e| e.into_inner())
         .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
+    let releasers = senders.clone();
     let input = Interruptible::new(
         input,
         signals,
@@ -294,7 +324,17 @@ pub fn run_with(
                 }
             }
         }),
-    );
+    )
+    .on_signal(Box::new(move |signal| {
+        if signal == Signal::SIGUSR2 {
+            log_notice!("SIGUSR2: releasing the deletions the guards hold");
+            for tx in &releasers {
+                let _ = tx.send(Work::Release);
+            }
+        } else {
+            log_info!("ignoring {signal}");
+        }
+    }));
     let read = read_stream(BufReader::new(input), &senders, &shared);
     if let Ok(Some(signal)) = &read {
         log_info!("stopping on {signal} once the transfers in progress end");
@@ -318,6 +358,20 @@ pub fn run_with(
     }
     if read?.is_some() {
         return Ok(());
+    }
+    let held = shared
+        .held_at_end
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !unfinished.is_empty() && unfinished.iter().all(|name| held.contains(name)) {
+        return Err(crate::exit::coded(
+            crate::exit::Code::Refused,
+            format!(
+                "deletions held by a guard on {} when the input ended; check the source, then rerun with --release-held",
+                unfinished.join(", ")
+            ),
+        ));
     }
     if !unfinished.is_empty() {
         anyhow::bail!(
@@ -456,8 +510,28 @@ struct Worker<'a> {
     /// distinct paths, not the events, while a target is down.
     pending: Fold,
     pending_first: Option<u64>,
-    /// Entries on the target after the last full sync (for `P%` limits).
-    known_entries: Option<u64>,
+    /// Changes whose deletions a guard refused: kept here, rechecked every
+    /// `retry.max` and applied once the guard passes or the operator
+    /// releases them. Never dropped.
+    held: Fold,
+    /// First seq whose changes are held: `--state` never records more than
+    /// the seq before it, so a restart replays them.
+    held_first: Option<u64>,
+    /// Deletions held (for the result record and `STATUS=`); 0 when none.
+    held_count: u64,
+    /// When held changes are looked at again.
+    recheck_at: Instant,
+    /// The operator released what is held (SIGUSR2, `--release-held`):
+    /// the next transfer applies it without the delete guards.
+    release: bool,
+    /// The source root when the stream started (see [`Identity`]).
+    identity: Option<Identity>,
+    /// A local target root's device and inode after the last transfer: a
+    /// root removed or replaced since then gets a full sync.
+    target_root: Option<RootId>,
+    /// A transfer has succeeded on this target (a remote root that rsync
+    /// must create after that was removed meanwhile).
+    synced: bool,
     attempt: u32,
     delay: Duration,
     next_try: Instant,
@@ -485,7 +559,14 @@ impl<'a> Worker<'a> {
             seen: 0,
             pending: Fold::new(),
             pending_first: None,
-            known_entries: None,
+            held: Fold::new(),
+            held_first: None,
+            held_count: 0,
+            recheck_at: Instant::now(),
+            release: config.release_held,
+            identity: None,
+            target_root: None,
+            synced: false,
             attempt: 0,
             delay: config.retry.min,
             next_try: Instant::now(),
@@ -498,16 +579,29 @@ impl<'a> Worker<'a> {
         !self.pending.is_empty()
     }
 
+    /// When the next transfer is due, if one is: pending changes at the
+    /// retry clock, held ones at once when released, else at their recheck.
+    fn due(&self) -> Option<Instant> {
+        if self.has_work() {
+            Some(self.next_try)
+        } else if self.held.is_empty() {
+            None
+        } else if self.release {
+            Some(self.next_try)
+        } else {
+            Some(self.recheck_at.max(self.next_try))
+        }
+    }
+
     /// Runs until the input ends and the queue is empty. `Err(name)` when
     /// changes were left unapplied.
     fn run(mut self, rx: Receiver<Work>) -> Result<(), String> {
         let mut open = true;
         while open || self.has_work() {
             if open {
-                let wait = if self.has_work() {
-                    self.next_try.saturating_duration_since(Instant::now())
-                } else {
-                    Duration::from_secs(3600)
+                let wait = match self.due() {
+                    Some(at) => at.saturating_duration_since(Instant::now()),
+                    None => Duration::from_secs(3600),
                 };
                 match rx.recv_timeout(wait) {
                     Ok(work) => {
@@ -526,7 +620,7 @@ impl<'a> Worker<'a> {
             } else {
                 thread::sleep(self.next_try.saturating_duration_since(Instant::now()));
             }
-            if self.has_work() && Instant::now() >= self.next_try {
+            if self.due().is_some_and(|at| Instant::now() >= at) {
                 let succeeded = self.transfer();
                 if !succeeded && !open && self.delay >= self.config.retry.max {
                     log_error!(
@@ -538,6 +632,23 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        if !self.held.is_empty() {
+            // One last look: the source may have come back meanwhile.
+            self.transfer();
+        }
+        if !self.held.is_empty() {
+            log_error!(
+                "{}: input ended with {} deletions held by a guard (not applied)",
+                self.target,
+                self.held_count
+            );
+            self.shared
+                .held_at_end
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.target.name.clone());
+            return Err(self.target.name.clone());
+        }
         Ok(())
     }
 
@@ -545,6 +656,18 @@ impl<'a> Worker<'a> {
     fn take(&mut self, work: Work) -> bool {
         match work {
             Work::Stop => return false,
+            Work::Release => {
+                if self.held.is_empty() {
+                    log_info!("{}: nothing held to release", self.target);
+                } else {
+                    log_notice!(
+                        "{}: released by the operator: applying {} held deletions",
+                        self.target,
+                        self.held_count
+                    );
+                    self.release = true;
+                }
+            }
             Work::FullSync => self.pending.rescan_all(),
             Work::Stream { stream, root } => {
                 let first = self.stream.is_none();
@@ -561,6 +684,18 @@ impl<'a> Worker<'a> {
                 let resumed = stored.filter(|p| p.stream == stream);
                 self.pending = Fold::new();
                 self.pending_first = None;
+                // A new stream starts with a full sync, which weighs again
+                // whatever was held under the old one.
+                self.held = Fold::new();
+                self.held_first = None;
+                self.held_count = 0;
+                self.identity = match Identity::of(&root) {
+                    Ok(identity) => Some(identity),
+                    Err(why) => {
+                        log_warn!("{}: {why}", self.target);
+                        None
+                    }
+                };
                 self.root = root;
                 self.stream = Some(stream);
                 if let Some(position) = resumed {
@@ -644,9 +779,24 @@ impl<'a> Worker<'a> {
             self.pending = Fold::new();
             return true;
         };
-        let changes = self.pending.take();
-        let first_seq = self.pending_first.take().unwrap_or(self.seen);
+        self.check_target_root();
+        // Held changes are weighed again with whatever is pending.
+        let held_first = self.held_first.take();
+        let changes = if self.held.is_empty() {
+            self.pending.take()
+        } else {
+            let mut all = std::mem::take(&mut self.held);
+            for change in self.pending.take() {
+                all.push(change);
+            }
+            all.take()
+        };
+        let first_seq = match (held_first, self.pending_first.take()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(self.seen),
+        };
         let last_seq = self.seen;
+        let released = self.release;
         let plan = Plan::from_changes(&changes);
         // A rescan of the root (an overflow, a malformed line) is a full sync too.
         let whole = plan.is_full();
@@ -664,26 +814,33 @@ impl<'a> Worker<'a> {
             direct: self.config.direct,
         };
         self.shared.acquire();
-        let report = applier.apply(
-            &self.root,
-            plan,
-            self.config.delete.allows(whole),
-            self.known_entries,
-        );
+        let checks = Checks {
+            identity: self.identity,
+            released,
+        };
+        let report = applier.apply(&self.root, plan, self.config.delete.allows(whole), checks);
         self.shared.release();
+        let mut held_now = false;
         let (ok, record) = match report {
             Ok(report) => {
                 let ok = report.succeeded();
-                if let Some(why) = &report.refusal {
-                    log_error!("{}: {why}", self.target);
+                if ok && report.created_root && self.synced && !whole {
+                    log_warn!(
+                        "{}: the target root was gone (rsync created it again): doing a full sync",
+                        self.target
+                    );
+                    self.pending.rescan_all();
                 }
-                if ok && whole {
-                    self.known_entries = Some(report.stats.files);
+                if ok && report.held() {
+                    held_now = true;
+                    self.hold(&report, &changes, first_seq);
+                } else if let Some(why) = &report.refusal {
+                    log_error!("{}: {why}", self.target);
                 }
                 let status = if !ok {
                     "failed"
-                } else if report.refusal.is_some() {
-                    "refused"
+                } else if report.held() {
+                    "held"
                 } else {
                     "ok"
                 };
@@ -753,7 +910,37 @@ impl<'a> Worker<'a> {
                 (false, record)
             }
         };
+        if ok && !held_now && self.held_count > 0 {
+            log_notice!(
+                "{}: the {} deletions held by a guard are applied now{}",
+                self.target,
+                self.held_count,
+                if released {
+                    " (released by the operator)"
+                } else {
+                    " (the guard passes again)"
+                }
+            );
+            self.held_count = 0;
+        }
         if ok {
+            if released {
+                // The operator accepted the source as it is now.
+                self.release = false;
+                self.identity = Identity::of(&self.root).ok();
+            } else if self.identity.is_none() {
+                self.identity = Identity::of(&self.root).ok();
+            }
+            self.note_target_root();
+            self.synced = true;
+        }
+        if ok {
+            // Held changes are not applied: --state stays before them.
+            let upto = match self.held_first {
+                Some(first) => first.saturating_sub(1).min(last_seq),
+                None => last_seq,
+            };
+            let last_seq = upto;
             self.applied = last_seq;
             self.attempt = 0;
             self.delay = self.config.retry.min;
@@ -778,16 +965,93 @@ impl<'a> Worker<'a> {
                 self.pending.push(change);
             }
             self.pending_first = Some(first_seq);
+            self.held_first = None;
             self.next_try = Instant::now() + self.jittered(self.delay);
             self.delay = (self.delay * 2).min(self.config.retry.max);
         }
         self.shared.emit(&Record::Applied(record));
-        self.shared
-            .set_lag(self.index, self.seen.saturating_sub(self.applied));
+        self.shared.set_lag(
+            self.index,
+            self.seen.saturating_sub(self.applied),
+            self.held_count,
+        );
         // The first attempt ends start-up even when it failed: a target that
         // is down is retried in the background, not a start that hangs.
         self.start_done();
         ok
+    }
+
+    /// Keeps what a guard refused (`report.held()`) for later, and says so
+    /// on stderr once per hold, not once per batch.
+    fn hold(&mut self, report: &crate::apply::Report, changes: &[Change], first_seq: u64) {
+        if report.held_everything {
+            for change in changes {
+                self.held.push(change.clone());
+            }
+        } else {
+            // Rechecked as updates: a path still missing on the source is
+            // deleted then, one that came back is copied.
+            for path in &report.held_paths {
+                self.held.push(Change {
+                    op: ChangeOp::Update,
+                    path: path.clone(),
+                    dir: false,
+                    from: None,
+                });
+            }
+            for path in &report.held_subtrees {
+                self.held.push(Change {
+                    op: ChangeOp::Rescan,
+                    path: path.clone(),
+                    dir: true,
+                    from: None,
+                });
+            }
+        }
+        self.held_first = Some(first_seq);
+        let why = report.refusal.clone().unwrap_or_default();
+        if self.held_count == 0 {
+            log_error!(
+                "{}: HELD: {why}. Release with: kill -USR2 {} (or restart with --release-held)",
+                self.target,
+                std::process::id()
+            );
+        } else {
+            log_info!("{}: still held: {why}", self.target);
+        }
+        self.held_count = report.refused_deletes.max(1);
+        self.recheck_at = Instant::now() + self.config.retry.max;
+    }
+
+    /// A local target root removed or replaced since the last transfer
+    /// (`rm -rf DST`): a transfer of only the pending paths would leave it
+    /// holding just those, so a full sync is queued instead.
+    fn check_target_root(&mut self) {
+        let (Some(before), Location::Local(root)) = (self.target_root, &self.target.location)
+        else {
+            return;
+        };
+        let now = std::fs::metadata(root).ok().map(|m| RootId::of(&m));
+        if now != Some(before) {
+            log_warn!(
+                "{}: the target root {} {} since the last transfer: doing a full sync",
+                self.target,
+                root.display(),
+                if now.is_none() {
+                    "disappeared"
+                } else {
+                    "was replaced"
+                }
+            );
+            self.pending.rescan_all();
+            self.target_root = None;
+        }
+    }
+
+    fn note_target_root(&mut self) {
+        if let Location::Local(root) = &self.target.location {
+            self.target_root = std::fs::metadata(root).ok().map(|m| RootId::of(&m));
+        }
     }
 
     fn start_done(&mut self) {

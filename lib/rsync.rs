@@ -252,6 +252,17 @@ pub fn quote_for_shell(arg: &[u8]) -> Vec<u8> {
     out
 }
 
+/// rsync's several stderr lines as one clean line (`a; b; c`): a log
+/// record and a result's `error` are one line each, and escaped `\n`s in
+/// the journal read badly.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What to do after rsync exits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -344,6 +355,9 @@ pub struct RunResult {
     /// rsync's stderr, trimmed, for messages.
     pub stderr: String,
     pub duration: Duration,
+    /// rsync said "created directory": the destination root was missing
+    /// (printed with `--info=name1` only).
+    pub created_root: bool,
 }
 
 /// A command with systemd's service variables removed: a child must not
@@ -395,14 +409,30 @@ pub fn run(args: &[OsString], list: &[&[u8]]) -> anyhow::Result<RunResult> {
         code,
         outcome: classify(code),
         stats: parse_stats(&out),
-        stderr: String::from_utf8_lossy(&err).trim().to_string(),
+        stderr: one_line(&String::from_utf8_lossy(&err)),
         duration: started.elapsed(),
+        created_root: out
+            .split(|&b| b == b'\n')
+            .any(|line| line.starts_with(b"created directory ")),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsync_errors_become_one_clean_line() {
+        let err = "rsync: [sender] change_dir \"/x\" failed: No such file or directory (2)\n\
+                   rsync error: some files could not be transferred (code 23) at main.c(1338)\n\n";
+        let line = one_line(err);
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(
+            line,
+            "rsync: [sender] change_dir \"/x\" failed: No such file or directory (2); \
+             rsync error: some files could not be transferred (code 23) at main.c(1338)"
+        );
+    }
 
     fn target(s: &str) -> Target {
         Target::parse(s.as_ref(), Path::new("/")).unwrap()

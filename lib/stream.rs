@@ -49,6 +49,12 @@ impl<R: BufRead> RecordReader<R> {
         self.line_no
     }
 
+    /// The bytes held for the current line (for the fuzz checks: it must
+    /// stay within the line limit whatever the input).
+    pub fn buffer_capacity(&self) -> usize {
+        self.line.capacity()
+    }
+
     /// The next record, `Ok(None)` at end of input.
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         loop {
@@ -81,7 +87,9 @@ impl<R: BufRead> RecordReader<R> {
                     if resume_is_full(&line) {
                         Item::Gap {
                             reason: format!(
-                                "line {}: the writer could not resume this reader",
+                                "input line {}: records were lost upstream (the writer's \
+                                 socket backlog no longer held what this stream's reader \
+                                 had not yet read; a larger --backlog avoids it)",
                                 self.line_no
                             ),
                         }
@@ -194,7 +202,15 @@ mod tests {
     fn a_full_resume_is_a_gap_and_a_partial_one_is_nothing() {
         let got = items(b"{\"type\":\"resume\",\"stream\":\"s\",\"full\":false}\n{\"type\":\"resume\",\"stream\":\"s\",\"full\":true}\n");
         assert_eq!(got.len(), 1);
-        assert!(matches!(&got[0], Item::Gap { .. }));
+        let Item::Gap { reason } = &got[0] else {
+            panic!("{got:?}")
+        };
+        // What happened, where, and what to do, in words a user knows.
+        assert!(
+            reason.starts_with("input line 2: records were lost"),
+            "{reason}"
+        );
+        assert!(reason.contains("--backlog"), "{reason}");
     }
 
     #[test]

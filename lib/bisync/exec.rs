@@ -255,6 +255,9 @@ mod tests {
             owners: false,
             hosts: ["ha".into(), "hb".into()],
             now: SystemTime::now(),
+            size_only: false,
+            sentinel: None,
+            force: false,
         }
     }
 

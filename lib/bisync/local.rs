@@ -13,16 +13,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, renameat, renameat2, OFlag, RenameFlags};
-use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, utimensat, Mode};
-use nix::sys::stat::{FchmodatFlags, UtimensatFlags};
+use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use super::backup;
 use super::entry::{Entry, Hash, Kind};
 use super::planner::Scan;
 use super::proto::pad;
 use super::replica::{Applied, Change, Fill, Replica};
 use super::scan::{self, entry_from_stat, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::beneath::Handle;
 use crate::exclude::Excludes;
 use crate::wirepath::WirePath;
 
@@ -33,9 +34,16 @@ pub struct LocalReplica {
     host: String,
     root_user: bool,
     owners: bool,
+    /// Whether owners and set-id bits may be taken from the other side at
+    /// all: always for a local replica (the user runs both ends); for
+    /// `--serve` only with its own `--owners`, so a client (a restricted
+    /// key used as root) cannot plant a setuid-root file.
+    trust_owners: bool,
     /// The last parent directory resolved, reused while changes stay in it.
     cached: Option<(WirePath, OwnedFd)>,
     temp_counter: u64,
+    /// `--backup-dir-a/-b`: where replaced and deleted versions go.
+    backup: Option<backup::Active>,
 }
 
 impl LocalReplica {
@@ -47,13 +55,49 @@ impl LocalReplica {
             host: local_host(),
             root_user: nix::unistd::geteuid().is_root(),
             owners: false,
+            trust_owners: true,
             cached: None,
             temp_counter: 0,
+            backup: None,
+        }
+    }
+
+    /// Keeps the file or symlink `name` in `dir` (at `path`) in the backup
+    /// directory before it is replaced or removed, when backups are on.
+    fn keep_backup(&self, dir: &OwnedFd, name: &[u8], path: &WirePath) -> io::Result<()> {
+        let Some(active) = &self.backup else {
+            return Ok(());
+        };
+        let root = backup::open_root(&self.root)?;
+        backup::keep(&root, active, dir, name, path)
+            .map_err(|e| io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}")))
+    }
+
+    /// `--serve` without `--owners`: never chown, strip set-id bits.
+    pub fn distrust_owners(&mut self) {
+        self.trust_owners = false;
+        self.owners = false;
+    }
+
+    /// The mode to set for `mode` from the other side: without trust in
+    /// owners, setuid and setgid are stripped (the sticky bit is harmless).
+    fn mode(&self, mode: u32) -> u32 {
+        if self.trust_owners {
+            mode & 0o7777
+        } else {
+            mode & 0o1777
         }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What is at `path` now (not following a final symlink), `None` when
+    /// nothing is.
+    pub fn stat(&mut self, path: &WirePath) -> io::Result<Option<Entry>> {
+        let (dir, name) = self.parent(path)?;
+        stat_at(&dir, &name)
     }
 
     /// The directory holding `path`, opened without following any symlink
@@ -137,6 +181,7 @@ impl LocalReplica {
                     self.cached = None;
                     UnlinkatFlags::RemoveDir
                 } else {
+                    self.keep_backup(&dir, &name, path)?;
                     UnlinkatFlags::NoRemoveDir
                 };
                 match unlinkat(&dir, p(&name), flag) {
@@ -160,49 +205,62 @@ impl LocalReplica {
                     }
                     r => r?,
                 }
-                // mkdir(2) applies the umask; set the bits asked for.
-                nix::sys::stat::fchmodat(&dir, p(&name), mode, FchmodatFlags::FollowSymlink)?;
+                // mkdir(2) applies the umask; set the bits asked for, on the
+                // directory itself: a name can be swapped for a symlink.
+                let h = match Handle::open(&dir, &name) {
+                    Ok(h) if h.is_dir() => h,
+                    Ok(_) => return Ok(Applied::Skipped(format!("{path:?} replaced meanwhile"))),
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                        return Ok(Applied::Skipped(format!("{path:?} replaced meanwhile")))
+                    }
+                    Err(e) => return Err(e),
+                };
                 if self.owners {
-                    fchownat(
-                        &dir,
-                        p(&name),
-                        Some(Uid::from_raw(entry.uid)),
-                        Some(Gid::from_raw(entry.gid)),
-                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )?;
+                    h.chown(entry.uid, entry.gid)?;
                 }
+                h.chmod(self.mode(entry.mode | 0o700))?;
                 Ok(Applied::Done(stat_at(&dir, &name)?))
             }
             Change::SetMeta { path, src, expect } => {
                 let (dir, name) = self.parent(path)?;
-                if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), Some(expect)) {
+                if expect.kind == Kind::Symlink {
+                    if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), Some(expect)) {
+                        return Ok(Applied::Skipped(why));
+                    }
+                    if self.owners {
+                        // Not following: at worst another entry of the replica.
+                        fchownat(
+                            &dir,
+                            p(&name),
+                            Some(Uid::from_raw(src.uid)),
+                            Some(Gid::from_raw(src.gid)),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )?;
+                    }
+                    return Ok(Applied::Done(stat_at(&dir, &name)?));
+                }
+                // Check and change the very entry, through its descriptor.
+                let h = match Handle::open(&dir, &name) {
+                    Ok(h) => h,
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(nix::libc::ELOOP | nix::libc::ENOENT)
+                        ) =>
+                    {
+                        return Ok(Applied::Skipped("changed since the scan".into()))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(why) = differs(entry_from_stat(&h.stat, None).as_ref(), Some(expect)) {
                     return Ok(Applied::Skipped(why));
                 }
-                if expect.kind != Kind::Symlink {
-                    nix::sys::stat::fchmodat(
-                        &dir,
-                        p(&name),
-                        Mode::from_bits_truncate(src.mode),
-                        FchmodatFlags::FollowSymlink,
-                    )?;
-                }
-                if expect.kind == Kind::File {
-                    utimensat(
-                        &dir,
-                        p(&name),
-                        &TimeSpec::UTIME_OMIT,
-                        &timespec(src.mtime),
-                        UtimensatFlags::NoFollowSymlink,
-                    )?;
-                }
                 if self.owners {
-                    fchownat(
-                        &dir,
-                        p(&name),
-                        Some(Uid::from_raw(src.uid)),
-                        Some(Gid::from_raw(src.gid)),
-                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )?;
+                    h.chown(src.uid, src.gid)?;
+                }
+                h.chmod(self.mode(src.mode))?;
+                if expect.kind == Kind::File {
+                    h.set_times(TimeSpec::UTIME_OMIT, timespec(src.mtime))?;
                 }
                 Ok(Applied::Done(stat_at(&dir, &name)?))
             }
@@ -248,7 +306,7 @@ impl LocalReplica {
                             Some(Gid::from_raw(src.gid)),
                         )?;
                     }
-                    fchmod(file.as_fd(), Mode::from_bits_truncate(src.mode))?;
+                    fchmod(file.as_fd(), Mode::from_bits_truncate(self.mode(src.mode)))?;
                     futimens(file.as_fd(), &TimeSpec::UTIME_OMIT, &timespec(src.mtime))?;
                     Ok(intact)
                 })();
@@ -298,6 +356,10 @@ impl LocalReplica {
                 if let Some(why) = differs(stat_at(&dir, &name)?.as_ref(), expect) {
                     return discard(why);
                 }
+                if let Err(e) = self.keep_backup(&dir, &name, path) {
+                    let _ = unlinkat(&dir, p(&temp), UnlinkatFlags::NoRemoveDir);
+                    return Err(e.into());
+                }
                 renameat(&dir, p(&temp), &dir, p(&name))?;
             }
         }
@@ -323,7 +385,32 @@ impl Replica for LocalReplica {
     }
 
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
-        self.owners = owners && self.root_user;
+        self.owners = owners && self.root_user && self.trust_owners;
+        Ok(())
+    }
+
+    fn set_backup(&mut self, spec: Option<backup::Backup>) -> anyhow::Result<()> {
+        let Some(spec) = spec else {
+            self.backup = None;
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now();
+        let root = backup::open_root(&self.root)
+            .with_context(|| format!("opening {}", self.root.display()))?;
+        let pruned = backup::prune(&root, &spec, now).with_context(|| {
+            format!(
+                "removing old backups in {:?} of {}",
+                spec.dir,
+                self.root.display()
+            )
+        })?;
+        if pruned > 0 {
+            crate::log_info!("removed {pruned} backup runs older than --backup-keep");
+        }
+        self.backup = Some(backup::Active {
+            spec,
+            stamp: backup::stamp(now),
+        });
         Ok(())
     }
 
@@ -341,14 +428,9 @@ impl Replica for LocalReplica {
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
             let (dir, name) = self.parent(path)?;
-            let fd = match openat(
-                &dir,
-                p(&name),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
+            let fd = match open_regular(&dir, &name) {
+                Ok(Some(fd)) => fd,
+                Ok(None) | Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
                     out.push(None);
                     continue;
                 }
@@ -378,14 +460,9 @@ impl Replica for LocalReplica {
         if expect.kind == Kind::Symlink {
             return Ok(differs(stat_at(&dir, &name)?.as_ref(), Some(expect)).is_none());
         }
-        let fd = match openat(
-            &dir,
-            p(&name),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
+        let fd = match open_regular(&dir, &name) {
+            Ok(Some(fd)) => fd,
+            Ok(None) | Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
                 pad(out, expect.size)?;
                 return Ok(false);
             }
@@ -417,6 +494,28 @@ impl Replica for LocalReplica {
         self.write_inner(path, src, expect, fill)
             .with_context(|| format!("writing {path:?} in {}", self.root.display()))
     }
+}
+
+/// Opens `name` in `dir` for reading when it is a regular file (`None`
+/// otherwise): `O_NONBLOCK` so a FIFO or device never blocks the open, and
+/// `O_NOFOLLOW`; the type is checked on the descriptor.
+fn open_regular(dir: &OwnedFd, name: &[u8]) -> nix::Result<Option<OwnedFd>> {
+    let fd = openat(
+        dir,
+        p(name),
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )?;
+    if fstat(&fd)?.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+        return Ok(None);
+    }
+    // Back to blocking reads for the data.
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok(Some(fd))
 }
 
 fn p(name: &[u8]) -> &Path {
@@ -497,4 +596,69 @@ pub fn local_host() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn set_meta_never_chmods_through_a_directory_swapped_for_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, victim) = (dir.path().join("r"), dir.path().join("victim"));
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::set_permissions(root.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(&victim, b"secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("link")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (d, held, link) = (root.join("d"), root.join("held"), root.join("link"));
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if fs::rename(&d, &held).is_ok() {
+                        if fs::rename(&link, &d).is_ok() {
+                            swaps += 1;
+                            let _ = fs::rename(&d, &link);
+                        }
+                        let _ = fs::rename(&held, &d);
+                    }
+                }
+                swaps
+            })
+        };
+        let excludes = Excludes::new(&[] as &[String], &[] as &[&Path]).unwrap();
+        let mut rep = LocalReplica::new("r", &root, excludes);
+        let mut done = 0;
+        for i in 0..5000 {
+            let mode = if i % 2 == 0 { 0o777 } else { 0o755 };
+            let change = Change::SetMeta {
+                path: WirePath::from("d"),
+                src: Entry::dir(mode),
+                expect: Entry::dir(0o755),
+            };
+            if let Ok(Applied::Done(_)) = rep.change(&change) {
+                done += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert_eq!(
+            mode_of(&victim),
+            0o600,
+            "after {swaps} swaps, {done} chmods"
+        );
+        assert!(swaps > 0 && done > 0, "{swaps} swaps, {done} chmods");
+    }
 }

@@ -5,20 +5,24 @@
 //! - [`entry`]: what is known about one path on one replica;
 //! - [`planner`]: archive + two scans -> a plan of actions (pure);
 //! - [`scan`], [`local`]: a replica on this machine;
+//! - [`names`]: names differing only in Unicode normalization or case;
 //! - [`replica`]: what the executor asks of any replica;
 //! - [`remote`], [`serve`], [`proto`]: a replica over ssh, both ends and
 //!   the protocol between them;
 //! - [`exec`]: carrying out a plan;
 //! - [`archive`]: the last synchronised state, and the pair's lock;
+//! - [`backup`]: keeping what a sync replaces or deletes (`--backup-dir-a/-b`);
 //! - [`report`]: records and lines about the plan and its results;
 //! - [`run`]: one whole run, and its [`Config`](run::Config);
 //! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
 pub mod archive;
+pub mod backup;
 pub mod entry;
 pub mod exec;
 pub mod feed;
 pub mod local;
+pub mod names;
 pub mod planner;
 pub mod proto;
 pub mod remote;

@@ -14,7 +14,8 @@
 //!   `NAME.conflict-<host>-<time>` on both replicas.
 //! - A path that stays present keeps its ancestors as directories: a delete
 //!   of a directory on one side does not take the other side's new files.
-//! - Without an archive (first sync) nothing is deleted or overwritten.
+//! - Without an archive (first sync) nothing is deleted; a file that differs
+//!   is kept twice unless `--prefer` names the version that counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
@@ -57,6 +58,10 @@ pub enum Prefer {
     B,
     Newer,
     Older,
+    /// The bigger file wins (equal sizes: the newer).
+    Larger,
+    /// The smaller file wins (equal sizes: the newer).
+    Smaller,
 }
 
 /// `--max-delete`: how many entries one run may delete on one replica.
@@ -105,7 +110,22 @@ pub struct Policy {
     /// Host names of the replicas, for conflict copies' names.
     pub hosts: [String; 2],
     pub now: SystemTime,
+    /// `--size-only`: a file's content is its size; mtimes and inodes are
+    /// not trusted (they neither mark a change nor get compared).
+    pub size_only: bool,
+    /// `--sentinel`: a path that must exist on both replicas.
+    pub sentinel: Option<WirePath>,
+    /// `--force`: go ahead although (nearly) every tracked file on one side
+    /// changed since the last sync.
+    pub force: bool,
 }
+
+/// The all-changed guard trips when at least this many files are tracked on
+/// a side ...
+pub const MASS_CHANGE_MIN_FILES: u64 = 10;
+/// ... and at least this percentage of them changed there (content or
+/// mtime) since the last sync.
+pub const MASS_CHANGE_PERCENT: u64 = 90;
 
 /// One step on one replica. `path` is where it happens; a copy reads the
 /// same path on the other replica.
@@ -224,6 +244,82 @@ pub enum Refusal {
         deletes: u64,
         entries: u64,
     },
+    #[error(
+        "the sentinel {path:?} (--sentinel) is missing on replica {side}: is it mounted, is it \
+         the right directory? Nothing was changed (create the file on both replicas once they \
+         are right)"
+    )]
+    NoSentinel { side: Side, path: WirePath },
+    #[error(
+        "{changed} of the {tracked} files synchronised before changed on replica {side} \
+         (content or modification time): a restored backup, a `touch`, a clock that jumped? \
+         Nothing was changed; if these changes are wanted, rerun with --force (or \
+         --size-only/--checksum if only the times moved)"
+    )]
+    AllChanged {
+        side: Side,
+        changed: u64,
+        tracked: u64,
+    },
+}
+
+impl Refusal {
+    /// The replica the refusal is about.
+    pub fn side(&self) -> Side {
+        match self {
+            Refusal::Emptied(side, _)
+            | Refusal::TooManyDeletes { side, .. }
+            | Refusal::NoSentinel { side, .. }
+            | Refusal::AllChanged { side, .. } => *side,
+        }
+    }
+}
+
+/// How entries are compared: owners (both sides root) and `--size-only`.
+#[derive(Clone, Copy, Debug)]
+struct Cmp {
+    owners: bool,
+    size_only: bool,
+}
+
+impl Cmp {
+    fn of(policy: &Policy) -> Cmp {
+        Cmp {
+            owners: policy.owners,
+            size_only: policy.size_only,
+        }
+    }
+
+    /// `cur` still has the content `old` had on the same replica.
+    fn content_before(self, cur: &Entry, old: &Entry) -> bool {
+        if self.size_only && cur.kind == Kind::File && old.kind == Kind::File {
+            return cur.size == old.size;
+        }
+        cur.same_content_as_before(old)
+    }
+
+    /// Two entries on different replicas hold the same content.
+    fn content_same(self, x: &Entry, y: &Entry) -> bool {
+        if self.size_only && x.kind == Kind::File && y.kind == Kind::File {
+            return x.size == y.size;
+        }
+        x.same_content_as(y)
+    }
+
+    fn meta(self, x: &Entry, y: &Entry) -> bool {
+        if self.size_only {
+            return x.mode == y.mode && (!self.owners || (x.uid == y.uid && x.gid == y.gid));
+        }
+        x.same_meta(y, self.owners)
+    }
+
+    fn changed(self, old: Option<&Entry>, cur: Option<&Entry>) -> bool {
+        match (old, cur) {
+            (None, None) => false,
+            (Some(o), Some(c)) => !(self.content_before(c, o) && self.meta(c, o)),
+            _ => true,
+        }
+    }
 }
 
 fn changed(old: Option<&Entry>, cur: Option<&Entry>, owners: bool) -> bool {
@@ -286,6 +382,17 @@ pub fn plan(
     b: &Scan,
     policy: &Policy,
 ) -> Result<Plan, Refusal> {
+    if let Some(sentinel) = &policy.sentinel {
+        for (side, scan) in [(Side::A, a), (Side::B, b)] {
+            if !scan.contains_key(sentinel) {
+                return Err(Refusal::NoSentinel {
+                    side,
+                    path: sentinel.clone(),
+                });
+            }
+        }
+    }
+    let cmp = Cmp::of(policy);
     if let Some(ar) = archive {
         if !ar.is_empty() {
             for (side, scan) in [(Side::A, a), (Side::B, b)] {
@@ -293,6 +400,9 @@ pub fn plan(
                     return Err(Refusal::Emptied(side, ar.len()));
                 }
             }
+        }
+        if !policy.force {
+            mass_change(ar, a, b, cmp)?;
         }
     }
     let first_sync = archive.is_none();
@@ -305,8 +415,8 @@ pub fn plan(
     // (almost all, usually) are the same on both sides.
     let mut decisions: BTreeMap<&WirePath, Decision> = BTreeMap::new();
     for (path, old, ca, cb) in Joined::new(ar, a, b) {
-        let ch_a = changed(old.map(|o| &o.a), ca, owners);
-        let ch_b = changed(old.map(|o| &o.b), cb, owners);
+        let ch_a = cmp.changed(old.map(|o| &o.a), ca);
+        let ch_b = cmp.changed(old.map(|o| &o.b), cb);
         let decision = match (ch_a, ch_b) {
             (false, false) => continue,
             (true, false) => Decision::Take(Side::A),
@@ -315,18 +425,20 @@ pub fn plan(
                 (None, None) => continue,
                 (Some(_), None) => Decision::Take(Side::A),
                 (None, Some(_)) => Decision::Take(Side::B),
-                (Some(x), Some(y)) if x.same_content_as(y) => {
-                    if x.same_meta(y, owners) {
+                (Some(x), Some(y)) if cmp.content_same(x, y) => {
+                    if cmp.meta(x, y) {
                         continue;
                     }
                     Decision::Take(match policy.prefer {
                         Prefer::A => Side::A,
                         Prefer::B => Side::B,
                         Prefer::Older => newer(x, y).other(),
-                        Prefer::Keep | Prefer::Newer => newer(x, y),
+                        Prefer::Keep | Prefer::Newer | Prefer::Larger | Prefer::Smaller => {
+                            newer(x, y)
+                        }
                     })
                 }
-                (Some(x), Some(y)) => conflict(x, y, policy.prefer, first_sync),
+                (Some(x), Some(y)) => conflict(x, y, policy.prefer),
             },
         };
         decisions.insert(path, decision);
@@ -443,15 +555,14 @@ pub fn plan(
             });
         }
         let meta_only = |cur: &Entry| {
-            version.same_content_as(cur)
+            cmp.content_same(version, cur)
                 || ar.get(path).is_some_and(|old| {
-                    version.same_content_as_before(old.on(from))
-                        && cur.same_content_as_before(old.on(to))
+                    cmp.content_before(version, old.on(from)) && cmp.content_before(cur, old.on(to))
                 })
         };
         match cur_to {
             Some(cur) if cur.kind == version.kind && meta_only(cur) => {
-                if !version.same_meta(cur, owners) {
+                if !cmp.meta(version, cur) {
                     plan.actions.push(Action {
                         side: to,
                         path: path.clone(),
@@ -489,7 +600,9 @@ pub fn plan(
         }
     }
 
-    if !first_sync {
+    if !first_sync && !policy.size_only {
+        // Renames are found by inode and mtime, which --size-only does
+        // not trust: those stay a delete and a copy.
         find_renames(&mut plan, ar, owners);
     }
     debug_assert!(!first_sync || plan.actions.iter().all(|x| !x.op.is_delete()));
@@ -509,7 +622,7 @@ pub fn plan(
     Ok(plan)
 }
 
-fn conflict(x: &Entry, y: &Entry, prefer: Prefer, first_sync: bool) -> Decision {
+fn conflict(x: &Entry, y: &Entry, prefer: Prefer) -> Decision {
     // A directory never loses: the other version is kept beside it.
     if x.is_dir() != y.is_dir() {
         let winner = if x.is_dir() { Side::A } else { Side::B };
@@ -518,16 +631,59 @@ fn conflict(x: &Entry, y: &Entry, prefer: Prefer, first_sync: bool) -> Decision 
             keep_loser: true,
         };
     }
-    // A first sync has no history to justify replacing anything.
-    let prefer = if first_sync { Prefer::Keep } else { prefer };
+    // A first sync honours --prefer too (rclone's --resync-mode): the
+    // user said which version counts. It still deletes nothing.
+    let by_size = |larger: bool| {
+        if x.size == y.size {
+            newer(x, y)
+        } else if (x.size > y.size) == larger {
+            Side::A
+        } else {
+            Side::B
+        }
+    };
     let (winner, keep_loser) = match prefer {
         Prefer::Keep => (newer(x, y), true),
         Prefer::Newer => (newer(x, y), false),
         Prefer::Older => (newer(x, y).other(), false),
+        Prefer::Larger => (by_size(true), false),
+        Prefer::Smaller => (by_size(false), false),
         Prefer::A => (Side::A, false),
         Prefer::B => (Side::B, false),
     };
     Decision::Conflict { winner, keep_loser }
+}
+
+/// The all-changed guard: (nearly) every file tracked on one side changed
+/// since the last sync at once, content or mtime. That is what a restored
+/// backup, a `touch -d` over the tree or a clock fixed after boot looks
+/// like, and propagating it would overwrite the other side wholesale.
+fn mass_change(ar: &Archive, a: &Scan, b: &Scan, cmp: Cmp) -> Result<(), Refusal> {
+    for (side, scan) in [(Side::A, a), (Side::B, b)] {
+        let (mut tracked, mut changed) = (0u64, 0u64);
+        for (path, old) in ar {
+            let old = old.on(side);
+            if old.kind != Kind::File {
+                continue;
+            }
+            tracked += 1;
+            // Deletions have their own guards (emptied, --max-delete);
+            // a mode change alone (chmod -R) is no sign of a restored tree.
+            if let Some(cur) = scan.get(path) {
+                if !cmp.content_before(cur, old) {
+                    changed += 1;
+                }
+            }
+        }
+        if tracked >= MASS_CHANGE_MIN_FILES && changed * 100 >= tracked * MASS_CHANGE_PERCENT {
+            return Err(Refusal::AllChanged {
+                side,
+                changed,
+                tracked,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn dir_side(a: Option<&Entry>, b: Option<&Entry>) -> Side {

@@ -215,6 +215,11 @@ fn policy(prefer: Prefer) -> Policy {
         owners: false,
         hosts: ["ha".into(), "hb".into()],
         now: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+        size_only: false,
+        sentinel: None,
+        // The model touches many files per round; the guard has its own
+        // tests.
+        force: true,
     }
 }
 
@@ -277,19 +282,24 @@ fn synced_pair(build: impl Fn(&mut Tree)) -> ([Tree; 2], Archive) {
     (trees, ar)
 }
 
-#[test]
-fn first_sync_copies_both_ways_and_keeps_both_on_difference() {
+fn first_sync_pair() -> [Tree; 2] {
     let mut trees = [Tree::default(), Tree::default()];
     file(&mut trees[0], "x", 1, 10);
     dir(&mut trees[0], "d");
     file(&mut trees[0], "d/f", 2, 10);
     file(&mut trees[1], "y", 3, 10);
+    // Size 1 on a (older), size 2 on b (newer).
     file(&mut trees[0], "both", 4, 10);
     file(&mut trees[1], "both", 5, 20);
-    let (plan, ar) = sync(&mut trees, None, &policy(Prefer::A));
+    trees
+}
+
+#[test]
+fn first_sync_copies_both_ways_and_keeps_both_on_difference() {
+    let mut trees = first_sync_pair();
+    let (plan, ar) = sync(&mut trees, None, &policy(Prefer::Keep));
     assert!(plan.first_sync);
     assert!(plan.actions.iter().all(|a| !a.op.is_delete()));
-    // --prefer is ignored on a first sync: nothing is overwritten.
     assert_eq!(plan.conflicts.len(), 1);
     let c = &plan.conflicts[0];
     assert_eq!(c.winner, Side::B, "newer wins the name");
@@ -301,6 +311,156 @@ fn first_sync_copies_both_ways_and_keeps_both_on_difference() {
     assert_eq!(trees[0].content(&wp("both")), Some(5));
     assert_eq!(trees[1].content(c.copy.as_ref().unwrap()), Some(4));
     assert_eq!(ar.len(), 6);
+}
+
+/// A first sync honours --prefer (rclone's --resync-mode): the preferred
+/// version replaces the other, no conflict copy; still nothing is deleted.
+#[test]
+fn first_sync_honours_every_preference() {
+    for (prefer, winner, content) in [
+        (Prefer::A, Side::A, 4),
+        (Prefer::B, Side::B, 5),
+        (Prefer::Newer, Side::B, 5),
+        (Prefer::Older, Side::A, 4),
+        (Prefer::Larger, Side::B, 5),
+        (Prefer::Smaller, Side::A, 4),
+    ] {
+        let mut trees = first_sync_pair();
+        let (plan, ar) = sync(&mut trees, None, &policy(prefer));
+        assert!(plan.actions.iter().all(|a| !a.op.is_delete()), "{prefer:?}");
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].winner, winner, "{prefer:?}");
+        assert_eq!(plan.conflicts[0].copy, None, "{prefer:?}");
+        assert_eq!(visible(&trees[0]), visible(&trees[1]));
+        for t in &trees {
+            assert_eq!(t.content(&wp("both")), Some(content), "{prefer:?}");
+            assert_eq!(t.content(&wp("x")), Some(1));
+            assert_eq!(t.content(&wp("y")), Some(3));
+        }
+        assert_eq!(ar.len(), 5);
+    }
+}
+
+/// Every file on one side touched (new mtimes, same content) is refused
+/// with its own reason; --force goes ahead; below the size or share
+/// thresholds nothing trips.
+#[test]
+fn all_changed_guard_refuses_until_forced() {
+    let n = MASS_CHANGE_MIN_FILES;
+    let (mut trees, ar) = synced_pair(|t| {
+        for i in 0..n {
+            file(t, &format!("f{i}"), i, 10);
+        }
+    });
+    for node in trees[1].nodes.values_mut() {
+        if let Node::File { mtime, .. } = node {
+            *mtime = 99;
+        }
+    }
+    let guarded = Policy {
+        force: false,
+        ..policy(Prefer::Keep)
+    };
+    let (a, b) = (trees[0].scan(), trees[1].scan());
+    assert_eq!(
+        plan(Some(&ar), &a, &b, &guarded).unwrap_err(),
+        Refusal::AllChanged {
+            side: Side::B,
+            changed: n,
+            tracked: n
+        }
+    );
+    let forced = Policy {
+        force: true,
+        ..guarded.clone()
+    };
+    assert_eq!(
+        plan(Some(&ar), &a, &b, &forced).unwrap().actions.len(),
+        n as usize
+    );
+    // --size-only does not trust times: a touch is no change at all.
+    let sizes = Policy {
+        size_only: true,
+        ..guarded.clone()
+    };
+    assert!(plan(Some(&ar), &a, &b, &sizes).unwrap().actions.is_empty());
+    // One file in ten left alone is still 90%; two is below, and goes
+    // through.
+    let mut b2 = b.clone();
+    for (k, f) in ["f0", "f1"].into_iter().enumerate() {
+        b2.insert(wp(f), ar[&wp(f)].b.clone());
+        if k == 0 {
+            assert!(plan(Some(&ar), &a, &b2, &guarded).is_err());
+        }
+    }
+    assert!(plan(Some(&ar), &a, &b2, &guarded).is_ok());
+    // A small tree (fewer than MASS_CHANGE_MIN_FILES) is never refused.
+    let (mut small, ar) = synced_pair(|t| {
+        file(t, "one", 1, 10);
+        file(t, "two", 2, 10);
+    });
+    for node in small[0].nodes.values_mut() {
+        if let Node::File { mtime, .. } = node {
+            *mtime = 99;
+        }
+    }
+    assert!(plan(Some(&ar), &small[0].scan(), &small[1].scan(), &guarded).is_ok());
+}
+
+#[test]
+fn sentinel_must_exist_on_both_sides() {
+    let (trees, ar) = synced_pair(|t| {
+        file(t, ".mounted", 1, 10);
+        file(t, "data", 2, 10);
+    });
+    let (a, mut b) = (trees[0].scan(), trees[1].scan());
+    let pol = Policy {
+        sentinel: Some(wp(".mounted")),
+        ..policy(Prefer::Keep)
+    };
+    assert!(plan(Some(&ar), &a, &b, &pol).is_ok());
+    b.remove(&wp(".mounted"));
+    assert_eq!(
+        plan(Some(&ar), &a, &b, &pol).unwrap_err(),
+        Refusal::NoSentinel {
+            side: Side::B,
+            path: wp(".mounted")
+        }
+    );
+    // A first sync checks it too.
+    assert!(matches!(
+        plan(None, &a, &b, &pol),
+        Err(Refusal::NoSentinel { side: Side::B, .. })
+    ));
+}
+
+/// --size-only: a new mtime with the same size is no change; a new size is
+/// one, and propagates with its mtime.
+#[test]
+fn size_only_ignores_times() {
+    let (mut trees, ar) = synced_pair(|t| {
+        file(t, "same", 1, 10);
+        file(t, "grown", 2, 10);
+    });
+    let pol = Policy {
+        size_only: true,
+        ..policy(Prefer::Keep)
+    };
+    if let Some(Node::File { mtime, ino, .. }) = trees[0].nodes.get_mut(&wp("same")) {
+        *mtime = 50;
+        *ino = 777;
+    }
+    // 2 % 3 = 2 -> 4 % 3 = 1: a new size.
+    if let Some(Node::File { content, mtime, .. }) = trees[1].nodes.get_mut(&wp("grown")) {
+        *content = 4;
+        *mtime = 60;
+    }
+    let (plan, _) = sync(&mut trees, Some(&ar), &pol);
+    assert_eq!(plan.actions.len(), 1, "{:#?}", plan.actions);
+    assert_eq!(plan.actions[0].path, wp("grown"));
+    assert_eq!(plan.actions[0].side, Side::A);
+    assert_eq!(trees[0].content(&wp("grown")), Some(4));
+    assert_eq!(trees[1].content(&wp("same")), Some(1));
 }
 
 #[test]
@@ -701,7 +861,14 @@ proptest! {
     #[test]
     fn model_converges_under_every_preference(
         rounds in proptest::collection::vec(proptest::collection::vec(model_op(), 0..12), 1..4),
-        prefer in prop_oneof![Just(Prefer::A), Just(Prefer::B), Just(Prefer::Newer), Just(Prefer::Older)],
+        prefer in prop_oneof![
+            Just(Prefer::A),
+            Just(Prefer::B),
+            Just(Prefer::Newer),
+            Just(Prefer::Older),
+            Just(Prefer::Larger),
+            Just(Prefer::Smaller),
+        ],
     ) {
         run_model(&rounds, prefer);
     }

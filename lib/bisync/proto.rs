@@ -26,6 +26,12 @@ pub enum Request {
     Owners {
         on: bool,
     },
+    /// Keep replaced and deleted versions (`--backup-dir-a/-b`); answered
+    /// like `owners`. A server that predates it refuses the request, so a
+    /// backup is never silently not made.
+    Backup {
+        backup: Option<super::backup::Backup>,
+    },
     Scan {
         checksum: bool,
     },

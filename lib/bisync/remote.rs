@@ -155,6 +155,13 @@ impl Replica for RemoteReplica {
         self.reply::<proto::Intact>().map(|_| ())
     }
 
+    fn set_backup(&mut self, backup: Option<super::backup::Backup>) -> anyhow::Result<()> {
+        self.send(&Request::Backup { backup })?;
+        self.reply::<proto::Intact>()
+            .map(|_| ())
+            .with_context(|| format!("turning on backups on {}", self.name))
+    }
+
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan> {
         self.send(&Request::Scan { checksum })?;
         self.read_scan()

@@ -61,6 +61,9 @@ pub trait Replica {
     fn is_root(&self) -> bool;
     /// Copy owner and group from now on (both replicas run as root).
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()>;
+    /// Keep what this run replaces or deletes there (`--backup-dir-a/-b`);
+    /// old run folders past the retention are removed now.
+    fn set_backup(&mut self, backup: Option<super::backup::Backup>) -> anyhow::Result<()>;
     /// Every entry below the root, excluded paths left out. An error when
     /// the root is missing or unreadable (exit code 3).
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan>;

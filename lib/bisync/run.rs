@@ -12,6 +12,7 @@ use super::archive::{self, Store};
 use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
+use super::names;
 use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
@@ -84,8 +85,21 @@ pub struct Config {
     pub checksum: bool,
     pub prefer: Prefer,
     pub max_delete: MaxDelete,
+    /// `--size-only`: compare files by size alone.
+    pub size_only: bool,
+    /// `--sentinel`: a path that must exist on both replicas.
+    pub sentinel: Option<WirePath>,
+    /// `--force`: go ahead although (nearly) all files changed on a side.
+    pub force: bool,
+    /// `--normalization`, `--case-insensitive`: which names are the same.
+    pub fold: super::names::Fold,
+    /// `--backup-dir-a/-b` with `--backup-keep`, per replica.
+    pub backup: [Option<super::backup::Backup>; 2],
     pub dry_run: bool,
     pub json: bool,
+    /// Exit [`Code::Synced`] (9) after changes instead of 0: success is 0
+    /// for cron and `&&`, the detail is in the log and `--json`.
+    pub exit_changes: bool,
     pub excludes: Excludes,
     /// Archive and lock directory; default [`archive::default_dir`].
     pub state_dir: Option<PathBuf>,
@@ -138,17 +152,80 @@ pub fn run(config: Config) -> anyhow::Result<Code> {
         scan_b.with_context(|| format!("scanning {}", config.b.key()))?,
     ];
     crate::log_debug!("scanned at {} ms", started.elapsed().as_millis());
+    let known = old.iter().flat_map(|ar| ar.keys());
+    let matching = names::Matching::new(&scans[0], &scans[1], known, config.fold);
+    report_clashes(&config, &names::clashes(&scans[0], &scans[1], &matching))?;
+    scans[1] = matching.rekey(std::mem::take(&mut scans[1]));
+    let mut b = names::Mapped {
+        inner: b.as_mut(),
+        matching: &matching,
+    };
     let settled = settle(
         &config,
         &store,
-        [a.as_mut(), b.as_mut()],
+        [a.as_mut(), &mut b],
         owners,
         old,
         &mut scans,
         started,
         false,
     )?;
-    Ok(settled.code)
+    Ok(match settled.code {
+        Code::Synced if !config.exit_changes => Code::Ok,
+        code => code,
+    })
+}
+
+/// Names that differ only in normalization or case, one warning (and with
+/// --json one `bisync_name_clash` record) each.
+fn report_clashes(config: &Config, clashes: &[names::Clash]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for c in clashes {
+        let list: Vec<String> = c
+            .paths
+            .iter()
+            .map(|(side, p)| format!("{side}:{p:?}"))
+            .collect();
+        if c.matched {
+            crate::log_info!(
+                "names differing only in {} matched as one file: {}",
+                c.kind,
+                list.join(", ")
+            );
+        } else {
+            let flag = if c.kind == "case" {
+                "--case-insensitive"
+            } else {
+                "--normalization"
+            };
+            crate::log_warn!(
+                "names differing only in {}: {}; synced as distinct names (one file twice?); \
+                 rename one, or run with {flag} to treat them as one file",
+                c.kind,
+                list.join(", ")
+            );
+        }
+        if config.json {
+            #[derive(serde::Serialize)]
+            struct Rec<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                #[serde(flatten)]
+                clash: &'a names::Clash,
+            }
+            serde_json::to_writer(
+                &mut out,
+                &Rec {
+                    kind: "bisync_name_clash",
+                    clash: c,
+                },
+            )?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 /// The pair's archive store.
@@ -199,7 +276,12 @@ pub fn settle(
     watching: bool,
 ) -> anyhow::Result<Settled> {
     let [a, b] = reps;
-    let need = planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners);
+    // --size-only: equal sizes are equal content, nothing to hash.
+    let need = if config.size_only {
+        Vec::new()
+    } else {
+        planner::needs_hash(old.as_ref(), &scans[0], &scans[1], owners)
+    };
     if !need.is_empty() {
         crate::log_info!("hashing {} files changed on both sides", need.len());
         for (i, rep) in [&mut *a, &mut *b].into_iter().enumerate() {
@@ -219,6 +301,9 @@ pub fn settle(
         owners,
         hosts: [a.host().to_string(), b.host().to_string()],
         now: SystemTime::now(),
+        size_only: config.size_only,
+        sentinel: config.sentinel.clone(),
+        force: config.force,
     };
     let stdout = std::io::stdout().lock();
     let mut reporter = Reporter::new(stdout, config.json, config.dry_run);
@@ -235,16 +320,16 @@ pub fn settle(
             if config.json {
                 reporter.summary(&summary)?;
             }
-            let what = match &refusal {
-                Refusal::Emptied(side, _) | Refusal::TooManyDeletes { side, .. } => {
-                    if *side == Side::A {
-                        config.a.key()
-                    } else {
-                        config.b.key()
-                    }
-                }
+            let what = if refusal.side() == Side::A {
+                config.a.key()
+            } else {
+                config.b.key()
             };
-            return Err(coded(Code::Refused, format!("{what}: {refusal}")));
+            let code = match refusal {
+                Refusal::AllChanged { .. } => Code::MassChange,
+                _ => Code::Refused,
+            };
+            return Err(coded(code, format!("{what}: {refusal}")));
         }
     };
     crate::log_debug!("planned at {} ms", started.elapsed().as_millis());
@@ -289,6 +374,12 @@ pub fn settle(
         });
     }
 
+    // Each run its own backup folder (and a --watch session prunes as it
+    // goes); only when something is to be done.
+    if !plan.actions.is_empty() {
+        a.set_backup(config.backup[0].clone())?;
+        b.set_backup(config.backup[1].clone())?;
+    }
     let mut report_err = None;
     let executed = exec::execute(&plan, a, b, config.checksum, |action, status| {
         if *status == Status::Done {

@@ -307,11 +307,12 @@ impl Watch {
                 let wait = Duration::from_secs(RETRY[self.failures.min(RETRY.len() - 1)]);
                 self.failures += 1;
                 self.schedule(wait.max(self.delay));
-                let outcome = if crate::exit::code_of(&e) == Code::Refused {
-                    "refused"
-                } else {
-                    "failed"
-                };
+                let outcome =
+                    if matches!(crate::exit::code_of(&e), Code::Refused | Code::MassChange) {
+                        "refused"
+                    } else {
+                        "failed"
+                    };
                 self.systemd.status(
                     &format!(
                         "last run {outcome}: {}; retrying in {}s",

@@ -5,7 +5,11 @@
 //! polls inotify, signals and stdout. What the kernel's events mean is
 //! [`watcher`]'s business; which directory a descriptor is, [`tree`]'s.
 
+pub mod backend;
+pub mod fanotify;
+mod fanotify_sys;
 pub mod limits;
+pub mod mountwatch;
 pub mod tree;
 pub mod watcher;
 
@@ -26,6 +30,8 @@ use crate::signals::Signals;
 use crate::systemd::Systemd;
 use crate::transport::{Output, Sink};
 use crate::wirepath::WirePath;
+use backend::Backend;
+pub use backend::BackendChoice;
 pub use watcher::EventMode;
 use watcher::{Outcome, RawEvent, Seen, Watcher};
 
@@ -34,6 +40,8 @@ use watcher::{Outcome, RawEvent, Seen, Watcher};
 pub struct Config {
     pub root: PathBuf,
     pub mode: EventMode,
+    /// inotify, fanotify, or the best this machine allows.
+    pub backend: BackendChoice,
     pub excludes: Excludes,
     /// Wait for the root to appear instead of failing.
     pub wait: bool,
@@ -69,12 +77,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             );
         }
     };
-    let mut watcher = Watcher::start(
+    let mut watcher = Backend::start(
+        config.backend,
         root.clone(),
         config.mode,
         config.excludes.clone(),
         &mut progress,
     )?;
+    let mut mounts = mountwatch::MountWatch::open(&root);
 
     let header = Header {
         v: PROTOCOL_VERSION,
@@ -86,6 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .into_owned(),
         ts: Timestamp::now(),
         producer: concat!("watchd/", env!("CARGO_PKG_VERSION")).to_string(),
+        backend: Some(watcher.name().to_string()),
     };
     writer.write(&Record::Header(header.clone()))?;
     writer.flush().context("writing to stdout")?;
@@ -95,8 +106,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     systemd.ready(&stats.status(&watcher));
     crate::log_info!(
-        "watching {}: {} directories in {:.2?}, stream {}",
+        "watching {} with {}: {} directories in {:.2?}, stream {}",
         root.display(),
+        watcher.name(),
         watcher.watched(),
         started.elapsed(),
         header.stream
@@ -110,14 +122,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             systemd.status(&stats.status(&watcher), false);
         }
         let timeout = systemd.poll_timeout().unwrap_or(Duration::from_secs(2));
-        let (inotify_ready, signal_ready, stdout_gone) = {
+        let (inotify_ready, signal_ready, stdout_gone, mounts_changed) = {
             let mut fds = vec![
-                PollFd::new(watcher.inotify().as_fd(), PollFlags::POLLIN),
+                PollFd::new(watcher.fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             ];
-            if let Some(stdout) = writer.stdout_fd() {
+            let stdout_at = writer.stdout_fd().map(|stdout| {
                 fds.push(PollFd::new(stdout, PollFlags::empty()));
-            }
+                fds.len() - 1
+            });
+            let mounts_at = mounts.as_ref().map(|m| {
+                fds.push(PollFd::new(m.fd(), PollFlags::POLLPRI));
+                fds.len() - 1
+            });
             match poll(&mut fds, poll_timeout(timeout)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -127,8 +144,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             (
                 ready(&fds[0]).contains(PollFlags::POLLIN),
                 ready(&fds[1]).contains(PollFlags::POLLIN),
-                fds.get(2).is_some_and(|fd| {
-                    ready(fd).intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+                stdout_at.is_some_and(|i| {
+                    ready(&fds[i]).intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+                }),
+                mounts_at.is_some_and(|i| {
+                    ready(&fds[i]).intersects(PollFlags::POLLPRI | PollFlags::POLLERR)
                 }),
             )
         };
@@ -155,15 +175,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        if inotify_ready {
-            let outcome = read_and_handle(&mut watcher, &mut buf_a, &mut buf_b)?;
+        let mut outcome = Outcome::Continue;
+        if mounts_changed {
+            if let Some(m) = mounts.as_mut() {
+                outcome = watcher.mounts_changed(m.changes())?;
+                stats.emit(&mut writer, watcher.take_seen())?;
+            }
+        }
+        if inotify_ready && outcome == Outcome::Continue {
+            outcome = watcher.read_and_handle(&mut buf_a, &mut buf_b)?;
             stats.emit(&mut writer, watcher.take_seen())?;
+        }
+        {
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Overflow => {
                     crate::log_warn!(
-                        "the kernel's inotify queue overflowed (fs.inotify.max_queued_events); \
-                         events were lost, so the whole root is to be rescanned"
+                        "the kernel's {} queue overflowed (fs.{}.max_queued_events); \
+                         events were lost, so the whole root is to be rescanned",
+                        watcher.name(),
+                        watcher.name()
                     );
                     watcher.rebuild(&mut |_| systemd.tick())?;
                     stats.emit_rescan(&mut writer)?;
@@ -194,7 +225,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 /// Reads what the kernel has queued and hands it to the watcher. When a
 /// rename's first half ends the read, waits briefly for its second half.
-fn read_and_handle(
+fn read_inotify(
     watcher: &mut Watcher,
     buf_a: &mut [u8],
     buf_b: &mut [u8],
@@ -236,23 +267,33 @@ struct Stats {
 }
 
 impl Stats {
+    /// Writes what one read of the kernel queue produced. One `Event` is
+    /// reused for all of them (the paths move in, the timestamp is shared),
+    /// so a burst costs no allocation per record beyond the paths themselves.
     fn emit(&mut self, writer: &mut Sink, seen: Vec<Seen>) -> anyhow::Result<()> {
         if seen.is_empty() {
             return Ok(());
         }
-        let ts = Timestamp::now();
+        let event = Event {
+            seq: 0,
+            ts: Timestamp::now(),
+            kind: EventKind::Rescan,
+            path: WirePath::root(),
+            dir: false,
+            from: None,
+        };
+        let mut record = Record::Event(event);
         for s in seen {
             self.seq += 1;
-            writer
-                .write(&Record::Event(Event {
-                    seq: self.seq,
-                    ts: ts.clone(),
-                    kind: s.kind,
-                    path: s.path,
-                    dir: s.dir,
-                    from: s.from,
-                }))
-                .context("writing to stdout")?;
+            let Record::Event(event) = &mut record else {
+                unreachable!("built as an event above")
+            };
+            event.seq = self.seq;
+            event.kind = s.kind;
+            event.path = s.path;
+            event.dir = s.dir;
+            event.from = s.from;
+            writer.write(&record).context("writing to stdout")?;
         }
         Ok(())
     }
@@ -270,10 +311,11 @@ impl Stats {
         writer.flush().context("writing to stdout")
     }
 
-    fn status(&self, watcher: &Watcher) -> String {
+    fn status(&self, watcher: &Backend) -> String {
         format!(
-            "watching {}: {} directories, {} events",
+            "watching {} with {}: {} directories, {} events",
             self.root.display(),
+            watcher.name(),
             watcher.watched(),
             self.seq
         )

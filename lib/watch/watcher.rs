@@ -453,6 +453,34 @@ impl Watcher {
         Ok(Outcome::Continue)
     }
 
+    /// A file system was mounted at `rel` after start: watch its tree and
+    /// report a rescan of the mount point (what it holds was never seen).
+    pub fn mounted(&mut self, rel: WirePath) -> anyhow::Result<()> {
+        let (Some(parent_path), Some(name)) =
+            (rel.parent(), rel.as_bytes().rsplit(|&b| b == b'/').next())
+        else {
+            return Ok(());
+        };
+        let Some(parent) = self.tree.find(&parent_path) else {
+            return Ok(()); // below an excluded or unwatched directory
+        };
+        if self.excludes.is_excluded(rel.as_path(), true) {
+            return Ok(());
+        }
+        self.gone_mounts.retain(|m| *m != rel);
+        if !self.mounts.contains(&rel) {
+            self.mounts.push(rel.clone());
+        }
+        match self.add_watch(parent, name, &rel) {
+            Ok(Some(child)) => self.watch_below(child, false, &mut |_| {})?,
+            Ok(None) => {}
+            Err(AddError::Limit) => return Err(self.limit_error()),
+            Err(AddError::Other(e)) => return Err(e),
+        }
+        self.push(EventKind::Rescan, rel, true, None);
+        Ok(())
+    }
+
     /// Watches what a vanished mount had covered (the rescan already
     /// written tells consumers to re-read it).
     fn rewatch_unmounted(&mut self) -> anyhow::Result<()> {

@@ -9,7 +9,9 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// bisync's exit codes, from the one table (lib/exit.rs).
+/// bisync's exit codes, from the one table (lib/exit.rs). `SYNCED` (9) is
+/// what [`Pair::command`] runs get, as they pass `--exit-changes` to tell
+/// "changes made" from "in sync"; without it a sync with changes exits 0.
 pub const SYNCED: i32 = syncpipe::exit::Code::Synced as i32;
 pub const CONFLICTS: i32 = syncpipe::exit::Code::Conflicts as i32;
 pub const REFUSED: i32 = syncpipe::exit::Code::Refused as i32;
@@ -38,7 +40,10 @@ impl Pair {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("bisync"));
-        cmd.arg("--state-dir").arg(&self.state).args(args);
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .arg("--exit-changes")
+            .args(args);
         cmd
     }
 
@@ -120,6 +125,31 @@ const WEIRD: &[&[u8]] = &[
     b"bad \xff\xfe utf8",
     b"quote'and\"double",
 ];
+
+/// Success is 0 for cron and `&&`: a sync that made changes exits 0 unless
+/// `--exit-changes` asks for 9; the summary and `--json` say what happened.
+#[test]
+fn a_sync_with_changes_exits_0_unless_asked() {
+    let p = Pair::new();
+    write(&p.a, b"f", b"one");
+    let sync = |extra: &[&str]| {
+        let mut cmd = Command::new(bin("bisync"));
+        cmd.arg("--state-dir").arg(&p.state).args(extra);
+        result(cmd.arg(&p.a).arg(&p.b).output().unwrap())
+    };
+    let (code, out, err) = sync(&["--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(r#""synced""#),
+        "--json names the outcome: {out}"
+    );
+    assert_eq!(tree(&p.a), tree(&p.b));
+    write(&p.a, b"f", b"two, longer");
+    let (code, _, err) = sync(&["--exit-changes"]);
+    assert_eq!(code, SYNCED, "{err}");
+    let (code, _, err) = sync(&["--exit-changes"]);
+    assert_eq!(code, 0, "in sync: {err}");
+}
 
 #[test]
 fn changes_on_either_side_reach_the_other() {
@@ -432,3 +462,6 @@ fn checksum_sees_content_that_fastcheck_cannot_and_root_keeps_owners() {
         2
     );
 }
+
+#[path = "bisync_scenarios.rs"]
+mod scenarios;

@@ -117,3 +117,51 @@ fn both_replicas_remote_and_the_failures_say_what_happened() {
     assert!(err.contains("is bisync installed there"), "{err}");
     assert_eq!(tree(&p.a), tree(&p.b), "nothing changed");
 }
+
+/// Backups and the sentinel work on a remote replica: the `backup` verb
+/// turns them on there, old run folders past --backup-keep are removed
+/// there, and the sentinel is looked for in the remote scan.
+#[test]
+fn remote_backups_and_sentinel() {
+    let sshd = Sshd::start();
+    let p = Pair::new();
+    for side in [&p.a, &p.b] {
+        write(side, b".ok", b"");
+        write(side, b"doc", b"v1");
+        write(side, b"other", b"o");
+    }
+    // A run folder from long ago, to be pruned by --backup-keep.
+    write(&p.b, b".bak/20200101T000000Z/old", b"ancient");
+    let args = [
+        "--backup-dir-b",
+        ".bak",
+        "--backup-keep",
+        "30days",
+        "--sentinel",
+        ".ok",
+    ];
+    let (code, out, err) = ssh_sync(&p, &sshd, p.a.clone().into(), remote(&p.b), &args);
+    assert!(code == 0 || code == SYNCED, "{out}{err}");
+    write(&p.a, b"doc", b"v2, longer");
+    fs::remove_file(p.a.join("other")).unwrap();
+    let (code, out, err) = ssh_sync(&p, &sshd, p.a.clone().into(), remote(&p.b), &args);
+    assert!(code == 0 || code == SYNCED, "{out}{err}");
+    assert_eq!(fs::read(p.b.join("doc")).unwrap(), b"v2, longer");
+    assert!(!p.b.join("other").exists());
+    let runs: Vec<_> = fs::read_dir(p.b.join(".bak"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "the 2020 run is pruned: {runs:?}");
+    assert_eq!(fs::read(runs[0].join("doc")).unwrap(), b"v1");
+    assert_eq!(fs::read(runs[0].join("other")).unwrap(), b"o");
+    assert!(!p.a.join(".bak").exists(), "backups are not synced");
+
+    // The sentinel gone on the remote side: refused, nothing changed.
+    fs::remove_file(p.b.join(".ok")).unwrap();
+    write(&p.a, b"doc", b"v3");
+    let (code, out, err) = ssh_sync(&p, &sshd, p.a.clone().into(), remote(&p.b), &args);
+    assert_eq!(code, 12, "{out}{err}");
+    assert!(err.contains("sentinel"), "{err}");
+    assert_eq!(fs::read(p.b.join("doc")).unwrap(), b"v2, longer");
+}

@@ -55,7 +55,37 @@ fn man_pages_name_the_binary_and_its_flags() {
         let man = String::from_utf8(generate(binary, &["--print-man"])).unwrap();
         assert!(man.contains(&format!(".TH {binary} 1")), "{binary}: {man}");
         assert!(man.contains("\\-\\-help"), "{binary}");
+        for section in [
+            "SYNOPSIS",
+            "\"EXIT STATUS\"",
+            "\"SIGNALS\"",
+            "\"FILES\"",
+            "\"ENVIRONMENT\"",
+            "\"SEE ALSO\"",
+        ] {
+            assert!(
+                man.contains(&format!(".SH {section}")),
+                "{binary}: no {section}"
+            );
+        }
+        assert!(
+            !man.contains("EXTRA"),
+            "{binary}: the exit table is EXIT STATUS"
+        );
+        // Subcommands have no pages of their own: never point at one.
+        for sub in ["authorize", "revoke", "check", "help"] {
+            let page = format!("{binary}\\-{sub}");
+            assert!(!man.contains(&page), "{binary}: points at a {page}(1) page");
+        }
+        let synopsis = man.split(".SH SYNOPSIS").nth(1).unwrap();
+        let synopsis = synopsis.split(".SH").next().unwrap();
+        assert!(
+            synopsis.contains("\\fI"),
+            "{binary}: option values kept: {synopsis}"
+        );
     }
+    let batchd = String::from_utf8(generate("batchd", &["--print-man"])).unwrap();
+    assert!(batchd.contains("\\-\\-delay\\fR \\fIDURATION"), "{batchd}");
 }
 
 #[test]
@@ -65,4 +95,29 @@ fn a_bad_shell_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--version` names the binary itself (not the package), and `--help` ends
+/// with only the exit codes that binary uses.
+#[test]
+fn version_and_exit_table_are_each_binarys_own() {
+    for binary in BINARIES {
+        let version = String::from_utf8(generate(binary, &["--version"])).unwrap();
+        assert_eq!(
+            version.trim(),
+            format!("{binary} {}", env!("CARGO_PKG_VERSION"))
+        );
+        let help = String::from_utf8(generate(binary, &["--help"])).unwrap();
+        let table = help.split("Exit codes:").nth(1).expect("an exit table");
+        assert_eq!(
+            table.contains("bisync"),
+            binary == "bisync",
+            "{binary}: {table}"
+        );
+        assert_eq!(
+            table.contains("host key"),
+            binary == "keysetup",
+            "{binary}: {table}"
+        );
+    }
 }

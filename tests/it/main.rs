@@ -3,6 +3,7 @@
 
 mod batchd;
 mod bisync;
+mod fuzz;
 mod generated;
 mod keysetup;
 mod pipeline;
@@ -12,4 +13,9 @@ mod systemd;
 mod transport;
 mod units;
 mod watchd;
+/// The same tests with `--backend fanotify`.
+// Compiled twice on purpose: once per backend (the module's path says which).
+#[allow(clippy::duplicate_mod)]
+#[path = "watchd.rs"]
+mod watchd_fanotify;
 mod wire;

@@ -20,6 +20,7 @@ fn header(stream: &str) -> Record {
         host: "h".into(),
         ts: Timestamp::now(),
         producer: "test".into(),
+        backend: None,
     })
 }
 

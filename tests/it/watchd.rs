@@ -1,4 +1,10 @@
-//! watchd against real inotify, real files and the real binary.
+//! watchd against real inotify or fanotify, real files and the real binary.
+//!
+//! This file is compiled twice (tests/it/main.rs): as `watchd` with
+//! `--backend inotify` and as `watchd_fanotify` with `--backend fanotify`
+//! (through WATCHD_BACKEND, so every spawn below gets it). Without the
+//! privilege or kernel for fanotify, the second run's tests say so on stderr
+//! ("SKIPPED (fanotify)") and pass without asserting anything.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -13,6 +19,64 @@ use syncpipe::event::{EventKind, Header, Record};
 
 use crate::support::{bin, tempdir, NotifySocket, RecordStream, Running, TIMEOUT};
 
+/// The backend this copy of the tests runs.
+fn backend() -> &'static str {
+    if module_path!().ends_with("fanotify") {
+        "fanotify"
+    } else {
+        "inotify"
+    }
+}
+
+/// A `watchd` command with this copy's backend.
+fn watchd_cmd() -> Command {
+    let mut cmd = Command::new(bin("watchd"));
+    cmd.env("WATCHD_BACKEND", backend());
+    cmd
+}
+
+/// The `watchd` command line with this copy's backend, for shell scripts.
+fn watchd_shell() -> String {
+    format!("{} --backend {}", bin("watchd").display(), backend())
+}
+
+/// False (after saying why) when this copy is fanotify's and fanotify
+/// cannot run here: the test then ends without asserting.
+fn backend_usable() -> bool {
+    if backend() != "fanotify" {
+        return true;
+    }
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let why = WHY.get_or_init(|| {
+        let dir = tempdir();
+        let out = watchd_cmd()
+            .args(["--backend", "fanotify", "--quiet"])
+            .arg(dir.path())
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|child| {
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    Signal::SIGTERM,
+                );
+                child.wait_with_output()
+            })
+            .expect("running watchd");
+        (out.status.code() != Some(0))
+            .then(|| String::from_utf8_lossy(&out.stderr).trim().to_string())
+    });
+    match why {
+        None => true,
+        Some(why) => {
+            eprintln!("SKIPPED (fanotify): {why}");
+            false
+        }
+    }
+}
+
 struct Watchd {
     proc: Running,
     stream: RecordStream,
@@ -21,10 +85,11 @@ struct Watchd {
 
 impl Watchd {
     fn start(root: &Path, args: &[&str]) -> Self {
-        Self::start_with(Command::new(bin("watchd")).args(args).arg(root))
+        Self::start_with(watchd_cmd().args(args).arg(root))
     }
 
     fn start_with(cmd: &mut Command) -> Self {
+        cmd.env("WATCHD_BACKEND", backend());
         let mut proc = Running::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
         let mut stream = RecordStream::new(proc.child.stdout.take().unwrap());
         let Record::Header(header) = stream.wait_for("header", |r| matches!(r, Record::Header(_)))
@@ -79,6 +144,9 @@ impl Watchd {
 
 #[test]
 fn header_names_the_root_and_a_fresh_stream() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let a = Watchd::start(dir.path(), &[]);
     let b = Watchd::start(dir.path(), &[]);
@@ -89,10 +157,14 @@ fn header_names_the_root_and_a_fresh_stream() {
     );
     assert_ne!(a.header.stream, b.header.stream);
     assert!(!a.header.host.is_empty());
+    assert_eq!(a.header.backend.as_deref(), Some(backend()));
 }
 
 #[test]
 fn every_event_kind() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     let mut w = Watchd::start(root, &[]);
@@ -128,6 +200,9 @@ fn every_event_kind() {
 
 #[test]
 fn modify_mode_reports_writes_without_close() {
+    if !backend_usable() {
+        return;
+    }
     use std::io::Write;
     let dir = tempdir();
     fs::write(dir.path().join("log"), b"").unwrap();
@@ -143,6 +218,9 @@ fn modify_mode_reports_writes_without_close() {
 
 #[test]
 fn nested_mkdir_race_reports_the_deepest_file() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     let mut w = Watchd::start(root, &[]);
@@ -166,6 +244,9 @@ fn nested_mkdir_race_reports_the_deepest_file() {
 
 #[test]
 fn directory_moved_inside_then_written_into() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     fs::create_dir_all(root.join("a/b")).unwrap();
@@ -193,6 +274,9 @@ fn directory_moved_inside_then_written_into() {
 
 #[test]
 fn moves_in_and_out_of_the_tree() {
+    if !backend_usable() {
+        return;
+    }
     let outside = tempdir();
     let dir = tempdir();
     let root = dir.path();
@@ -224,6 +308,9 @@ fn moves_in_and_out_of_the_tree() {
 
 #[test]
 fn awkward_names_round_trip() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     let mut w = Watchd::start(root, &[]);
@@ -248,6 +335,9 @@ fn awkward_names_round_trip() {
 
 #[test]
 fn excludes_skip_paths_and_do_not_watch_directories() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     fs::create_dir_all(root.join("cache/deep")).unwrap();
@@ -285,19 +375,29 @@ fn excludes_skip_paths_and_do_not_watch_directories() {
 
 #[test]
 fn queue_overflow_becomes_a_rescan() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     fs::create_dir(root.join("burst")).unwrap();
     let mut w = Watchd::start(root, &[]);
-    let max_queued: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let max_queued: usize =
+        fs::read_to_string(format!("/proc/sys/fs/{}/max_queued_events", backend()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
     w.proc.signal(Signal::SIGSTOP);
     // Each file is at least two events (create, close_write) in a directory
     // that is already watched: more than the queue holds.
-    for i in 0..max_queued / 2 + 1000 {
+    // fanotify may merge a file's create and close_write into one event.
+    let files = if backend() == "fanotify" {
+        max_queued + 1000
+    } else {
+        max_queued / 2 + 1000
+    };
+    for i in 0..files {
         fs::write(root.join("burst").join(i.to_string()), b"").unwrap();
     }
     w.proc.signal(Signal::SIGCONT);
@@ -320,6 +420,9 @@ fn queue_overflow_becomes_a_rescan() {
 
 #[test]
 fn root_deleted_ends_the_stream_with_code_4() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path().join("root");
     fs::create_dir_all(root.join("sub")).unwrap();
@@ -337,9 +440,12 @@ fn root_deleted_ends_the_stream_with_code_4() {
 
 #[test]
 fn missing_root_fails_clearly_or_is_waited_for() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path().join("later");
-    let out = Command::new(bin("watchd")).arg(&root).output().unwrap();
+    let out = watchd_cmd().arg(&root).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -349,7 +455,7 @@ fn missing_root_fails_clearly_or_is_waited_for() {
     assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
     assert!(out.stdout.is_empty());
 
-    let mut cmd = Command::new(bin("watchd"));
+    let mut cmd = watchd_cmd();
     cmd.arg("--wait").arg(&root);
     let mut proc = Running::spawn(cmd.stdout(Stdio::piped()));
     let mut stream = RecordStream::new(proc.child.stdout.take().unwrap());
@@ -367,8 +473,11 @@ fn missing_root_fails_clearly_or_is_waited_for() {
 
 #[test]
 fn require_mount_refuses_a_plain_directory() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
-    let out = Command::new(bin("watchd"))
+    let out = watchd_cmd()
         .arg("--require-mount")
         .arg(dir.path())
         .output()
@@ -379,12 +488,15 @@ fn require_mount_refuses_a_plain_directory() {
 
 #[test]
 fn not_a_directory_and_bad_patterns() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let file = dir.path().join("file");
     fs::write(&file, b"").unwrap();
-    let out = Command::new(bin("watchd")).arg(&file).output().unwrap();
+    let out = watchd_cmd().arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    let out = Command::new(bin("watchd"))
+    let out = watchd_cmd()
         .args(["--exclude", "a["])
         .arg(dir.path())
         .output()
@@ -395,17 +507,23 @@ fn not_a_directory_and_bad_patterns() {
 
 #[test]
 fn ready_only_after_watches_and_status_counts_directories() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     for i in 0..50 {
         fs::create_dir_all(dir.path().join(format!("d{i}/e"))).unwrap();
     }
     let notify = NotifySocket::new();
-    let mut cmd = Command::new(bin("watchd"));
+    let mut cmd = watchd_cmd();
     cmd.arg(dir.path()).env("NOTIFY_SOCKET", notify.path());
     let mut w = Watchd::start_with(&mut cmd);
     let ready = notify.wait_for("READY=1");
     assert!(ready.contains("STATUS=watching"), "{ready}");
-    assert!(ready.contains("101 directories"), "{ready}");
+    if backend() == "inotify" {
+        assert!(ready.contains("101 directories"), "{ready}");
+    }
+    assert!(ready.contains(&format!("with {}", backend())), "{ready}");
     // Ready means watched: a change right now is seen.
     fs::write(dir.path().join("d49/e/f"), b"x").unwrap();
     w.expect(EventKind::Create, b"d49/e/f");
@@ -416,13 +534,16 @@ fn ready_only_after_watches_and_status_counts_directories() {
 
 #[test]
 fn abstract_notify_socket_works_too() {
+    if !backend_usable() {
+        return;
+    }
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
     let name = format!("syncpipe-test-{}", std::process::id());
     let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
     sock.set_read_timeout(Some(TIMEOUT)).unwrap();
     let dir = tempdir();
-    let mut cmd = Command::new(bin("watchd"));
+    let mut cmd = watchd_cmd();
     cmd.arg(dir.path()).env("NOTIFY_SOCKET", format!("@{name}"));
     let _w = Watchd::start_with(&mut cmd);
     let mut buf = [0u8; 1024];
@@ -436,10 +557,13 @@ fn abstract_notify_socket_works_too() {
 
 #[test]
 fn reader_going_away_is_a_quiet_exit() {
+    if !backend_usable() {
+        return;
+    }
     use std::io::{BufRead, BufReader, Read};
     let dir = tempdir();
     let mut proc = Running::spawn(
-        Command::new(bin("watchd"))
+        watchd_cmd()
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -463,6 +587,9 @@ fn reader_going_away_is_a_quiet_exit() {
 
 #[test]
 fn sigint_and_sigterm_exit_cleanly() {
+    if !backend_usable() {
+        return;
+    }
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         let dir = tempdir();
         let mut w = Watchd::start(dir.path(), &[]);
@@ -473,6 +600,13 @@ fn sigint_and_sigterm_exit_cleanly() {
 
 #[test]
 fn too_few_watches_is_refused_with_the_setting_named() {
+    if !backend_usable() {
+        return;
+    }
+    if backend() == "fanotify" {
+        eprintln!("SKIPPED (fanotify): a watch limit is inotify's alone");
+        return;
+    }
     // A user namespace has its own inotify watch limit, so the test lowers
     // it without touching the machine's.
     if Command::new("unshare")
@@ -489,7 +623,7 @@ fn too_few_watches_is_refused_with_the_setting_named() {
     }
     let script = format!(
         "echo 30 > /proc/sys/user/max_inotify_watches && exec {} {}",
-        bin("watchd").display(),
+        watchd_shell(),
         dir.path().display()
     );
     let out = Command::new("unshare")
@@ -514,6 +648,9 @@ fn in_mount_namespace(script: &str) -> std::process::Output {
 
 #[test]
 fn root_unmounted_ends_the_stream_and_a_submount_going_is_a_rescan() {
+    if !backend_usable() {
+        return;
+    }
     let dir = tempdir();
     let root = dir.path().join("mnt");
     let out_file = dir.path().join("out.jsonl");
@@ -536,7 +673,7 @@ fn root_unmounted_ends_the_stream_and_a_submount_going_is_a_rescan() {
         "#,
         root = root.display(),
         out = out_file.display(),
-        watchd = bin("watchd").display(),
+        watchd = watchd_shell(),
     );
     let out = in_mount_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -576,6 +713,9 @@ fn root_unmounted_ends_the_stream_and_a_submount_going_is_a_rescan() {
 
 #[test]
 fn a_directory_renamed_and_made_again_before_watchd_looks_stays_watched() {
+    if !backend_usable() {
+        return;
+    }
     // `mkdir a; mv a b; mkdir a` all queued in one read: the watch added for
     // the first "a" lands on the second one; the renamed one must still be
     // watched afterwards.
@@ -614,4 +754,47 @@ fn a_directory_made_in_a_new_one_then_both_renamed_before_watchd_looks_stays_wat
     w.expect(EventKind::Create, b"b/inner/early");
     fs::write(root.join("b/inner/late"), b"x").unwrap();
     w.expect(EventKind::Create, b"b/inner/late");
+}
+
+#[test]
+fn a_disk_mounted_below_the_root_later_is_a_rescan_and_watched() {
+    if !backend_usable() {
+        return;
+    }
+    let dir = tempdir();
+    let root = dir.path().join("root");
+    let out_file = dir.path().join("out.jsonl");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    let script = format!(
+        r#"set -e
+        root='{root}'; out='{out}'
+        {watchd} "$root" > "$out" 2> "$out.err" & pid=$!
+        for i in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
+        mount -t tmpfs syncpipe-late "$root/sub"
+        for i in $(seq 200); do grep -q rescan "$out" && break; sleep 0.05; done
+        touch "$root/sub/on-the-new-disk"
+        for i in $(seq 200); do grep -q on-the-new-disk "$out" && break; sleep 0.05; done
+        kill $pid; wait $pid || true
+        cat "$out.err" >&2
+        "#,
+        root = root.display(),
+        out = out_file.display(),
+        watchd = watchd_shell(),
+    );
+    let out = in_mount_namespace(&script);
+    let records: Vec<Record> = fs::read(&out_file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Record::parse(l).unwrap())
+        .collect();
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        records.iter().any(|r| matches!(r, Record::Event(e) if e.kind == EventKind::Rescan && e.path.as_bytes() == b"sub")),
+        "{records:?} {why}"
+    );
+    assert!(
+        records.iter().any(|r| matches!(r, Record::Event(e) if e.kind == EventKind::Create && e.path.as_bytes() == b"sub/on-the-new-disk")),
+        "{records:?} {why}"
+    );
 }

@@ -280,6 +280,7 @@ fn systemd_hears_ready_and_each_targets_lag() {
         host: "h".into(),
         ts: Timestamp::now(),
         producer: "test/0".into(),
+        backend: None,
     });
     let batch = Record::Batch(Batch {
         stream: "s1".into(),
@@ -364,6 +365,7 @@ fn max_procs_bounds_concurrent_transfers_over_all_targets() {
         host: "h".into(),
         ts: Timestamp::now(),
         producer: "test/0".into(),
+        backend: None,
     });
     stdin.write_all(header.to_line().as_bytes()).unwrap();
     stdin.write_all(b"\n").unwrap();

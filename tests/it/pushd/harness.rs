@@ -81,6 +81,7 @@ impl Pushd {
             host: "test".into(),
             ts: Timestamp::now(),
             producer: "test/0".into(),
+            backend: None,
         });
         self.send(&h);
     }

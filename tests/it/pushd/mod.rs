@@ -1,6 +1,7 @@
 //! pushd against real targets: local directories, sshd on loopback and an
 //! rsync daemon, fed records written by the test on its stdin.
 
+mod beneath;
 mod churn;
 mod failures;
 mod guards;
