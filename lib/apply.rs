@@ -524,10 +524,11 @@ impl Applier<'_> {
                     report.duration = started.elapsed();
                     return Ok(report);
                 }
-                // Entries on the target before: what the source lists, minus what
-                // would be created, plus what would be deleted.
-                let before =
-                    (dry.stats.files + dry.stats.deleted).saturating_sub(dry.stats.created);
+                // What the sync would lose: deletions net of what it creates.
+                // A renamed directory (a restart after `mv big big2`) deletes
+                // and creates the same entries: nothing is lost. An emptied
+                // or shrunken source creates nothing and trips it.
+                let loss = dry.stats.deleted.saturating_sub(dry.stats.created);
                 if checks.released || dry.stats.deleted == 0 {
                     // Released by the operator, or nothing to weigh.
                 } else if empty && !self.guards.allow_empty_source {
@@ -542,17 +543,31 @@ impl Applier<'_> {
                         dry.stats.deleted,
                         self.target
                     ));
-                } else if self
-                    .guards
-                    .max_delete
-                    .exceeded(dry.stats.deleted, Some(before))
-                {
-                    delete = false;
-                    report.refused_deletes += dry.stats.deleted;
-                    report.refusal = Some(format!(
-                        "refusing to delete {} of {before} entries on {} (--max-delete {}); syncing without deletions, holding them",
-                        dry.stats.deleted, self.target, self.guards.max_delete
-                    ));
+                } else {
+                    // Weighed against the whole tree, as a batch's deletes
+                    // are: a rescanned subtree is only part of the target.
+                    let source_now = match self.guards.max_delete {
+                        MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
+                            count_entries(source).saturating_sub(1)
+                        }
+                        _ => 0,
+                    };
+                    let case = DeleteCase {
+                        deletes: loss,
+                        source_now,
+                        empty_now: empty,
+                        empty_at_start: checks.identity.is_some_and(|i| i.empty),
+                    };
+                    if let Some(why) = judge_deletes(self.guards, case) {
+                        delete = false;
+                        report.refused_deletes += dry.stats.deleted;
+                        report.refusal = Some(format!(
+                            "refusing to delete {} entries on {} ({why}; a sync losing {loss} of {} entries)",
+                            dry.stats.deleted,
+                            self.target,
+                            source_now + loss
+                        ));
+                    }
                 }
                 if !delete {
                     report.held_subtrees = plan.subtrees.clone();
@@ -658,7 +673,10 @@ impl Applier<'_> {
             // the parents (like a daemon, which has no shell).
             Location::Ssh { .. } | Location::Daemon { .. } => {
                 for p in missing {
-                    plan_subtrees.push(p.parent().unwrap_or_else(WirePath::root));
+                    let parent = p.parent().unwrap_or_else(WirePath::root);
+                    if !plan_subtrees.contains(&parent) {
+                        plan_subtrees.push(parent);
+                    }
                 }
                 Ok(())
             }
