@@ -192,7 +192,13 @@ class Churn:
         elif 6 <= k <= 8 and files:
             os.remove(r.choice(files))
         elif k == 9 and sub:
-            shutil.rmtree(r.choice(sub))
+            # rm -r of a directory holding at most a fifth of the tree: past
+            # pushd's --max-delete (50% by default) a mass delete is held by
+            # design, so churn stays below it and any hold is a bug.
+            total = len(files) + len(dirs)
+            small = [d for d in sub if 5 * sum(1 for p in files + dirs if p == d or p.startswith(d + b"/")) <= total]
+            if small:
+                shutil.rmtree(r.choice(small))
         elif 10 <= k <= 12 and files:
             f = r.choice(files)
             to = r.choice(files) if r.random() < 0.3 else os.path.join(r.choice(dirs), self.name())

@@ -238,7 +238,23 @@ impl Churn {
                 }
             }
             9 => {
-                if let Some(d) = self.rng.pick(subdirs) {
+                // `rm -r` of a directory holding at most a fifth of the tree:
+                // past --max-delete (50% by default) a mass delete is held by
+                // design (guards.rs proves it), so churn stays below it and
+                // any hold here is a bug.
+                let total = files.len() + dirs.len();
+                let small: Vec<&PathBuf> = subdirs
+                    .iter()
+                    .filter(|d| {
+                        let below = files
+                            .iter()
+                            .chain(dirs)
+                            .filter(|p| p.starts_with(d))
+                            .count();
+                        below * 5 <= total
+                    })
+                    .collect();
+                if let Some(d) = self.rng.pick(&small) {
                     let _ = fs::remove_dir_all(d);
                 }
             }
