@@ -510,7 +510,7 @@ impl Applier<'_> {
         }
         if !plan.subtrees.is_empty() {
             let mut delete = delete;
-            if delete {
+            if delete && !checks.released && !self.cannot_trip(&plan.subtrees, empty) {
                 let dry = self.rsync(
                     source,
                     Transfer::Subtrees { delete: true },
@@ -582,6 +582,32 @@ impl Applier<'_> {
         }
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// True when the subtrees' deletions cannot trip a guard whatever the
+    /// source holds, so the dry run that weighs them can be skipped (one
+    /// rsync less per batch that rescans a directory): on a local target
+    /// what is there bounds what can go. Remote targets always weigh.
+    fn cannot_trip(&self, subtrees: &[WirePath], empty: bool) -> bool {
+        let Location::Local(root) = &self.target.location else {
+            return false;
+        };
+        let limit = match self.guards.max_delete {
+            _ if empty && !self.guards.allow_empty_source => 0,
+            MaxDelete::Percent(_) => PERCENT_FLOOR,
+            MaxDelete::Count(n) => n,
+        };
+        let mut bound = 0;
+        for p in subtrees {
+            // The root itself is never deleted.
+            let skip = u64::from(p.is_root());
+            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
+                .saturating_sub(skip);
+            if bound > limit {
+                return false;
+            }
+        }
+        true
     }
 
     fn rsync(
@@ -724,6 +750,28 @@ fn count_entries(path: &Path) -> u64 {
     1 + below
 }
 
+/// Like [`count_entries`], but stops once `limit` is reached.
+fn count_entries_upto(path: &Path, limit: u64) -> u64 {
+    fn walk(path: &Path, limit: u64, n: &mut u64) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        *n += 1;
+        if !meta.is_dir() || *n >= limit {
+            return;
+        }
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            walk(&entry.path(), limit, n);
+            if *n >= limit {
+                return;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(path, limit, &mut n);
+    n
+}
+
 /// Renames on a local target through directory descriptors resolved
 /// beneath the root without following symlinks: a planted symlink in either
 /// path fails the rename (the data is then sent instead), it never leads it
@@ -862,6 +910,18 @@ mod tests {
         assert!(judge_deletes(&count, case(6, 1000)).is_some());
         assert_eq!(judge_deletes(&count, case(5, 0)), None);
         assert_eq!(judge_deletes(&half, case(0, 0)), None);
+    }
+
+    #[test]
+    fn counting_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::create_dir_all(dir.path().join(format!("d{i}/e"))).unwrap();
+        }
+        assert_eq!(count_entries(dir.path()), 11);
+        assert_eq!(count_entries_upto(dir.path(), 100), 11);
+        assert_eq!(count_entries_upto(dir.path(), 4), 4);
+        assert_eq!(count_entries_upto(&dir.path().join("none"), 4), 0);
     }
 
     #[test]
