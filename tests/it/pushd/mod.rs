@@ -3,8 +3,10 @@
 
 mod beneath;
 mod churn;
+mod excludes;
 mod failures;
 mod guards;
 pub mod harness;
+mod input;
 mod kinds;
 mod servers;
