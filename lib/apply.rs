@@ -510,7 +510,7 @@ impl Applier<'_> {
         }
         if !plan.subtrees.is_empty() {
             let mut delete = delete;
-            if delete {
+            if delete && !checks.released && !self.cannot_trip(&plan.subtrees, empty) {
                 let dry = self.rsync(
                     source,
                     Transfer::Subtrees { delete: true },
@@ -524,10 +524,11 @@ impl Applier<'_> {
                     report.duration = started.elapsed();
                     return Ok(report);
                 }
-                // Entries on the target before: what the source lists, minus what
-                // would be created, plus what would be deleted.
-                let before =
-                    (dry.stats.files + dry.stats.deleted).saturating_sub(dry.stats.created);
+                // What the sync would lose: deletions net of what it creates.
+                // A renamed directory (a restart after `mv big big2`) deletes
+                // and creates the same entries: nothing is lost. An emptied
+                // or shrunken source creates nothing and trips it.
+                let loss = dry.stats.deleted.saturating_sub(dry.stats.created);
                 if checks.released || dry.stats.deleted == 0 {
                     // Released by the operator, or nothing to weigh.
                 } else if empty && !self.guards.allow_empty_source {
@@ -542,17 +543,31 @@ impl Applier<'_> {
                         dry.stats.deleted,
                         self.target
                     ));
-                } else if self
-                    .guards
-                    .max_delete
-                    .exceeded(dry.stats.deleted, Some(before))
-                {
-                    delete = false;
-                    report.refused_deletes += dry.stats.deleted;
-                    report.refusal = Some(format!(
-                        "refusing to delete {} of {before} entries on {} (--max-delete {}); syncing without deletions, holding them",
-                        dry.stats.deleted, self.target, self.guards.max_delete
-                    ));
+                } else {
+                    // Weighed against the whole tree, as a batch's deletes
+                    // are: a rescanned subtree is only part of the target.
+                    let source_now = match self.guards.max_delete {
+                        MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
+                            count_entries(source).saturating_sub(1)
+                        }
+                        _ => 0,
+                    };
+                    let case = DeleteCase {
+                        deletes: loss,
+                        source_now,
+                        empty_now: empty,
+                        empty_at_start: checks.identity.is_some_and(|i| i.empty),
+                    };
+                    if let Some(why) = judge_deletes(self.guards, case) {
+                        delete = false;
+                        report.refused_deletes += dry.stats.deleted;
+                        report.refusal = Some(format!(
+                            "refusing to delete {} entries on {} ({why}; a sync losing {loss} of {} entries)",
+                            dry.stats.deleted,
+                            self.target,
+                            source_now + loss
+                        ));
+                    }
                 }
                 if !delete {
                     report.held_subtrees = plan.subtrees.clone();
@@ -567,6 +582,32 @@ impl Applier<'_> {
         }
         report.duration = started.elapsed();
         Ok(report)
+    }
+
+    /// True when the subtrees' deletions cannot trip a guard whatever the
+    /// source holds, so the dry run that weighs them can be skipped (one
+    /// rsync less per batch that rescans a directory): on a local target
+    /// what is there bounds what can go. Remote targets always weigh.
+    fn cannot_trip(&self, subtrees: &[WirePath], empty: bool) -> bool {
+        let Location::Local(root) = &self.target.location else {
+            return false;
+        };
+        let limit = match self.guards.max_delete {
+            _ if empty && !self.guards.allow_empty_source => 0,
+            MaxDelete::Percent(_) => PERCENT_FLOOR,
+            MaxDelete::Count(n) => n,
+        };
+        let mut bound = 0;
+        for p in subtrees {
+            // The root itself is never deleted.
+            let skip = u64::from(p.is_root());
+            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
+                .saturating_sub(skip);
+            if bound > limit {
+                return false;
+            }
+        }
+        true
     }
 
     fn rsync(
@@ -658,7 +699,10 @@ impl Applier<'_> {
             // the parents (like a daemon, which has no shell).
             Location::Ssh { .. } | Location::Daemon { .. } => {
                 for p in missing {
-                    plan_subtrees.push(p.parent().unwrap_or_else(WirePath::root));
+                    let parent = p.parent().unwrap_or_else(WirePath::root);
+                    if !plan_subtrees.contains(&parent) {
+                        plan_subtrees.push(parent);
+                    }
                 }
                 Ok(())
             }
@@ -704,6 +748,28 @@ fn count_entries(path: &Path) -> u64 {
         .map(|entry| count_entries(&entry.path()))
         .sum();
     1 + below
+}
+
+/// Like [`count_entries`], but stops once `limit` is reached.
+fn count_entries_upto(path: &Path, limit: u64) -> u64 {
+    fn walk(path: &Path, limit: u64, n: &mut u64) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        *n += 1;
+        if !meta.is_dir() || *n >= limit {
+            return;
+        }
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            walk(&entry.path(), limit, n);
+            if *n >= limit {
+                return;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(path, limit, &mut n);
+    n
 }
 
 /// Renames on a local target through directory descriptors resolved
@@ -844,6 +910,18 @@ mod tests {
         assert!(judge_deletes(&count, case(6, 1000)).is_some());
         assert_eq!(judge_deletes(&count, case(5, 0)), None);
         assert_eq!(judge_deletes(&half, case(0, 0)), None);
+    }
+
+    #[test]
+    fn counting_stops_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::create_dir_all(dir.path().join(format!("d{i}/e"))).unwrap();
+        }
+        assert_eq!(count_entries(dir.path()), 11);
+        assert_eq!(count_entries_upto(dir.path(), 100), 11);
+        assert_eq!(count_entries_upto(dir.path(), 4), 4);
+        assert_eq!(count_entries_upto(&dir.path().join("none"), 4), 0);
     }
 
     #[test]

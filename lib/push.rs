@@ -743,6 +743,7 @@ impl<'a> Worker<'a> {
         }
         if !self.held.is_empty() {
             // One last look: the source may have come back meanwhile.
+            self.recheck_at = Instant::now();
             self.transfer();
         }
         if !self.held.is_empty() {
@@ -912,9 +913,18 @@ impl<'a> Worker<'a> {
             return true;
         };
         self.check_target_root();
-        // Held changes are weighed again with whatever is pending.
-        let held_first = self.held_first.take();
-        let changes = if self.held.is_empty() {
+        // Held changes are weighed again with whatever is pending at their
+        // recheck or release only: merged into every batch, a held subtree
+        // (the root, after a held full sync) would turn each later batch
+        // into a full sync, and the hold would weigh everything forever.
+        let with_held =
+            !self.held.is_empty() && (self.release || Instant::now() >= self.recheck_at);
+        let held_first = if with_held {
+            self.held_first.take()
+        } else {
+            None
+        };
+        let changes = if !with_held {
             self.pending.take()
         } else {
             let mut all = std::mem::take(&mut self.held);
@@ -966,13 +976,14 @@ impl<'a> Worker<'a> {
                 }
                 if ok && report.held() {
                     held_now = true;
-                    self.hold(&report, &changes, first_seq);
+                    self.hold(&report, &changes, first_seq, with_held);
                 } else if let Some(why) = &report.refusal {
                     log_error!("{}: {why}", self.target);
                 }
                 let status = if !ok {
                     "failed"
-                } else if report.held() {
+                } else if report.held() || !self.held.is_empty() {
+                    // Still held from before: the target is not in step.
                     "held"
                 } else {
                     "ok"
@@ -1043,7 +1054,7 @@ impl<'a> Worker<'a> {
                 (false, record)
             }
         };
-        if ok && !held_now && self.held_count > 0 {
+        if ok && with_held && !held_now && self.held_count > 0 {
             log_notice!(
                 "{}: the {} deletions held by a guard are applied now{}",
                 self.target,
@@ -1098,7 +1109,6 @@ impl<'a> Worker<'a> {
                 self.pending.push(change);
             }
             self.pending_first = Some(first_seq);
-            self.held_first = None;
             self.next_try = Instant::now() + self.jittered(self.delay);
             self.delay = (self.delay * 2).min(self.config.retry.max);
         }
@@ -1116,7 +1126,17 @@ impl<'a> Worker<'a> {
 
     /// Keeps what a guard refused (`report.held()`) for later, and says so
     /// on stderr once per hold, not once per batch.
-    fn hold(&mut self, report: &crate::apply::Report, changes: &[Change], first_seq: u64) {
+    /// `merged`: the changes included everything held before, so the count
+    /// starts again; else this hold joins an earlier one.
+    fn hold(
+        &mut self,
+        report: &crate::apply::Report,
+        changes: &[Change],
+        first_seq: u64,
+        merged: bool,
+    ) {
+        // Nothing held before (or all of it in these changes): a new recheck.
+        let fresh = self.held.is_empty();
         if report.held_everything {
             for change in changes {
                 self.held.push(change.clone());
@@ -1141,7 +1161,7 @@ impl<'a> Worker<'a> {
                 });
             }
         }
-        self.held_first = Some(first_seq);
+        self.held_first = Some(self.held_first.map_or(first_seq, |f| f.min(first_seq)));
         let why = report.refusal.clone().unwrap_or_default();
         if self.held_count == 0 {
             log_error!(
@@ -1152,8 +1172,16 @@ impl<'a> Worker<'a> {
         } else {
             log_info!("{}: still held: {why}", self.target);
         }
-        self.held_count = report.refused_deletes.max(1);
-        self.recheck_at = Instant::now() + self.config.retry.max;
+        // Two holds may overlap (a held batch, then a full sync weighing the
+        // same deletions): the larger count is the one sure to be held.
+        self.held_count = if merged {
+            report.refused_deletes.max(1)
+        } else {
+            self.held_count.max(report.refused_deletes).max(1)
+        };
+        if fresh {
+            self.recheck_at = Instant::now() + self.config.retry.max;
+        }
     }
 
     /// A local target root removed or replaced since the last transfer

@@ -296,6 +296,41 @@ impl Watcher {
         Ok(())
     }
 
+    /// Walks the directories below `start` (already watched) and watches
+    /// those that are not, reporting each such directory and everything in
+    /// it as created. Directories already watched are walked, not reported:
+    /// their own watches reported what they hold.
+    fn watch_unwatched_below(&mut self, start: NodeId) -> anyhow::Result<()> {
+        let mut stack = vec![(start, self.tree.path(start))];
+        while let Some((dir, dir_rel)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(self.absolute(&dir_rel)) else {
+                continue; // gone or unreadable: watch_below says why when it matters
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = entry.file_name();
+                let rel = dir_rel.join(name.as_bytes());
+                if self.excludes.is_excluded(rel.as_path(), true) {
+                    continue;
+                }
+                if let Some(child) = self.tree.child(dir, name.as_bytes()) {
+                    stack.push((child, rel));
+                    continue;
+                }
+                self.push(EventKind::Create, rel.clone(), true, None);
+                match self.add_watch(dir, name.as_bytes(), &rel) {
+                    Ok(Some(child)) => self.watch_below(child, true, &mut |_| {})?,
+                    Ok(None) => {}
+                    Err(AddError::Limit) => return Err(self.limit_error()),
+                    Err(AddError::Other(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Watches `parent/name`. `Ok(None)`: it is gone or not a directory
     /// any more (its removal will be reported by its parent's watch).
     fn add_watch(
@@ -583,7 +618,11 @@ impl Watcher {
                         Ok(Some(child)) if Some(child) != known => {
                             self.watch_below(child, true, &mut |_| {})?
                         }
-                        Ok(_) => {}
+                        // Watches below it can be missing: one added by name
+                        // while the directory was already being renamed
+                        // failed (`mkdir a/inner; mv a b` in one read).
+                        Ok(Some(child)) => self.watch_unwatched_below(child)?,
+                        Ok(None) => {}
                         Err(AddError::Limit) => return Err(self.limit_error()),
                         Err(AddError::Other(e)) => return Err(e),
                     }

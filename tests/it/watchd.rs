@@ -735,6 +735,28 @@ fn a_directory_renamed_and_made_again_before_watchd_looks_stays_watched() {
 }
 
 #[test]
+fn a_directory_made_in_a_new_one_then_both_renamed_before_watchd_looks_stays_watched() {
+    // `mkdir a` seen and watched; then `mkdir a/inner; mv a b` queued in one
+    // read. Watching "a/inner" by name fails (a is now b), and the move only
+    // relocates the watch of a: inner must still be watched afterwards.
+    let dir = tempdir();
+    let root = dir.path();
+    let mut w = Watchd::start(root, &[]);
+    fs::create_dir(root.join("a")).unwrap();
+    w.expect(EventKind::Create, b"a");
+    w.proc.signal(Signal::SIGSTOP);
+    fs::create_dir(root.join("a/inner")).unwrap();
+    fs::write(root.join("a/inner/early"), b"x").unwrap();
+    fs::rename(root.join("a"), root.join("b")).unwrap();
+    w.proc.signal(Signal::SIGCONT);
+    w.expect(EventKind::Move, b"b");
+    // What inner held before its watch is reported once it is watched.
+    w.expect(EventKind::Create, b"b/inner/early");
+    fs::write(root.join("b/inner/late"), b"x").unwrap();
+    w.expect(EventKind::Create, b"b/inner/late");
+}
+
+#[test]
 fn a_disk_mounted_below_the_root_later_is_a_rescan_and_watched() {
     if !backend_usable() {
         return;

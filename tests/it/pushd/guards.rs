@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use syncpipe::event::{Change, ChangeOp};
@@ -264,7 +265,12 @@ fn ssh_deletes_without_delete_missing_args() {
         delete_missing_args_works: false,
         ..RsyncSettings::default()
     };
-    let guards = Guards::default();
+    // The batch deletes 12 of the 13 entries: this test is about how they
+    // are deleted, not about --max-delete, which would hold them.
+    let guards = Guards {
+        max_delete: syncpipe::apply::MaxDelete::Percent(100.0),
+        ..Guards::default()
+    };
     let applier = Applier {
         target: &target,
         settings: &settings,
@@ -282,7 +288,7 @@ fn ssh_deletes_without_delete_missing_args() {
             Checks::default(),
         )
         .unwrap();
-    assert!(report.succeeded(), "{report:?}");
+    assert!(report.succeeded() && !report.held(), "{report:?}");
     assert_same(src.path(), dst.path());
     assert_nothing_executed(&[dst.path(), Path::new("/root")]);
 }
@@ -794,4 +800,84 @@ fn a_removed_remote_target_root_gets_a_full_sync() {
         drop(r);
         assert_eq!(p.finish(), Some(0), "{target}");
     }
+}
+
+/// Issue 10's churn: a directory renamed while pushd was down deletes and
+/// creates the same entries in the start-up sync, which loses nothing and is
+/// not held; a rescanned subtree is weighed against the whole tree; a real
+/// loss is still held, and while it is, later batches stay path batches (no
+/// full sync each) until the release applies it.
+#[test]
+fn a_rename_is_no_wipe_and_a_hold_does_not_snowball() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    for i in 0..40 {
+        write(src.path(), format!("big/f{i:02}").as_bytes(), b"d");
+        write(src.path(), format!("top{i:02}").as_bytes(), b"t");
+    }
+    for i in 0..20 {
+        write(src.path(), format!("sub/g{i:02}").as_bytes(), b"g");
+    }
+    let target = dst.path().display().to_string();
+    let log = scratch.path().join("pushd.log");
+    let notify = crate::support::NotifySocket::new();
+    let args = [os(&target)];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    assert_eq!(p.finish(), Some(0));
+
+    // Renamed while nothing ran: 41 of 102 go, 41 come.
+    fs::rename(src.path().join("big"), src.path().join("big2")).unwrap();
+    let mut p = start_logged(src.path(), &args, scratch.path(), &log, notify.path());
+    p.header();
+    let a = p.result(&target);
+    assert_eq!((a.status.as_str(), a.deleted), ("ok", 41), "{a:?}");
+    assert_same(src.path(), dst.path());
+
+    // 15 of sub's 21 entries go, seen as a rescan of sub: 15 of 102.
+    for i in 0..15 {
+        fs::remove_file(src.path().join(format!("sub/g{i:02}"))).unwrap();
+    }
+    let seq = p.batch(vec![Change {
+        dir: true,
+        ..change(ChangeOp::Rescan, b"sub")
+    }]);
+    let a = p.applied(&target, seq);
+    assert_eq!((a.status.as_str(), a.deleted), ("ok", 15), "{a:?}");
+    assert_same(src.path(), dst.path());
+
+    // A real loss (the 40 top files and big2, 81 of 87) is held...
+    for i in 0..40 {
+        fs::remove_file(src.path().join(format!("top{i:02}"))).unwrap();
+    }
+    fs::remove_dir_all(src.path().join("big2")).unwrap();
+    let seq = p.batch(vec![Change {
+        dir: true,
+        ..change(ChangeOp::Rescan, b".")
+    }]);
+    let a = p.applied(&target, seq);
+    assert_eq!(
+        (a.status.as_str(), a.refused_deletes, a.full),
+        ("held", 81, true),
+        "{a:?}"
+    );
+    // ...and the batches that follow are applied as what they are.
+    for name in [&b"late1"[..], b"late2"] {
+        write(src.path(), name, b"l");
+        let seq = p.batch(vec![change(ChangeOp::Update, name)]);
+        let a = p.applied(&target, seq);
+        assert_eq!((a.status.as_str(), a.full), ("held", false), "{a:?}");
+        assert_eq!(
+            fs::read(dst.path().join(OsStr::from_bytes(name))).unwrap(),
+            b"l"
+        );
+    }
+    assert_eq!(tree(dst.path()).len(), 89);
+    signal(&p, nix::sys::signal::Signal::SIGUSR2);
+    let a = status_of(&mut p, &target, "ok");
+    assert_eq!(a.deleted, 81, "{a:?}");
+    assert_same(src.path(), dst.path());
+    let said = fs::read_to_string(&log).unwrap();
+    assert_eq!(said.matches("HELD:").count(), 1, "{said}");
+    assert_eq!(p.finish(), Some(0));
 }

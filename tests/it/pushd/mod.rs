@@ -2,6 +2,7 @@
 //! rsync daemon, fed records written by the test on its stdin.
 
 mod beneath;
+mod churn;
 mod excludes;
 mod failures;
 mod guards;
