@@ -174,6 +174,20 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The machine the target is on, as `keysetup check` takes it
+    /// (`user@host`), or "this machine" for a local directory.
+    pub fn host(&self) -> String {
+        match &self.location {
+            Location::Local(_) => "this machine".into(),
+            Location::Ssh { user, host, .. } | Location::Daemon { user, host, .. } => match user {
+                Some(user) => format!("{user}@{host}"),
+                None => host.clone(),
+            },
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)

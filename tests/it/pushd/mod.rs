@@ -6,4 +6,5 @@ mod failures;
 mod guards;
 pub mod harness;
 mod kinds;
+mod never_worked;
 mod servers;
