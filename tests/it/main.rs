@@ -8,6 +8,7 @@ mod generated;
 mod keysetup;
 mod pipeline;
 mod pushd;
+mod shells;
 mod support;
 mod systemd;
 mod transport;
