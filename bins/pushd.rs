@@ -171,6 +171,7 @@ impl Args {
             .iter()
             .map(|t| Target::parse(t, &cwd).map_err(|e| coded(Code::Usage, e.to_string())))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        syncpipe::target::refuse_private_tmp(&targets)?;
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }

@@ -188,6 +188,22 @@ impl Target {
     }
 }
 
+/// Refuses a local target under a /tmp that systemd's `PrivateTmp=yes`
+/// replaced for this process: pushd would fill a private tree nobody sees.
+pub fn refuse_private_tmp(targets: &[Target]) -> anyhow::Result<()> {
+    for target in targets {
+        if let Location::Local(dir) = &target.location {
+            if let Some(why) = crate::mounts::in_private_tmp(dir) {
+                return Err(crate::exit::coded(
+                    crate::exit::Code::Usage,
+                    format!("the target {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)

@@ -7,6 +7,7 @@ mod fuzz;
 mod generated;
 mod keysetup;
 mod pipeline;
+mod privatetmp;
 mod pushd;
 mod shells;
 mod support;
