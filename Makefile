@@ -121,6 +121,8 @@ install: $(if $(INSTALL_FROM),,build)
 	  sed 's#/usr/local/bin#$(PREFIX)/bin#g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	done
 	install -m 0644 units/syncpipe.conf.example $(DESTDIR)/etc/syncpipe/example.conf.sample
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	install -m 0755 units/syncpipe-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/syncpipe-generator
 	install -d $(DESTDIR)$(PREFIX)/share/syncpipe $(DESTDIR)/etc/profile.d $(DESTDIR)$(BASH_COMPAT_DIR)
 	install -m 0644 completions/pushd-function.sh $(DESTDIR)$(PREFIX)/share/syncpipe/pushd-function.sh
 	install -m 0644 completions/pushd-function.sh $(DESTDIR)/etc/profile.d/syncpipe-pushd.sh
