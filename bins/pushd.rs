@@ -134,12 +134,6 @@ struct Args {
         help_heading = "rsync"
     )]
     rsync_opt: Vec<OsString>,
-    /// Exclude files matching PATTERN (rsync filter syntax, repeatable)
-    #[arg(long, value_name = "PATTERN", help_heading = "rsync")]
-    exclude: Vec<OsString>,
-    /// Read exclude patterns from FILE (repeatable)
-    #[arg(long, value_name = "FILE", help_heading = "rsync")]
-    exclude_from: Vec<PathBuf>,
     /// Password file for rsync daemon targets
     #[arg(long, value_name = "FILE", help_heading = "rsync")]
     password_file: Option<PathBuf>,
@@ -153,6 +147,10 @@ struct Args {
     /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
     #[arg(long, value_name = "OPTION", help_heading = "ssh")]
     ssh_opt: Vec<String>,
+
+    /// Excluded paths are never sent, and never deleted on the target
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     #[command(flatten)]
     verbosity: Verbosity,
@@ -175,12 +173,7 @@ impl Args {
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
-        if self.direct && !(self.exclude.is_empty() && self.exclude_from.is_empty()) {
-            return Err(coded(
-                Code::Usage,
-                "--direct does not read rsync filter rules: exclude in watchd (--exclude) instead",
-            ));
-        }
+        let excludes = self.excludes.compile()?;
         if self.retry_min > self.retry_max {
             return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
         }
@@ -197,8 +190,7 @@ impl Args {
                 partial: self.partial,
                 rsync_path: self.rsync_path,
                 extra: self.rsync_opt,
-                excludes: self.exclude,
-                exclude_from: self.exclude_from.into_iter().map(absolute).collect(),
+                filters: excludes.rsync_filters(),
                 password_file: self.password_file.map(absolute),
                 ssh: SshSettings {
                     port: self.port,
@@ -226,6 +218,7 @@ impl Args {
                 jitter: self.retry_jitter,
             },
             direct: self.direct,
+            excludes,
             connect: self.connect.map(absolute),
             release_held: self.release_held,
             insist: self.insist,

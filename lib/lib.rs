@@ -25,6 +25,7 @@ pub mod manpage;
 pub mod mounts;
 pub mod plan;
 pub mod push;
+pub mod pushd;
 pub mod pushstate;
 pub mod rsync;
 pub mod signals;

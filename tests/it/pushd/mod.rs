@@ -2,9 +2,11 @@
 //! rsync daemon, fed records written by the test on its stdin.
 
 mod beneath;
+mod excludes;
 mod failures;
 mod guards;
 pub mod harness;
+mod input;
 mod kinds;
 mod never_worked;
 mod servers;
