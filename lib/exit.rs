@@ -51,6 +51,9 @@ pub enum Code {
     /// batchd, pushd: the input ended without a stream header: the stage
     /// before failed (its own message says why, e.g. a missing source).
     NoStream = 14,
+    /// syncpipe import-lsyncd: the configs were written, and some lsyncd
+    /// options could not be carried over (the table says which and why).
+    NotCarried = 15,
 }
 
 impl Code {
@@ -110,6 +113,10 @@ impl Code {
             Code::NoStream,
             "batchd, pushd: input ended without a stream (an earlier stage failed)",
         ),
+        (
+            Code::NotCarried,
+            "import-lsyncd: some options not carried over, or --check differed",
+        ),
     ];
 
     /// The codes program `bin` can exit with; the whole table for a name
@@ -131,6 +138,7 @@ impl Code {
                 NoStream,
             ],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
+            "syncpipe" => &[Ok, Failure, Usage, NotCarried],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
                 Refused, MassChange,
@@ -151,6 +159,7 @@ impl Code {
                 Refused,
                 MassChange,
                 NoStream,
+                NotCarried,
             ],
         }
     }

@@ -30,6 +30,7 @@ pub mod pushstate;
 pub mod rsync;
 pub mod signals;
 pub mod stream;
+pub mod syncpipe;
 pub mod systemd;
 pub mod target;
 #[cfg(test)]

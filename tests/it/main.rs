@@ -11,6 +11,7 @@ mod privatetmp;
 mod pushd;
 mod shells;
 mod support;
+mod syncpipe;
 mod systemd;
 mod transport;
 mod units;
