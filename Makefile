@@ -11,8 +11,8 @@ DESTDIR ?=
 BINS := watchd batchd pushd bisync keysetup syncpipe relayd
 # relayd (the NATS bridge) needs the `relay` feature: only it links tokio.
 FEATURES := --features relay
-# Debian packages the tests need, and a command each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd nats-server:nats-server
+# Debian packages the tests need, and a command (or a file) each provides.
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd nats-server:nats-server fish:fish bash-completion:/usr/share/bash-completion/bash_completion
 # What `make demo` needs beyond the build.
 DEMO_PACKAGES := rsync:rsync diffutils:diff
 
@@ -39,7 +39,7 @@ define deps
 	@missing=""; \
 	for pair in $(1); do \
 	  pkg=$${pair%%:*}; cmd=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -e $$cmd ] || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -99,13 +99,22 @@ fuzz:
 # /usr/local one unless XDG_DATA_DIRS names it, so the fish files also go
 # where fish always looks for system-wide completions.
 FISH_COMPLETIONS ?= /etc/fish/completions
+# bash-completion sources every file here at start-up, after its own
+# `complete -F _cd pushd`: the pushd function and its completion go here.
+BASH_COMPAT_DIR ?= /etc/bash_completion.d
+# zsh reads no drop-in directory: `make install` (without DESTDIR) adds one
+# marked line sourcing the pushd function to this file; ZSHRC= skips it.
+ZSHRC ?= /etc/zsh/zshrc
 
 # Binaries, man pages (generated from the clap definitions), shell
 # completions (committed, generated the same way) and systemd units.
-install: build
+# INSTALL_FROM=DIR installs binaries already built there (the tests install
+# their debug build into a DESTDIR tree this way, without a release build).
+INSTALL_FROM ?=
+install: $(if $(INSTALL_FROM),,build)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 0755 $(addprefix target/release/,$(BINS)) $(DESTDIR)$(PREFIX)/bin/
-	for b in $(BINS); do target/release/$$b --print-man > $(DESTDIR)$(PREFIX)/share/man/man1/$$b.1; done
+	install -m 0755 $(addprefix $(or $(INSTALL_FROM),target/release)/,$(BINS)) $(DESTDIR)$(PREFIX)/bin/
+	for b in $(BINS); do $(or $(INSTALL_FROM),target/release)/$$b --print-man > $(DESTDIR)$(PREFIX)/share/man/man1/$$b.1; done
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
 	  $(DESTDIR)$(FISH_COMPLETIONS)
@@ -114,6 +123,19 @@ install: build
 	  sed 's#/usr/local/bin#$(PREFIX)/bin#g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	done
 	install -m 0644 units/syncpipe.conf.example $(DESTDIR)/etc/syncpipe/example.conf.sample
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	install -m 0755 units/syncpipe-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/syncpipe-generator
+	install -d $(DESTDIR)$(PREFIX)/share/syncpipe $(DESTDIR)/etc/profile.d $(DESTDIR)$(BASH_COMPAT_DIR)
+	install -m 0644 completions/pushd-function.sh $(DESTDIR)$(PREFIX)/share/syncpipe/pushd-function.sh
+	install -m 0644 completions/pushd-function.sh $(DESTDIR)/etc/profile.d/syncpipe-pushd.sh
+	cat completions/pushd-function.sh completions/pushd.bash > $(DESTDIR)$(BASH_COMPAT_DIR)/syncpipe-pushd
+	chmod 0644 $(DESTDIR)$(BASH_COMPAT_DIR)/syncpipe-pushd
+	@line='[ -r $(PREFIX)/share/syncpipe/pushd-function.sh ] && . $(PREFIX)/share/syncpipe/pushd-function.sh # syncpipe: pushd at the prompt'; \
+	if [ -z "$(DESTDIR)" ] && [ -n "$(ZSHRC)" ] && [ -f "$(ZSHRC)" ]; then \
+	  grep -qF '# syncpipe: pushd at the prompt' "$(ZSHRC)" || { echo "$$line" >> "$(ZSHRC)"; echo "install: added to $(ZSHRC): $$line"; }; \
+	else \
+	  echo "install: for zsh, add to /etc/zsh/zshrc (or ~/.zshrc): $$line"; \
+	fi
 	for b in $(BINS); do \
 	  install -m 0644 completions/$$b.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b; \
 	  install -m 0644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b; \

@@ -95,6 +95,12 @@ struct Args {
     /// first transfer of each target after a restart.
     #[arg(long, help_heading = "Safety")]
     release_held: bool,
+    /// Keep retrying a target whose first transfer fails for good (unknown
+    /// host, refused or changed key, no rsync there, missing parent
+    /// directory); without it pushd exits with that failure's code (6, 7,
+    /// 8 or 1) at start, as a target that never worked needs a person
+    #[arg(long, help_heading = "Sync")]
+    insist: bool,
     /// Refuse to sync unless the source root is a mount point
     #[arg(long, help_heading = "Safety")]
     require_mount: bool,
@@ -163,6 +169,7 @@ impl Args {
             .iter()
             .map(|t| Target::parse(t, &cwd).map_err(|e| coded(Code::Usage, e.to_string())))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        syncpipe::target::refuse_private_tmp(&targets)?;
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
@@ -214,6 +221,7 @@ impl Args {
             excludes,
             connect: self.connect.map(absolute),
             release_held: self.release_held,
+            insist: self.insist,
         })
     }
 }

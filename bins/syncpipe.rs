@@ -30,7 +30,7 @@ enum Command {
     /// writes DIR/NAME.conf for each sync{} (NAME from its source path),
     /// and prints a table: every lsyncd option, the syncpipe key or flag it
     /// became, and what could not be carried over, why, and what to do.
-    /// Exit code 14 when something could not be carried over.
+    /// Exit code 15 when something could not be carried over.
     ///
     /// $ syncpipe import-lsyncd --dir /etc/syncpipe /etc/lsyncd/lsyncd.conf.lua
     /// $ syncpipe import-lsyncd --stdout --name www lsyncd.conf.lua

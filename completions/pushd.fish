@@ -26,6 +26,7 @@ complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plai
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'
 complete -c pushd -l release-held -d 'Apply, in the start-up transfer, the deletions the guards would hold'
+complete -c pushd -l insist -d 'Keep retrying a target whose first transfer fails for good (unknown host, refused or changed key, no rsync there, missing parent directory); without it pushd exits with that failure\'s code (6, 7, 8 or 1) at start, as a target that never worked needs a person'
 complete -c pushd -l require-mount -d 'Refuse to sync unless the source root is a mount point'
 complete -c pushd -s z -l compress -d 'Compress data on the wire'
 complete -c pushd -s c -l checksum -d 'Compare files by checksum, not size and time'

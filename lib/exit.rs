@@ -22,12 +22,14 @@ pub enum Code {
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
     Limit = 5,
-    /// An ssh login was refused (keysetup), or `keysetup check` found what
-    /// blocks one.
+    /// An ssh login was refused (keysetup; pushd on a target that never
+    /// synced, without `--insist`), or `keysetup check` found what blocks one.
     Auth = 6,
-    /// A host key is unknown, changed, revoked or not the pinned one.
+    /// A host key is unknown, changed, revoked or not the pinned one
+    /// (keysetup; pushd as for `Auth`).
     HostKey = 7,
-    /// No ssh server answers at that host and port.
+    /// No ssh server answers at that host and port; pushd: the host name
+    /// is unknown (as for `Auth`).
     Unreachable = 8,
     /// bisync --exit-changes: changes were made and both replicas agree
     /// now (without the flag that is 0, like "nothing needed doing").
@@ -83,15 +85,15 @@ impl Code {
         ),
         (
             Code::Auth,
-            "ssh login refused, or keysetup check found what blocks one",
+            "ssh login refused (pushd: at start), or keysetup check found what blocks one",
         ),
         (
             Code::HostKey,
-            "host key unknown, changed, revoked or not the pinned one",
+            "host key unknown, changed, revoked or not the pinned one (pushd: at start)",
         ),
         (
             Code::Unreachable,
-            "no ssh server answers at that host and port",
+            "no ssh server answers at that host and port (pushd: unknown host name at start)",
         ),
         (
             Code::Synced,
@@ -131,7 +133,17 @@ impl Code {
         match bin {
             "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
             "batchd" => &[Ok, Failure, Usage, SourceGone, NoStream],
-            "pushd" => &[Ok, Failure, Usage, SourceGone, Refused, NoStream],
+            "pushd" => &[
+                Ok,
+                Failure,
+                Usage,
+                SourceGone,
+                Auth,
+                HostKey,
+                Unreachable,
+                Refused,
+                NoStream,
+            ],
             "relayd" => &[Ok, Failure, Usage, Owned],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
             "syncpipe" => &[Ok, Failure, Usage, NotCarried],

@@ -155,7 +155,7 @@ fn sections(bin: &str) -> Sections {
         },
         "pushd" => Sections {
             signals: "SIGTERM, SIGINT\tStop once the transfers in progress end, keeping --state right; exit 0.",
-            files: leak(format!("{conf}\n\nsyncpipe@.service\tThe unit that runs pushd for an instance.\n\n--state FILE\tWhere pushd records the stream and seq it applied, to resume after a restart.")),
+            files: leak(format!("{conf}\n\nsyncpipe@.service\tThe unit that runs pushd for an instance; its state is /var/lib/syncpipe/NAME/pushd.state. USER= in the config runs the instance's three units as that user (lib/systemd/system-generators/syncpipe-generator).\n\n--state FILE\tWhere pushd records the stream and seq it applied, to resume after a restart.\n\n/etc/bash_completion.d/syncpipe-pushd, /etc/profile.d/syncpipe-pushd.sh, share/syncpipe/pushd-function.sh\tThe shell function that makes `... | pushd TARGET` run this program at an interactive bash or zsh prompt instead of the builtin.")),
             environment: leak(format!("{NOTIFY_ENV}\n\nSSH_AUTH_SOCK\tHanded to ssh for ssh targets.\n\n{LOG_ENV}")),
             see_also: see,
         },

@@ -88,6 +88,10 @@ pub struct Config {
     /// `--release-held`: the start-up transfer of each target applies
     /// what the delete guards would hold (the operator checked the source).
     pub release_held: bool,
+    /// `--insist`: a target whose first transfer fails for good (unknown
+    /// host, refused key, …) is retried like any other failure instead of
+    /// ending pushd with that failure's exit code.
+    pub insist: bool,
 }
 
 /// Runs pushd on its configured input (stdin, or `--connect`'s socket)
@@ -162,6 +166,9 @@ struct Shared {
     stop: (Mutex<bool>, Condvar),
     /// Targets that ended their input with deletions held.
     held_at_end: Mutex<Vec<String>>,
+    /// A target that never synced failed for good (see `Config::insist`):
+    /// pushd ends with this error.
+    gave_up: Mutex<Option<anyhow::Error>>,
 }
 
 impl Shared {
@@ -303,6 +310,7 @@ pub fn run_with(
         extended: Mutex::new(None),
         stop: (Mutex::new(false), Condvar::new()),
         held_at_end: Mutex::new(Vec::new()),
+        gave_up: Mutex::new(None),
     });
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -365,8 +373,18 @@ pub fn run_with(
     let (mut signals, handler) = input.into_inner().into_parts();
     drop(handler);
     let mut on_signal = None;
+    // A target that gave up stopped us with a SIGTERM of our own.
+    let gave_up = || {
+        shared
+            .gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    };
     if let Ok(Some(signal)) = &read {
-        log_info!("stopping on {signal} once the transfers in progress end");
+        if !gave_up() {
+            log_info!("stopping on {signal} once the transfers in progress end");
+        }
         shared
             .systemd
             .lock()
@@ -394,9 +412,11 @@ pub fn run_with(
                 Duration::from_millis(200),
             ) {
                 Ok(Some(signal)) => {
-                    log_info!(
-                        "stopping on {signal}; what is not applied yet stays pending in --state"
-                    );
+                    if !gave_up() {
+                        log_info!(
+                            "stopping on {signal}; what is not applied yet stays pending in --state"
+                        );
+                    }
                     shared
                         .systemd
                         .lock()
@@ -421,6 +441,14 @@ pub fn run_with(
             Ok(Err(name)) => unfinished.push(name),
             Err(_) => unfinished.push("a target thread panicked".into()),
         }
+    }
+    if let Some(err) = shared
+        .gave_up
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(err);
     }
     if read?.is_some() || stopped {
         return Ok(());
@@ -995,17 +1023,23 @@ impl<'a> Worker<'a> {
                         Some(code) => format!("rsync exit {code}: {}", report.message),
                         None => report.message.clone(),
                     };
-                    match report.outcome {
-                        Some(Outcome::Retry) => log_warn!(
-                            "{}: transfer failed, will retry (attempt {}): {what}",
-                            self.target,
-                            self.attempt
-                        ),
-                        _ => log_error!(
-                            "{}: transfer failed (attempt {}): {what}",
-                            self.target,
-                            self.attempt
-                        ),
+                    if let Some(bad) =
+                        crate::rsync::diagnose(report.code, &report.message, &self.target.host())
+                    {
+                        self.permanent(bad, &what);
+                    } else {
+                        match report.outcome {
+                            Some(Outcome::Retry) => log_warn!(
+                                "{}: transfer failed, will retry (attempt {}): {what}",
+                                self.target,
+                                self.attempt
+                            ),
+                            _ => log_error!(
+                                "{}: transfer failed (attempt {}): {what}",
+                                self.target,
+                                self.attempt
+                            ),
+                        }
                     }
                     Some(what)
                 };
@@ -1212,6 +1246,34 @@ impl<'a> Worker<'a> {
     fn note_target_root(&mut self) {
         if let Location::Local(root) = &self.target.location {
             self.target_root = std::fs::metadata(root).ok().map(|m| RootId::of(&m));
+        }
+    }
+
+    /// A failure that trying again will not fix: said with its advice, and
+    /// on a target that never synced (unless `--insist`) the end of pushd
+    /// with its exit code: the stop signal to ourselves ends the reader.
+    fn permanent(&mut self, bad: crate::rsync::Permanent, what: &str) {
+        if self.synced || self.config.insist {
+            log_error!(
+                "{}: {} (attempt {}, will retry): {what}",
+                self.target,
+                bad.advice,
+                self.attempt
+            );
+            return;
+        }
+        let message = format!(
+            "{}: {}; giving up, as this target has never synced (--insist keeps retrying); rsync said: {what}",
+            self.target, bad.advice
+        );
+        let mut gave_up = self
+            .shared
+            .gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if gave_up.is_none() {
+            *gave_up = Some(crate::exit::coded(bad.code, message));
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
         }
     }
 

@@ -283,6 +283,99 @@ pub fn classify(code: Option<i32>) -> Outcome {
     }
 }
 
+/// A failure that will not go away by trying again, with what to tell
+/// the user: what it is and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permanent {
+    /// The exit code pushd gives when it gives up on it.
+    pub code: crate::exit::Code,
+    /// What is wrong and what to do, one line.
+    pub advice: String,
+}
+
+/// Reads a failed transfer's exit code and rsync's/ssh's message: `None`
+/// for a failure that may pass (network, timeout, a server restarting),
+/// `Some` for one that never will until someone fixes something. `host`
+/// names the target in the advice (`keysetup check HOST`).
+///
+/// Only unambiguous texts are permanent: anything unknown stays what
+/// [`classify`] says, so a new ssh wording is retried, never given up on.
+pub fn diagnose(code: Option<i32>, stderr: &str, host: &str) -> Option<Permanent> {
+    use crate::exit::Code;
+    let has = |needle: &str| stderr.contains(needle);
+    let permanent = |code: Code, advice: String| Some(Permanent { code, advice });
+    if code == Some(0) || code == Some(24) {
+        return None;
+    }
+    if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || has("Host key for") && has("has changed") {
+        return permanent(
+            Code::HostKey,
+            format!(
+                "the host key of {host} has CHANGED since it was trusted (a reinstalled server, or someone in between):                  check with the server's admin, then `keysetup check {host}` and replace the old known_hosts line"
+            ),
+        );
+    }
+    if has("Host key verification failed") || has("host key is known for") {
+        return permanent(
+            Code::HostKey,
+            format!(
+                "the host key of {host} is not trusted (not in known_hosts, and pushd never asks):                  run `keysetup check {host}` or `ssh {host}` once as this user to trust it"
+            ),
+        );
+    }
+    if has("Permission denied (publickey") || has("Too many authentication failures") {
+        return permanent(
+            Code::Auth,
+            format!(
+                "{host} refused the ssh login (no key it accepts): run `keysetup check {host}`,                  or give the key with --identity"
+            ),
+        );
+    }
+    // "Temporary failure in name resolution" is the resolver being down:
+    // that one may pass.
+    if has("Could not resolve hostname") && !has("Temporary failure") {
+        return permanent(
+            Code::Unreachable,
+            format!("the host name {host} is unknown (DNS or /etc/hosts has no such name): check its spelling"),
+        );
+    }
+    if has("rsync: command not found")
+        || has("rsync: not found")
+        || has("rsync: No such file or directory")
+        || code == Some(127)
+    {
+        return permanent(
+            Code::Failure,
+            format!(
+                "{host} has no rsync (the remote shell cannot find it): install rsync there                  (apt-get install rsync), or give its path with --rsync-path"
+            ),
+        );
+    }
+    let dir_failed = |why: &str| {
+        stderr.lines().flat_map(|l| l.split("; ")).any(|l| {
+            (l.contains("mkdir ") || l.contains("change_dir") || l.contains("chdir"))
+                && l.contains(why)
+        })
+    };
+    if dir_failed("No such file or directory") {
+        return permanent(
+            Code::Failure,
+            format!(
+                "the target directory's parent does not exist on {host} (rsync creates only the last                  part of the path): create it there (mkdir -p), or fix the path"
+            ),
+        );
+    }
+    if dir_failed("Permission denied") {
+        return permanent(
+            Code::Failure,
+            format!(
+                "no permission to create or enter the target directory on {host}:                  fix its owner or mode there, or push as a user who may write it"
+            ),
+        );
+    }
+    None
+}
+
 /// The parts of `--stats` a result record reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -548,6 +641,73 @@ mod tests {
             assert_eq!(classify(Some(code)), Outcome::Fail, "{code}");
         }
         assert_eq!(classify(None), Outcome::Retry);
+    }
+
+    #[test]
+    fn never_working_targets_are_told_apart_from_blips() {
+        use crate::exit::Code;
+        let d = |code, text: &str| diagnose(Some(code), text, "backup1").map(|p| p.code);
+        assert_eq!(
+            d(255, "ssh: Could not resolve hostname nosuch.invalid: Name or service not known; rsync: connection unexpectedly closed (0 bytes received so far) [sender]"),
+            Some(Code::Unreachable)
+        );
+        assert_eq!(
+            d(
+                255,
+                "ssh: Could not resolve hostname b: Temporary failure in name resolution"
+            ),
+            None
+        );
+        assert_eq!(
+            d(255, "root@127.0.0.1: Permission denied (publickey)."),
+            Some(Code::Auth)
+        );
+        assert_eq!(
+            d(255, "@@@@@@@@@@@; @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @; Host key verification failed."),
+            Some(Code::HostKey)
+        );
+        assert_eq!(
+            d(255, "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.; Host key verification failed."),
+            Some(Code::HostKey)
+        );
+        assert_eq!(
+            d(12, "bash: line 1: rsync: command not found; rsync: connection unexpectedly closed (0 bytes received so far) [sender]"),
+            Some(Code::Failure)
+        );
+        assert_eq!(
+            d(11, "rsync: [Receiver] mkdir \"/srv/a/b\" failed: No such file or directory (2); rsync error: error in file IO (code 11)"),
+            Some(Code::Failure)
+        );
+        assert_eq!(
+            d(
+                11,
+                "rsync: [Receiver] mkdir \"/root/x\" failed: Permission denied (13)"
+            ),
+            Some(Code::Failure)
+        );
+        // Blips and per-file trouble stay with the exit-code rules.
+        for (code, text) in [
+            (
+                255,
+                "ssh: connect to host 127.0.0.1 port 2222: Connection refused",
+            ),
+            (255, "ssh: connect to host b port 22: Connection timed out"),
+            (
+                12,
+                "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+            ),
+            (
+                23,
+                "rsync: [sender] send_files failed to open \"/src/x\": Permission denied (13)",
+            ),
+            (24, "file has vanished: \"/src/y\""),
+        ] {
+            assert_eq!(d(code, text), None, "{text}");
+        }
+        let advice = diagnose(Some(255), "Permission denied (publickey).", "backup1")
+            .unwrap()
+            .advice;
+        assert!(advice.contains("keysetup check backup1"), "{advice}");
     }
 
     #[test]

@@ -174,6 +174,36 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The machine the target is on, as `keysetup check` takes it
+    /// (`user@host`), or "this machine" for a local directory.
+    pub fn host(&self) -> String {
+        match &self.location {
+            Location::Local(_) => "this machine".into(),
+            Location::Ssh { user, host, .. } | Location::Daemon { user, host, .. } => match user {
+                Some(user) => format!("{user}@{host}"),
+                None => host.clone(),
+            },
+        }
+    }
+}
+
+/// Refuses a local target under a /tmp that systemd's `PrivateTmp=yes`
+/// replaced for this process: pushd would fill a private tree nobody sees.
+pub fn refuse_private_tmp(targets: &[Target]) -> anyhow::Result<()> {
+    for target in targets {
+        if let Location::Local(dir) = &target.location {
+            if let Some(why) = crate::mounts::in_private_tmp(dir) {
+                return Err(crate::exit::coded(
+                    crate::exit::Code::Usage,
+                    format!("the target {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)

@@ -373,6 +373,14 @@ enum RootProblem {
 
 fn check_root(root: &Path, require_mount: bool) -> Result<PathBuf, RootProblem> {
     let shown = root.display();
+    // Behind PrivateTmp= a root under /tmp is a different, empty tree:
+    // waiting for it to appear would be silence, not a sync.
+    if let Some(why) = crate::mounts::in_private_tmp(root) {
+        return Err(RootProblem::Fatal(coded(
+            Code::NoSource,
+            format!("the source {why}"),
+        )));
+    }
     let meta = match std::fs::metadata(root) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

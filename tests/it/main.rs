@@ -7,9 +7,11 @@ mod fuzz;
 mod generated;
 mod keysetup;
 mod pipeline;
+mod privatetmp;
 mod pushd;
 #[cfg(feature = "relay")]
 mod relayd;
+mod shells;
 mod support;
 mod syncpipe;
 mod systemd;

@@ -106,3 +106,73 @@ fn the_config_example_names_every_key_the_units_read() {
         }
     }
 }
+
+/// USER= in a sync's config becomes User= for its three units (systemd
+/// cannot read User= from an EnvironmentFile), and the units with that
+/// drop-in still verify cleanly.
+#[test]
+fn the_generator_turns_user_into_a_user_drop_in_that_verifies() {
+    let (conf, out, units) = (tempdir(), tempdir(), tempdir());
+    fs::write(
+        conf.path().join("web.conf"),
+        "SOURCE=/srv/www\nTARGETS=/srv/copy\nUSER=daemon\n",
+    )
+    .unwrap();
+    fs::write(
+        conf.path().join("root.conf"),
+        "SOURCE=/srv/a\n#USER=daemon\n",
+    )
+    .unwrap();
+    fs::write(conf.path().join("bad.conf"), "USER=$(reboot)\n").unwrap();
+    let run = Command::new(units_dir().join("syncpipe-generator"))
+        .arg(out.path())
+        .env("SYNCPIPE_CONF_DIR", conf.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        String::from_utf8_lossy(&run.stderr)
+            .contains("bad.conf: USER=$(reboot) is not a user name"),
+        "{run:?}"
+    );
+    let mut made: Vec<String> = fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(
+        made,
+        [
+            "batchd@web.service.d",
+            "syncpipe@web.service.d",
+            "watchd@web.service.d"
+        ]
+    );
+    install_units(units.path());
+    for unit in ["watchd", "batchd", "syncpipe"] {
+        let dropin = out.path().join(format!("{unit}@web.service.d"));
+        let text = fs::read_to_string(dropin.join("50-syncpipe-user.conf")).unwrap();
+        assert!(text.contains("[Service]\nUser=daemon\n"), "{text}");
+        // The instance with its drop-in beside it, as systemd would load it.
+        let instance = units.path().join(format!("{unit}@web.service"));
+        fs::copy(units.path().join(format!("{unit}@.service")), &instance).unwrap();
+        let target = units.path().join(format!("{unit}@web.service.d"));
+        fs::create_dir_all(&target).unwrap();
+        fs::copy(
+            dropin.join("50-syncpipe-user.conf"),
+            target.join("50-syncpipe-user.conf"),
+        )
+        .unwrap();
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&instance)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.path().display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && stderr.trim().is_empty(),
+            "{unit}: {stderr}"
+        );
+    }
+}

@@ -9,4 +9,5 @@ mod guards;
 pub mod harness;
 mod input;
 mod kinds;
+mod never_worked;
 mod servers;
