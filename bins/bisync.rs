@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncpipe::bisync::planner::{MaxDelete, Prefer};
 use syncpipe::bisync::{self, Config, Spec};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
-use syncpipe::exit::{coded, Code};
-use syncpipe::rsync::SshSettings;
-use syncpipe::wirepath::WirePath;
+use syncpipe::pushd::rsync::SshSettings;
+use syncpipe::wire::path::WirePath;
 
 /// Keep two directory trees in sync both ways, locally or over ssh.
 ///

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exit::{coded, Code};
-use syncpipe::keys::check::{self, Check};
-use syncpipe::keys::knownhosts::{Fingerprint, Trust};
-use syncpipe::keys::restrict::{parse_from, Only, Restriction};
-use syncpipe::keys::setup::{self, Mutual, Remote, Setup};
-use syncpipe::keys::sshconfig::check_alias;
+use syncpipe::keysetup::check::{self, Check};
+use syncpipe::keysetup::knownhosts::{Fingerprint, Trust};
+use syncpipe::keysetup::restrict::{parse_from, Only, Restriction};
+use syncpipe::keysetup::setup::{self, Mutual, Remote, Setup};
+use syncpipe::keysetup::sshconfig::check_alias;
 
 /// Set up ssh keys for syncing: make a key, install it on the remote, prove a login
 ///

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use syncpipe::apply::{Guards, MaxDelete};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, parse_duration, Verbosity};
-use syncpipe::exit::{coded, Code};
-use syncpipe::push::{self, Config, DeleteMode, Retry};
-use syncpipe::rsync::{RsyncSettings, SshSettings};
-use syncpipe::target::Target;
+use syncpipe::location::Target;
+use syncpipe::pushd::apply::{Guards, MaxDelete};
+use syncpipe::pushd::rsync::{RsyncSettings, SshSettings};
+use syncpipe::pushd::{self, Config, DeleteMode, Retry};
 
 /// Apply a stream of changes to targets with rsync (in bash/zsh run it as `env pushd`: plain `pushd` is the shell's builtin)
 ///
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
         let config = args.into_config()?;
-        push::run(config)
+        pushd::run(config)
     })
 }
 

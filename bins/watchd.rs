@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
-use syncpipe::exit::{coded, Code};
-use syncpipe::transport;
-use syncpipe::watch::{self, BackendChoice, EventMode};
+use syncpipe::watchd::{self, BackendChoice, EventMode};
+use syncpipe::wire::transport;
 
 /// Watch a directory tree and write every change as one JSON line on stdout.
 ///
@@ -90,8 +90,8 @@ struct Args {
 }
 
 impl Args {
-    fn into_config(self) -> anyhow::Result<watch::Config> {
-        Ok(watch::Config {
+    fn into_config(self) -> anyhow::Result<watchd::Config> {
+        Ok(watchd::Config {
             excludes: Excludes::new(&self.exclude, &self.exclude_from)
                 .map_err(|e| coded(Code::Usage, format!("{e:#}")))?,
             root: self.root,
@@ -109,7 +109,9 @@ impl Args {
 
 fn main() -> ExitCode {
     let args: Args = cli::parse("watchd");
-    cli::run("watchd", args.verbosity, || watch::run(args.into_config()?))
+    cli::run("watchd", args.verbosity, || {
+        watchd::run(args.into_config()?)
+    })
 }
 
 #[cfg(test)]

@@ -2,37 +2,35 @@
 //! compose through a JSON-lines event stream.
 //!
 //! The binaries under `bins/` only parse flags; everything they do lives here,
-//! one module per job, so unit tests reach it without spawning processes.
+//! a folder per program beside the parts they share:
+//!
+//! ```text
+//! watchd | batchd | pushd          the pipeline, one folder each
+//!   watchd/    inotify/fanotify watch tree -> event records
+//!   batchd/    coalesces events into batches (the pure Batcher + its loop)
+//!   pushd/     applies batches to targets: plan, guards, rsync, --direct, state
+//! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
+//! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
+//! wire/        what they all speak: records, paths, line reading, transport
+//! fold/        the shared folding core (events -> changes) and its model test
+//! location     a target or replica: local path or [user@]host:path
+//! exclude      the --exclude syntax of watchd and bisync
+//! os/          signals, systemd notify, mounts, interruptible waits, beneath
+//! cli/         what every main shares: logging, exit codes, man pages
+//! ```
 
-pub mod apply;
 pub mod batchd;
-pub mod batcher;
-pub mod beneath;
 pub mod bisync;
 pub mod cli;
-pub mod direct;
-pub mod event;
-mod eventwrite;
 pub mod exclude;
-pub mod exit;
 pub mod fold;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod interruptible;
-pub mod keys;
-pub mod log;
-pub mod manpage;
-pub mod mounts;
-pub mod plan;
-pub mod push;
-pub mod pushstate;
-pub mod rsync;
-pub mod signals;
-pub mod stream;
-pub mod systemd;
-pub mod target;
+pub mod keysetup;
+pub mod location;
+pub mod os;
+pub mod pushd;
 #[cfg(test)]
 mod testconfig;
-pub mod transport;
-pub mod watch;
-pub mod wirepath;
+pub mod watchd;
+pub mod wire;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, Hash};
 use super::planner::{ArchEntry, Archive};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 const VERSION: u32 = 1;
 

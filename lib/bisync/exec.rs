@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::entry::{Entry, Hash, Kind, Side};
 use super::planner::{Action, Op, Plan};
 use super::replica::{Applied, Change, Replica, Transport};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// How one step ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,11 +20,11 @@ use nix::unistd::Pid;
 use super::entry::Side;
 use super::run::Spec;
 use super::scan::is_temp_name;
-use crate::event::{EventKind, Record};
 use crate::exclude::Excludes;
-use crate::rsync::{clean_command, quote_for_shell, SshSettings};
-use crate::stream::{Item, RecordReader};
-use crate::wirepath::WirePath;
+use crate::pushd::rsync::{clean_command, quote_for_shell, SshSettings};
+use crate::wire::event::{EventKind, Record};
+use crate::wire::path::WirePath;
+use crate::wire::reader::{Item, RecordReader};
 
 /// What a watcher (or the signal thread) tells the sync loop.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::entry::{Entry, Hash, Kind, Side};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// Entries of one replica by path relative to its root (the root excluded).
 pub type Scan = BTreeMap<WirePath, Entry>;

@@ -14,10 +14,10 @@ use super::entry::{Entry, Hash};
 use super::planner::Scan;
 use super::proto::{self, Counting, Reply, Request};
 use super::replica::{Applied, Change, Fill, Replica, Transport};
+use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
-use crate::exit::{coded, Code};
-use crate::rsync::{clean_command, quote_for_shell, SshSettings};
-use crate::wirepath::WirePath;
+use crate::pushd::rsync::{clean_command, quote_for_shell, SshSettings};
+use crate::wire::path::WirePath;
 
 pub struct RemoteReplica {
     name: String,

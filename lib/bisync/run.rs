@@ -17,11 +17,11 @@ use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan
 use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
+use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
-use crate::exit::{coded, Code};
-use crate::rsync::SshSettings;
-use crate::target::{Location, Target};
-use crate::wirepath::WirePath;
+use crate::location::{Location, Target};
+use crate::pushd::rsync::SshSettings;
+use crate::wire::path::WirePath;
 
 /// Where a replica is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -24,10 +24,10 @@ use super::replica::Transport;
 use super::report::{Outcome, Summary};
 use super::run::{self, Boxed, Config, Spec};
 use super::scan::tops;
-use crate::exit::{coded, Code};
-use crate::signals::Signals;
-use crate::systemd::Systemd;
-use crate::wirepath::WirePath;
+use crate::cli::exit::{coded, Code};
+use crate::os::signals::Signals;
+use crate::os::systemd::Systemd;
+use crate::wire::path::WirePath;
 
 /// What `--watch` adds to a run's [`Config`].
 #[derive(Clone, Debug)]
@@ -307,12 +307,14 @@ impl Watch {
                 let wait = Duration::from_secs(RETRY[self.failures.min(RETRY.len() - 1)]);
                 self.failures += 1;
                 self.schedule(wait.max(self.delay));
-                let outcome =
-                    if matches!(crate::exit::code_of(&e), Code::Refused | Code::MassChange) {
-                        "refused"
-                    } else {
-                        "failed"
-                    };
+                let outcome = if matches!(
+                    crate::cli::exit::code_of(&e),
+                    Code::Refused | Code::MassChange
+                ) {
+                    "refused"
+                } else {
+                    "failed"
+                };
                 self.systemd.status(
                     &format!(
                         "last run {outcome}: {}; retrying in {}s",

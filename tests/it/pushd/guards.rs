@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 
-use syncpipe::event::{Change, ChangeOp};
+use syncpipe::wire::event::{Change, ChangeOp};
 
 use super::harness::*;
 use crate::support::rsyncd::{Module, Rsyncd};
@@ -237,10 +237,10 @@ fn excludes_max_pending_and_no_init() {
 /// deletions over ssh go through `xargs -0 rm -rf` fed on stdin.
 #[test]
 fn ssh_deletes_without_delete_missing_args() {
-    use syncpipe::apply::{Applier, Checks, Guards};
-    use syncpipe::plan::Plan;
-    use syncpipe::rsync::{RsyncSettings, SshSettings};
-    use syncpipe::target::Target;
+    use syncpipe::location::Target;
+    use syncpipe::pushd::apply::{Applier, Checks, Guards};
+    use syncpipe::pushd::plan::Plan;
+    use syncpipe::pushd::rsync::{RsyncSettings, SshSettings};
 
     let sshd = Sshd::start();
     let (src, dst) = (tempdir(), tempdir());
@@ -324,7 +324,7 @@ fn start_logged(root: &Path, args: &[&OsStr], cwd: &Path, log: &Path, notify: &P
         run: crate::support::Running { child },
         stdin,
         out,
-        stream: syncpipe::event::new_stream_id().unwrap(),
+        stream: syncpipe::wire::event::new_stream_id().unwrap(),
         seq: 0,
         root: root.to_path_buf(),
     }
@@ -336,11 +336,11 @@ fn signal(p: &Pushd, sig: nix::sys::signal::Signal) {
 }
 
 /// The next result for `target` with `status`.
-fn status_of(p: &mut Pushd, target: &str, status: &str) -> syncpipe::event::Applied {
+fn status_of(p: &mut Pushd, target: &str, status: &str) -> syncpipe::wire::event::Applied {
     let r = p.out.wait_for(&format!("a {status} result for {target}"), |r| {
-        matches!(r, syncpipe::event::Record::Applied(a) if a.target == target && a.status == status)
+        matches!(r, syncpipe::wire::event::Record::Applied(a) if a.target == target && a.status == status)
     });
-    let syncpipe::event::Record::Applied(a) = r else {
+    let syncpipe::wire::event::Record::Applied(a) = r else {
         unreachable!()
     };
     a
@@ -711,7 +711,7 @@ fn held_deletions_survive_a_restart_with_state() {
     p.finish();
     // The state stays before the held batch: a writer replays it, and the
     // released restart applies it.
-    let saved = syncpipe::pushstate::StateFile::load(&state).unwrap();
+    let saved = syncpipe::pushd::state::StateFile::load(&state).unwrap();
     let position = saved.get(&target).cloned().unwrap();
     assert_eq!(position.stream, stream);
     assert!(position.seq < held_seq - 30, "{position:?}");
@@ -781,7 +781,7 @@ fn a_removed_remote_target_root_gets_a_full_sync() {
             change(ChangeOp::Update, b"f2"),
         ]);
         let r = p.out.wait_for(&format!("a full sync of {target}"), |r| {
-            matches!(r, syncpipe::event::Record::Applied(a)
+            matches!(r, syncpipe::wire::event::Record::Applied(a)
                 if a.target == target && a.full && a.status == "ok")
         });
         assert_same(src.path(), &dir);

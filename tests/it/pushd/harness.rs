@@ -10,10 +10,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 
-use syncpipe::event::{
+use syncpipe::wire::event::{
     Applied, Batch, Change, ChangeOp, Event, EventKind, Header, Record, Timestamp,
 };
-use syncpipe::wirepath::WirePath;
+use syncpipe::wire::path::WirePath;
 
 use crate::support::sshd::Sshd;
 use crate::support::{bin, join_bytes, RecordStream, Running};
@@ -59,7 +59,7 @@ impl Pushd {
             run: Running { child },
             stdin,
             out,
-            stream: syncpipe::event::new_stream_id().unwrap(),
+            stream: syncpipe::wire::event::new_stream_id().unwrap(),
             seq: 0,
             root: root.to_path_buf(),
         }

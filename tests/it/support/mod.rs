@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use syncpipe::event::Record;
+use syncpipe::wire::event::Record;
 
 pub mod container;
 pub mod rsyncd;
