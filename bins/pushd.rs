@@ -10,8 +10,9 @@ use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, parse_duration, Verbosity};
 use syncpipe::location::Target;
 use syncpipe::pushd::apply::{Guards, MaxDelete};
-use syncpipe::pushd::rsync::{RsyncSettings, SshSettings};
+use syncpipe::pushd::rsync::RsyncSettings;
 use syncpipe::pushd::{self, Config, DeleteMode, Retry};
+use syncpipe::ssh::{SshArgs, SshSettings};
 
 /// Apply a stream of changes to targets with rsync (in bash/zsh run it as `env pushd`: plain `pushd` is the shell's builtin)
 ///
@@ -138,15 +139,8 @@ struct Args {
     #[arg(long, value_name = "FILE", help_heading = "rsync")]
     password_file: Option<PathBuf>,
 
-    /// ssh port
-    #[arg(short = 'p', long, help_heading = "ssh")]
-    port: Option<u16>,
-    /// ssh private key
-    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
-    identity: Option<PathBuf>,
-    /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
-    #[arg(long, value_name = "OPTION", help_heading = "ssh")]
-    ssh_opt: Vec<String>,
+    #[command(flatten)]
+    ssh: SshArgs,
 
     #[command(flatten)]
     verbosity: Verbosity,
@@ -194,10 +188,9 @@ impl Args {
                 exclude_from: self.exclude_from.into_iter().map(absolute).collect(),
                 password_file: self.password_file.map(absolute),
                 ssh: SshSettings {
-                    port: self.port,
-                    identity: self.identity.map(absolute),
-                    options: self.ssh_opt,
+                    identity: self.ssh.identity.clone().map(absolute),
                     connect_timeout: io_timeout,
+                    ..self.ssh.settings()
                 },
                 delete_missing_args_works: true,
                 io_timeout,

@@ -20,7 +20,7 @@ complete -c pushd -l exclude-from -d 'Read exclude patterns from FILE (repeatabl
 complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -r -F
 complete -c pushd -s p -l port -d 'ssh port' -r
 complete -c pushd -s i -l identity -d 'ssh private key' -r -F
-complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c pushd -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'

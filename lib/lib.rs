@@ -14,6 +14,7 @@
 //! wire/        what they all speak: records, paths, line reading, transport
 //! fold/        the shared folding core (events -> changes) and its model test
 //! location     a target or replica: local path or [user@]host:path
+//! ssh          the ssh flags (one clap group), settings and quoting
 //! exclude      the --exclude syntax of watchd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath
 //! cli/         what every main shares: logging, exit codes, man pages
@@ -30,6 +31,7 @@ pub mod keysetup;
 pub mod location;
 pub mod os;
 pub mod pushd;
+pub mod ssh;
 #[cfg(test)]
 mod testconfig;
 pub mod watchd;

@@ -21,7 +21,8 @@ use super::entry::Side;
 use super::run::Spec;
 use super::scan::is_temp_name;
 use crate::exclude::Excludes;
-use crate::pushd::rsync::{clean_command, quote_for_shell, SshSettings};
+use crate::os::child;
+use crate::ssh::{quote_for_shell, SshSettings};
 use crate::wire::event::{EventKind, Record};
 use crate::wire::path::WirePath;
 use crate::wire::reader::{Item, RecordReader};
@@ -83,7 +84,7 @@ impl Launch {
         }
         match &self.spec {
             Spec::Local(root) => {
-                let mut cmd = clean_command(&self.program);
+                let mut cmd = child::command(&self.program);
                 for o in &options {
                     cmd.arg(OsStr::from_bytes(o));
                 }
@@ -95,7 +96,7 @@ impl Launch {
                     Some(u) => format!("{u}@{host}"),
                     None => host.clone(),
                 };
-                let mut cmd = clean_command("ssh");
+                let mut cmd = child::command("ssh");
                 cmd.args(self.ssh.args())
                     .arg("-T")
                     .arg("--")

@@ -20,7 +20,7 @@ use super::report::{Outcome, Reporter, Summary};
 use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
 use crate::location::{Location, Target};
-use crate::pushd::rsync::SshSettings;
+use crate::ssh::SshSettings;
 use crate::wire::path::WirePath;
 
 /// Where a replica is.

@@ -13,7 +13,8 @@ use crate::keysetup::knownhosts::{host_pattern, judge, HostKey, Verdict};
 use crate::keysetup::remote;
 use crate::keysetup::safefile::{euid, inspect, Found};
 use crate::keysetup::setup::{read_public_key, recorded_keys, Ctx, Remote};
-use crate::keysetup::ssh::{accepted_key, keyscan, pub_path, tool, Endpoint, Login};
+use crate::keysetup::ssh::{accepted_key, keyscan, pub_path, Endpoint, Login};
+use crate::os::child;
 
 /// `keysetup check [user@]host`.
 #[derive(Clone, Debug)]
@@ -125,7 +126,7 @@ fn check_local(ctx: &Ctx, faults: &mut Vec<Fault>) {
 /// A key with a passphrase needs an agent holding it for a login without
 /// a prompt; a dead agent socket is worth a line too.
 fn check_agent(key: &Path, faults: &mut Vec<Fault>) {
-    let plain = tool("ssh-keygen")
+    let plain = child::command("ssh-keygen")
         .args(["-y", "-P", "", "-f"])
         .arg(key)
         .stdin(Stdio::null())
@@ -151,7 +152,7 @@ fn check_agent(key: &Path, faults: &mut Vec<Fault>) {
         return;
     }
     let held = sock.is_some()
-        && tool("ssh-add")
+        && child::command("ssh-add")
             .arg("-T")
             .arg(pub_path(key))
             .stdin(Stdio::null())

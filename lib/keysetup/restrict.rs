@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::pushd::rsync::quote_for_shell;
+use crate::ssh::quote_for_shell;
 
 /// Debian's rsync ships rrsync here; it confines rsync to one directory.
 pub const RRSYNC: &str = "/usr/bin/rrsync";

@@ -15,6 +15,7 @@ use crate::cli::exit::{coded, Code};
 use crate::keysetup::knownhosts::{
     parse_keygen_fingerprint, parse_known_line, Fingerprint, HostKey, Known,
 };
+use crate::os::child;
 
 /// The kit's key, unless `--identity` names another.
 pub const KEY_NAME: &str = "id_syncpipe_ed25519";
@@ -84,12 +85,6 @@ impl Local {
     pub fn key_comment(&self) -> String {
         format!("syncpipe:{}@{}", self.user, self.host)
     }
-}
-
-/// A program with systemd's service variables removed: a child must not
-/// notify systemd or take over its sockets on our behalf.
-pub fn tool(program: &str) -> Command {
-    crate::os::systemd::child_command(program)
 }
 
 /// Where a destination leads, as `ssh -G` resolves it with the user's config.
@@ -169,7 +164,7 @@ impl Ssh {
     /// `ssh` with `-F`/`UserKnownHostsFile` pointing into `$HOME` when it is
     /// not the passwd home, the port and the user's options.
     fn base(&self) -> Command {
-        let mut cmd = tool("ssh");
+        let mut cmd = child::command("ssh");
         if !self.local.passwd_home {
             let config = self.local.config();
             cmd.arg("-F").arg(if config.exists() {
@@ -336,7 +331,7 @@ pub fn ensure_key(key: &Path, comment: &str) -> anyhow::Result<bool> {
     let public = pub_path(key);
     if key.exists() {
         if !public.exists() {
-            let out = tool("ssh-keygen")
+            let out = child::command("ssh-keygen")
                 .args(["-y", "-f"])
                 .arg(key)
                 .stdin(Stdio::null())
@@ -360,7 +355,7 @@ pub fn ensure_key(key: &Path, comment: &str) -> anyhow::Result<bool> {
             key.display()
         );
     }
-    let out = tool("ssh-keygen")
+    let out = child::command("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(key)
         .stdin(Stdio::null())
@@ -384,7 +379,7 @@ pub fn pub_path(key: &Path) -> PathBuf {
 
 /// The SHA256 fingerprint of a public key line, as ssh-keygen computes it.
 pub fn fingerprint(key_line: &str) -> anyhow::Result<Fingerprint> {
-    let mut child = tool("ssh-keygen")
+    let mut child = child::command("ssh-keygen")
         .args(["-l", "-E", "sha256", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -406,7 +401,7 @@ pub fn fingerprint(key_line: &str) -> anyhow::Result<Fingerprint> {
 
 /// The keys the server at `hostname:port` offers (`ssh-keyscan`).
 pub fn keyscan(hostname: &str, port: u16) -> anyhow::Result<Vec<HostKey>> {
-    let out = tool("ssh-keyscan")
+    let out = child::command("ssh-keyscan")
         .args(["-T", &CONNECT_TIMEOUT.to_string(), "-p", &port.to_string()])
         .args(["-t", "ed25519,ecdsa,rsa", "--"])
         .arg(hostname)
@@ -435,7 +430,7 @@ pub fn lookup_known(file: &Path, pattern: &str) -> anyhow::Result<Vec<Known>> {
     if !file.exists() {
         return Ok(Vec::new());
     }
-    let out = tool("ssh-keygen")
+    let out = child::command("ssh-keygen")
         .arg("-F")
         .arg(pattern)
         .arg("-f")

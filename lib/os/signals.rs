@@ -1,7 +1,7 @@
 //! Termination signals as a file descriptor, so a `poll` loop sees SIGTERM,
 //! SIGINT and SIGHUP next to its other inputs instead of being interrupted
 //! at an arbitrary point. The mask is inherited by children: start them
-//! with `systemd::child_command`, which clears it.
+//! with `os::child::command`, which clears it.
 
 use std::os::fd::{AsFd, BorrowedFd};
 

@@ -1,78 +1,19 @@
-//! rsync and ssh command lines: building them from the user's settings
-//! (pure, so unit tests check every flag), quoting for rsync's `-e` parser
-//! and for a remote POSIX shell, classifying rsync's exit codes, and running
-//! rsync with a NUL-separated file list on its stdin.
+//! rsync command lines: building them from the user's settings (pure, so
+//! unit tests check every flag; ssh's part comes from [`crate::ssh`]),
+//! classifying rsync's exit codes, and running rsync with a NUL-separated
+//! file list on its stdin.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::location::{Location, Target};
-
-/// How to reach targets over ssh (`--port`, `--identity`, `--ssh-opt`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SshSettings {
-    pub port: Option<u16>,
-    pub identity: Option<PathBuf>,
-    /// Each becomes `-o OPTION` (`BatchMode=yes`, `UserKnownHostsFile=…`).
-    pub options: Vec<String>,
-    /// `ConnectTimeout` in seconds (`--io-timeout`); `None`: ssh's default.
-    pub connect_timeout: Option<u64>,
-}
-
-/// Options pushd always gives ssh after the user's (ssh keeps the first value
-/// it sees for an option, so `--ssh-opt` overrides these): never prompt, and
-/// notice a dead link within a minute instead of hanging on it.
-const SSH_DEFAULTS: &[&str] = &[
-    "BatchMode=yes",
-    "ServerAliveInterval=15",
-    "ServerAliveCountMax=4",
-];
-
-impl SshSettings {
-    /// The ssh arguments before the host, as separate strings.
-    pub fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = Vec::new();
-        if let Some(port) = self.port {
-            args.push("-p".into());
-            args.push(port.to_string().into());
-        }
-        if let Some(identity) = &self.identity {
-            args.push("-i".into());
-            args.push(identity.into());
-        }
-        for option in &self.options {
-            args.push("-o".into());
-            args.push(option.into());
-        }
-        for option in SSH_DEFAULTS {
-            args.push("-o".into());
-            args.push(option.into());
-        }
-        if let Some(secs) = self.connect_timeout {
-            args.push("-o".into());
-            args.push(format!("ConnectTimeout={secs}").into());
-        }
-        args
-    }
-
-    /// The `-e` value for rsync: `ssh` and every argument, each quoted the
-    /// way rsync splits that string (not a shell: inside single quotes a
-    /// doubled `''` is one quote, and nothing else is special).
-    pub fn rsync_e(&self) -> OsString {
-        let mut out = b"ssh".to_vec();
-        for arg in self.args() {
-            out.push(b' ');
-            out.extend_from_slice(&quote_for_rsync_e(arg.as_bytes()));
-        }
-        OsString::from_vec(out)
-    }
-}
+use crate::ssh::SshSettings;
 
 /// Every rsync setting pushd exposes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,36 +163,6 @@ pub fn build_args(
     a
 }
 
-/// Quotes one argument for rsync's own split of the `-e` string.
-pub fn quote_for_rsync_e(arg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(arg.len() + 2);
-    out.push(b'\'');
-    for &b in arg {
-        if b == b'\'' {
-            out.push(b'\'');
-        }
-        out.push(b);
-    }
-    out.push(b'\'');
-    out
-}
-
-/// Quotes one argument for a POSIX shell (`'…'`, a quote as `'\''`).
-/// Any byte string survives, newlines and invalid UTF-8 included.
-pub fn quote_for_shell(arg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(arg.len() + 2);
-    out.push(b'\'');
-    for &b in arg {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-    out
-}
-
 /// rsync's several stderr lines as one clean line (`a; b; c`): a log
 /// record and a result's `error` are one line each, and escaped `\n`s in
 /// the journal read badly.
@@ -360,17 +271,11 @@ pub struct RunResult {
     pub created_root: bool,
 }
 
-/// A command with systemd's service variables removed: a child must not
-/// notify systemd or claim our sockets.
-pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
-    crate::os::systemd::child_command(program)
-}
-
 /// Runs rsync with `args`, writing `list` (NUL-separated relative paths)
 /// on its stdin. An error means rsync could not be started at all.
 pub fn run(args: &[OsString], list: &[&[u8]]) -> anyhow::Result<RunResult> {
     let started = Instant::now();
-    let mut child = clean_command("rsync")
+    let mut child = crate::os::child::command("rsync")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -534,14 +439,6 @@ mod tests {
         assert!(d.iter().any(|x| x == "--password-file=/pw"));
         assert!(d.iter().any(|x| x == "--delete"));
         assert!(!d.iter().any(|x| x.starts_with("--rsh")));
-    }
-
-    #[test]
-    fn shell_quoting_survives_any_bytes() {
-        assert_eq!(quote_for_shell(b"a b"), b"'a b'");
-        assert_eq!(quote_for_shell(b"it's"), b"'it'\\''s'");
-        assert_eq!(quote_for_shell(b"$(touch x)\n-"), b"'$(touch x)\n-'");
-        assert_eq!(quote_for_rsync_e(b"it's"), b"'it''s'");
     }
 
     #[test]

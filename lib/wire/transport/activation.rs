@@ -42,6 +42,6 @@ fn adopt(fd: RawFd) -> OwnedFd {
     // descriptors before this is called from start-up). It is taken once:
     // callers call this once, and we remove LISTEN_* right after... which
     // std::env::remove_var cannot do safely with threads running, so instead
-    // the children we start get LISTEN_* removed (systemd::SERVICE_ENV).
+    // the children we start get LISTEN_* removed (os::child::SERVICE_ENV).
     unsafe { OwnedFd::from_raw_fd(fd) }
 }

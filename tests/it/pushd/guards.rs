@@ -240,7 +240,8 @@ fn ssh_deletes_without_delete_missing_args() {
     use syncpipe::location::Target;
     use syncpipe::pushd::apply::{Applier, Checks, Guards};
     use syncpipe::pushd::plan::Plan;
-    use syncpipe::pushd::rsync::{RsyncSettings, SshSettings};
+    use syncpipe::pushd::rsync::RsyncSettings;
+    use syncpipe::ssh::SshSettings;
 
     let sshd = Sshd::start();
     let (src, dst) = (tempdir(), tempdir());
