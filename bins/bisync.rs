@@ -278,7 +278,7 @@ impl Args {
             state_dir: self.state_dir,
             ssh: self.ssh.settings(),
             remote_bisync: self.remote_bisync,
-            watch: self.watch.then_some(bisync::watch::Settings {
+            watch: self.watch.then_some(bisync::WatchSettings {
                 delay: self.delay,
                 watchd: self.watchd,
                 remote_watchd: self.remote_watchd,

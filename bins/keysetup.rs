@@ -9,8 +9,11 @@ use syncpipe::cli::{self, Verbosity};
 use syncpipe::keysetup::check::{self, Check};
 use syncpipe::keysetup::knownhosts::{Fingerprint, Trust};
 use syncpipe::keysetup::restrict::{parse_from, Only, Restriction};
-use syncpipe::keysetup::setup::{self, Mutual, Remote, Setup};
 use syncpipe::keysetup::sshconfig::check_alias;
+use syncpipe::keysetup::{
+    self,
+    setup::{self, Mutual, Remote, Setup},
+};
 use syncpipe::ssh::SshArgs;
 
 /// Set up ssh keys for syncing: make a key, install it on the remote, prove a login
@@ -192,7 +195,7 @@ impl SetupArgs {
 fn main() -> ExitCode {
     let args: Args = cli::parse("keysetup");
     cli::run("keysetup", args.verbosity, || match args.command {
-        None => setup::setup(&args.setup.into_config()?),
+        None => keysetup::run(&args.setup.into_config()?),
         Some(Command::Authorize { key, limits }) => setup::authorize(&key, &limits.restriction()),
         Some(Command::Revoke { remote, alias }) => {
             if let Some(alias) = &alias {

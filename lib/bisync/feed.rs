@@ -17,8 +17,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::config::Spec;
 use super::entry::Side;
-use super::run::Spec;
 use super::scan::is_temp_name;
 use crate::exclude::Excludes;
 use crate::os::child;

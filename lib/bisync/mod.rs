@@ -13,11 +13,13 @@
 //! - [`archive`]: the last synchronised state, and the pair's lock;
 //! - [`backup`]: keeping what a sync replaces or deletes (`--backup-dir-a/-b`);
 //! - [`report`]: records and lines about the plan and its results;
-//! - [`run`]: one whole run, and its [`Config`](run::Config);
+//! - [`config`]: the replicas and settings of a run ([`Config`]);
+//! - [`run`]: one whole run;
 //! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
 pub mod archive;
 pub mod backup;
+pub mod config;
 pub mod entry;
 pub mod exec;
 pub mod feed;
@@ -33,5 +35,16 @@ pub mod scan;
 pub mod serve;
 pub mod watch;
 
-pub use run::{run, Config, Spec};
+pub use config::{Config, Spec, WatchSettings};
 pub use serve::serve;
+
+use crate::cli::exit::Code;
+
+/// bisync's entry point: one sync, or with [`Config::watch`] one sync after
+/// every quiet spell; the exit code tells how it ended.
+pub fn run(config: Config) -> anyhow::Result<Code> {
+    match config.watch.clone() {
+        Some(settings) => watch::run(config, settings),
+        None => run::once(config),
+    }
+}

@@ -2,113 +2,22 @@
 //! hash where the plan needs it, plan, report, execute, save the archive,
 //! and pick the exit code.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
 use super::archive::{self, Store};
+use super::config::{Config, Spec};
 use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
 use super::names;
-use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan};
+use super::planner::{self, Archive, Op, Policy, Refusal, Scan};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
 use crate::cli::exit::{coded, Code};
-use crate::exclude::Excludes;
-use crate::location::{Location, Target};
-use crate::ssh::SshSettings;
 use crate::wire::path::WirePath;
-
-/// Where a replica is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Spec {
-    Local(PathBuf),
-    Ssh {
-        user: Option<String>,
-        host: String,
-        path: Vec<u8>,
-    },
-}
-
-impl Spec {
-    /// `PATH` or `[user@]host:PATH`; relative local paths are made absolute.
-    pub fn parse(arg: &std::ffi::OsStr) -> anyhow::Result<Spec> {
-        let cwd = std::env::current_dir().context("reading the working directory")?;
-        let target = Target::parse(arg, &cwd).map_err(|e| coded(Code::Usage, e.to_string()))?;
-        match target.location {
-            Location::Local(p) => Ok(Spec::Local(p)),
-            Location::Ssh { user, host, path } => Ok(Spec::Ssh { user, host, path }),
-            Location::Daemon { .. } => Err(coded(
-                Code::Usage,
-                format!(
-                    "{}: bisync needs ssh or a local path, not an rsync daemon",
-                    arg.to_string_lossy()
-                ),
-            )),
-        }
-    }
-
-    /// The replica as a stable, lossless text key for the archive's name:
-    /// two replicas whose paths differ only in bytes that are not UTF-8 must
-    /// never share an archive (the other's "deleted" files would be deleted).
-    pub fn key(&self) -> String {
-        let (prefix, path): (String, &[u8]) = match self {
-            Spec::Local(p) => (String::new(), p.as_os_str().as_encoded_bytes()),
-            Spec::Ssh { user, host, path } => (
-                format!(
-                    "{}{host}:",
-                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default()
-                ),
-                path,
-            ),
-        };
-        match std::str::from_utf8(path) {
-            Ok(text) => format!("{prefix}{text}"),
-            // NUL is in no path and no host name: these keys cannot meet a
-            // UTF-8 one.
-            Err(_) => format!(
-                "{prefix}\0{}",
-                path.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub a: Spec,
-    pub b: Spec,
-    pub checksum: bool,
-    pub prefer: Prefer,
-    pub max_delete: MaxDelete,
-    /// `--size-only`: compare files by size alone.
-    pub size_only: bool,
-    /// `--sentinel`: a path that must exist on both replicas.
-    pub sentinel: Option<WirePath>,
-    /// `--force`: go ahead although (nearly) all files changed on a side.
-    pub force: bool,
-    /// `--normalization`, `--case-insensitive`: which names are the same.
-    pub fold: super::names::Fold,
-    /// `--backup-dir-a/-b` with `--backup-keep`, per replica.
-    pub backup: [Option<super::backup::Backup>; 2],
-    pub dry_run: bool,
-    pub json: bool,
-    /// Exit [`Code::Synced`] (9) after changes instead of 0: success is 0
-    /// for cron and `&&`, the detail is in the log and `--json`.
-    pub exit_changes: bool,
-    pub excludes: Excludes,
-    /// Archive and lock directory; default [`archive::default_dir`].
-    pub state_dir: Option<PathBuf>,
-    pub ssh: SshSettings,
-    /// The bisync program on remote hosts.
-    pub remote_bisync: OsString,
-    /// Keep syncing from the replicas' event streams (`--watch`).
-    pub watch: Option<super::watch::Settings>,
-}
 
 fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>> {
     Ok(match spec {
@@ -129,12 +38,8 @@ fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>>
     })
 }
 
-/// Runs one sync (or, with [`Config::watch`], keeps syncing); the exit code
-/// tells how it ended.
-pub fn run(config: Config) -> anyhow::Result<Code> {
-    if let Some(settings) = config.watch.clone() {
-        return super::watch::run(config, settings);
-    }
+/// Runs one sync; the exit code tells how it ended.
+pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
     let started = Instant::now();
     let store = store(&config)?;
     let _lock = store.lock()?;
@@ -449,22 +354,4 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyh
     handle
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("a scan thread panicked")))
-}
-
-#[cfg(test)]
-mod key_tests {
-    use super::*;
-    use std::os::unix::ffi::OsStrExt;
-
-    #[test]
-    fn keys_are_lossless() {
-        let a = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
-            b"/data/Fotos_\xe4",
-        )));
-        let b = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
-            b"/data/Fotos_\xf6",
-        )));
-        assert_ne!(a.key(), b.key());
-        assert_eq!(Spec::Local(PathBuf::from("/data/x")).key(), "/data/x");
-    }
 }

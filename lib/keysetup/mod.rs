@@ -11,3 +11,5 @@ pub mod safefile;
 pub mod setup;
 pub mod ssh;
 pub mod sshconfig;
+
+pub use setup::run;

@@ -148,7 +148,7 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
 }
 
 /// `keysetup [user@]host`: everything, in order, each step idempotent.
-pub fn setup(cfg: &Setup) -> anyhow::Result<()> {
+pub fn run(cfg: &Setup) -> anyhow::Result<()> {
     let ctx = Ctx::new(&cfg.remote)?;
     ensure_ssh_dir(&ctx.local.ssh_dir())?;
     if ensure_key(&ctx.key, &ctx.local.key_comment())? {
