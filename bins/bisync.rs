@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncpipe::bisync::planner::{MaxDelete, Prefer};
+use syncpipe::bisync::planner::Prefer;
 use syncpipe::bisync::{self, Config, Spec};
 use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
 use syncpipe::exclude::Excludes;
+use syncpipe::limit::MaxDelete;
 use syncpipe::ssh::SshArgs;
 use syncpipe::wire::path::WirePath;
 

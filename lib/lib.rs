@@ -16,6 +16,7 @@
 //! location     a target or replica: local path or [user@]host:path
 //! ssh          the ssh flags (one clap group), settings and quoting
 //! exclude      the --exclude syntax of watchd and bisync
+//! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath
 //! cli/         what every main shares: logging, exit codes, man pages
 //! ```
@@ -28,6 +29,7 @@ pub mod fold;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keysetup;
+pub mod limit;
 pub mod location;
 pub mod os;
 pub mod pushd;

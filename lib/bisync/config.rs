@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::planner::{MaxDelete, Prefer};
+use super::planner::Prefer;
 use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
+use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::ssh::SshSettings;
 use crate::wire::path::WirePath;

@@ -243,8 +243,9 @@ fn mark_failed(failed: &mut BTreeSet<WirePath>, action: &Action) {
 mod tests {
     use super::*;
     use crate::bisync::local::LocalReplica;
-    use crate::bisync::planner::{next_archive, plan, MaxDelete, Policy, Prefer};
+    use crate::bisync::planner::{next_archive, plan, Policy, Prefer};
     use crate::exclude::Excludes;
+    use crate::limit::MaxDelete;
     use std::fs;
     use std::time::SystemTime;
 

@@ -11,59 +11,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::pushd::plan::Plan;
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
 use crate::wire::path::WirePath;
 
-/// `--max-delete`: how many deletions one batch or sync may make.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum MaxDelete {
-    Count(u64),
-    Percent(f64),
-}
-
 /// A percentage limit is only applied once this many entries would go:
 /// deleting the one file of a one-file tree is 100% and perfectly normal.
 pub const PERCENT_FLOOR: u64 = 10;
-
-impl MaxDelete {
-    pub fn parse(text: &str) -> Result<MaxDelete, String> {
-        let text = text.trim();
-        if let Some(p) = text.strip_suffix('%') {
-            match p.trim().parse::<f64>() {
-                Ok(v) if (0.0..=100.0).contains(&v) => Ok(MaxDelete::Percent(v)),
-                _ => Err(format!("{text:?} is not a percentage from 0% to 100%")),
-            }
-        } else {
-            text.parse::<u64>()
-                .map(MaxDelete::Count)
-                .map_err(|_| format!("{text:?} is neither a count (500) nor a percentage (50%)"))
-        }
-    }
-
-    /// True when deleting `deletes` of `total` entries is too many.
-    pub fn exceeded(self, deletes: u64, total: Option<u64>) -> bool {
-        match self {
-            MaxDelete::Count(n) => deletes > n,
-            MaxDelete::Percent(p) => {
-                let Some(total) = total.filter(|&t| t > 0) else {
-                    return false;
-                };
-                deletes > PERCENT_FLOOR && (deletes as f64) > (total as f64) * p / 100.0
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for MaxDelete {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MaxDelete::Count(n) => write!(f, "{n}"),
-            MaxDelete::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
 
 /// The checks made before anything is deleted because the source says so.
 #[derive(Clone, Debug, PartialEq)]
@@ -271,7 +227,10 @@ pub fn judge_deletes(guards: &Guards, case: DeleteCase) -> Option<String> {
         ));
     }
     let before = source_now + deletes;
-    if guards.max_delete.exceeded(deletes, Some(before)) {
+    if guards
+        .max_delete
+        .exceeded(deletes, Some(before), PERCENT_FLOOR)
+    {
         return Some(format!(
             "{deletes} of {before} entries would be deleted in one batch, more than --max-delete {}: holding them",
             guards.max_delete
@@ -542,11 +501,11 @@ impl Applier<'_> {
                         dry.stats.deleted,
                         self.target
                     ));
-                } else if self
-                    .guards
-                    .max_delete
-                    .exceeded(dry.stats.deleted, Some(before))
-                {
+                } else if self.guards.max_delete.exceeded(
+                    dry.stats.deleted,
+                    Some(before),
+                    PERCENT_FLOOR,
+                ) {
                     delete = false;
                     report.refused_deletes += dry.stats.deleted;
                     report.refusal = Some(format!(
@@ -781,21 +740,6 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn max_delete_parsing_and_limits() {
-        assert_eq!(MaxDelete::parse("50%").unwrap(), MaxDelete::Percent(50.0));
-        assert_eq!(MaxDelete::parse("500").unwrap(), MaxDelete::Count(500));
-        assert!(MaxDelete::parse("150%").is_err());
-        assert!(MaxDelete::parse("lots").is_err());
-        let half = MaxDelete::Percent(50.0);
-        assert!(!half.exceeded(1, Some(1)), "below the floor");
-        assert!(half.exceeded(60, Some(100)));
-        assert!(!half.exceeded(40, Some(100)));
-        assert!(!half.exceeded(60, None));
-        assert!(MaxDelete::Count(3).exceeded(4, None));
-        assert!(!MaxDelete::Count(3).exceeded(3, None));
-    }
 
     fn case(deletes: u64, source_now: u64) -> DeleteCase {
         DeleteCase {
