@@ -262,13 +262,7 @@ pub fn settle(
         for action in &plan.actions {
             count(&mut summary, &action.op);
         }
-        summary.status = Some(if plan.actions.is_empty() {
-            Outcome::InSync
-        } else if kept_copies {
-            Outcome::Conflicts
-        } else {
-            Outcome::Synced
-        });
+        summary.status = Some(outcome(false, plan.actions.is_empty(), kept_copies));
         summary.duration_ms = started.elapsed().as_millis() as u64;
         reporter.summary(&summary)?;
         return Ok(Settled {
@@ -319,17 +313,11 @@ pub fn settle(
     if changed {
         store.save(&next)?;
     }
-    summary.status = Some(
-        if executed.aborted.is_some() || executed.skipped + executed.errors > 0 {
-            Outcome::Incomplete
-        } else if nothing_to_do {
-            Outcome::InSync
-        } else if kept_copies {
-            Outcome::Conflicts
-        } else {
-            Outcome::Synced
-        },
-    );
+    summary.status = Some(outcome(
+        executed.aborted.is_some() || executed.skipped + executed.errors > 0,
+        nothing_to_do,
+        kept_copies,
+    ));
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(err) = executed.aborted {
         summary.reason = Some(format!("{err:#}"));
@@ -348,6 +336,20 @@ pub fn settle(
         archive: Some(next),
         touched,
     })
+}
+
+/// How a run ended, for a dry run as for a real one: `incomplete` when a
+/// step was skipped, failed or the run stopped.
+fn outcome(incomplete: bool, nothing_to_do: bool, kept_copies: bool) -> Outcome {
+    if incomplete {
+        Outcome::Incomplete
+    } else if nothing_to_do {
+        Outcome::InSync
+    } else if kept_copies {
+        Outcome::Conflicts
+    } else {
+        Outcome::Synced
+    }
 }
 
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {

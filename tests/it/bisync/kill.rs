@@ -6,8 +6,9 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use super::{tree, write, Node, Pair, CONFLICTS, SYNCED};
+use super::{write, Pair, CONFLICTS, SYNCED};
 use crate::support::Running;
+use crate::support::{tree, Node};
 
 /// xorshift64*: reproducible "random" from a printed seed.
 struct Rng(u64);

@@ -16,7 +16,7 @@ pub const SYNCED: i32 = syncpipe::cli::exit::Code::Synced as i32;
 pub const CONFLICTS: i32 = syncpipe::cli::exit::Code::Conflicts as i32;
 pub const REFUSED: i32 = syncpipe::cli::exit::Code::Refused as i32;
 
-use crate::support::{bin, join_bytes, tempdir};
+use crate::support::{bin, join_bytes, tempdir, tree, Node};
 
 pub struct Pair {
     pub dir: tempfile::TempDir,
@@ -65,44 +65,6 @@ pub fn result(out: Output) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// What a tree holds: per relative path, a file's content, a link's
-/// target or a directory, with the mode.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Node {
-    File(Vec<u8>, u32),
-    Link(Vec<u8>),
-    Dir(u32),
-}
-
-pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let path = e.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let mode = meta.permissions().mode() & 0o7777;
-            if meta.file_type().is_symlink() {
-                let t = fs::read_link(&path).unwrap();
-                out.insert(rel, Node::Link(t.as_os_str().as_bytes().to_vec()));
-            } else if meta.is_dir() {
-                out.insert(rel, Node::Dir(mode));
-                walk(root, &path, out);
-            } else {
-                out.insert(rel, Node::File(fs::read(&path).unwrap(), mode));
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
 }
 
 fn write(root: &Path, rel: &[u8], data: &[u8]) {

@@ -21,7 +21,7 @@ use syncpipe::bisync::report::Outcome;
 use syncpipe::bisync::{run, Config, Spec};
 use syncpipe::wire::path::WirePath;
 
-use crate::support::{bin, tempdir};
+use crate::support::{self, bin, tempdir};
 
 /// Where the harness's clock starts: files written without `@TIME` get
 /// this plus 10 s per write, so "newer" is always well defined.
@@ -104,31 +104,19 @@ enum Node {
     Link(Vec<u8>),
 }
 
+/// The suite's tree without modes: a script names kinds and contents only.
 fn listing(root: &Path) -> BTreeMap<Vec<u8>, Node> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                out.insert(rel, Node::Dir);
-                walk(root, &path, out);
-            } else if meta.file_type().is_symlink() {
-                let t = fs::read_link(&path).unwrap();
-                out.insert(rel, Node::Link(t.as_os_str().as_bytes().to_vec()));
-            } else {
-                out.insert(rel, Node::File(fs::read(&path).unwrap()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    support::tree(root)
+        .into_iter()
+        .map(|(path, node)| {
+            let node = match node {
+                support::Node::File(content, _) => Node::File(content),
+                support::Node::Dir(_) => Node::Dir,
+                support::Node::Link(to) => Node::Link(to),
+            };
+            (path, node)
+        })
+        .collect()
 }
 
 /// `*` in a pattern matches any bytes (none included), nothing else is
