@@ -9,7 +9,6 @@ use syncpipe::bisync::planner::Prefer;
 use syncpipe::bisync::{self, Config, Spec};
 use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exclude::Excludes;
 use syncpipe::limit::MaxDelete;
 use syncpipe::ssh::SshArgs;
 use syncpipe::wire::path::WirePath;
@@ -126,14 +125,8 @@ struct Args {
     #[arg(long)]
     exit_changes: bool,
 
-    /// Leave out paths matching GLOB, gitignore-style, relative to the
-    /// replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable
-    #[arg(long, value_name = "GLOB", help_heading = "Filtering")]
-    exclude: Vec<String>,
-
-    /// Read exclude patterns from FILE, one per line (# comments)
-    #[arg(long, value_name = "FILE", help_heading = "Filtering")]
-    exclude_from: Vec<PathBuf>,
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     /// Keep running: sync whenever either replica changes (watchd on both)
     #[arg(
@@ -217,7 +210,7 @@ impl Args {
         let usage = |e: anyhow::Error| coded(Code::Usage, format!("{e:#}"));
         let spec = |arg: Option<OsString>| Spec::parse(&arg.unwrap_or_default());
         let keep_secs = self.backup_keep.map(|d| d.as_secs());
-        let mut exclude = self.exclude;
+        let mut exclude_args = self.excludes;
         let mut backup = [None, None];
         for (slot, (flag, dir)) in backup.iter_mut().zip([
             ("--backup-dir-a", self.backup_dir_a),
@@ -228,13 +221,15 @@ impl Args {
             let text = String::from_utf8(rel.as_bytes().to_vec())
                 .map_err(|_| coded(Code::Usage, format!("{flag}: give a UTF-8 name")))?;
             // Last, so no user pattern can bring the backups into the sync.
-            exclude.push(bisync::backup::exclude_pattern(&text));
+            exclude_args
+                .exclude
+                .push(bisync::backup::exclude_pattern(&text));
             *slot = Some(bisync::backup::Backup {
                 dir: rel,
                 keep_secs,
             });
         }
-        let excludes = Excludes::new(&exclude, &self.exclude_from).map_err(usage)?;
+        let excludes = exclude_args.compile()?;
         let sentinel = match self.sentinel {
             Some(s) => {
                 let rel = relative("--sentinel", s).map_err(usage)?;

@@ -130,18 +130,16 @@ struct Args {
         help_heading = "rsync"
     )]
     rsync_opt: Vec<OsString>,
-    /// Exclude files matching PATTERN (rsync filter syntax, repeatable)
-    #[arg(long, value_name = "PATTERN", help_heading = "rsync")]
-    exclude: Vec<OsString>,
-    /// Read exclude patterns from FILE (repeatable)
-    #[arg(long, value_name = "FILE", help_heading = "rsync")]
-    exclude_from: Vec<PathBuf>,
     /// Password file for rsync daemon targets
     #[arg(long, value_name = "FILE", help_heading = "rsync")]
     password_file: Option<PathBuf>,
 
     #[command(flatten)]
     ssh: SshArgs,
+
+    /// Excluded paths are never sent, and never deleted on the target
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     #[command(flatten)]
     verbosity: Verbosity,
@@ -163,12 +161,7 @@ impl Args {
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
-        if self.direct && !(self.exclude.is_empty() && self.exclude_from.is_empty()) {
-            return Err(coded(
-                Code::Usage,
-                "--direct does not read rsync filter rules: exclude in watchd (--exclude) instead",
-            ));
-        }
+        let excludes = self.excludes.compile()?;
         if self.retry_min > self.retry_max {
             return Err(coded(Code::Usage, "--retry-min is longer than --retry-max"));
         }
@@ -185,8 +178,7 @@ impl Args {
                 partial: self.partial,
                 rsync_path: self.rsync_path,
                 extra: self.rsync_opt,
-                excludes: self.exclude,
-                exclude_from: self.exclude_from.into_iter().map(absolute).collect(),
+                filters: excludes.rsync_filters(),
                 password_file: self.password_file.map(absolute),
                 ssh: SshSettings {
                     identity: self.ssh.identity.clone().map(absolute),
@@ -213,6 +205,7 @@ impl Args {
                 jitter: self.retry_jitter,
             },
             direct: self.direct,
+            excludes,
             connect: self.connect.map(absolute),
             release_held: self.release_held,
         })

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exclude::Excludes;
 use syncpipe::watchd::{self, BackendChoice, EventMode};
 use syncpipe::wire::transport;
 
@@ -52,15 +50,9 @@ struct Args {
     )]
     backend: BackendChoice,
 
-    /// Ignore paths matching GLOB, gitignore-style, relative to ROOT
-    /// (`*.tmp`, `/build/`, `cache/`, `logs/**`, `!keep.log`); repeatable.
-    /// An excluded directory is not watched at all
-    #[arg(long, value_name = "GLOB", help_heading = "Filtering")]
-    exclude: Vec<String>,
-
-    /// Read exclude patterns from FILE, one per line (# comments)
-    #[arg(long, value_name = "FILE", help_heading = "Filtering")]
-    exclude_from: Vec<PathBuf>,
+    /// Excluded paths are not reported; an excluded directory is not watched
+    #[command(flatten)]
+    excludes: cli::ExcludeArgs,
 
     /// If ROOT does not exist yet (a disk mounted late at boot), wait for it
     /// instead of exiting with code 3
@@ -92,8 +84,7 @@ struct Args {
 impl Args {
     fn into_config(self) -> anyhow::Result<watchd::Config> {
         Ok(watchd::Config {
-            excludes: Excludes::new(&self.exclude, &self.exclude_from)
-                .map_err(|e| coded(Code::Usage, format!("{e:#}")))?,
+            excludes: self.excludes.compile()?,
             root: self.root,
             mode: self.events,
             backend: self.backend,

@@ -9,8 +9,9 @@ complete -c bisync -l sentinel -d 'Refuse to run unless NAME (relative to each r
 complete -c bisync -l backup-dir-a -d 'Keep what a sync replaces or deletes on replica A: hard-linked to DIR/<UTC time of the run>/<path>, DIR relative to A\'s root and left out of the sync on both sides' -r -F
 complete -c bisync -l backup-dir-b -d 'The same for replica B (which may be remote)' -r -F
 complete -c bisync -l backup-keep -d 'Delete backup run folders older than DURATION before a run changes anything (30days, 12h) [default: keep all]' -r
-complete -c bisync -l exclude -d 'Leave out paths matching GLOB, gitignore-style, relative to the replica roots (`*.tmp`, `/build/`, `cache/`, `!keep.log`); repeatable' -r
-complete -c bisync -l exclude-from -d 'Read exclude patterns from FILE, one per line (# comments)' -r -F
+complete -c bisync -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
+complete -c bisync -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
+complete -c bisync -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c bisync -s d -l delay -d 'With --watch: gather changes this long after the first before a run (a bare number is seconds; 500ms, 2s)' -r
 complete -c bisync -l watchd -d 'With --watch: the watchd program for a local replica [default: the watchd next to bisync, else from PATH]' -r
 complete -c bisync -l remote-watchd -d 'With --watch: the watchd program on remote hosts' -r

@@ -15,12 +15,13 @@ complete -c pushd -l sentinel -d 'Refuse to sync unless FILE (relative to the so
 complete -c pushd -l bwlimit -d 'Bandwidth limit (rsync\'s --bwlimit, e.g. 1m)' -r
 complete -c pushd -l rsync-path -d 'rsync program on the remote side' -r
 complete -c pushd -l rsync-opt -d 'One more argument for rsync, passed through (repeatable)' -r
-complete -c pushd -l exclude -d 'Exclude files matching PATTERN (rsync filter syntax, repeatable)' -r
-complete -c pushd -l exclude-from -d 'Read exclude patterns from FILE (repeatable)' -r -F
 complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -r -F
 complete -c pushd -s p -l port -d 'ssh port' -r
 complete -c pushd -s i -l identity -d 'ssh private key' -r -F
 complete -c pushd -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
+complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
+complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'

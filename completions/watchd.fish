@@ -4,8 +4,9 @@ all\t'Both'"
 complete -c watchd -l backend -d 'How to watch: inotify (a watch per directory, any user), fanotify (one mark per file system: instant set-up and no watch limit; needs root, Linux 5.17+ and a file system with file handles), or auto (fanotify when it can, else inotify; stderr and the header say which)' -r -f -a "auto\t'fanotify when this process, kernel and file system allow it, else inotify'
 inotify\t'A watch on every directory (any user, any file system)'
 fanotify\t'One mark per file system (root, Linux 5.17+, file systems with file handles)'"
-complete -c watchd -l exclude -d 'Ignore paths matching GLOB, gitignore-style, relative to ROOT (`*.tmp`, `/build/`, `cache/`, `logs/**`, `!keep.log`); repeatable. An excluded directory is not watched at all' -r
-complete -c watchd -l exclude-from -d 'Read exclude patterns from FILE, one per line (# comments)' -r -F
+complete -c watchd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
+complete -c watchd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
+complete -c watchd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c watchd -l listen -d 'Serve the stream on a unix socket at PATH instead of stdout: any number of readers (`batchd --connect PATH`), each resuming where it left off while the backlog holds it. A socket passed by systemd (a .socket unit) is used the same way' -r -F
 complete -c watchd -l backlog -d 'How much a --listen writer keeps for readers that reconnect: a record count (100000) or a size (64M). A reader further behind is told to do a full sync' -r
 complete -c watchd -l wait -d 'If ROOT does not exist yet (a disk mounted late at boot), wait for it instead of exiting with code 3'

@@ -112,9 +112,13 @@ impl Batcher {
                 ev.seq, self.last_seq
             ));
             self.fold.rescan_all();
-        } else {
-            self.last_seq = ev.seq;
+            // The stream goes on from here: later seqs are measured against
+            // this one (else every event after a jump to 2^64-1 would be
+            // "backwards"), and the batch starts here, so its range never
+            // runs backwards either.
+            self.first_seq = None;
         }
+        self.last_seq = ev.seq;
         self.first_seq.get_or_insert(ev.seq);
         if ev.kind == EventKind::Create {
             let path = ev.path.as_bytes();
@@ -345,11 +349,14 @@ mod tests {
         assert!(b.record(modify(5, "a"), t0, &mut out).is_none());
         let warning = b.record(modify(3, "b"), t0, &mut out).unwrap();
         assert!(warning.contains("seq 3 after seq 5"), "{warning}");
+        // Once: the stream goes on from the new seq.
+        assert!(b.record(modify(4, "c"), t0, &mut out).is_none());
         b.flush(&mut out);
         let Out::Batch(batch) = out.last().unwrap() else {
             panic!()
         };
         assert_eq!(batch.changes[0].op, ChangeOp::Rescan);
+        assert_eq!((batch.first_seq, batch.last_seq), (3, 4));
     }
 
     #[test]

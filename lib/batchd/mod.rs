@@ -88,6 +88,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     systemd.ready(&format!("batching with a delay of {:?}", config.delay));
     let mut out = Vec::new();
     let mut stats = Stats::default();
+    // How the input ended decides the exit code (see `input_verdict`).
+    let (mut saw_header, mut end_reason) = (false, None::<String>);
     loop {
         systemd.tick();
         if systemd.status_due() {
@@ -115,6 +117,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 for item in items {
                     match item {
                         Item::Record(record) => {
+                            match &record {
+                                Record::Header(_) | Record::Batch(_) => {
+                                    saw_header = true;
+                                    end_reason = None;
+                                }
+                                Record::End(end) => end_reason = Some(end.reason.clone()),
+                                _ => {}
+                            }
                             stats.events += u64::from(matches!(record, Record::Event(_)));
                             if let Some(warning) = batcher.record(record, now, &mut out) {
                                 crate::log_warn!("{warning}");
@@ -146,7 +156,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             Ok(Msg::Eof) | Err(RecvTimeoutError::Disconnected) => {
                 batcher.flush(&mut out);
-                stop = true;
+                write_all(&mut writer, &mut out)?;
+                stats.log();
+                return input_verdict(saw_header, end_reason);
             }
             Ok(Msg::ReadError(err)) => {
                 batcher.flush(&mut out);
@@ -161,6 +173,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The end of the input as an exit code: a stream that never started
+/// (the stage before failed) or that ended because its source vanished is
+/// not a success, so `set -o pipefail` and units downstream see it.
+fn input_verdict(saw_header: bool, end_reason: Option<String>) -> anyhow::Result<()> {
+    use crate::cli::exit::{coded, Code};
+    if let Some(reason) = end_reason {
+        return Err(coded(
+            Code::SourceGone,
+            format!("the source stream ended ({reason}): the source root is gone"),
+        ));
+    }
+    if !saw_header {
+        return Err(coded(
+            Code::NoStream,
+            "the input ended without a stream header (see the message of the stage before)",
+        ));
+    }
+    Ok(())
 }
 
 /// What the main thread did, for `-v`: the fold's own cost, apart from

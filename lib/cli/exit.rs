@@ -16,7 +16,8 @@ pub enum Code {
     Usage = 2,
     /// The root or source is missing, not a directory, or unreadable at start.
     NoSource = 3,
-    /// The watched root was deleted, moved away or unmounted while running.
+    /// The watched root was deleted, moved away or unmounted while running
+    /// (batchd and pushd: their input ended with watchd's `end` record).
     SourceGone = 4,
     /// A kernel limit is too small (inotify watches or instances); the message
     /// names the setting, its value and what is needed.
@@ -45,6 +46,9 @@ pub enum Code {
     /// sync (a restored backup, a touched tree, a clock jump); nothing was
     /// changed. `--force` goes ahead.
     MassChange = 13,
+    /// batchd, pushd: the input ended without a stream header: the stage
+    /// before failed (its own message says why, e.g. a missing source).
+    NoStream = 14,
 }
 
 impl Code {
@@ -65,7 +69,7 @@ impl Code {
         ),
         (
             Code::SourceGone,
-            "watched root deleted, moved or unmounted while running",
+            "watched root deleted, moved or unmounted while running (batchd, pushd: stream ended so)",
         ),
         (
             Code::Limit,
@@ -100,6 +104,10 @@ impl Code {
             Code::MassChange,
             "bisync: (nearly) all files changed on one side; nothing changed (--force)",
         ),
+        (
+            Code::NoStream,
+            "batchd, pushd: input ended without a stream (an earlier stage failed)",
+        ),
     ];
 
     /// The codes program `bin` can exit with; the whole table for a name
@@ -108,11 +116,12 @@ impl Code {
         use Code::*;
         match bin {
             "watchd" => &[Ok, Failure, Usage, NoSource, SourceGone, Limit],
-            "batchd" | "pushd" => &[Ok, Failure, Usage],
+            "batchd" => &[Ok, Failure, Usage, SourceGone, NoStream],
+            "pushd" => &[Ok, Failure, Usage, SourceGone, Refused, NoStream],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
-                Refused,
+                Refused, MassChange,
             ],
             _ => &[
                 Ok,
@@ -128,6 +137,8 @@ impl Code {
                 Conflicts,
                 Incomplete,
                 Refused,
+                MassChange,
+                NoStream,
             ],
         }
     }

@@ -112,6 +112,36 @@ impl Verbosity {
     }
 }
 
+/// The exclude flags, spelt the same in watchd, pushd and bisync (syntax:
+/// lib/exclude.rs, README "Excludes").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ExcludeArgs {
+    /// Leave out paths matching PATTERN, gitignore-style, relative to the
+    /// root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log`
+    /// (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)
+    #[arg(long, value_name = "PATTERN", help_heading = "Excludes")]
+    pub exclude: Vec<String>,
+    /// Patterns separated by spaces, as the config file's EXCLUDES= key
+    /// holds them (repeatable; empty: none)
+    #[arg(long, value_name = "LIST", help_heading = "Excludes")]
+    pub excludes: Vec<String>,
+    /// Read patterns from FILE, one per line, `#` comments (repeatable;
+    /// empty: none, so a unit can pass the config's EXCLUDE_FROM= as it is)
+    // OsString, not PathBuf: clap refuses an empty path, and an empty
+    // value must mean "none" here.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath, help_heading = "Excludes")]
+    pub exclude_from: Vec<std::ffi::OsString>,
+}
+
+impl ExcludeArgs {
+    /// The compiled patterns; a pattern outside the syntax is a usage error
+    /// naming the flag or the file and line.
+    pub fn compile(&self) -> anyhow::Result<crate::exclude::Excludes> {
+        crate::exclude::Excludes::from_args(&self.exclude, &self.excludes, &self.exclude_from)
+            .map_err(|e| crate::cli::exit::coded(Code::Usage, format!("{e:#}")))
+    }
+}
+
 /// A duration as a sysadmin writes it: `15s`, `500ms`, `2m`, `1h30m`; a bare
 /// number is seconds (`batchd -d 15`, as lsyncd's `delay = 15`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

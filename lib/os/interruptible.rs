@@ -55,6 +55,42 @@ impl<R: Read + AsFd> Interruptible<R> {
     }
 }
 
+/// The handler [`Interruptible::on_signal`] takes.
+pub type OnSignal = Option<Box<dyn FnMut(Signal) + Send>>;
+
+impl<R> Interruptible<R> {
+    /// The signals and their handler, to keep watching them once the input
+    /// has ended (a program still finishing its work must stop on SIGTERM too).
+    pub fn into_parts(self) -> (Signals, OnSignal) {
+        (self.signals, self.other)
+    }
+}
+
+/// Waits up to `timeout` for SIGTERM or SIGINT on `signals`; others go to
+/// `other` (or are logged and ignored). For a loop with no input left to poll.
+pub fn wait_for_stop(
+    signals: &mut Signals,
+    other: &mut OnSignal,
+    timeout: Duration,
+) -> io::Result<Option<Signal>> {
+    let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(io::Error::from(e)),
+    }
+    while let Some(signal) = signals.pending().map_err(io::Error::other)? {
+        match signal {
+            Signal::SIGTERM | Signal::SIGINT => return Ok(Some(signal)),
+            signal => match other {
+                Some(handler) => handler(signal),
+                None => crate::log_info!("ignoring {signal}"),
+            },
+        }
+    }
+    Ok(None)
+}
+
 impl<R: Read + AsFd> Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {

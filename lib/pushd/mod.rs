@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod direct;
+pub mod excluded;
 pub mod plan;
 pub mod rsync;
 pub mod state;
@@ -86,6 +87,8 @@ pub struct Config {
     pub retry: Retry,
     /// `--direct`: local targets get listed paths without rsync.
     pub direct: bool,
+    /// Paths never sent (rsync gets them as filter rules in `rsync` too).
+    pub excludes: crate::exclude::Excludes,
     /// `--connect`: read a writer's socket (resuming where the state file
     /// says) instead of stdin.
     pub connect: Option<PathBuf>,
@@ -162,6 +165,8 @@ struct Shared {
     syncing: std::sync::atomic::AtomicBool,
     /// When systemd was last asked for more start-up time.
     extended: Mutex<Option<Instant>>,
+    /// SIGTERM/SIGINT after the input ended: workers waiting to retry stop.
+    stop: (Mutex<bool>, Condvar),
     /// Targets that ended their input with deletions held.
     held_at_end: Mutex<Vec<String>>,
 }
@@ -185,6 +190,22 @@ impl Shared {
                 .store(false, std::sync::atomic::Ordering::Relaxed);
             log_notice!("not writing results any more: stdout: {e}");
         }
+    }
+
+    /// Sleeps `d`, or less when a stop is asked for; true when stopping.
+    fn sleep_unless_stopped(&self, d: Duration) -> bool {
+        let (flag, cv) = &self.stop;
+        let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = cv
+            .wait_timeout_while(stopped, d, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        *stopped
+    }
+
+    fn request_stop(&self) {
+        let (flag, cv) = &self.stop;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
     }
 
     fn acquire(&self) {
@@ -287,6 +308,7 @@ pub fn run_with(
         starting: Mutex::new(config.targets.len()),
         syncing: std::sync::atomic::AtomicBool::new(false),
         extended: Mutex::new(None),
+        stop: (Mutex::new(false), Condvar::new()),
         held_at_end: Mutex::new(Vec::new()),
     });
     let config = Arc::new(config);
@@ -341,7 +363,15 @@ pub fn run_with(
             log_info!("ignoring {signal}");
         }
     }));
-    let read = read_stream(BufReader::new(input), &senders, &shared);
+    let mut input = BufReader::new(input);
+    let mut ending = Ending::default();
+    let read = read_stream(&mut input, &senders, &shared, &mut ending);
+    // The signals are kept past the input's end: SIGTERM must still stop
+    // pushd while it retries. The SIGUSR2 handler is not: it holds senders,
+    // and the workers end only once every sender is gone.
+    let (mut signals, handler) = input.into_inner().into_parts();
+    drop(handler);
+    let mut on_signal = None;
     if let Ok(Some(signal)) = &read {
         log_info!("stopping on {signal} once the transfers in progress end");
         shared
@@ -354,6 +384,43 @@ pub fn run_with(
         }
     }
     drop(senders);
+    // The input ended, the workers finish what is pending (retrying a
+    // failing target for a while): a SIGTERM now still stops them promptly.
+    let mut stopped = false;
+    if ending.end_reason.is_some() {
+        // The source is gone (watchd's `end`): retrying what is pending
+        // cannot work, and must not act on an emptied mount point. The
+        // transfers in progress end; --state keeps what was applied.
+        shared.request_stop();
+    }
+    if matches!(read, Ok(None)) {
+        while !handles.iter().all(|h| h.is_finished()) {
+            match crate::os::interruptible::wait_for_stop(
+                &mut signals,
+                &mut on_signal,
+                Duration::from_millis(200),
+            ) {
+                Ok(Some(signal)) => {
+                    log_info!(
+                        "stopping on {signal}; what is not applied yet stays pending in --state"
+                    );
+                    shared
+                        .systemd
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .stopping(&format!("stopping on {signal}"));
+                    shared.request_stop();
+                    stopped = true;
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log_warn!("watching for signals: {e}");
+                    break;
+                }
+            }
+        }
+    }
     let mut unfinished = Vec::new();
     for handle in handles {
         match handle.join() {
@@ -362,7 +429,7 @@ pub fn run_with(
             Err(_) => unfinished.push("a target thread panicked".into()),
         }
     }
-    if read?.is_some() {
+    if read?.is_some() || stopped {
         return Ok(());
     }
     let held = shared
@@ -385,7 +452,36 @@ pub fn run_with(
             unfinished.join(", ")
         );
     }
-    Ok(())
+    ending.verdict()
+}
+
+/// How the input ended, for the exit code: a pipeline whose first stage
+/// failed must not look like a success downstream (`set -o pipefail`).
+#[derive(Default)]
+struct Ending {
+    /// A header or batch named a stream.
+    saw_stream: bool,
+    /// The last stream ended with an `end` record (the source vanished).
+    end_reason: Option<String>,
+}
+
+impl Ending {
+    fn verdict(self) -> anyhow::Result<()> {
+        use crate::cli::exit::{coded, Code};
+        if let Some(reason) = self.end_reason {
+            return Err(coded(
+                Code::SourceGone,
+                format!("the source stream ended ({reason}): the source root is gone; nothing was deleted because of it"),
+            ));
+        }
+        if !self.saw_stream {
+            return Err(coded(
+                Code::NoStream,
+                "the input ended without a stream header: nothing was synced (see the message of the stage before)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Hands every record to the workers. `Ok(Some(signal))` when stopped by one.
@@ -393,6 +489,7 @@ fn read_stream(
     input: impl std::io::BufRead,
     senders: &[Sender<Work>],
     shared: &Shared,
+    ending: &mut Ending,
 ) -> anyhow::Result<Option<nix::sys::signal::Signal>> {
     let send = |make: &dyn Fn() -> Work| {
         for tx in senders {
@@ -414,6 +511,8 @@ fn read_stream(
         };
         match item {
             Item::Record(Record::Header(h)) => {
+                ending.saw_stream = true;
+                ending.end_reason = None;
                 if stream.as_deref() != Some(h.stream.as_str()) {
                     stream = start_stream(&h.stream, &h.root, reader.line_no(), senders);
                     shared
@@ -422,6 +521,7 @@ fn read_stream(
                 }
             }
             Item::Record(Record::Batch(b)) => {
+                ending.saw_stream = true;
                 if stream.as_deref() != Some(b.stream.as_str()) {
                     stream = start_stream(&b.stream, &b.root, reader.line_no(), senders);
                     shared
@@ -447,6 +547,7 @@ fn read_stream(
                 send(&|| Work::Event(e.clone()));
             }
             Item::Record(Record::End(end)) => {
+                ending.end_reason = Some(end.reason.clone());
                 log_notice!(
                     "the source stream ended ({}); nothing is deleted because of it",
                     end.reason
@@ -512,6 +613,9 @@ struct Worker<'a> {
     resumed_upto: u64,
     /// Highest seq received on the current stream.
     seen: u64,
+    /// The last seq this process received on the current stream, to notice
+    /// a stream that goes backwards.
+    received: Option<u64>,
     /// Pending changes folded by path (lib/fold/): memory grows with the
     /// distinct paths, not the events, while a target is down.
     pending: Fold,
@@ -563,6 +667,7 @@ impl<'a> Worker<'a> {
             applied: 0,
             resumed_upto: 0,
             seen: 0,
+            received: None,
             pending: Fold::new(),
             pending_first: None,
             held: Fold::new(),
@@ -623,8 +728,13 @@ impl<'a> Worker<'a> {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
-            } else {
-                thread::sleep(self.next_try.saturating_duration_since(Instant::now()));
+            } else if self
+                .shared
+                .sleep_unless_stopped(self.next_try.saturating_duration_since(Instant::now()))
+            {
+                // Stopped after the input ended: what is pending stays
+                // unapplied, and --state says so (it holds applied seqs only).
+                return Ok(());
             }
             if self.due().is_some_and(|at| Instant::now() >= at) {
                 let succeeded = self.transfer();
@@ -704,6 +814,7 @@ impl<'a> Worker<'a> {
                 };
                 self.root = root;
                 self.stream = Some(stream);
+                self.received = None;
                 if let Some(position) = resumed {
                     log_info!(
                         "{}: resuming stream after seq {}",
@@ -734,7 +845,7 @@ impl<'a> Worker<'a> {
                 // A rescan is never "already applied": batchd sends one after
                 // a malformed line with the seq it had reached.
                 let rescan = changes.iter().any(|c| c.op == ChangeOp::Rescan);
-                if !self.note_seqs(first_seq, last_seq) && !rescan {
+                if !self.note_seqs(first_seq, last_seq, rescan) && !rescan {
                     return true;
                 }
                 for change in changes {
@@ -743,7 +854,7 @@ impl<'a> Worker<'a> {
                 self.bound_pending();
             }
             Work::Event(event) => {
-                if !self.note_seqs(event.seq, event.seq) {
+                if !self.note_seqs(event.seq, event.seq, false) {
                     return true;
                 }
                 self.pending.push_event(&event);
@@ -755,7 +866,29 @@ impl<'a> Worker<'a> {
 
     /// Records that `first..=last` arrived; false when it was applied
     /// before a restart (the writer replays from where `--state` says).
-    fn note_seqs(&mut self, first: u64, last: u64) -> bool {
+    fn note_seqs(&mut self, first: u64, last: u64, rescan: bool) -> bool {
+        let backwards = self.received.is_some_and(|r| first <= r || last < first);
+        self.received = Some(last);
+        if backwards {
+            // Malformed input (seqs only grow within a stream): nothing is
+            // trusted, the root is synced, and the positions start over from
+            // this seq, so a wild jump (2^64-1, then 2) is neither stored nor
+            // makes a restart skip what follows. A rescan batch from batchd
+            // may repeat the seq it reached: not worth a warning.
+            if !rescan {
+                log_warn!(
+                    "{}: seq {first} after seq {}: the stream went backwards; syncing the whole root",
+                    self.target,
+                    self.seen
+                );
+            }
+            self.pending.rescan_all();
+            self.resumed_upto = 0;
+            self.seen = last;
+            self.applied = self.applied.min(last);
+            self.pending_first = Some(first.min(last));
+            return true;
+        }
         if last <= self.resumed_upto {
             return false;
         }
@@ -797,6 +930,7 @@ impl<'a> Worker<'a> {
             }
             all.take()
         };
+        let changes = crate::pushd::excluded::without_excluded(changes, &self.config.excludes);
         let first_seq = match (held_first, self.pending_first.take()) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(self.seen),

@@ -26,8 +26,10 @@ pub struct RsyncSettings {
     pub rsync_path: Option<String>,
     /// `--rsync-opt`, passed through in order.
     pub extra: Vec<OsString>,
-    pub excludes: Vec<OsString>,
-    pub exclude_from: Vec<PathBuf>,
+    /// rsync filter rules (`--filter=RULE` each), from
+    /// [`crate::exclude::Excludes::rsync_filters`]. Never `--exclude-from`:
+    /// with `--from0` rsync would read that file NUL-separated.
+    pub filters: Vec<String>,
     pub password_file: Option<PathBuf>,
     pub ssh: SshSettings,
     /// False when the installed rsync ignores `--delete-missing-args` with
@@ -48,8 +50,7 @@ impl Default for RsyncSettings {
             partial: false,
             rsync_path: None,
             extra: Vec::new(),
-            excludes: Vec::new(),
-            exclude_from: Vec::new(),
+            filters: Vec::new(),
             password_file: None,
             ssh: SshSettings::default(),
             delete_missing_args_works: true,
@@ -125,15 +126,8 @@ pub fn build_args(
     if settings.partial {
         a.push("--partial".into());
     }
-    for pattern in &settings.excludes {
-        let mut arg = OsString::from("--exclude=");
-        arg.push(pattern);
-        a.push(arg);
-    }
-    for file in &settings.exclude_from {
-        let mut arg = OsString::from("--exclude-from=");
-        arg.push(file);
-        a.push(arg);
+    for rule in &settings.filters {
+        a.push(format!("--filter={rule}").into());
     }
     match &target.location {
         Location::Ssh { .. } => {
@@ -384,8 +378,7 @@ mod tests {
             partial: true,
             rsync_path: Some("sudo rsync".into()),
             extra: vec!["--numeric-ids".into(), "--hard-links".into()],
-            excludes: vec!["*.tmp".into()],
-            exclude_from: vec!["/etc/ex".into()],
+            filters: vec!["- *.tmp".into(), "+ /keep/".into()],
             password_file: Some("/pw".into()),
             ssh: SshSettings {
                 port: Some(2222),
@@ -412,8 +405,8 @@ mod tests {
             "--checksum",
             "--inplace",
             "--partial",
-            "--exclude=*.tmp",
-            "--exclude-from=/etc/ex",
+            "--filter=- *.tmp",
+            "--filter=+ /keep/",
             "--rsh=ssh '-p' '2222' '-i' '/k/id it''s' '-o' 'BatchMode=no' '-o' 'BatchMode=yes' \
              '-o' 'ServerAliveInterval=15' '-o' 'ServerAliveCountMax=4' '-o' 'ConnectTimeout=9'",
             "--timeout=60",

@@ -228,7 +228,8 @@ fn a_malformed_line_means_a_full_sync_and_end_deletes_nothing() {
         ts: Timestamp::now(),
         reason: "root-unmounted".into(),
     }));
-    assert_eq!(p.finish(), Some(0));
+    // ... but it is the pipeline's failure: exit 4, as watchd's.
+    assert_eq!(p.finish(), Some(4));
     assert_same(src.path(), dst.path());
 }
 

@@ -43,8 +43,18 @@ pub struct Pushd {
 
 impl Pushd {
     pub fn start_in(root: &Path, args: &[&OsStr], cwd: &Path) -> Pushd {
+        let mut all: Vec<&OsStr> = ["--retry-min", "50ms", "--retry-max", "400ms"]
+            .into_iter()
+            .map(OsStr::new)
+            .collect();
+        all.extend_from_slice(args);
+        Self::start_with(root, &all, cwd)
+    }
+
+    /// Without the short retry delays `start_in` adds.
+    pub fn start_with(root: &Path, args: &[&OsStr], cwd: &Path) -> Pushd {
         let mut cmd = Command::new(bin("pushd"));
-        cmd.args(["--retry-min", "50ms", "--retry-max", "400ms", "-v"])
+        cmd.arg("-v")
             .args(args)
             .current_dir(cwd)
             .stdout(Stdio::piped());

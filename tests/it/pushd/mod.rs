@@ -2,8 +2,10 @@
 //! rsync daemon, fed records written by the test on its stdin.
 
 mod beneath;
+mod excludes;
 mod failures;
 mod guards;
 pub mod harness;
+mod input;
 mod kinds;
 mod servers;
