@@ -25,13 +25,13 @@ pub mod batchd;
 pub mod bisync;
 pub mod cli;
 pub mod exclude;
-pub mod fold;
+pub(crate) mod fold;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keysetup;
 pub mod limit;
 pub mod location;
-pub mod os;
+pub(crate) mod os;
 pub mod pushd;
 pub mod ssh;
 #[cfg(test)]

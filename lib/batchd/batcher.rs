@@ -188,11 +188,6 @@ impl Batcher {
         self.created_before = std::mem::take(&mut self.created);
     }
 
-    /// Changes pending in the open batch.
-    pub fn pending(&self) -> usize {
-        self.fold.len()
-    }
-
     fn open(&mut self, now: Instant) {
         self.opened.get_or_insert(now);
     }

@@ -2,7 +2,7 @@
 //! on one thread, signals are read from a signalfd on another, and the main
 //! thread folds, keeps time and writes batches to stdout.
 
-pub mod batcher;
+pub(crate) mod batcher;
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read};

@@ -38,13 +38,11 @@ pub enum Note {
     },
     /// These paths (and what is below them) may have changed.
     Changed {
-        side: Side,
         paths: Vec<WirePath>,
     },
     /// Anything may have changed: a `rescan` event, an unknown kind or a
     /// malformed line.
     Rescan {
-        side: Side,
         why: String,
     },
     /// The watcher stopped (it is started again).
@@ -54,7 +52,6 @@ pub enum Note {
     },
     /// The watcher could not start at all; it is not retried.
     Failed {
-        side: Side,
         why: String,
     },
     Signal(Signal),
@@ -208,7 +205,7 @@ fn follow(
                     "starting {:?} for replica {side}: {e} (is watchd installed? see --watchd)",
                     cmd.get_program()
                 );
-                let _ = notes.send(Note::Failed { side, why });
+                let _ = notes.send(Note::Failed { why });
                 return;
             }
         };
@@ -225,7 +222,7 @@ fn follow(
         };
         if !ever_started && !got_header {
             let why = format!("the watcher of replica {side} ended before it started ({status})");
-            let _ = notes.send(Note::Failed { side, why });
+            let _ = notes.send(Note::Failed { why });
             return;
         }
         if got_header {
@@ -279,7 +276,6 @@ pub fn note_of(side: Side, item: Item) -> Option<Note> {
             match ev.kind {
                 EventKind::Rescan | EventKind::Other(_) => {
                     return Some(Note::Rescan {
-                        side,
                         why: format!(
                             "replica {side}: {} of {:?}",
                             ev.kind.as_str(),
@@ -294,14 +290,12 @@ pub fn note_of(side: Side, item: Item) -> Option<Note> {
             // bisync's own temporary files never matter; the rename that
             // puts one in place names the real path.
             paths.retain(|p| !is_temp_name(last_name(p)));
-            (!paths.is_empty()).then_some(Note::Changed { side, paths })
+            (!paths.is_empty()).then_some(Note::Changed { paths })
         }
         Item::Malformed { line_no, error } => Some(Note::Rescan {
-            side,
             why: format!("replica {side}: the watcher's line {line_no} is malformed: {error}"),
         }),
         Item::Gap { reason } => Some(Note::Rescan {
-            side,
             why: format!("replica {side}: {reason}"),
         }),
         // `end` is followed by watchd's exit, seen as a lost stream.

@@ -17,23 +17,23 @@
 //! - [`run`]: one whole run;
 //! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod backup;
 pub mod config;
 pub mod entry;
-pub mod exec;
-pub mod feed;
+pub(crate) mod exec;
+pub(crate) mod feed;
 pub mod local;
 pub mod names;
 pub mod planner;
-pub mod proto;
-pub mod remote;
+pub(crate) mod proto;
+pub(crate) mod remote;
 pub mod replica;
 pub mod report;
 pub mod run;
-pub mod scan;
+pub(crate) mod scan;
 pub mod serve;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use config::{Config, Spec, WatchSettings};
 pub use serve::serve;

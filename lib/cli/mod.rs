@@ -4,7 +4,7 @@
 
 pub mod exit;
 pub mod log;
-pub mod manpage;
+pub(crate) mod manpage;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -2,14 +2,14 @@
 //! and ssh_config files as data, restricted-key options, safe writes, and
 //! the ssh runs that install, check and revoke the kit's key.
 
-pub mod authkeys;
+pub(crate) mod authkeys;
 pub mod check;
 pub mod knownhosts;
-pub mod remote;
+pub(crate) mod remote;
 pub mod restrict;
-pub mod safefile;
+pub(crate) mod safefile;
 pub mod setup;
-pub mod ssh;
+pub(crate) mod ssh;
 pub mod sshconfig;
 
 pub use setup::run;

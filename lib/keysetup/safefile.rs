@@ -15,23 +15,10 @@ use anyhow::{bail, Context};
 /// Why an ssh directory or file cannot be used as it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
-    Symlink {
-        target: PathBuf,
-    },
+    Symlink { target: PathBuf },
     NotDirectory,
     NotFile,
-    Owner {
-        uid: u32,
-        expected: u32,
-    },
-    /// Group or others may write (sshd's StrictModes refuses that).
-    Writable {
-        mode: u32,
-    },
-    /// A private file others may read (ssh refuses such a key).
-    Readable {
-        mode: u32,
-    },
+    Owner { uid: u32, expected: u32 },
 }
 
 impl Problem {
@@ -47,12 +34,6 @@ impl Problem {
             Problem::NotFile => format!("{p} is not a regular file; move it away"),
             Problem::Owner { uid, expected } => format!(
                 "{p} belongs to uid {uid}, not to uid {expected} running this; fix it as root: chown {expected} {p}"
-            ),
-            Problem::Writable { mode } => format!(
-                "{p} has mode {mode:03o}: group and others must not write to it (chmod go-w {p})"
-            ),
-            Problem::Readable { mode } => format!(
-                "{p} has mode {mode:03o}: a private key must be readable by its owner alone (chmod 600 {p})"
             ),
         }
     }

@@ -254,14 +254,6 @@ impl Handle {
         kind_of(&self.stat) == SFlag::S_IFDIR
     }
 
-    pub fn is_file(&self) -> bool {
-        kind_of(&self.stat) == SFlag::S_IFREG
-    }
-
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
-    }
-
     fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }

@@ -7,7 +7,7 @@
 //! shared count of concurrent transfers) couples them.
 
 pub mod apply;
-pub mod direct;
+pub(crate) mod direct;
 pub mod excluded;
 pub mod plan;
 pub mod rsync;

@@ -5,13 +5,13 @@
 //! polls inotify, signals and stdout. What the kernel's events mean is
 //! [`watcher`]'s business; which directory a descriptor is, [`tree`]'s.
 
-pub mod backend;
-pub mod fanotify;
+pub(crate) mod backend;
+pub(crate) mod fanotify;
 mod fanotify_sys;
-pub mod limits;
-pub mod mountwatch;
-pub mod tree;
-pub mod watcher;
+pub(crate) mod limits;
+pub(crate) mod mountwatch;
+pub(crate) mod tree;
+pub(crate) mod watcher;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

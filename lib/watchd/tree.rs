@@ -107,14 +107,6 @@ impl<W> WatchTree<W> {
         self.by_wd.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_wd.is_empty()
-    }
-
-    pub fn root(&self) -> Option<NodeId> {
-        self.root
-    }
-
     pub fn is_root(&self, id: NodeId) -> bool {
         self.root == Some(id)
     }
@@ -190,11 +182,6 @@ impl<W> WatchTree<W> {
         });
         self.link(id, parent);
         id
-    }
-
-    /// The parent of a node; `None` for the root.
-    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
-        Some(self.node(id).parent).filter(|&p| p != NO_PARENT)
     }
 
     /// Puts `id` (its parent and name already set) under `parent`.

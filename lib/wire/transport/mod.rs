@@ -7,10 +7,10 @@
 //! continue (`"full": false`) or must sync the whole root first
 //! (`"full": true`), and then the records from where the reader is.
 
-pub mod activation;
-pub mod backlog;
+pub(crate) mod activation;
+pub(crate) mod backlog;
 pub mod client;
-pub mod pipe;
+pub(crate) mod pipe;
 pub mod server;
 
 use std::fs::File;
