@@ -49,6 +49,9 @@ pub enum Code {
     /// batchd, pushd: the input ended without a stream header: the stage
     /// before failed (its own message says why, e.g. a missing source).
     NoStream = 14,
+    /// syncpipe import-lsyncd: the configs were written, and some lsyncd
+    /// options could not be carried over (the table says which and why).
+    NotCarried = 15,
 }
 
 impl Code {
@@ -108,6 +111,10 @@ impl Code {
             Code::NoStream,
             "batchd, pushd: input ended without a stream (an earlier stage failed)",
         ),
+        (
+            Code::NotCarried,
+            "import-lsyncd: some options not carried over, or --check differed",
+        ),
     ];
 
     /// The codes program `bin` can exit with; the whole table for a name
@@ -119,6 +126,7 @@ impl Code {
             "batchd" => &[Ok, Failure, Usage, SourceGone, NoStream],
             "pushd" => &[Ok, Failure, Usage, SourceGone, Refused, NoStream],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
+            "syncpipe" => &[Ok, Failure, Usage, NotCarried],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
                 Refused, MassChange,
@@ -139,6 +147,7 @@ impl Code {
                 Refused,
                 MassChange,
                 NoStream,
+                NotCarried,
             ],
         }
     }

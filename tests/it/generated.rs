@@ -9,7 +9,9 @@ use std::process::Command;
 
 use crate::support::bin;
 
-const BINARIES: [&str; 5] = ["watchd", "batchd", "pushd", "bisync", "keysetup"];
+const BINARIES: [&str; 6] = [
+    "watchd", "batchd", "pushd", "bisync", "keysetup", "syncpipe",
+];
 const SHELLS: [(&str, &str, &str); 3] = [
     ("bash", "", ".bash"),
     ("zsh", "_", ""),

@@ -9,6 +9,7 @@ mod keysetup;
 mod pipeline;
 mod pushd;
 mod support;
+mod syncpipe;
 mod systemd;
 mod transport;
 mod units;

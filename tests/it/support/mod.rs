@@ -36,6 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
         "batchd" => env!("CARGO_BIN_EXE_batchd"),
         "keysetup" => env!("CARGO_BIN_EXE_keysetup"),
         "bisync" => env!("CARGO_BIN_EXE_bisync"),
+        "syncpipe" => env!("CARGO_BIN_EXE_syncpipe"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(path)

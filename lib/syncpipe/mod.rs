@@ -1,0 +1,7 @@
+//! `syncpipe`, the operator's command: subcommands that look after the
+//! pipelines rather than run them (`import-lsyncd`; `status` to come).
+
+pub mod check;
+pub mod excludes;
+pub mod import;
+pub mod lua;
