@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use syncpipe::batchd::{self, Config};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::transport;
+use syncpipe::wire::transport;
 
 /// Fold the syncpipe event stream into batches of changes
 ///

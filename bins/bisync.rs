@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncpipe::bisync::planner::{MaxDelete, Prefer};
+use syncpipe::bisync::planner::Prefer;
 use syncpipe::bisync::{self, Config, Spec};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exit::{coded, Code};
-use syncpipe::rsync::SshSettings;
-use syncpipe::wirepath::WirePath;
+use syncpipe::limit::MaxDelete;
+use syncpipe::ssh::SshArgs;
+use syncpipe::wire::path::WirePath;
 
 /// Keep two directory trees in sync both ways, locally or over ssh.
 ///
@@ -166,17 +167,8 @@ struct Args {
     #[arg(long, value_name = "DIR", env = "BISYNC_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
-    /// ssh port
-    #[arg(short = 'p', long, help_heading = "ssh")]
-    port: Option<u16>,
-
-    /// ssh private key
-    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
-    identity: Option<PathBuf>,
-
-    /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
-    #[arg(long, value_name = "OPTION", help_heading = "ssh")]
-    ssh_opt: Vec<String>,
+    #[command(flatten)]
+    ssh: SshArgs,
 
     /// The bisync program on remote hosts
     #[arg(
@@ -280,14 +272,9 @@ impl Args {
                 case: self.case_insensitive,
             },
             state_dir: self.state_dir,
-            ssh: SshSettings {
-                port: self.port,
-                identity: self.identity,
-                options: self.ssh_opt,
-                connect_timeout: None,
-            },
+            ssh: self.ssh.settings(),
             remote_bisync: self.remote_bisync,
-            watch: self.watch.then_some(bisync::watch::Settings {
+            watch: self.watch.then_some(bisync::WatchSettings {
                 delay: self.delay,
                 watchd: self.watchd,
                 remote_watchd: self.remote_watchd,

@@ -4,13 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::exit::{coded, Code};
-use syncpipe::keys::check::{self, Check};
-use syncpipe::keys::knownhosts::{Fingerprint, Trust};
-use syncpipe::keys::restrict::{parse_from, Only, Restriction};
-use syncpipe::keys::setup::{self, Mutual, Remote, Setup};
-use syncpipe::keys::sshconfig::check_alias;
+use syncpipe::keysetup::check::{self, Check};
+use syncpipe::keysetup::knownhosts::{Fingerprint, Trust};
+use syncpipe::keysetup::restrict::{parse_from, Only, Restriction};
+use syncpipe::keysetup::sshconfig::check_alias;
+use syncpipe::keysetup::{
+    self,
+    setup::{self, Mutual, Remote, Setup},
+};
+use syncpipe::ssh::SshArgs;
 
 /// Set up ssh keys for syncing: make a key, install it on the remote, prove a login
 ///
@@ -67,19 +71,14 @@ enum Command {
 }
 
 #[derive(ClapArgs, Debug)]
+// The shared ssh flags, with keysetup's own word on which key --identity is.
+#[command(mut_arg("identity", |a| a.help("The kit's key [default: ~/.ssh/id_syncpipe_ed25519]")))]
 struct RemoteArgs {
     /// Where to log in: [user@]host or a Host alias of ~/.ssh/config
     #[arg(value_name = "[USER@]HOST")]
     destination: Option<String>,
-    /// ssh port
-    #[arg(short = 'p', long, help_heading = "ssh")]
-    port: Option<u16>,
-    /// ssh option as for `ssh -o` (repeatable)
-    #[arg(short = 'o', long, value_name = "OPTION", help_heading = "ssh")]
-    ssh_opt: Vec<String>,
-    /// The kit's key [default: ~/.ssh/id_syncpipe_ed25519]
-    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
-    identity: Option<PathBuf>,
+    #[command(flatten)]
+    ssh: SshArgs,
     /// A private key that logs in today, to install or inspect with
     #[arg(long, value_name = "FILE", help_heading = "ssh")]
     login_key: Option<PathBuf>,
@@ -95,9 +94,9 @@ impl RemoteArgs {
         })?;
         Ok(Remote {
             destination,
-            port: self.port,
-            ssh_options: self.ssh_opt,
-            identity: self.identity,
+            port: self.ssh.port,
+            ssh_options: self.ssh.ssh_opt,
+            identity: self.ssh.identity,
             login_key: self.login_key,
         })
     }
@@ -196,7 +195,7 @@ impl SetupArgs {
 fn main() -> ExitCode {
     let args: Args = cli::parse("keysetup");
     cli::run("keysetup", args.verbosity, || match args.command {
-        None => setup::setup(&args.setup.into_config()?),
+        None => keysetup::run(&args.setup.into_config()?),
         Some(Command::Authorize { key, limits }) => setup::authorize(&key, &limits.restriction()),
         Some(Command::Revoke { remote, alias }) => {
             if let Some(alias) = &alias {

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use syncpipe::apply::{Guards, MaxDelete};
+use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, parse_duration, Verbosity};
-use syncpipe::exit::{coded, Code};
-use syncpipe::push::{self, Config, DeleteMode, Retry};
-use syncpipe::rsync::{RsyncSettings, SshSettings};
-use syncpipe::target::Target;
+use syncpipe::limit::MaxDelete;
+use syncpipe::location::Target;
+use syncpipe::pushd::apply::Guards;
+use syncpipe::pushd::rsync::RsyncSettings;
+use syncpipe::pushd::{self, Config, DeleteMode, Retry};
+use syncpipe::ssh::{SshArgs, SshSettings};
 
 /// Apply a stream of changes to targets with rsync (in bash/zsh run it as `env pushd`: plain `pushd` is the shell's builtin)
 ///
@@ -138,15 +140,8 @@ struct Args {
     #[arg(long, value_name = "FILE", help_heading = "rsync")]
     password_file: Option<PathBuf>,
 
-    /// ssh port
-    #[arg(short = 'p', long, help_heading = "ssh")]
-    port: Option<u16>,
-    /// ssh private key
-    #[arg(short = 'i', long, value_name = "FILE", help_heading = "ssh")]
-    identity: Option<PathBuf>,
-    /// ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes
-    #[arg(long, value_name = "OPTION", help_heading = "ssh")]
-    ssh_opt: Vec<String>,
+    #[command(flatten)]
+    ssh: SshArgs,
 
     /// Excluded paths are never sent, and never deleted on the target
     #[command(flatten)]
@@ -169,7 +164,7 @@ impl Args {
             .iter()
             .map(|t| Target::parse(t, &cwd).map_err(|e| coded(Code::Usage, e.to_string())))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        syncpipe::target::refuse_private_tmp(&targets)?;
+        syncpipe::location::refuse_private_tmp(&targets)?;
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
@@ -193,10 +188,9 @@ impl Args {
                 filters: excludes.rsync_filters(),
                 password_file: self.password_file.map(absolute),
                 ssh: SshSettings {
-                    port: self.port,
-                    identity: self.identity.map(absolute),
-                    options: self.ssh_opt,
+                    identity: self.ssh.identity.clone().map(absolute),
                     connect_timeout: io_timeout,
+                    ..self.ssh.settings()
                 },
                 delete_missing_args_works: true,
                 io_timeout,
@@ -230,7 +224,7 @@ fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
         let config = args.into_config()?;
-        push::run(config)
+        pushd::run(config)
     })
 }
 

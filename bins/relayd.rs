@@ -103,7 +103,7 @@ struct Conn {
 impl Conn {
     fn common(&self, url: &str) -> anyhow::Result<Common> {
         let broker = relayd::url::parse(url)
-            .map_err(|e| syncpipe::exit::coded(syncpipe::exit::Code::Usage, e))?;
+            .map_err(|e| syncpipe::cli::exit::coded(syncpipe::cli::exit::Code::Usage, e))?;
         Ok(Common {
             broker,
             auth: Auth {
@@ -160,6 +160,9 @@ mod tests {
     fn bad_urls_are_usage_errors() {
         let args = Args::try_parse_from(["relayd", "publish", "nats://h:1/a.b"]).unwrap();
         let err = args.to_command().unwrap_err();
-        assert_eq!(syncpipe::exit::code_of(&err), syncpipe::exit::Code::Usage);
+        assert_eq!(
+            syncpipe::cli::exit::code_of(&err),
+            syncpipe::cli::exit::Code::Usage
+        );
     }
 }

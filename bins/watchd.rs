@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::transport;
-use syncpipe::watch::{self, BackendChoice, EventMode};
+use syncpipe::watchd::{self, BackendChoice, EventMode};
+use syncpipe::wire::transport;
 
 /// Watch a directory tree and write every change as one JSON line on stdout.
 ///
@@ -82,8 +82,8 @@ struct Args {
 }
 
 impl Args {
-    fn into_config(self) -> anyhow::Result<watch::Config> {
-        Ok(watch::Config {
+    fn into_config(self) -> anyhow::Result<watchd::Config> {
+        Ok(watchd::Config {
             excludes: self.excludes.compile()?,
             root: self.root,
             mode: self.events,
@@ -100,7 +100,9 @@ impl Args {
 
 fn main() -> ExitCode {
     let args: Args = cli::parse("watchd");
-    cli::run("watchd", args.verbosity, || watch::run(args.into_config()?))
+    cli::run("watchd", args.verbosity, || {
+        watchd::run(args.into_config()?)
+    })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ _bisync() {
 
     case "${cmd}" in
         bisync)
-            opts="-c -n -w -d -p -i -v -q -h -V --checksum --prefer --size-only --max-delete --normalization --case-insensitive --sentinel --force --backup-dir-a --backup-dir-b --backup-keep --dry-run --json --exit-changes --exclude --excludes --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --help --version"
+            opts="-c -n -w -d -p -i -o -v -q -h -V --checksum --prefer --size-only --max-delete --normalization --case-insensitive --sentinel --force --backup-dir-a --backup-dir-b --backup-keep --dry-run --json --exit-changes --exclude --excludes --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -113,6 +113,10 @@ _bisync() {
                     return 0
                     ;;
                 --ssh-opt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -18,7 +18,7 @@ complete -c bisync -l remote-watchd -d 'With --watch: the watchd program on remo
 complete -c bisync -l state-dir -d 'Directory for archives and locks' -r -F
 complete -c bisync -s p -l port -d 'ssh port' -r
 complete -c bisync -s i -l identity -d 'ssh private key' -r -F
-complete -c bisync -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c bisync -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c bisync -l remote-bisync -d 'The bisync program on remote hosts' -r
 complete -c bisync -l serve -d 'Serve the replica at PATH on stdin/stdout (what bisync runs on the far side of ssh; docs/protocol.md)' -r -F
 complete -c bisync -s c -l checksum -d 'Compare file content by hash instead of size, mtime and inode'

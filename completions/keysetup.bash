@@ -47,7 +47,7 @@ _keysetup() {
 
     case "${cmd}" in
         keysetup)
-            opts="-p -o -i -v -q -h -V --port --ssh-opt --identity --login-key --only --from --accept-new --host-key --alias --mutual --back --back-port --back-only --verbose --quiet --help --version authorize revoke check help"
+            opts="-p -o -i -v -q -h -V --port --ssh-opt --login-key --identity --only --from --accept-new --host-key --alias --mutual --back --back-port --back-only --verbose --quiet --help --version authorize revoke check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -69,15 +69,15 @@ _keysetup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --login-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --identity)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --login-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -143,7 +143,7 @@ _keysetup() {
             return 0
             ;;
         keysetup__subcmd__check)
-            opts="-p -o -i -v -q -h --port --ssh-opt --identity --login-key --verbose --quiet --help"
+            opts="-p -o -i -v -q -h --port --ssh-opt --login-key --identity --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,15 +165,15 @@ _keysetup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --login-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --identity)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --login-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -255,7 +255,7 @@ _keysetup() {
             return 0
             ;;
         keysetup__subcmd__revoke)
-            opts="-p -o -i -v -q -h --port --ssh-opt --identity --login-key --alias --verbose --quiet --help"
+            opts="-p -o -i -v -q -h --port --ssh-opt --login-key --identity --alias --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -277,15 +277,15 @@ _keysetup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --login-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --identity)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 -i)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --login-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_keysetup_global_optspecs
-    string join \n p/port= o/ssh-opt= i/identity= login-key= only= from= accept-new host-key= alias= mutual back= back-port= back-only= v/verbose q/quiet h/help V/version
+    string join \n p/port= o/ssh-opt= login-key= i/identity= only= from= accept-new host-key= alias= mutual back= back-port= back-only= v/verbose q/quiet h/help V/version
 end
 
 function __fish_keysetup_needs_command
@@ -25,9 +25,9 @@ function __fish_keysetup_using_subcommand
 end
 
 complete -c keysetup -n "__fish_keysetup_needs_command" -s p -l port -d 'ssh port' -r
-complete -c keysetup -n "__fish_keysetup_needs_command" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable)' -r
-complete -c keysetup -n "__fish_keysetup_needs_command" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
+complete -c keysetup -n "__fish_keysetup_needs_command" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
+complete -c keysetup -n "__fish_keysetup_needs_command" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
 complete -c keysetup -n "__fish_keysetup_needs_command" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR or bisync:/DIR' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l from -d 'Accept the key only from these addresses (from="…": CIDR, hosts, !negated)' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l host-key -d 'Record the host key only if it has this fingerprint (ssh-keygen -lf on the host)' -r
@@ -52,17 +52,17 @@ complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s v -l ver
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s h -l help -d 'Print help'
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s p -l port -d 'ssh port' -r
-complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable)' -r
-complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
+complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
+complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -l alias -d 'Also remove the Host block NAME from ~/.ssh/config' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s h -l help -d 'Print help'
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s p -l port -d 'ssh port' -r
-complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable)' -r
-complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
+complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
+complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s h -l help -d 'Print help'

@@ -18,7 +18,7 @@ complete -c pushd -l rsync-opt -d 'One more argument for rsync, passed through (
 complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -r -F
 complete -c pushd -s p -l port -d 'ssh port' -r
 complete -c pushd -s i -l identity -d 'ssh private key' -r -F
-complete -c pushd -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
+complete -c pushd -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
 complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F

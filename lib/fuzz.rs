@@ -8,8 +8,8 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
-use crate::event::Record;
-use crate::stream::{Item, RecordReader, MAX_LINE};
+use crate::wire::event::Record;
+use crate::wire::reader::{Item, RecordReader, MAX_LINE};
 
 /// Reads every item of `data` as batchd and pushd do and checks: no panic;
 /// the line buffer never grows past the line limit; every record written

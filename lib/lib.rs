@@ -2,41 +2,43 @@
 //! compose through a JSON-lines event stream.
 //!
 //! The binaries under `bins/` only parse flags; everything they do lives here,
-//! one module per job, so unit tests reach it without spawning processes.
+//! a folder per program beside the parts they share:
+//!
+//! ```text
+//! watchd | batchd | pushd          the pipeline, one folder each
+//!   watchd/    inotify/fanotify watch tree -> event records
+//!   batchd/    coalesces events into batches (the pure Batcher + its loop)
+//!   pushd/     applies batches to targets: plan, guards, rsync, --direct, state
+//! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
+//! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
+//! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units)
+//! wire/        what they all speak: records, paths, line reading, transport
+//! fold/        the shared folding core (events -> changes) and its model test
+//! location     a target or replica: local path or [user@]host:path
+//! ssh          the ssh flags (one clap group), settings and quoting
+//! exclude      the --exclude syntax of watchd and bisync
+//! limit        --max-delete, one type for pushd and bisync
+//! os/          signals, systemd notify, mounts, interruptible waits, beneath
+//! cli/         what every main shares: logging, exit codes, man pages
+//! ```
 
-pub mod apply;
 pub mod batchd;
-pub mod batcher;
-pub mod beneath;
 pub mod bisync;
 pub mod cli;
-pub mod direct;
-pub mod event;
-mod eventwrite;
 pub mod exclude;
-pub mod exit;
-pub mod fold;
+pub(crate) mod fold;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod interruptible;
-pub mod keys;
-pub mod log;
-pub mod manpage;
-pub mod mounts;
-pub mod plan;
-pub mod push;
+pub mod keysetup;
+pub mod limit;
+pub mod location;
+pub(crate) mod os;
 pub mod pushd;
-pub mod pushstate;
 #[cfg(feature = "relay")]
 pub mod relayd;
-pub mod rsync;
-pub mod signals;
-pub mod stream;
+pub mod ssh;
 pub mod syncpipe;
-pub mod systemd;
-pub mod target;
 #[cfg(test)]
 mod testconfig;
-pub mod transport;
-pub mod watch;
-pub mod wirepath;
+pub mod watchd;
+pub mod wire;

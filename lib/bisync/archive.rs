@@ -16,9 +16,9 @@ use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::entry::{Entry, Hash};
+use super::entry::{Entry, Hash, HashingWriter};
 use super::planner::{ArchEntry, Archive};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 const VERSION: u32 = 1;
 
@@ -160,31 +160,10 @@ struct Trailer {
     blake3: String,
 }
 
-/// Writes what passes through and hashes it, for the trailer.
-struct Hashing<W: Write> {
-    out: W,
-    hasher: blake3::Hasher,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// Writes the archive to `out` as it goes (an archive of 50,000 entries is
 /// about 7 MB: not worth holding in memory).
 pub fn serialise(archive: &Archive, a: &str, b: &str, out: impl Write) -> std::io::Result<()> {
-    let mut h = Hashing {
-        out,
-        hasher: blake3::Hasher::new(),
-    };
+    let mut h = HashingWriter::new(out);
     json(
         &mut h,
         &HeaderLine {

@@ -23,7 +23,7 @@ use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// One replica's backup settings, as sent to a remote replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// One of the two replicas, in the order given on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -209,5 +209,33 @@ impl Entry {
         self.mode == other.mode
             && (self.kind != Kind::File || self.mtime == other.mtime)
             && (!owners || (self.uid == other.uid && self.gid == other.gid))
+    }
+}
+
+/// Writes what passes through and hashes it: the archive's trailer, and a
+/// copy's content under `--checksum`.
+pub(crate) struct HashingWriter<W: std::io::Write> {
+    pub(crate) out: W,
+    pub(crate) hasher: blake3::Hasher,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    pub(crate) fn new(out: W) -> Self {
+        HashingWriter {
+            out,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }

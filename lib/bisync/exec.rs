@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::entry::{Entry, Hash, Kind, Side};
+use super::entry::{Entry, Hash, HashingWriter, Kind, Side};
 use super::planner::{Action, Op, Plan};
 use super::replica::{Applied, Change, Replica, Transport};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// How one step ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,10 +110,7 @@ fn run_one(
                 if !hash_copies {
                     return there.read(path, src, out);
                 }
-                let mut hashing = HashingWriter {
-                    out,
-                    hasher: blake3::Hasher::new(),
-                };
+                let mut hashing = HashingWriter::new(out);
                 let intact = there.read(path, src, &mut hashing)?;
                 hash = Some(Hash::from(hashing.hasher.finalize()));
                 Ok(intact)
@@ -133,23 +130,6 @@ fn run_one(
             };
             Ok((here.change(&change)?, Some(at)))
         }
-    }
-}
-
-struct HashingWriter<'w> {
-    out: &'w mut dyn std::io::Write,
-    hasher: blake3::Hasher,
-}
-
-impl std::io::Write for HashingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
     }
 }
 
@@ -243,8 +223,9 @@ fn mark_failed(failed: &mut BTreeSet<WirePath>, action: &Action) {
 mod tests {
     use super::*;
     use crate::bisync::local::LocalReplica;
-    use crate::bisync::planner::{next_archive, plan, MaxDelete, Policy, Prefer};
+    use crate::bisync::planner::{next_archive, plan, Policy, Prefer};
     use crate::exclude::Excludes;
+    use crate::limit::MaxDelete;
     use std::fs;
     use std::time::SystemTime;
 

@@ -17,14 +17,15 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::config::Spec;
 use super::entry::Side;
-use super::run::Spec;
 use super::scan::is_temp_name;
-use crate::event::{EventKind, Record};
 use crate::exclude::Excludes;
-use crate::rsync::{clean_command, quote_for_shell, SshSettings};
-use crate::stream::{Item, RecordReader};
-use crate::wirepath::WirePath;
+use crate::os::child;
+use crate::ssh::{quote_for_shell, SshSettings};
+use crate::wire::event::{EventKind, Record};
+use crate::wire::path::WirePath;
+use crate::wire::reader::{Item, RecordReader};
 
 /// What a watcher (or the signal thread) tells the sync loop.
 #[derive(Debug)]
@@ -37,13 +38,11 @@ pub enum Note {
     },
     /// These paths (and what is below them) may have changed.
     Changed {
-        side: Side,
         paths: Vec<WirePath>,
     },
     /// Anything may have changed: a `rescan` event, an unknown kind or a
     /// malformed line.
     Rescan {
-        side: Side,
         why: String,
     },
     /// The watcher stopped (it is started again).
@@ -53,7 +52,6 @@ pub enum Note {
     },
     /// The watcher could not start at all; it is not retried.
     Failed {
-        side: Side,
         why: String,
     },
     Signal(Signal),
@@ -83,7 +81,7 @@ impl Launch {
         }
         match &self.spec {
             Spec::Local(root) => {
-                let mut cmd = clean_command(&self.program);
+                let mut cmd = child::command(&self.program);
                 for o in &options {
                     cmd.arg(OsStr::from_bytes(o));
                 }
@@ -95,7 +93,7 @@ impl Launch {
                     Some(u) => format!("{u}@{host}"),
                     None => host.clone(),
                 };
-                let mut cmd = clean_command("ssh");
+                let mut cmd = child::command("ssh");
                 cmd.args(self.ssh.args())
                     .arg("-T")
                     .arg("--")
@@ -207,7 +205,7 @@ fn follow(
                     "starting {:?} for replica {side}: {e} (is watchd installed? see --watchd)",
                     cmd.get_program()
                 );
-                let _ = notes.send(Note::Failed { side, why });
+                let _ = notes.send(Note::Failed { why });
                 return;
             }
         };
@@ -224,7 +222,7 @@ fn follow(
         };
         if !ever_started && !got_header {
             let why = format!("the watcher of replica {side} ended before it started ({status})");
-            let _ = notes.send(Note::Failed { side, why });
+            let _ = notes.send(Note::Failed { why });
             return;
         }
         if got_header {
@@ -278,7 +276,6 @@ pub fn note_of(side: Side, item: Item) -> Option<Note> {
             match ev.kind {
                 EventKind::Rescan | EventKind::Other(_) => {
                     return Some(Note::Rescan {
-                        side,
                         why: format!(
                             "replica {side}: {} of {:?}",
                             ev.kind.as_str(),
@@ -293,14 +290,12 @@ pub fn note_of(side: Side, item: Item) -> Option<Note> {
             // bisync's own temporary files never matter; the rename that
             // puts one in place names the real path.
             paths.retain(|p| !is_temp_name(last_name(p)));
-            (!paths.is_empty()).then_some(Note::Changed { side, paths })
+            (!paths.is_empty()).then_some(Note::Changed { paths })
         }
         Item::Malformed { line_no, error } => Some(Note::Rescan {
-            side,
             why: format!("replica {side}: the watcher's line {line_no} is malformed: {error}"),
         }),
         Item::Gap { reason } => Some(Note::Rescan {
-            side,
             why: format!("replica {side}: {reason}"),
         }),
         // `end` is followed by watchd's exit, seen as a lost stream.

@@ -23,9 +23,9 @@ use super::planner::Scan;
 use super::proto::pad;
 use super::replica::{Applied, Change, Fill, Replica};
 use super::scan::{self, entry_from_stat, TEMP_PREFIX, TEMP_SUFFIX};
-use crate::beneath::Handle;
 use crate::exclude::Excludes;
-use crate::wirepath::WirePath;
+use crate::os::beneath::Handle;
+use crate::wire::path::WirePath;
 
 pub struct LocalReplica {
     name: String,

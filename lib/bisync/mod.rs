@@ -13,25 +13,38 @@
 //! - [`archive`]: the last synchronised state, and the pair's lock;
 //! - [`backup`]: keeping what a sync replaces or deletes (`--backup-dir-a/-b`);
 //! - [`report`]: records and lines about the plan and its results;
-//! - [`run`]: one whole run, and its [`Config`](run::Config);
+//! - [`config`]: the replicas and settings of a run ([`Config`]);
+//! - [`run`]: one whole run;
 //! - [`watch`], [`feed`]: `--watch`, runs driven by both replicas' `watchd`.
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod backup;
+pub mod config;
 pub mod entry;
-pub mod exec;
-pub mod feed;
+pub(crate) mod exec;
+pub(crate) mod feed;
 pub mod local;
 pub mod names;
 pub mod planner;
-pub mod proto;
-pub mod remote;
+pub(crate) mod proto;
+pub(crate) mod remote;
 pub mod replica;
 pub mod report;
 pub mod run;
-pub mod scan;
+pub(crate) mod scan;
 pub mod serve;
-pub mod watch;
+pub(crate) mod watch;
 
-pub use run::{run, Config, Spec};
+pub use config::{Config, Spec, WatchSettings};
 pub use serve::serve;
+
+use crate::cli::exit::Code;
+
+/// bisync's entry point: one sync, or with [`Config::watch`] one sync after
+/// every quiet spell; the exit code tells how it ended.
+pub fn run(config: Config) -> anyhow::Result<Code> {
+    match config.watch.clone() {
+        Some(settings) => watch::run(config, settings),
+        None => run::once(config),
+    }
+}

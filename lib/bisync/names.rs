@@ -16,7 +16,7 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 use super::entry::{Entry, Hash, Side};
 use super::planner::Scan;
 use super::replica::{Applied, Change, Fill, Replica};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// What counts as the same name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

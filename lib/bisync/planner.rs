@@ -23,7 +23,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::entry::{Entry, Hash, Kind, Side};
-use crate::wirepath::WirePath;
+use crate::limit::MaxDelete;
+use crate::wire::path::WirePath;
 
 /// Entries of one replica by path relative to its root (the root excluded).
 pub type Scan = BTreeMap<WirePath, Entry>;
@@ -62,43 +63,6 @@ pub enum Prefer {
     Larger,
     /// The smaller file wins (equal sizes: the newer).
     Smaller,
-}
-
-/// `--max-delete`: how many entries one run may delete on one replica.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaxDelete {
-    Count(u64),
-    Percent(u32),
-}
-
-impl Default for MaxDelete {
-    fn default() -> Self {
-        MaxDelete::Percent(50)
-    }
-}
-
-impl MaxDelete {
-    /// Parses `N` or `P%`.
-    pub fn parse(text: &str) -> Result<MaxDelete, String> {
-        let bad = || format!("{text:?} is not a count or a percentage (write 100 or 50%)");
-        match text.trim().strip_suffix('%') {
-            Some(p) => {
-                let p: u32 = p.trim().parse().map_err(|_| bad())?;
-                if p > 100 {
-                    return Err(bad());
-                }
-                Ok(MaxDelete::Percent(p))
-            }
-            None => text.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
-        }
-    }
-
-    fn allows(self, deletes: u64, entries: u64) -> bool {
-        match self {
-            MaxDelete::Count(n) => deletes <= n,
-            MaxDelete::Percent(p) => deletes * 100 <= entries * p as u64,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -611,7 +575,8 @@ pub fn plan(
     for side in [Side::A, Side::B] {
         let deletes = plan.deletes(side);
         let entries = scan(side).len() as u64;
-        if !policy.max_delete.allows(deletes, entries) {
+        // No floor: bisync counts a percentage from the first delete.
+        if policy.max_delete.exceeded(deletes, Some(entries), 0) {
             return Err(Refusal::TooManyDeletes {
                 side,
                 deletes,

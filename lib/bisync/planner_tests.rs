@@ -622,7 +622,7 @@ fn guards_stop_the_run() {
 
 #[test]
 fn max_delete_parses() {
-    assert_eq!(MaxDelete::parse("50%"), Ok(MaxDelete::Percent(50)));
+    assert_eq!(MaxDelete::parse("50%"), Ok(MaxDelete::Percent(50.0)));
     assert_eq!(MaxDelete::parse("12"), Ok(MaxDelete::Count(12)));
     assert!(MaxDelete::parse("101%").is_err());
     assert!(MaxDelete::parse("-1").is_err());

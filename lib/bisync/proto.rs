@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, Hash};
 use super::replica::{Applied, Change};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 pub const VERSION: u32 = 1;
 

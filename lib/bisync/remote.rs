@@ -14,10 +14,11 @@ use super::entry::{Entry, Hash};
 use super::planner::Scan;
 use super::proto::{self, Counting, Reply, Request};
 use super::replica::{Applied, Change, Fill, Replica, Transport};
+use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
-use crate::exit::{coded, Code};
-use crate::rsync::{clean_command, quote_for_shell, SshSettings};
-use crate::wirepath::WirePath;
+use crate::os::child;
+use crate::ssh::{quote_for_shell, SshSettings};
+use crate::wire::path::WirePath;
 
 pub struct RemoteReplica {
     name: String,
@@ -53,7 +54,7 @@ impl RemoteReplica {
             Some(u) => format!("{u}@{host}"),
             None => host.to_string(),
         };
-        let mut cmd = clean_command("ssh");
+        let mut cmd = child::command("ssh");
         cmd.args(ssh.args())
             .arg("-T")
             .arg("--")

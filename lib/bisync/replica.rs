@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, Hash};
 use super::planner::Scan;
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// A change to one replica that is not a file copy. Each names the state
 /// it expects; the replica checks it right before acting.

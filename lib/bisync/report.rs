@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::entry::Side;
 use super::exec::Status;
 use super::planner::{Action, Conflict, Op};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// How a run ended; each has its own exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -28,8 +28,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn code(self) -> crate::exit::Code {
-        use crate::exit::Code;
+    pub fn code(self) -> crate::cli::exit::Code {
+        use crate::cli::exit::Code;
         match self {
             Outcome::InSync => Code::Ok,
             Outcome::Synced => Code::Synced,

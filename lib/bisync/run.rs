@@ -2,113 +2,22 @@
 //! hash where the plan needs it, plan, report, execute, save the archive,
 //! and pick the exit code.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
 use super::archive::{self, Store};
+use super::config::{Config, Spec};
 use super::entry::Side;
 use super::exec::{self, Status};
 use super::local::LocalReplica;
 use super::names;
-use super::planner::{self, Archive, MaxDelete, Op, Policy, Prefer, Refusal, Scan};
+use super::planner::{self, Archive, Op, Policy, Refusal, Scan};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
-use crate::exclude::Excludes;
-use crate::exit::{coded, Code};
-use crate::rsync::SshSettings;
-use crate::target::{Location, Target};
-use crate::wirepath::WirePath;
-
-/// Where a replica is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Spec {
-    Local(PathBuf),
-    Ssh {
-        user: Option<String>,
-        host: String,
-        path: Vec<u8>,
-    },
-}
-
-impl Spec {
-    /// `PATH` or `[user@]host:PATH`; relative local paths are made absolute.
-    pub fn parse(arg: &std::ffi::OsStr) -> anyhow::Result<Spec> {
-        let cwd = std::env::current_dir().context("reading the working directory")?;
-        let target = Target::parse(arg, &cwd).map_err(|e| coded(Code::Usage, e.to_string()))?;
-        match target.location {
-            Location::Local(p) => Ok(Spec::Local(p)),
-            Location::Ssh { user, host, path } => Ok(Spec::Ssh { user, host, path }),
-            Location::Daemon { .. } => Err(coded(
-                Code::Usage,
-                format!(
-                    "{}: bisync needs ssh or a local path, not an rsync daemon",
-                    arg.to_string_lossy()
-                ),
-            )),
-        }
-    }
-
-    /// The replica as a stable, lossless text key for the archive's name:
-    /// two replicas whose paths differ only in bytes that are not UTF-8 must
-    /// never share an archive (the other's "deleted" files would be deleted).
-    pub fn key(&self) -> String {
-        let (prefix, path): (String, &[u8]) = match self {
-            Spec::Local(p) => (String::new(), p.as_os_str().as_encoded_bytes()),
-            Spec::Ssh { user, host, path } => (
-                format!(
-                    "{}{host}:",
-                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default()
-                ),
-                path,
-            ),
-        };
-        match std::str::from_utf8(path) {
-            Ok(text) => format!("{prefix}{text}"),
-            // NUL is in no path and no host name: these keys cannot meet a
-            // UTF-8 one.
-            Err(_) => format!(
-                "{prefix}\0{}",
-                path.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub a: Spec,
-    pub b: Spec,
-    pub checksum: bool,
-    pub prefer: Prefer,
-    pub max_delete: MaxDelete,
-    /// `--size-only`: compare files by size alone.
-    pub size_only: bool,
-    /// `--sentinel`: a path that must exist on both replicas.
-    pub sentinel: Option<WirePath>,
-    /// `--force`: go ahead although (nearly) all files changed on a side.
-    pub force: bool,
-    /// `--normalization`, `--case-insensitive`: which names are the same.
-    pub fold: super::names::Fold,
-    /// `--backup-dir-a/-b` with `--backup-keep`, per replica.
-    pub backup: [Option<super::backup::Backup>; 2],
-    pub dry_run: bool,
-    pub json: bool,
-    /// Exit [`Code::Synced`] (9) after changes instead of 0: success is 0
-    /// for cron and `&&`, the detail is in the log and `--json`.
-    pub exit_changes: bool,
-    pub excludes: Excludes,
-    /// Archive and lock directory; default [`archive::default_dir`].
-    pub state_dir: Option<PathBuf>,
-    pub ssh: SshSettings,
-    /// The bisync program on remote hosts.
-    pub remote_bisync: OsString,
-    /// Keep syncing from the replicas' event streams (`--watch`).
-    pub watch: Option<super::watch::Settings>,
-}
+use crate::cli::exit::{coded, Code};
+use crate::wire::path::WirePath;
 
 fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>> {
     Ok(match spec {
@@ -129,12 +38,8 @@ fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>>
     })
 }
 
-/// Runs one sync (or, with [`Config::watch`], keeps syncing); the exit code
-/// tells how it ended.
-pub fn run(config: Config) -> anyhow::Result<Code> {
-    if let Some(settings) = config.watch.clone() {
-        return super::watch::run(config, settings);
-    }
+/// Runs one sync; the exit code tells how it ended.
+pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
     let started = Instant::now();
     let store = store(&config)?;
     let _lock = store.lock()?;
@@ -357,13 +262,7 @@ pub fn settle(
         for action in &plan.actions {
             count(&mut summary, &action.op);
         }
-        summary.status = Some(if plan.actions.is_empty() {
-            Outcome::InSync
-        } else if kept_copies {
-            Outcome::Conflicts
-        } else {
-            Outcome::Synced
-        });
+        summary.status = Some(outcome(false, plan.actions.is_empty(), kept_copies));
         summary.duration_ms = started.elapsed().as_millis() as u64;
         reporter.summary(&summary)?;
         return Ok(Settled {
@@ -414,17 +313,11 @@ pub fn settle(
     if changed {
         store.save(&next)?;
     }
-    summary.status = Some(
-        if executed.aborted.is_some() || executed.skipped + executed.errors > 0 {
-            Outcome::Incomplete
-        } else if nothing_to_do {
-            Outcome::InSync
-        } else if kept_copies {
-            Outcome::Conflicts
-        } else {
-            Outcome::Synced
-        },
-    );
+    summary.status = Some(outcome(
+        executed.aborted.is_some() || executed.skipped + executed.errors > 0,
+        nothing_to_do,
+        kept_copies,
+    ));
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(err) = executed.aborted {
         summary.reason = Some(format!("{err:#}"));
@@ -445,26 +338,22 @@ pub fn settle(
     })
 }
 
+/// How a run ended, for a dry run as for a real one: `incomplete` when a
+/// step was skipped, failed or the run stopped.
+fn outcome(incomplete: bool, nothing_to_do: bool, kept_copies: bool) -> Outcome {
+    if incomplete {
+        Outcome::Incomplete
+    } else if nothing_to_do {
+        Outcome::InSync
+    } else if kept_copies {
+        Outcome::Conflicts
+    } else {
+        Outcome::Synced
+    }
+}
+
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
     handle
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("a scan thread panicked")))
-}
-
-#[cfg(test)]
-mod key_tests {
-    use super::*;
-    use std::os::unix::ffi::OsStrExt;
-
-    #[test]
-    fn keys_are_lossless() {
-        let a = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
-            b"/data/Fotos_\xe4",
-        )));
-        let b = Spec::Local(PathBuf::from(std::ffi::OsStr::from_bytes(
-            b"/data/Fotos_\xf6",
-        )));
-        assert_ne!(a.key(), b.key());
-        assert_eq!(Spec::Local(PathBuf::from("/data/x")).key(), "/data/x");
-    }
 }

@@ -12,9 +12,9 @@ use anyhow::Context;
 
 use super::entry::{Entry, Hash, Kind};
 use super::planner::Scan;
+use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
-use crate::exit::{coded, Code};
-use crate::wirepath::WirePath;
+use crate::wire::path::WirePath;
 
 /// Temporary files bisync writes before renaming them into place:
 /// `.~bisync.<pid>.<n>.tmp`. Scans never report them.
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn a_missing_root_is_code_3() {
         let err = scan(Path::new("/nonexistent/x"), &Excludes::default(), false).unwrap_err();
-        assert_eq!(crate::exit::code_of(&err), Code::NoSource);
+        assert_eq!(crate::cli::exit::code_of(&err), Code::NoSource);
         assert!(format!("{err:#}").contains("/nonexistent/x"));
     }
 }

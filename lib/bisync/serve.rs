@@ -12,8 +12,8 @@ use super::entry::Kind;
 use super::local::{differs, LocalReplica};
 use super::proto::{self, Counting, Request};
 use super::replica::Replica;
+use crate::cli::exit::code_of;
 use crate::exclude::Excludes;
-use crate::exit::code_of;
 
 /// Serves the replica at `root` until the client says bye or goes away.
 /// Without `owners` (`--serve PATH --owners`), the client's owners are
@@ -187,7 +187,7 @@ mod tests {
     use super::*;
     use crate::bisync::entry::{Entry, Kind};
     use crate::bisync::replica::Change;
-    use crate::wirepath::WirePath;
+    use crate::wire::path::WirePath;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::time::Duration;

@@ -17,34 +17,23 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use super::archive::Store;
+use super::config::{Config, Spec, WatchSettings};
 use super::entry::Side;
 use super::feed::{Feed, Launch, Note};
 use super::planner::{Archive, Scan};
 use super::replica::Transport;
 use super::report::{Outcome, Summary};
-use super::run::{self, Boxed, Config, Spec};
+use super::run::{self, Boxed};
 use super::scan::tops;
-use crate::exit::{coded, Code};
-use crate::signals::Signals;
-use crate::systemd::Systemd;
-use crate::wirepath::WirePath;
-
-/// What `--watch` adds to a run's [`Config`].
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// How long changes gather after the first one before a run.
-    pub delay: Duration,
-    /// The watchd program here; `None`: the one next to this bisync, else
-    /// `watchd` from PATH.
-    pub watchd: Option<OsString>,
-    /// The watchd program on remote hosts.
-    pub remote_watchd: OsString,
-}
+use crate::cli::exit::{coded, Code};
+use crate::os::signals::Signals;
+use crate::os::systemd::Systemd;
+use crate::wire::path::WirePath;
 
 /// Waits after a failed run before the next try, doubling up to the last.
 const RETRY: [u64; 7] = [1, 2, 4, 8, 15, 30, 60];
 
-pub fn run(config: Config, settings: Settings) -> anyhow::Result<Code> {
+pub fn run(config: Config, settings: WatchSettings) -> anyhow::Result<Code> {
     if config.dry_run {
         return Err(coded(
             Code::Usage,
@@ -307,12 +296,14 @@ impl Watch {
                 let wait = Duration::from_secs(RETRY[self.failures.min(RETRY.len() - 1)]);
                 self.failures += 1;
                 self.schedule(wait.max(self.delay));
-                let outcome =
-                    if matches!(crate::exit::code_of(&e), Code::Refused | Code::MassChange) {
-                        "refused"
-                    } else {
-                        "failed"
-                    };
+                let outcome = if matches!(
+                    crate::cli::exit::code_of(&e),
+                    Code::Refused | Code::MassChange
+                ) {
+                    "refused"
+                } else {
+                    "failed"
+                };
                 self.systemd.status(
                     &format!(
                         "last run {outcome}: {}; retrying in {}s",

@@ -3,8 +3,8 @@
 //! path is sent even below an excluded directory, and `--direct` never asks
 //! rsync. Pure.
 
-use crate::event::{Change, ChangeOp};
 use crate::exclude::Excludes;
+use crate::wire::event::{Change, ChangeOp};
 
 /// `changes` without what `excludes` leaves out. A move out of an excluded
 /// name is a path moved in; a move to an excluded name is a deletion (the
@@ -13,7 +13,7 @@ pub fn without_excluded(changes: Vec<Change>, excludes: &Excludes) -> Vec<Change
     if excludes.is_empty() {
         return changes;
     }
-    let excluded = |path: &crate::wirepath::WirePath, dir: bool| -> bool {
+    let excluded = |path: &crate::wire::path::WirePath, dir: bool| -> bool {
         !path.is_root() && excludes.is_excluded_path(path.as_path(), dir)
     };
     changes
@@ -48,7 +48,7 @@ pub fn without_excluded(changes: Vec<Change>, excludes: &Excludes) -> Vec<Change
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wirepath::WirePath;
+    use crate::wire::path::WirePath;
     use std::path::Path;
 
     fn wp(s: &str) -> WirePath {

@@ -89,7 +89,7 @@ fn watch_signals() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Signal
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signal::Signal as S;
     use std::os::fd::AsFd;
-    let mut signals = crate::signals::Signals::standard()?;
+    let mut signals = crate::os::signals::Signals::standard()?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("signals".into())

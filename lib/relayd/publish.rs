@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 
 use super::resume::Kind;
 use super::{headers, Common, Signal};
-use crate::event::Record;
-use crate::exit::{coded, Code};
+use crate::cli::exit::{coded, Code};
+use crate::wire::event::Record;
 use crate::{log_info, log_notice, log_warn};
 
 /// Retention of a stream `relayd publish` creates (an existing stream keeps
@@ -92,7 +92,7 @@ pub(super) async fn run(
         .spawn(move || read_lines(tx))
         .context("starting the stdin reader")?;
 
-    let mut sd = crate::systemd::Systemd::from_env();
+    let mut sd = crate::os::systemd::Systemd::from_env();
     sd.ready(&format!("publishing to {}", broker.stream));
     let mut pos = Position::default();
     let mut published = 0u64;

@@ -2,8 +2,8 @@
 //! syncpipe identity, decide what to write so a resume is exact or ends in
 //! a full sync (a `rescan` of the root), never a silent skip.
 
-use crate::event::{Event, EventKind, Record, Timestamp};
-use crate::wirepath::WirePath;
+use crate::wire::event::{Event, EventKind, Record, Timestamp};
+use crate::wire::path::WirePath;
 
 /// What kind of syncpipe record a message carries (the `Syncpipe-Type` header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

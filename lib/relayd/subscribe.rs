@@ -59,7 +59,7 @@ pub(super) async fn run(
     let broker = &config.common.broker;
     let client = super::connect::connect(broker, &config.common.auth, "relayd subscribe").await?;
     let js = jetstream::new(client.clone());
-    let mut sd = crate::systemd::Systemd::from_env();
+    let mut sd = crate::os::systemd::Systemd::from_env();
     let mut lag = Lag::default();
     let mut follower: Option<Follower> = None;
     let mut ready = false;

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use super::excludes;
 use super::lua::{LuaVal, Recorded, SyncCall};
-use crate::target::Target;
+use crate::location::Target;
 
 /// What became of one lsyncd option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,8 +218,8 @@ pub fn import(
     }
     if let Some(name) = &naming.name {
         if rec.syncs.len() > 1 && !name.contains("{}") {
-            return Err(crate::exit::coded(
-                crate::exit::Code::Usage,
+            return Err(crate::cli::exit::coded(
+                crate::cli::exit::Code::Usage,
                 format!(
                     "{origin} has {} syncs: --name needs `{{}}` where each source's name goes",
                     rec.syncs.len()
@@ -1003,8 +1003,8 @@ pub fn write(imp: &Import, dir: &Path, force: bool) -> anyhow::Result<Vec<PathBu
     for conf in &imp.confs {
         let path = dir.join(format!("{}.conf", conf.name));
         if path.exists() && !force {
-            return Err(crate::exit::coded(
-                crate::exit::Code::Usage,
+            return Err(crate::cli::exit::coded(
+                crate::cli::exit::Code::Usage,
                 format!(
                     "{} exists: pass --force to replace it, or --dir elsewhere",
                     path.display()
@@ -1041,12 +1041,12 @@ pub struct Options {
 }
 
 /// Runs the import: configs written (or printed), the table on stdout (on
-/// stderr with `--stdout`); [`Code::NotCarried`](crate::exit::Code) when
+/// stderr with `--stdout`); [`Code::NotCarried`](crate::cli::exit::Code) when
 /// some option could not be carried over.
-pub fn run(opts: &Options) -> anyhow::Result<crate::exit::Code> {
+pub fn run(opts: &Options) -> anyhow::Result<crate::cli::exit::Code> {
     use std::io::Write;
     let rec = super::lua::evaluate_file(&opts.file)
-        .map_err(|e| crate::exit::coded(crate::exit::Code::Usage, format!("{e:#}")))?;
+        .map_err(|e| crate::cli::exit::coded(crate::cli::exit::Code::Usage, format!("{e:#}")))?;
     let base = std::env::current_dir()?;
     let origin = opts.file.display().to_string();
     let imp = import(&rec, &origin, &opts.naming, &base)?;
@@ -1083,9 +1083,9 @@ pub fn run(opts: &Options) -> anyhow::Result<crate::exit::Code> {
         differs = check_all(&imp)?;
     }
     Ok(if imp.anything_lost() || differs {
-        crate::exit::Code::NotCarried
+        crate::cli::exit::Code::NotCarried
     } else {
-        crate::exit::Code::Ok
+        crate::cli::exit::Code::Ok
     })
 }
 

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use syncpipe::event::{Batch, ChangeOp, Record};
+use syncpipe::wire::event::{Batch, ChangeOp, Record};
 
 use crate::support::{bin, RecordStream, Running, TIMEOUT};
 

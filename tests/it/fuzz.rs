@@ -330,7 +330,7 @@ fn the_stream_reader_survives_any_bytes() {
 #[test]
 fn an_endless_line_is_refused_within_the_limit() {
     use std::io::{BufReader, Read};
-    use syncpipe::stream::{Item, RecordReader, MAX_LINE};
+    use syncpipe::wire::reader::{Item, RecordReader, MAX_LINE};
     let long = std::io::repeat(b'x').take(3 * MAX_LINE as u64);
     let rest = &b"\n{\"type\":\"end\",\"seq\":1,\"ts\":\"t\",\"reason\":\"r\"}\n"[..];
     let mut reader = RecordReader::new(BufReader::new(long.chain(rest)));

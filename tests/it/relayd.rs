@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use syncpipe::event::{Event, EventKind, Header, Record, Timestamp, PROTOCOL_VERSION};
-use syncpipe::wirepath::WirePath;
+use syncpipe::wire::event::{Event, EventKind, Header, Record, Timestamp, PROTOCOL_VERSION};
+use syncpipe::wire::path::WirePath;
 
 use crate::pushd::harness::{tree, write, NASTY};
 use crate::support::nats::NatsServer;

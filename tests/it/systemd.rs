@@ -13,8 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use syncpipe::event::Record;
-use syncpipe::transport::Hello;
+use syncpipe::wire::event::Record;
+use syncpipe::wire::transport::Hello;
 
 use crate::support::container::{Bind, Container};
 use crate::support::{bin, tempdir, wait_until};

@@ -5,10 +5,10 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use syncpipe::event::{Event, EventKind, Header, Record, Timestamp};
-use syncpipe::stream::Item;
-use syncpipe::transport::client::Connector;
-use syncpipe::transport::server::{BacklogSize, Server};
+use syncpipe::wire::event::{Event, EventKind, Header, Record, Timestamp};
+use syncpipe::wire::reader::Item;
+use syncpipe::wire::transport::client::Connector;
+use syncpipe::wire::transport::server::{BacklogSize, Server};
 
 use crate::support::{bin, tempdir, Running};
 

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use syncpipe::event::{EventKind, Header, Record};
+use syncpipe::wire::event::{EventKind, Header, Record};
 
 use crate::support::{bin, tempdir, NotifySocket, RecordStream, Running, TIMEOUT};
 
@@ -104,7 +104,7 @@ impl Watchd {
     }
 
     /// Waits for an event of `kind` on `path` (bytes, relative to the root).
-    fn expect(&mut self, kind: EventKind, path: &[u8]) -> syncpipe::event::Event {
+    fn expect(&mut self, kind: EventKind, path: &[u8]) -> syncpipe::wire::event::Event {
         let what = format!("{kind} {:?}", String::from_utf8_lossy(path));
         match self.stream.wait_for(
             &what,

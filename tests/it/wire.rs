@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use syncpipe::event::Record;
+use syncpipe::wire::event::Record;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire");

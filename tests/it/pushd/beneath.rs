@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use syncpipe::event::ChangeOp;
+use syncpipe::wire::event::ChangeOp;
 
 use super::harness::*;
 use crate::support::sshd::Sshd;

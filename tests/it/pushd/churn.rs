@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use syncpipe::event::Record;
+use syncpipe::wire::event::Record;
 
 use super::harness::{ssh_flags, tree, NASTY};
 use crate::support::sshd::Sshd;

@@ -10,11 +10,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Stdio;
 
-use syncpipe::event::{Change, ChangeOp};
 use syncpipe::exclude::Excludes;
-use syncpipe::rsync::{build_args, RsyncSettings, Transfer};
-use syncpipe::target::Target;
-use syncpipe::wirepath::WirePath;
+use syncpipe::location::Target;
+use syncpipe::pushd::rsync::{build_args, RsyncSettings, Transfer};
+use syncpipe::wire::event::{Change, ChangeOp};
+use syncpipe::wire::path::WirePath;
 
 use super::harness::*;
 use crate::support::rsyncd::{Module, Rsyncd};
@@ -324,7 +324,8 @@ fn rsync_excludes_what_our_matcher_excludes() {
             src.path(),
             &target,
         );
-        let run = syncpipe::rsync::run(&args, &[WirePath::from(list.as_str()).as_bytes()]).unwrap();
+        let run = syncpipe::pushd::rsync::run(&args, &[WirePath::from(list.as_str()).as_bytes()])
+            .unwrap();
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let want: Vec<String> = names(&expected(src.path(), &ex))
             .into_iter()

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use syncpipe::event::{Batch, ChangeOp, EventKind, Header, Record, Timestamp};
-use syncpipe::wirepath::WirePath;
+use syncpipe::wire::event::{Batch, ChangeOp, EventKind, Header, Record, Timestamp};
+use syncpipe::wire::path::WirePath;
 
 use super::harness::*;
 use crate::support::sshd::Sshd;
@@ -223,7 +223,7 @@ fn a_malformed_line_means_a_full_sync_and_end_deletes_nothing() {
     assert!(a.full && a.status == "ok", "{a:?}");
     assert_same(src.path(), dst.path());
     // The source going away is no reason to delete anything.
-    p.send(&Record::End(syncpipe::event::End {
+    p.send(&Record::End(syncpipe::wire::event::End {
         seq: 9,
         ts: Timestamp::now(),
         reason: "root-unmounted".into(),

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use syncpipe::event::{Change, ChangeOp};
+use syncpipe::wire::event::{Change, ChangeOp};
 
 use super::harness::*;
 use crate::support::rsyncd::{Module, Rsyncd};
@@ -238,10 +238,11 @@ fn excludes_max_pending_and_no_init() {
 /// deletions over ssh go through `xargs -0 rm -rf` fed on stdin.
 #[test]
 fn ssh_deletes_without_delete_missing_args() {
-    use syncpipe::apply::{Applier, Checks, Guards};
-    use syncpipe::plan::Plan;
-    use syncpipe::rsync::{RsyncSettings, SshSettings};
-    use syncpipe::target::Target;
+    use syncpipe::location::Target;
+    use syncpipe::pushd::apply::{Applier, Checks, Guards};
+    use syncpipe::pushd::plan::Plan;
+    use syncpipe::pushd::rsync::RsyncSettings;
+    use syncpipe::ssh::SshSettings;
 
     let sshd = Sshd::start();
     let (src, dst) = (tempdir(), tempdir());
@@ -268,7 +269,7 @@ fn ssh_deletes_without_delete_missing_args() {
     // The batch deletes 12 of the 13 entries: this test is about how they
     // are deleted, not about --max-delete, which would hold them.
     let guards = Guards {
-        max_delete: syncpipe::apply::MaxDelete::Percent(100.0),
+        max_delete: syncpipe::limit::MaxDelete::Percent(100.0),
         ..Guards::default()
     };
     let applier = Applier {
@@ -330,7 +331,7 @@ fn start_logged(root: &Path, args: &[&OsStr], cwd: &Path, log: &Path, notify: &P
         run: crate::support::Running { child },
         stdin,
         out,
-        stream: syncpipe::event::new_stream_id().unwrap(),
+        stream: syncpipe::wire::event::new_stream_id().unwrap(),
         seq: 0,
         root: root.to_path_buf(),
     }
@@ -342,11 +343,11 @@ fn signal(p: &Pushd, sig: nix::sys::signal::Signal) {
 }
 
 /// The next result for `target` with `status`.
-fn status_of(p: &mut Pushd, target: &str, status: &str) -> syncpipe::event::Applied {
+fn status_of(p: &mut Pushd, target: &str, status: &str) -> syncpipe::wire::event::Applied {
     let r = p.out.wait_for(&format!("a {status} result for {target}"), |r| {
-        matches!(r, syncpipe::event::Record::Applied(a) if a.target == target && a.status == status)
+        matches!(r, syncpipe::wire::event::Record::Applied(a) if a.target == target && a.status == status)
     });
-    let syncpipe::event::Record::Applied(a) = r else {
+    let syncpipe::wire::event::Record::Applied(a) = r else {
         unreachable!()
     };
     a
@@ -723,7 +724,7 @@ fn held_deletions_survive_a_restart_with_state() {
     p.finish();
     // The state stays before the held batch: a writer replays it, and the
     // released restart applies it.
-    let saved = syncpipe::pushstate::StateFile::load(&state).unwrap();
+    let saved = syncpipe::pushd::state::StateFile::load(&state).unwrap();
     let position = saved.get(&target).cloned().unwrap();
     assert_eq!(position.stream, stream);
     assert!(position.seq < held_seq - 30, "{position:?}");
@@ -793,7 +794,7 @@ fn a_removed_remote_target_root_gets_a_full_sync() {
             change(ChangeOp::Update, b"f2"),
         ]);
         let r = p.out.wait_for(&format!("a full sync of {target}"), |r| {
-            matches!(r, syncpipe::event::Record::Applied(a)
+            matches!(r, syncpipe::wire::event::Record::Applied(a)
                 if a.target == target && a.full && a.status == "ok")
         });
         assert_same(src.path(), &dir);

@@ -5,18 +5,17 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 
-use syncpipe::event::{
+use syncpipe::wire::event::{
     Applied, Batch, Change, ChangeOp, Event, EventKind, Header, Record, Timestamp,
 };
-use syncpipe::wirepath::WirePath;
+use syncpipe::wire::path::WirePath;
 
 use crate::support::sshd::Sshd;
-use crate::support::{bin, join_bytes, RecordStream, Running};
+use crate::support::{bin, join_bytes, Node, RecordStream, Running};
 
 /// Names that break naive code: spaces, newlines, leading dashes, invalid
 /// UTF-8, shell syntax, quotes.
@@ -69,7 +68,7 @@ impl Pushd {
             run: Running { child },
             stdin,
             out,
-            stream: syncpipe::event::new_stream_id().unwrap(),
+            stream: syncpipe::wire::event::new_stream_id().unwrap(),
             seq: 0,
             root: root.to_path_buf(),
         }
@@ -174,44 +173,20 @@ pub fn moved(from: &[u8], to: &[u8], dir: bool) -> Change {
     }
 }
 
-/// Every entry below `root`: relative path -> (kind and mode, content).
-/// Entries that vanish while it reads (rsync at work on a target) are left
-/// out: the tree then differs from the source, and the caller looks again.
+/// Every entry below `root`: relative path -> (kind and mode, content),
+/// a view of the suite's one [`support::tree`](crate::support::tree).
 pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, (String, Vec<u8>)> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, (String, Vec<u8>)>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(base)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
+    crate::support::tree(root)
+        .into_iter()
+        .map(|(path, node)| {
+            let seen = match node {
+                Node::Dir(mode) => (format!("dir {mode:o}"), Vec::new()),
+                Node::Link(to) => ("link".into(), to),
+                Node::File(content, mode) => (format!("file {mode:o}"), content),
             };
-            let mode = meta.permissions().mode() & 0o7777;
-            if meta.is_dir() {
-                out.insert(rel, (format!("dir {mode:o}"), Vec::new()));
-                walk(base, &path, out);
-            } else if meta.file_type().is_symlink() {
-                if let Ok(t) = fs::read_link(&path) {
-                    out.insert(rel, ("link".into(), t.as_os_str().as_bytes().to_vec()));
-                }
-            } else if let Ok(content) = fs::read(&path) {
-                out.insert(rel, (format!("file {mode:o}"), content));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out
+            (path, seen)
+        })
+        .collect()
 }
 
 pub fn assert_same(src: &Path, dst: &Path) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
-use syncpipe::event::ChangeOp;
+use syncpipe::wire::event::ChangeOp;
 
 use super::harness::*;
 use crate::support::{bin, tempdir, RecordStream, Running};
@@ -41,9 +41,9 @@ fn a_seq_going_backwards_is_a_full_sync_and_never_skips_after_a_restart() {
     let seq = p.batch(vec![change(ChangeOp::Update, b"b")]);
     let r = p.out.wait_for(
         "the full sync after the backwards seq",
-        |r| matches!(r, syncpipe::event::Record::Applied(a) if a.last_seq == 2 && a.status == "ok"),
+        |r| matches!(r, syncpipe::wire::event::Record::Applied(a) if a.last_seq == 2 && a.status == "ok"),
     );
-    let syncpipe::event::Record::Applied(a) = r else {
+    let syncpipe::wire::event::Record::Applied(a) = r else {
         unreachable!()
     };
     assert!(a.full, "{a:?}");
@@ -151,7 +151,7 @@ fn a_vanished_source_fails_every_stage_of_the_pipeline() {
     let (mut w, mut b, mut p, mut out) = spawn_pipeline(&root, dst.path());
     out.wait_for(
         "the start-up sync",
-        |r| matches!(r, syncpipe::event::Record::Applied(a) if a.status == "ok"),
+        |r| matches!(r, syncpipe::wire::event::Record::Applied(a) if a.status == "ok"),
     );
     assert!(dst.path().join("kept").exists());
     fs::remove_dir_all(&root).unwrap();

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use syncpipe::event::{Change, ChangeOp, Header, Record, Timestamp};
-use syncpipe::wirepath::WirePath;
+use syncpipe::wire::event::{Change, ChangeOp, Header, Record, Timestamp};
+use syncpipe::wire::path::WirePath;
 
 use super::harness::*;
 use crate::support::rsyncd::{Module, Rsyncd};

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use syncpipe::event::Record;
+use syncpipe::wire::event::Record;
 
 use super::harness::{ssh_flags, write, Pushd};
 use crate::support::sshd::Sshd;
@@ -42,7 +42,7 @@ fn start_fails(target: &str, flags: Vec<OsString>) -> (Option<i32>, String) {
         run: crate::support::Running { child },
         stdin,
         out,
-        stream: syncpipe::event::new_stream_id().unwrap(),
+        stream: syncpipe::wire::event::new_stream_id().unwrap(),
         seq: 0,
         root: src.path().to_path_buf(),
     };

@@ -4,9 +4,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -14,7 +17,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use syncpipe::event::Record;
+use syncpipe::wire::event::Record;
 
 pub mod container;
 #[cfg(feature = "relay")]
@@ -244,4 +247,55 @@ impl NotifySocket {
         }
         panic!("no {needle:?} from the notify socket; got {seen:?}");
     }
+}
+
+/// What a tree holds: per relative path, a file's content, a link's
+/// target or a directory, with the mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    File(Vec<u8>, u32),
+    Link(Vec<u8>),
+    Dir(u32),
+}
+
+/// Every entry below `root` (nothing when it is missing): the one tree
+/// snapshot of the suite, which pushd's and bisync's tests view as they
+/// need. Entries that vanish while it reads (rsync at work on a target) are
+/// left out: the tree then differs from the source, and the caller looks
+/// again.
+pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                if let Ok(t) = fs::read_link(&path) {
+                    out.insert(rel, Node::Link(t.as_os_str().as_bytes().to_vec()));
+                }
+            } else if meta.is_dir() {
+                out.insert(rel, Node::Dir(mode));
+                walk(base, &path, out);
+            } else if let Ok(content) = fs::read(&path) {
+                out.insert(rel, Node::File(content, mode));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
 }

@@ -1,0 +1,610 @@
+//! The fanotify backend: one file-system mark instead of a watch per directory.
+//!
+//! A `FAN_MARK_FILESYSTEM` mark with `FAN_REPORT_DFID_NAME_TARGET` reports
+//! every create, delete, rename (`FAN_RENAME`, both names, Linux 5.17+),
+//! close-write/modify and attribute change on the whole file system, each as
+//! the parent directory's file handle, the entry's name and the entry's own
+//! handle. Set-up costs microseconds whatever the tree's size, and there is no
+//! watch limit. The price: the kernel names directories by handle, not path,
+//! and the mark sees the whole file system, not just the root.
+//!
+//! So a directory handle is resolved to a path once (`open_by_handle_at` on
+//! the file system's mount point, then `readlink` of `/proc/self/fd/N`) and
+//! the answer cached: inside the root at this relative path, excluded,
+//! outside, or gone. Creates, renames and deletes seen later keep the cache
+//! right (a renamed directory relabels every cached path below it). A
+//! directory already deleted when its events are read (ESTALE, or a
+//! "(deleted)" link) needs nothing reported about what happened inside it:
+//! its own deletion, or that of a directory above it, or its move out of the
+//! root, is an event from a directory that still exists. A handle that cannot
+//! be resolved for any other reason makes a `rescan` of the root: never
+//! silence. (Dropping, rather than rescanning, for deleted directories is what
+//! keeps a busy file system outside the root from forcing full syncs.)
+//!
+//! A path is the directory's path when the event is read, not when it
+//! happened: in `mkdir a; touch a/f; mv a b`, read late, `a/f` is reported as
+//! `b/f` before the move. Consumers end right because the move follows and
+//! they re-read what they are told about.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::fanotify_sys as sys;
+use super::watcher::{EventMode, Outcome, Seen};
+use crate::exclude::Excludes;
+use crate::wire::event::EventKind;
+use crate::wire::path::WirePath;
+
+/// How many directory handles are remembered. A miss costs two system
+/// calls, so this only bounds memory on a file system with millions of
+/// directories busy outside the root.
+const CACHE_MAX: usize = 200_000;
+
+const INFO_FID: u8 = 1;
+const INFO_DFID_NAME: u8 = 2;
+const INFO_OLD_DFID_NAME: u8 = 10;
+const INFO_NEW_DFID_NAME: u8 = 12;
+
+/// Where a directory (by handle) is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Loc {
+    Inside(WirePath),
+    /// Inside the root, but it or a directory above it is excluded.
+    Excluded,
+    Outside,
+    /// Deleted. Its events need not be reported: its removal (or that of a
+    /// directory above it, or its move out of the root) is an event of its
+    /// own, reported from a directory that still exists.
+    Gone,
+}
+
+/// A marked file system: its id in events, and a mount point to open
+/// handles through.
+struct Fs {
+    fsid: [u8; 8],
+    mount: PathBuf,
+}
+
+pub struct Watcher {
+    fd: OwnedFd,
+    root: PathBuf,
+    /// The root's own handle, prefixed with its fsid.
+    root_key: Vec<u8>,
+    mask: u64,
+    excludes: Excludes,
+    fs: Vec<Fs>,
+    cache: HashMap<Box<[u8]>, Loc>,
+    out: Vec<Seen>,
+}
+
+/// Why fanotify cannot be used here (for `--backend auto`'s message).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+impl Watcher {
+    /// Marks the root's file system and every file system mounted below it.
+    pub fn start(root: PathBuf, mode: EventMode, excludes: Excludes) -> anyhow::Result<Self> {
+        let flags = libc::FAN_CLASS_NOTIF
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_REPORT_DFID_NAME_TARGET;
+        let fd = sys::init(flags).map_err(|e| {
+            match e.raw_os_error() {
+            Some(libc::EPERM) => anyhow::Error::new(Unavailable(
+                "fanotify needs CAP_SYS_ADMIN (run as root)".into(),
+            )),
+            Some(libc::EINVAL) => anyhow::Error::new(Unavailable(
+                "this kernel's fanotify cannot report names and target handles (Linux 5.17+ needed)"
+                    .into(),
+            )),
+            Some(libc::ENOSYS) => anyhow::Error::new(Unavailable(
+                "this kernel has no fanotify".into(),
+            )),
+            _ => anyhow::Error::new(e).context("fanotify_init"),
+        }
+        })?;
+        let mut mask = libc::FAN_CREATE
+            | libc::FAN_DELETE
+            | libc::FAN_RENAME
+            | libc::FAN_ATTRIB
+            | libc::FAN_ONDIR;
+        mask |= match mode {
+            EventMode::CloseWrite => libc::FAN_CLOSE_WRITE,
+            EventMode::Modify => libc::FAN_MODIFY,
+            EventMode::All => libc::FAN_CLOSE_WRITE | libc::FAN_MODIFY,
+        };
+        let root_handle = sys::handle_of(&root)
+            .map_err(|e| unsupported(&root, e))
+            .with_context(|| format!("cannot get a file handle for {}", root.display()))?;
+        let mut watcher = Watcher {
+            fd,
+            root_key: Vec::new(),
+            mask,
+            excludes,
+            fs: Vec::new(),
+            cache: HashMap::new(),
+            out: Vec::new(),
+            root: root.clone(),
+        };
+        let root_fsid = watcher.mark(&root)?;
+        watcher.root_key = [&root_fsid[..], &root_handle].concat();
+        for mount in watcher.submounts() {
+            let before = watcher.fs.len();
+            watcher.mark(&mount)?;
+            if watcher.fs.len() == before {
+                // A handle names a directory by one path only (through the
+                // mount point it was first seen on): the same file system
+                // mounted twice would hide one of the two.
+                return Err(anyhow::Error::new(Unavailable(format!(
+                    "{} is a second mount of a file system already watched (a bind mount?)",
+                    mount.display()
+                ))));
+            }
+        }
+        Ok(watcher)
+    }
+
+    /// Adds a file-system mark for the file system at `mount` (once per
+    /// file system); returns its fsid.
+    pub fn mark(&mut self, mount: &Path) -> anyhow::Result<[u8; 8]> {
+        let fsid = sys::fsid_of(mount).with_context(|| format!("statfs {}", mount.display()))?;
+        if self.fs.iter().any(|f| f.fsid == fsid) {
+            return Ok(fsid);
+        }
+        sys::mark(
+            self.fd.as_fd(),
+            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+            self.mask,
+            mount,
+        )
+        .map_err(|e| unsupported(mount, e))?;
+        self.fs.push(Fs {
+            fsid,
+            mount: mount.to_path_buf(),
+        });
+        Ok(fsid)
+    }
+
+    /// Mount points strictly below the root.
+    fn submounts(&self) -> Vec<PathBuf> {
+        crate::os::mounts::mount_points()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p != &self.root && p.starts_with(&self.root))
+            .collect()
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Directory handles known (cached), for status lines.
+    pub fn known(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn take_seen(&mut self) -> Vec<Seen> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// After an overflow: forget every cached path (the mark stays).
+    pub fn rebuild(&mut self) {
+        self.cache.clear();
+        self.out.clear();
+    }
+
+    /// What was at `rel` (a mount point that went away) is to be re-read.
+    pub fn rescan(&mut self, rel: WirePath) {
+        self.cache.clear();
+        self.push(EventKind::Rescan, rel, true, None);
+    }
+
+    /// A file system was mounted at `rel` after start: mark it too, and
+    /// report a rescan of the mount point.
+    pub fn mounted(&mut self, rel: WirePath) {
+        if self.excluded_or_below(rel.as_path()) {
+            return;
+        }
+        let abs = self.root.join(rel.as_path());
+        let before = self.fs.len();
+        let marked = self.mark(&abs);
+        if marked.is_ok() && self.fs.len() == before {
+            crate::log_error!(
+                "{} is a second mount of a file system already watched (a bind mount?): fanotify \
+                 reports its changes under the other path, so changes below it may be missed; \
+                 restart watchd (auto picks inotify then) or use --backend inotify",
+                abs.display()
+            );
+        }
+        if let Err(e) = marked {
+            crate::log_error!(
+                "cannot watch the file system mounted at {}: {e:#}; changes below it are not seen \
+                 (use --backend inotify)",
+                abs.display()
+            );
+        }
+        self.rescan(rel);
+    }
+
+    /// False when the root's path now names another directory (its file
+    /// system was unmounted, or it was replaced).
+    pub fn root_is_same(&self) -> bool {
+        match (sys::fsid_of(&self.root), sys::handle_of(&self.root)) {
+            (Ok(fsid), Ok(handle)) => {
+                self.root_key[..8] == fsid && self.root_key[8..] == handle[..]
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads what the kernel has queued (one read) and handles it.
+    pub fn read_and_handle(&mut self, buf: &mut [u8]) -> anyhow::Result<Outcome> {
+        let n = match nix::unistd::read(&self.fd, buf) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                return Ok(Outcome::Continue)
+            }
+            Err(e) => return Err(e).context("reading fanotify events"),
+        };
+        let mut at = 0;
+        while at + 24 <= n {
+            let len = u32_at(buf, at) as usize;
+            if len < 24 || at + len > n {
+                break;
+            }
+            let event = &buf[at..at + len];
+            at += len;
+            let mask = u64::from_ne_bytes(event[8..16].try_into().expect("8 bytes"));
+            let meta_len = u16::from_ne_bytes([event[6], event[7]]) as usize;
+            if mask & libc::FAN_Q_OVERFLOW != 0 {
+                return Ok(Outcome::Overflow);
+            }
+            let info = parse_info(&event[meta_len.min(event.len())..]);
+            if let Some(outcome) = self.handle(mask, &info) {
+                return Ok(outcome);
+            }
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn handle(&mut self, mask: u64, info: &Info) -> Option<Outcome> {
+        let is_dir = mask & libc::FAN_ONDIR != 0;
+        let target_is_root = info.fid.as_deref() == Some(self.root_key.as_slice());
+        if mask & libc::FAN_RENAME != 0 {
+            if target_is_root {
+                return Some(Outcome::RootGone("root-moved"));
+            }
+            let (Some((old_dir, old_name)), Some((new_dir, new_name))) = (&info.old, &info.new)
+            else {
+                self.lost("a rename without both names");
+                return None;
+            };
+            let (Some(from), Some(to)) = (
+                self.locate(old_dir, old_name, is_dir),
+                self.locate(new_dir, new_name, is_dir),
+            ) else {
+                self.lost("a renamed entry's directory is gone");
+                return None;
+            };
+            return self.renamed(from, to, is_dir, info.fid.as_deref());
+        }
+        let Some((dir, name)) = &info.dfid_name else {
+            return None;
+        };
+        if target_is_root {
+            if mask & libc::FAN_DELETE != 0 {
+                return Some(Outcome::RootGone("root-deleted"));
+            }
+            if mask & libc::FAN_ATTRIB != 0 {
+                self.push(EventKind::Attrib, WirePath::root(), true, None);
+            }
+            return None;
+        }
+        let Some(loc) = self.locate(dir, name, is_dir) else {
+            self.lost("an event's directory is gone");
+            return None;
+        };
+        let Loc::Inside(path) = loc else {
+            return None; // outside the root or excluded: dropped here, cheaply
+        };
+        let created = mask & libc::FAN_CREATE != 0;
+        let deleted = mask & libc::FAN_DELETE != 0;
+        // The kernel merges events on the same entry: a mask with both means
+        // both happened, in an order the mask does not keep. What is there
+        // now decides which is last.
+        let exists_now = (created && deleted)
+            .then(|| std::fs::symlink_metadata(self.root.join(path.as_path())).is_ok());
+        if deleted && exists_now == Some(true) {
+            self.push(EventKind::Delete, path.clone(), is_dir, None);
+        }
+        if created {
+            if is_dir {
+                if let Some(key) = info.fid.as_deref() {
+                    self.remember(key, Loc::Inside(path.clone()));
+                }
+            }
+            self.push(EventKind::Create, path.clone(), is_dir, None);
+        }
+        if mask & (libc::FAN_CLOSE_WRITE | libc::FAN_MODIFY) != 0 {
+            self.push(EventKind::Modify, path.clone(), is_dir, None);
+        }
+        if mask & libc::FAN_ATTRIB != 0 {
+            self.push(EventKind::Attrib, path.clone(), is_dir, None);
+        }
+        if deleted && exists_now != Some(true) {
+            if is_dir {
+                self.forget_below(&path);
+                if let Some(key) = info.fid.as_deref() {
+                    self.cache.remove(key);
+                }
+            }
+            self.push(EventKind::Delete, path, is_dir, None);
+        }
+        None
+    }
+
+    fn renamed(&mut self, from: Loc, to: Loc, is_dir: bool, key: Option<&[u8]>) -> Option<Outcome> {
+        match (from, to) {
+            (Loc::Inside(from), Loc::Inside(to)) => {
+                if is_dir {
+                    self.relabel(&from, &to);
+                    if let Some(key) = key {
+                        self.remember(key, Loc::Inside(to.clone()));
+                    }
+                }
+                self.push(EventKind::Move, to, is_dir, Some(from));
+            }
+            (Loc::Inside(from), to) => {
+                if is_dir {
+                    self.forget_below(&from);
+                    if let Some(key) = key {
+                        self.remember(key, to);
+                    }
+                }
+                self.push(EventKind::Delete, from, is_dir, None);
+            }
+            (_, Loc::Inside(to)) => {
+                if is_dir {
+                    // Directories cached as outside may be below it now.
+                    self.cache.retain(|_, loc| matches!(loc, Loc::Inside(_)));
+                    if let Some(key) = key {
+                        self.remember(key, Loc::Inside(to.clone()));
+                    }
+                }
+                self.push(EventKind::Create, to.clone(), is_dir, None);
+                if is_dir {
+                    self.report_below(&to);
+                }
+            }
+            (_, to) => {
+                if is_dir {
+                    if let Some(key) = key {
+                        self.remember(key, to);
+                    }
+                    // A directory above the root may have moved.
+                    match sys::handle_of(&self.root) {
+                        Ok(h) if self.root_key[8..] == h[..] => {}
+                        _ => return Some(Outcome::RootGone("root-moved")),
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Where `dir/name` is, `None` when the directory cannot be resolved.
+    fn locate(&mut self, dir: &[u8], name: &[u8], is_dir: bool) -> Option<Loc> {
+        let loc = self.resolve(dir)?;
+        Some(match loc {
+            Loc::Inside(parent) => {
+                let path = if name == b"." {
+                    parent
+                } else {
+                    parent.join(name)
+                };
+                if !path.is_root() && self.excludes.is_excluded(path.as_path(), is_dir) {
+                    Loc::Excluded
+                } else {
+                    Loc::Inside(path)
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// The directory `key` (fsid ++ handle) names: cached, or asked of the
+    /// kernel once.
+    fn resolve(&mut self, key: &[u8]) -> Option<Loc> {
+        if let Some(loc) = self.cache.get(key) {
+            return Some(loc.clone());
+        }
+        let fs = self.fs.iter().find(|f| f.fsid[..] == key[..8])?;
+        let mount = std::fs::File::open(&fs.mount).ok()?;
+        let fd = match sys::open_handle(mount.as_fd(), &key[8..]) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE) | Some(libc::ENOENT)) => {
+                self.remember(key, Loc::Gone);
+                return Some(Loc::Gone);
+            }
+            Err(_) => return None,
+        };
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            fd.as_raw_fd()
+        }))
+        .ok()?;
+        let bytes = link.as_os_str().as_bytes();
+        if bytes.ends_with(b" (deleted)") {
+            self.remember(key, Loc::Gone);
+            return Some(Loc::Gone);
+        }
+        if !bytes.starts_with(b"/") {
+            return None;
+        }
+        let loc = match link.strip_prefix(&self.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => Loc::Inside(WirePath::root()),
+            Ok(rel) => {
+                if self.excluded_or_below(rel) {
+                    Loc::Excluded
+                } else {
+                    Loc::Inside(WirePath::from(rel))
+                }
+            }
+            Err(_) => Loc::Outside,
+        };
+        self.remember(key, loc.clone());
+        Some(loc)
+    }
+
+    /// True when the directory `rel` or one above it is excluded.
+    fn excluded_or_below(&self, rel: &Path) -> bool {
+        if self.excludes.is_empty() {
+            return false;
+        }
+        rel.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| self.excludes.is_excluded(a, true))
+    }
+
+    fn remember(&mut self, key: &[u8], loc: Loc) {
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(key.into(), loc);
+    }
+
+    /// A directory moved inside the root: every cached path below it moves.
+    fn relabel(&mut self, from: &WirePath, to: &WirePath) {
+        let cut = from.as_bytes().len();
+        for loc in self.cache.values_mut() {
+            if let Loc::Inside(p) = loc {
+                if p.starts_with(from) {
+                    let mut bytes = to.as_bytes().to_vec();
+                    bytes.extend_from_slice(&p.as_bytes()[cut..]);
+                    *p = WirePath::from_bytes(bytes);
+                }
+            }
+        }
+    }
+
+    fn forget_below(&mut self, path: &WirePath) {
+        self.cache
+            .retain(|_, loc| !matches!(loc, Loc::Inside(p) if p.starts_with(path)));
+    }
+
+    /// A directory moved in from outside: report what it holds (nothing
+    /// inside it was ever reported).
+    fn report_below(&mut self, start: &WirePath) {
+        let mut stack = vec![start.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(self.root.join(dir.as_path())) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let rel = dir.join(entry.file_name().as_bytes());
+                if self.excludes.is_excluded(rel.as_path(), is_dir) {
+                    continue;
+                }
+                self.push(EventKind::Create, rel.clone(), is_dir, None);
+                if is_dir {
+                    stack.push(rel);
+                }
+            }
+        }
+    }
+
+    /// Something could not be placed: the whole root is to be re-read.
+    fn lost(&mut self, why: &str) {
+        crate::log_info!("fanotify: {why}; asking for a rescan of the root");
+        self.cache.clear();
+        if !self
+            .out
+            .last()
+            .is_some_and(|s| s.kind == EventKind::Rescan && s.path.is_root())
+        {
+            self.push(EventKind::Rescan, WirePath::root(), true, None);
+        }
+    }
+
+    fn push(&mut self, kind: EventKind, path: WirePath, dir: bool, from: Option<WirePath>) {
+        self.out.push(Seen {
+            kind,
+            path,
+            dir,
+            from,
+        });
+    }
+}
+
+/// An error marking or naming `path` that says the file system cannot do it.
+fn unsupported(path: &Path, e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) | Some(libc::ENODEV) | Some(libc::ENOSYS) => {
+            anyhow::Error::new(Unavailable(format!(
+                "the file system of {} does not report file handles",
+                path.display()
+            )))
+        }
+        Some(libc::EPERM) => anyhow::Error::new(Unavailable(
+            "fanotify file-system marks need CAP_SYS_ADMIN (run as root)".into(),
+        )),
+        _ => anyhow::Error::new(e).context(format!("fanotify_mark {}", path.display())),
+    }
+}
+
+/// The info records of one event: keys are fsid ++ handle_type ++ f_handle.
+#[derive(Default)]
+struct Info<'a> {
+    dfid_name: Option<(Vec<u8>, &'a [u8])>,
+    old: Option<(Vec<u8>, &'a [u8])>,
+    new: Option<(Vec<u8>, &'a [u8])>,
+    fid: Option<Vec<u8>>,
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn parse_info(mut rest: &[u8]) -> Info<'_> {
+    let mut info = Info::default();
+    while rest.len() >= 4 {
+        let kind = rest[0];
+        let len = u16::from_ne_bytes([rest[2], rest[3]]) as usize;
+        if len < 4 || len > rest.len() {
+            break;
+        }
+        let record = &rest[..len];
+        rest = &rest[len..];
+        // header (4), fsid (8), handle_bytes (4), handle_type (4), f_handle
+        if record.len() < 20 {
+            continue;
+        }
+        let handle_len = u32_at(record, 12) as usize;
+        let end = 20 + handle_len;
+        if end > record.len() {
+            continue;
+        }
+        let key_parts = (&record[4..12], &record[16..end]);
+        let name = || {
+            let tail = &record[end..];
+            let nul = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+            &tail[..nul]
+        };
+        let key = || [key_parts.0, key_parts.1].concat();
+        match kind {
+            INFO_FID => info.fid = Some(key()),
+            INFO_DFID_NAME => info.dfid_name = Some((key(), name())),
+            INFO_OLD_DFID_NAME => info.old = Some((key(), name())),
+            INFO_NEW_DFID_NAME => info.new = Some((key(), name())),
+            _ => {}
+        }
+    }
+    info
+}
