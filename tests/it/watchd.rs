@@ -739,6 +739,13 @@ fn a_directory_made_in_a_new_one_then_both_renamed_before_watchd_looks_stays_wat
     // `mkdir a` seen and watched; then `mkdir a/inner; mv a b` queued in one
     // read. Watching "a/inner" by name fails (a is now b), and the move only
     // relocates the watch of a: inner must still be watched afterwards.
+    if !backend_usable() {
+        return;
+    }
+    if backend() == "fanotify" {
+        eprintln!("SKIPPED (fanotify): one mark covers every directory; no watch to lose");
+        return;
+    }
     let dir = tempdir();
     let root = dir.path();
     let mut w = Watchd::start(root, &[]);
