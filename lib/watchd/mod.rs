@@ -62,7 +62,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let Some(root) = find_root(&config, &mut signals, &mut systemd)? else {
         return Ok(()); // stopped while waiting
     };
-    let mut writer = Sink::open(&config.output)?;
+    let mut writer = Sink::open(&config.output)?.originating();
 
     let started = Instant::now();
     systemd.status(&format!("setting up watches on {}", root.display()), true);

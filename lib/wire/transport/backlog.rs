@@ -43,6 +43,11 @@ pub struct Backlog {
     started: bool,
     /// Highest seq pushed so far.
     last_seq: u64,
+    /// This writer made the stream (watchd), so before its first record it
+    /// knows that nothing came before. A writer that passes another's stream
+    /// on (batchd) joined it somewhere it cannot name until its first record
+    /// arrives: till then it vouches for nothing.
+    origin: bool,
 }
 
 impl Backlog {
@@ -56,7 +61,13 @@ impl Backlog {
             missing_upto: 0,
             started: false,
             last_seq: 0,
+            origin: false,
         }
+    }
+
+    /// Marks this writer as the maker of its streams (see `origin`).
+    pub fn set_origin(&mut self) {
+        self.origin = true;
     }
 
     /// Forgets everything: a new stream starts.
@@ -122,8 +133,13 @@ impl Backlog {
     /// starts, given that this writer's stream is `current`.
     pub fn start_for(&self, current: &str, reader_stream: Option<&str>, applied: u64) -> Start {
         let resumable = reader_stream == Some(current)
-            && applied >= self.missing_upto
-            && applied <= self.last_seq;
+            && if self.started {
+                applied >= self.missing_upto && applied <= self.last_seq
+            } else {
+                // Nothing stored yet: only the stream's maker knows that a
+                // reader at 0 has missed nothing.
+                self.origin && applied == 0
+            };
         if !resumable {
             // Anything in the backlog is older than the full sync the reader
             // is about to do: start it at the newest end.
@@ -219,6 +235,32 @@ mod tests {
         assert!(b.start_for("s", Some("s"), 12).full);
         assert!(!b.start_for("s", Some("s"), 20).full);
         assert!(!b.start_for("s", Some("s"), 25).full);
+    }
+
+    #[test]
+    fn a_writer_that_joined_vouches_for_nothing_before_its_first_record() {
+        // A restarted batchd has the header of its source's stream but no
+        // record yet; a reader that had applied 0 of that stream (a full
+        // sync, then nothing) may have missed seqs 1..=5, which the old
+        // batchd held when it stopped. Found by the systemd test.
+        let joined = Backlog::new(100, usize::MAX);
+        assert!(joined.start_for("s", Some("s"), 0).full);
+        assert!(joined.start_for("s", Some("s"), 3).full);
+        let mut origin = Backlog::new(100, usize::MAX);
+        origin.set_origin();
+        assert!(
+            !origin.start_for("s", Some("s"), 0).full,
+            "watchd's own stream"
+        );
+        assert!(
+            origin.start_for("s", Some("s"), 3).full,
+            "ahead of the writer"
+        );
+        origin.reset();
+        assert!(
+            !origin.start_for("t", Some("t"), 0).full,
+            "origin survives a reset"
+        );
     }
 
     #[test]

@@ -66,6 +66,17 @@ impl Sink {
         Ok(Sink::Stdout { writer, fd })
     }
 
+    /// Says this writer makes the streams it writes (watchd), so a reader
+    /// of a stream with no record yet resumes instead of syncing in full. A
+    /// writer that passes a stream on (batchd) must not: it cannot name
+    /// what came before the first record it got.
+    pub fn originating(self) -> Self {
+        if let Sink::Socket(server) = &self {
+            server.set_origin();
+        }
+        self
+    }
+
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         match self {
             Sink::Stdout { writer, .. } => writer.write(record),

@@ -126,6 +126,16 @@ impl Server {
         Ok(())
     }
 
+    /// This writer makes its streams rather than passing another's on.
+    pub fn set_origin(&self) {
+        self.shared
+            .state
+            .lock()
+            .expect("transport lock poisoned")
+            .backlog
+            .set_origin();
+    }
+
     /// Readers connected right now.
     pub fn readers(&self) -> usize {
         self.shared
