@@ -1404,6 +1404,44 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_of_the_same_size_within_the_same_second_is_sent() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        let at = |nanos| std::time::UNIX_EPOCH + Duration::new(1_700_000_000, nanos);
+        let write = |content: &[u8], nanos| {
+            std::fs::write(src.join("f"), content).unwrap();
+            let f = std::fs::File::options()
+                .write(true)
+                .open(src.join("f"))
+                .unwrap();
+            f.set_modified(at(nanos)).unwrap();
+        };
+        let (target, settings, guards) = local_applier_parts(&dst);
+        let applier = Applier {
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+            direct: false,
+        };
+        let plan = Plan {
+            paths: vec!["f".into()],
+            ..Plan::default()
+        };
+        write(b"aaaa", 100);
+        let report = applier
+            .apply(&src, plan.clone(), true, Checks::default())
+            .unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        write(b"bbbb", 200);
+        let report = applier.apply(&src, plan, true, Checks::default()).unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"bbbb");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn installed_rsync_deletes_missing_args() {
         assert!(delete_missing_args_works().unwrap());
     }
