@@ -1,0 +1,89 @@
+//! The `pushd` loop: read the stream, hand every target its own queue and
+//! thread, apply changes with rsync, retry failures with backoff, and write
+//! one `result` record per transfer and target.
+//!
+//! A slow or dead target never holds back the others: each worker keeps its
+//! own pending changes, retry clock and position; only `--max-procs` (a
+//! shared count of concurrent transfers) couples them.
+
+pub mod apply;
+pub(crate) mod direct;
+pub mod excluded;
+pub mod plan;
+pub mod rsync;
+pub mod state;
+mod worker;
+
+pub use worker::{run, run_with, Retry};
+
+use std::path::PathBuf;
+
+use crate::location::Target;
+use crate::pushd::apply::Guards;
+use crate::pushd::rsync::RsyncSettings;
+
+/// `--delete`, as in lsyncd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeleteMode {
+    /// Deletions propagate always.
+    True,
+    /// Never delete on the target.
+    False,
+    /// Only full syncs (start-up, new stream, overflow) delete.
+    Startup,
+    /// Only changes seen while running delete; full syncs do not.
+    Running,
+}
+
+impl DeleteMode {
+    pub(crate) fn allows(self, full: bool) -> bool {
+        match self {
+            DeleteMode::True => true,
+            DeleteMode::False => false,
+            DeleteMode::Startup => full,
+            DeleteMode::Running => !full,
+        }
+    }
+}
+
+pub struct Config {
+    pub targets: Vec<Target>,
+    pub rsync: RsyncSettings,
+    pub guards: Guards,
+    pub delete: DeleteMode,
+    /// Full sync at start (unless resuming the same stream).
+    pub init: bool,
+    pub state: Option<PathBuf>,
+    pub max_procs: usize,
+    /// Past this many pending changes a target just does a full sync.
+    pub max_pending: usize,
+    pub retry: Retry,
+    /// `--direct`: local targets get listed paths without rsync.
+    pub direct: bool,
+    /// Paths never sent (rsync gets them as filter rules in `rsync` too).
+    pub excludes: crate::exclude::Excludes,
+    /// `--connect`: read a writer's socket (resuming where the state file
+    /// says) instead of stdin.
+    pub connect: Option<PathBuf>,
+    /// `--release-held`: the start-up transfer of each target applies
+    /// what the delete guards would hold (the operator checked the source).
+    pub release_held: bool,
+    /// `--insist`: a target whose first transfer fails for good (unknown
+    /// host, refused key, …) is retried like any other failure instead of
+    /// ending pushd with that failure's exit code.
+    pub insist: bool,
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_modes() {
+        assert!(DeleteMode::True.allows(true) && DeleteMode::True.allows(false));
+        assert!(!DeleteMode::False.allows(true) && !DeleteMode::False.allows(false));
+        assert!(DeleteMode::Startup.allows(true) && !DeleteMode::Startup.allows(false));
+        assert!(!DeleteMode::Running.allows(true) && DeleteMode::Running.allows(false));
+    }
+}
