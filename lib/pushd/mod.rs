@@ -11,10 +11,13 @@ pub(crate) mod direct;
 pub mod excluded;
 pub mod plan;
 pub mod rsync;
+mod run;
+mod shared;
 pub mod state;
 mod worker;
 
-pub use worker::{run, run_with, Retry};
+pub use run::{run, run_with};
+pub use worker::Retry;
 
 use std::path::PathBuf;
 
@@ -73,7 +76,6 @@ pub struct Config {
     /// ending pushd with that failure's exit code.
     pub insist: bool,
 }
-
 
 #[cfg(test)]
 mod tests {
