@@ -10,14 +10,15 @@ pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
 pub mod plan;
+mod retry;
 pub mod rsync;
 mod run;
 mod shared;
 pub mod state;
 mod worker;
 
+pub use retry::Retry;
 pub use run::{run, run_with};
-pub use worker::Retry;
 
 use std::path::PathBuf;
 

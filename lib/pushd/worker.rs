@@ -16,18 +16,9 @@ use crate::pushd::state::Position;
 use crate::wire::event::{Applied, Change, ChangeOp, Event, Record, Timestamp};
 use crate::{log_error, log_info, log_notice, log_warn};
 
+use super::retry::Backoff;
 use super::shared::Shared;
 use super::Config;
-
-/// When and how often failed transfers are tried again.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Retry {
-    pub min: Duration,
-    pub max: Duration,
-    /// Fraction (0..=1) of each delay that is random, so that targets that
-    /// failed together do not retry in lock step.
-    pub jitter: f64,
-}
 
 /// Work for one target's thread.
 pub(super) enum Work {
@@ -93,21 +84,20 @@ pub(super) struct Worker<'a> {
     /// A transfer has succeeded on this target (a remote root that rsync
     /// must create after that was removed meanwhile).
     synced: bool,
-    attempt: u32,
-    delay: Duration,
-    next_try: Instant,
-    rng: u64,
+    /// When the next attempt may start.
+    backoff: Backoff,
     /// The start-up sync has ended (see [`Shared::target_started`]).
     started: bool,
 }
 
 impl<'a> Worker<'a> {
     pub(super) fn new(config: &'a Config, shared: &'a Shared, index: usize) -> Self {
+        // Targets that fail together should not retry in lock step: each
+        // worker's jitter starts from its own random seed.
         let seed = crate::wire::event::new_stream_id()
             .ok()
             .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
-            .unwrap_or(0x9e37_79b9_7f4a_7c15)
-            | 1;
+            .unwrap_or(index as u64);
         Worker {
             config,
             shared,
@@ -129,10 +119,7 @@ impl<'a> Worker<'a> {
             identity: None,
             target_root: None,
             synced: false,
-            attempt: 0,
-            delay: config.retry.min,
-            next_try: Instant::now(),
-            rng: seed,
+            backoff: Backoff::new(config.retry, seed, Instant::now()),
             started: false,
         }
     }
@@ -145,13 +132,13 @@ impl<'a> Worker<'a> {
     /// retry clock, held ones at once when released, else at their recheck.
     fn due(&self) -> Option<Instant> {
         if self.has_work() {
-            Some(self.next_try)
+            Some(self.backoff.next_try())
         } else if self.held.is_empty() {
             None
         } else if self.release {
-            Some(self.next_try)
+            Some(self.backoff.next_try())
         } else {
-            Some(self.recheck_at.max(self.next_try))
+            Some(self.recheck_at.max(self.backoff.next_try()))
         }
     }
 
@@ -179,17 +166,18 @@ impl<'a> Worker<'a> {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
-            } else if self
-                .shared
-                .sleep_unless_stopped(self.next_try.saturating_duration_since(Instant::now()))
-            {
+            } else if self.shared.sleep_unless_stopped(
+                self.backoff
+                    .next_try()
+                    .saturating_duration_since(Instant::now()),
+            ) {
                 // Stopped after the input ended: what is pending stays
                 // unapplied, and --state says so (it holds applied seqs only).
                 return Ok(());
             }
             if self.due().is_some_and(|at| Instant::now() >= at) {
                 let succeeded = self.transfer();
-                if !succeeded && !open && self.delay >= self.config.retry.max {
+                if !succeeded && !open && self.backoff.at_max() {
                     log_error!(
                         "{}: giving up at the end of input with changes up to seq {} not applied",
                         self.target,
@@ -407,7 +395,7 @@ impl<'a> Worker<'a> {
                 self.target
             );
         }
-        self.attempt += 1;
+        let attempt = self.backoff.begin();
         let applier = Applier {
             target: self.target,
             settings: &self.config.rsync,
@@ -462,14 +450,12 @@ impl<'a> Worker<'a> {
                     } else {
                         match report.outcome {
                             Some(Outcome::Retry) => log_warn!(
-                                "{}: transfer failed, will retry (attempt {}): {what}",
-                                self.target,
-                                self.attempt
+                                "{}: transfer failed, will retry (attempt {attempt}): {what}",
+                                self.target
                             ),
                             _ => log_error!(
-                                "{}: transfer failed (attempt {}): {what}",
-                                self.target,
-                                self.attempt
+                                "{}: transfer failed (attempt {attempt}): {what}",
+                                self.target
                             ),
                         }
                     }
@@ -490,7 +476,7 @@ impl<'a> Worker<'a> {
                     refused_deletes: report.refused_deletes,
                     duration_ms: report.duration.as_millis() as u64,
                     rsync_exit: report.code,
-                    attempt: self.attempt,
+                    attempt,
                     error,
                     ts: Timestamp::now(),
                 };
@@ -513,7 +499,7 @@ impl<'a> Worker<'a> {
                     refused_deletes: 0,
                     duration_ms: 0,
                     rsync_exit: None,
-                    attempt: self.attempt,
+                    attempt,
                     error: Some(format!("{e:#}")),
                     ts: Timestamp::now(),
                 };
@@ -552,9 +538,7 @@ impl<'a> Worker<'a> {
             };
             let last_seq = upto;
             self.applied = last_seq;
-            self.attempt = 0;
-            self.delay = self.config.retry.min;
-            self.next_try = Instant::now();
+            self.backoff.succeeded(Instant::now());
             if let Some(state) = &self.shared.state {
                 let saved = state.lock().unwrap_or_else(|e| e.into_inner()).set(
                     &self.target.name,
@@ -575,8 +559,7 @@ impl<'a> Worker<'a> {
                 self.pending.push(change);
             }
             self.pending_first = Some(first_seq);
-            self.next_try = Instant::now() + self.jittered(self.delay);
-            self.delay = (self.delay * 2).min(self.config.retry.max);
+            self.backoff.failed(Instant::now());
         }
         self.shared.emit(&Record::Applied(record));
         self.shared.set_lag(
@@ -690,7 +673,7 @@ impl<'a> Worker<'a> {
                 "{}: {} (attempt {}, will retry): {what}",
                 self.target,
                 bad.advice,
-                self.attempt
+                self.backoff.attempt()
             );
             return;
         }
@@ -714,15 +697,5 @@ impl<'a> Worker<'a> {
             self.started = true;
             self.shared.target_started();
         }
-    }
-
-    /// `delay` less a random part of up to `jitter` of it.
-    fn jittered(&mut self, delay: Duration) -> Duration {
-        // xorshift64: enough to spread retries, no dependency needed.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        delay.mul_f64(1.0 - self.config.retry.jitter.clamp(0.0, 1.0) * unit)
     }
 }
