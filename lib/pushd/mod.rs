@@ -15,6 +15,7 @@ pub mod rsync;
 mod run;
 mod shared;
 pub mod state;
+mod status;
 mod worker;
 
 pub use retry::Retry;

@@ -5,9 +5,9 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
@@ -16,6 +16,7 @@ use crate::os::interruptible::{is_stop, Interruptible};
 use crate::os::signals::Signals;
 use crate::os::systemd::Systemd;
 use crate::pushd::state::StateFile;
+use crate::pushd::status::StatusTable;
 use crate::wire::event::Record;
 use crate::wire::path::WirePath;
 use crate::wire::reader::{Item, RecordReader};
@@ -82,29 +83,16 @@ pub fn run_with(
         Signal::SIGUSR2,
     ])?;
     let state = match &config.state {
-        Some(path) => Some(Mutex::new(StateFile::load(path)?)),
+        Some(path) => Some(StateFile::load(path)?),
         None => None,
     };
-    let shared = Arc::new(Shared {
-        out: Mutex::new(output),
+    let shared = Arc::new(Shared::new(
+        output,
         state,
-        slots: (Mutex::new(config.max_procs.max(1)), Condvar::new()),
-        lag: Mutex::new(
-            config
-                .targets
-                .iter()
-                .map(|t| (t.name.clone(), 0, 0))
-                .collect(),
-        ),
-        systemd: Mutex::new(Systemd::from_env()),
-        writing: std::sync::atomic::AtomicBool::new(true),
-        starting: Mutex::new(config.targets.len()),
-        syncing: std::sync::atomic::AtomicBool::new(false),
-        extended: Mutex::new(None),
-        stop: (Mutex::new(false), Condvar::new()),
-        held_at_end: Mutex::new(Vec::new()),
-        gave_up: Mutex::new(None),
-    });
+        config.max_procs,
+        StatusTable::new(config.targets.iter().map(|t| t.name.clone())),
+        Systemd::from_env(),
+    ));
     let config = Arc::new(config);
     let mut senders = Vec::new();
     let mut handles = Vec::new();
@@ -120,9 +108,8 @@ pub fn run_with(
         handles.push(handle);
     }
     shared
+        .status()
         .systemd
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
     let releasers = senders.clone();
@@ -130,22 +117,7 @@ pub fn run_with(
         input,
         signals,
         Duration::from_secs(1),
-        Box::new(move || {
-            let starting = *ticker.starting.lock().unwrap_or_else(|e| e.into_inner()) > 0;
-            let mut systemd = ticker.systemd.lock().unwrap_or_else(|e| e.into_inner());
-            systemd.tick();
-            // A start-up sync of a large tree outlasts any fixed start
-            // timeout: while one runs, ask for more time. Before a stream
-            // arrives nothing is asked, so a source that never comes fails
-            // the start after TimeoutStartSec instead of hanging.
-            if starting && ticker.syncing.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut last = ticker.extended.lock().unwrap_or_else(|e| e.into_inner());
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
-                    systemd.extend_timeout(Duration::from_secs(60));
-                }
-            }
-        }),
+        Box::new(move || ticker.tick()),
     )
     .on_signal(Box::new(move |signal| {
         if signal == Signal::SIGUSR2 {
@@ -167,21 +139,14 @@ pub fn run_with(
     drop(handler);
     let mut on_signal = None;
     // A target that gave up stopped us with a SIGTERM of our own.
-    let gave_up = || {
-        shared
-            .gave_up
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    };
+    let gave_up = || shared.gave_up();
     if let Ok(Some(signal)) = &read {
         if !gave_up() {
             log_info!("stopping on {signal} once the transfers in progress end");
         }
         shared
+            .status()
             .systemd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .stopping(&format!("stopping on {signal}"));
         for tx in &senders {
             let _ = tx.send(Work::Stop);
@@ -211,9 +176,8 @@ pub fn run_with(
                         );
                     }
                     shared
+                        .status()
                         .systemd
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
                         .stopping(&format!("stopping on {signal}"));
                     shared.request_stop();
                     stopped = true;
@@ -235,23 +199,15 @@ pub fn run_with(
             Err(_) => unfinished.push("a target thread panicked".into()),
         }
     }
-    if let Some(err) = shared
-        .gave_up
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-    {
+    let gave_up = shared.status().gave_up.take();
+    if let Some(err) = gave_up {
         return Err(err);
     }
     if read?.is_some() || stopped {
         return Ok(());
     }
-    let held = shared
-        .held_at_end
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if !unfinished.is_empty() && unfinished.iter().all(|name| held.contains(name)) {
+    let held = |name: &String| shared.status().table.is_held_at_end(name);
+    if !unfinished.is_empty() && unfinished.iter().all(held) {
         return Err(crate::cli::exit::coded(
             crate::cli::exit::Code::Refused,
             format!(
@@ -329,18 +285,14 @@ fn read_stream(
                 ending.end_reason = None;
                 if stream.as_deref() != Some(h.stream.as_str()) {
                     stream = start_stream(&h.stream, &h.root, reader.line_no(), senders);
-                    shared
-                        .syncing
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared.status().table.stream_arrived();
                 }
             }
             Item::Record(Record::Batch(b)) => {
                 ending.saw_stream = true;
                 if stream.as_deref() != Some(b.stream.as_str()) {
                     stream = start_stream(&b.stream, &b.root, reader.line_no(), senders);
-                    shared
-                        .syncing
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared.status().table.stream_arrived();
                 }
                 if stream.is_some() {
                     send(&|| Work::Changes {

@@ -1,63 +1,90 @@
-//! What the targets' workers share: the result output, the state file,
-//! the `--max-procs` slots, the stop flag and what systemd is told.
+//! What the targets' workers share: the result output, the state file, the
+//! `--max-procs` slots, the stop flag, and the status table with what
+//! systemd is told from it (one lock for all of pushd's per-target status).
 
 use std::io::Write;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::log_notice;
 use crate::os::systemd::Systemd;
 use crate::pushd::state::StateFile;
+use crate::pushd::status::StatusTable;
 use crate::wire::event::Record;
 
-/// State shared by the workers.
-pub(super) struct Shared {
-    pub(super) out: Mutex<Box<dyn Write + Send>>,
-    pub(super) state: Option<Mutex<StateFile>>,
-    pub(super) slots: (Mutex<usize>, Condvar),
-    /// Per target: name, seqs behind, deletions held.
-    pub(super) lag: Mutex<Vec<(String, u64, u64)>>,
-    pub(super) systemd: Mutex<Systemd>,
-    pub(super) writing: std::sync::atomic::AtomicBool,
-    /// Targets whose start-up sync has not ended yet: systemd hears
-    /// `READY=1` when the last one ends (succeeded, or failed and retrying).
-    pub(super) starting: Mutex<usize>,
-    /// A stream has arrived, so the start-up sync is under way.
-    pub(super) syncing: std::sync::atomic::AtomicBool,
-    /// When systemd was last asked for more start-up time.
-    pub(super) extended: Mutex<Option<Instant>>,
+/// State shared by the workers and the reader.
+pub(crate) struct Shared {
+    /// Where result records go; `None` once a write failed.
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    /// `--state`: each target's applied position.
+    pub(crate) state: Option<Mutex<StateFile>>,
+    /// Free `--max-procs` slots.
+    slots: (Mutex<usize>, Condvar),
     /// SIGTERM/SIGINT after the input ended: workers waiting to retry stop.
-    pub(super) stop: (Mutex<bool>, Condvar),
-    /// Targets that ended their input with deletions held.
-    pub(super) held_at_end: Mutex<Vec<String>>,
+    stop: (Mutex<bool>, Condvar),
+    /// Everything pushd reports, under one lock.
+    status: Mutex<Status>,
+}
+
+/// What pushd reports, kept together so that `STATUS=` is always said from
+/// the table as it is.
+pub(crate) struct Status {
+    /// Every target's row.
+    pub(crate) table: StatusTable,
+    pub(crate) systemd: Systemd,
     /// A target that never synced failed for good (see `Config::insist`):
     /// pushd ends with this error.
-    pub(super) gave_up: Mutex<Option<anyhow::Error>>,
+    pub(crate) gave_up: Option<anyhow::Error>,
 }
 
 impl Shared {
-    pub(super) fn emit(&self, record: &Record) {
-        if !self.writing.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+    pub(crate) fn new(
+        output: Box<dyn Write + Send>,
+        state: Option<StateFile>,
+        max_procs: usize,
+        table: StatusTable,
+        systemd: Systemd,
+    ) -> Self {
+        Shared {
+            out: Mutex::new(Some(output)),
+            state: state.map(Mutex::new),
+            slots: (Mutex::new(max_procs.max(1)), Condvar::new()),
+            stop: (Mutex::new(false), Condvar::new()),
+            status: Mutex::new(Status {
+                table,
+                systemd,
+                gave_up: None,
+            }),
         }
+    }
+
+    /// The status table, systemd and the give-up error, locked.
+    pub(crate) fn status(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a result (or passed-through) record on the output.
+    pub(crate) fn emit(&self, record: &Record) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(writer) = out.as_mut() else {
+            return;
+        };
         let mut line = Vec::new();
         let written = record
             .write_line(&mut line)
             .map_err(std::io::Error::other)
-            .and_then(|()| out.write_all(&line))
-            .and_then(|()| out.flush());
+            .and_then(|()| writer.write_all(&line))
+            .and_then(|()| writer.flush());
         if let Err(e) = written {
             // Results are a courtesy: a reader that went away must not stop
             // the sync itself.
-            self.writing
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            *out = None;
             log_notice!("not writing results any more: stdout: {e}");
         }
     }
 
     /// Sleeps `d`, or less when a stop is asked for; true when stopping.
-    pub(super) fn sleep_unless_stopped(&self, d: Duration) -> bool {
+    pub(crate) fn sleep_unless_stopped(&self, d: Duration) -> bool {
         let (flag, cv) = &self.stop;
         let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
         let (stopped, _) = cv
@@ -66,13 +93,14 @@ impl Shared {
         *stopped
     }
 
-    pub(super) fn request_stop(&self) {
+    pub(crate) fn request_stop(&self) {
         let (flag, cv) = &self.stop;
         *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cv.notify_all();
     }
 
-    pub(super) fn acquire(&self) {
+    /// Takes a `--max-procs` slot, waiting for one.
+    pub(crate) fn acquire(&self) {
         let (count, cv) = &self.slots;
         let mut free = count.lock().unwrap_or_else(|e| e.into_inner());
         while *free == 0 {
@@ -81,50 +109,59 @@ impl Shared {
         *free -= 1;
     }
 
-    pub(super) fn release(&self) {
+    pub(crate) fn release(&self) {
         let (count, cv) = &self.slots;
         *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         cv.notify_one();
     }
 
-    /// Records a target's lag (seqs behind) and updates `STATUS=`: at once
-    /// when a target falls behind or catches up, else at most every few seconds.
-    pub(super) fn set_lag(&self, index: usize, lag: u64, held: u64) {
-        let (status, changed) = {
-            let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = (table[index].1 == 0) != (lag == 0) || table[index].2 != held;
-            table[index].1 = lag;
-            table[index].2 = held;
-            (lag_text(&table), changed)
-        };
-        let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
-        systemd.status(&status, changed);
+    /// Records a target's lag (seqs behind) and held deletions, and updates
+    /// `STATUS=`: at once when a target falls behind or catches up or its
+    /// hold changes, else at most every few seconds.
+    pub(crate) fn set_lag(&self, index: usize, lag: u64, held: u64) {
+        let mut status = self.status();
+        let changed = status.table.set_lag(index, lag, held);
+        let text = status.table.text();
+        status.systemd.status(&text, changed);
     }
 
     /// One target's start-up sync has ended; the last one tells systemd
     /// we are ready, so `systemctl start` returns with the targets in step.
-    pub(super) fn target_started(&self) {
-        let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            let status = lag_text(&self.lag.lock().unwrap_or_else(|e| e.into_inner()));
-            let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
-            systemd.ready(&status);
+    pub(crate) fn target_started(&self, index: usize) {
+        let mut status = self.status();
+        if status.table.started(index) {
+            let text = status.table.text();
+            status.systemd.ready(&text);
         }
     }
-}
 
-/// `STATUS=` text: how far behind each target is, and which are held.
-fn lag_text(table: &[(String, u64, u64)]) -> String {
-    table
-        .iter()
-        .map(|(name, lag, held)| {
-            if *held > 0 {
-                format!("{name}: {lag} behind, HELD: {held} deletions refused by a guard (SIGUSR2 releases)")
-            } else {
-                format!("{name}: {lag} behind")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// Once a second from the reader: pings the watchdog and, while a
+    /// start-up sync of a large tree runs (it outlasts any fixed start
+    /// timeout), asks systemd for more time.
+    pub(crate) fn tick(&self) {
+        let mut status = self.status();
+        status.systemd.tick();
+        if status
+            .table
+            .extend_due(Instant::now(), Duration::from_secs(10))
+        {
+            status.systemd.extend_timeout(Duration::from_secs(60));
+        }
+    }
+
+    /// The first failure that ends pushd (see `Config::insist`); false when
+    /// one was recorded before.
+    pub(crate) fn give_up(&self, error: anyhow::Error) -> bool {
+        let mut status = self.status();
+        if status.gave_up.is_some() {
+            return false;
+        }
+        status.gave_up = Some(error);
+        true
+    }
+
+    /// A target gave up (and stopped pushd with a SIGTERM of its own).
+    pub(crate) fn gave_up(&self) -> bool {
+        self.status().gave_up.is_some()
+    }
 }

@@ -198,11 +198,7 @@ impl<'a> Worker<'a> {
                 self.target,
                 self.held_count
             );
-            self.shared
-                .held_at_end
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.target.name.clone());
+            self.shared.status().table.held_at_end(self.index);
             return Err(self.target.name.clone());
         }
         Ok(())
@@ -681,13 +677,10 @@ impl<'a> Worker<'a> {
             "{}: {}; giving up, as this target has never synced (--insist keeps retrying); rsync said: {what}",
             self.target, bad.advice
         );
-        let mut gave_up = self
+        if self
             .shared
-            .gave_up
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if gave_up.is_none() {
-            *gave_up = Some(crate::cli::exit::coded(bad.code, message));
+            .give_up(crate::cli::exit::coded(bad.code, message))
+        {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
         }
     }
@@ -695,7 +688,7 @@ impl<'a> Worker<'a> {
     fn start_done(&mut self) {
         if !self.started {
             self.started = true;
-            self.shared.target_started();
+            self.shared.target_started(self.index);
         }
     }
 }
