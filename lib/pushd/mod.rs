@@ -9,6 +9,8 @@
 pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
+mod guards;
+mod pending;
 pub mod plan;
 mod retry;
 pub mod rsync;
