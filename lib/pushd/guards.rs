@@ -146,19 +146,19 @@ impl Held {
         } else {
             // Rechecked as updates: a path still missing on the source is
             // deleted then, one that came back is copied.
-            for path in &report.held_paths {
+            let paths = report
+                .held_paths
+                .iter()
+                .map(|p| (ChangeOp::Update, p, false));
+            let subtrees = report
+                .held_subtrees
+                .iter()
+                .map(|p| (ChangeOp::Rescan, p, true));
+            for (op, path, dir) in paths.chain(subtrees) {
                 self.changes.push(Change {
-                    op: ChangeOp::Update,
+                    op,
                     path: path.clone(),
-                    dir: false,
-                    from: None,
-                });
-            }
-            for path in &report.held_subtrees {
-                self.changes.push(Change {
-                    op: ChangeOp::Rescan,
-                    path: path.clone(),
-                    dir: true,
+                    dir,
                     from: None,
                 });
             }
@@ -266,6 +266,20 @@ mod tests {
         assert_eq!(held.applied(), None);
         held.release_done();
         assert!(!held.released());
+    }
+
+    #[test]
+    fn held_paths_are_rechecked_as_updates_and_subtrees_as_rescans() {
+        let now = Instant::now();
+        let mut held = Held::new(false, now);
+        let partial = Report {
+            held_subtrees: vec![WirePath::from("d")],
+            ..report(2, &["f"])
+        };
+        held.hold(&partial, &[], 1, false, now, Duration::ZERO);
+        let (mut fold, _) = held.take();
+        let got: Vec<(ChangeOp, bool)> = fold.take().iter().map(|c| (c.op, c.dir)).collect();
+        assert_eq!(got, [(ChangeOp::Update, false), (ChangeOp::Rescan, true)]);
     }
 
     #[test]
