@@ -1,14 +1,30 @@
-//! The `pushd` loop: read the stream, hand every target its own queue and
-//! thread, apply changes with rsync, retry failures with backoff, and write
-//! one `result` record per transfer and target.
+//! `pushd`: applies the stream's batches to targets, one worker thread per
+//! target, with rsync (or `--direct`), retries with backoff, and one
+//! `result` record per transfer and target.
 //!
 //! A slow or dead target never holds back the others: each worker keeps its
 //! own pending changes, retry clock and position; only `--max-procs` (a
 //! shared count of concurrent transfers) couples them.
+//!
+//! ```text
+//! run       reads the stream, fans records out to the workers, the exit verdict
+//! worker    one target's thread: takes work, runs transfers, reports them (the I/O)
+//! pending   pure: pending changes and the stream position -> the next batch
+//! retry     pure: when to try again (backoff with jitter)
+//! guards    held changes (rechecked, released, never dropped); target root check
+//! status    pure: the per-target status table (STATUS=, READY=1)
+//! shared    what the workers share: output, --state, --max-procs, stop, status
+//! plan      a batch's changes -> renames, paths to re-read, subtrees to sync
+//! apply     a plan on one target, behind the delete guards
+//! rsync     rsync command lines, runs and exit codes
+//! direct    --direct: local targets by plain file system calls
+//! excluded  --exclude applied to listed paths
+//! state     --state: each target's stream and last applied seq
+//! ```
 
 pub mod apply;
 pub(crate) mod direct;
-pub mod excluded;
+pub(crate) mod excluded;
 mod guards;
 mod pending;
 pub mod plan;
@@ -21,7 +37,7 @@ mod status;
 mod worker;
 
 pub use retry::Retry;
-pub use run::{run, run_with};
+pub use run::run;
 
 use std::path::PathBuf;
 

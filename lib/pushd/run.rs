@@ -62,7 +62,7 @@ fn resume_point(config: &Config) -> anyhow::Result<Option<(String, u64)>> {
 /// Reads the stream from `input` until it ends, applying it to every
 /// target; returns once every target has caught up (or given up), or after
 /// SIGTERM/SIGINT once the transfers in progress have ended.
-pub fn run_with(
+pub(crate) fn run_with(
     mut config: Config,
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
