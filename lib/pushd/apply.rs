@@ -276,6 +276,43 @@ pub struct Report {
     /// Renames done on the target without resending data.
     pub renamed: u64,
     pub duration: Duration,
+    /// `--dry-run`: what the target would get, path by path (nothing was
+    /// changed; the counts above are what would be).
+    pub would: Vec<Preview>,
+}
+
+/// One thing a dry run found the target would get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preview {
+    /// `send`, `create`, `attrs`, `hardlink`, `delete` (see
+    /// [`rsync::Item::op`]), `rename`, or `hold`: a deletion (or, when the
+    /// source root changed, any change) a guard would refuse and hold.
+    pub op: &'static str,
+    pub path: WirePath,
+    /// A rename's new name.
+    pub to: Option<WirePath>,
+    /// rsync's itemize code, when rsync said it.
+    pub itemize: Option<String>,
+}
+
+impl Preview {
+    fn of(op: &'static str, path: &WirePath) -> Preview {
+        Preview {
+            op,
+            path: path.clone(),
+            to: None,
+            itemize: None,
+        }
+    }
+
+    fn item(item: rsync::Item) -> Preview {
+        Preview {
+            op: item.op(),
+            path: item.path,
+            to: None,
+            itemize: Some(item.code),
+        }
+    }
 }
 
 impl Report {
@@ -337,6 +374,11 @@ impl Applier<'_> {
                     "{why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
                     self.target
                 ));
+                if self.settings.dry_run {
+                    let held = plan.renames.iter().flat_map(|r| [&r.from, &r.to]);
+                    let held = held.chain(&plan.paths).chain(&plan.subtrees);
+                    report.would = held.map(|p| Preview::of("hold", p)).collect();
+                }
                 report.duration = started.elapsed();
                 return Ok(report);
             }
@@ -347,7 +389,11 @@ impl Applier<'_> {
             plan.without_renames();
         }
         if !plan.renames.is_empty() {
-            self.rename(&mut plan, &mut report);
+            if self.settings.dry_run {
+                self.preview_renames(source, &mut plan, &mut report);
+            } else {
+                self.rename(&mut plan, &mut report);
+            }
         }
         if !plan.paths.is_empty() {
             let mut list = plan.paths.clone();
@@ -401,10 +447,18 @@ impl Applier<'_> {
                     let held: std::collections::HashSet<WirePath> =
                         missing.iter().cloned().collect();
                     list.retain(|p| !held.contains(p));
+                    if self.settings.dry_run {
+                        report
+                            .would
+                            .extend(missing.iter().map(|p| Preview::of("hold", p)));
+                    }
                     report.held_paths = missing;
                 }
             }
-            if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
+            // A dry run of --direct asks rsync: both copy what differs in
+            // size or time and delete what the source lost.
+            let direct = self.direct && !self.settings.dry_run;
+            if let (true, Location::Local(root)) = (direct, &self.target.location) {
                 match crate::pushd::direct::apply_paths(source, root, &list, delete) {
                     Ok(done) => {
                         report.stats.transferred += done.files;
@@ -442,7 +496,15 @@ impl Applier<'_> {
                         }
                     }
                 }
-                if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
+                if let (true, Location::Local(root)) =
+                    (self.settings.dry_run, &self.target.location)
+                {
+                    for p in &missing {
+                        if std::fs::symlink_metadata(join(root, p)).is_ok() {
+                            report.would.push(Preview::of("delete", p));
+                        }
+                    }
+                } else if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
                     report.outcome = Some(Outcome::Fail);
                     report.message = why;
                     report.duration = started.elapsed();
@@ -530,6 +592,18 @@ impl Applier<'_> {
                 }
                 if !delete {
                     report.held_subtrees = plan.subtrees.clone();
+                    if self.settings.dry_run {
+                        // The weighing run itemized what the guard refuses.
+                        report.would.extend(
+                            dry.items
+                                .into_iter()
+                                .filter(|i| i.op() == "delete")
+                                .map(|i| Preview {
+                                    op: "hold",
+                                    ..Preview::item(i)
+                                }),
+                        );
+                    }
                 }
             }
             self.run(
@@ -576,7 +650,12 @@ impl Applier<'_> {
         dry_run: bool,
         list: &[WirePath],
     ) -> anyhow::Result<rsync::RunResult> {
+        let dry_run = dry_run || self.settings.dry_run;
         let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        if self.settings.dry_run {
+            // --dry-run: every run names what it would do.
+            args.insert(0, rsync::ITEMIZE.into());
+        }
         // On a remote target only rsync sees the root: with names listed it
         // says when it had to create it (a batch's names, never a full
         // sync's; rsync escapes newlines in names, so no name fakes a line).
@@ -587,7 +666,7 @@ impl Applier<'_> {
             args.insert(0, "--info=name1".into());
         }
         let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        rsync::run(&args, &list)
+        rsync::run(self.settings.program(), &args, &list)
     }
 
     fn run(
@@ -598,6 +677,11 @@ impl Applier<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let result = self.rsync(source, transfer, false, list)?;
+        if self.settings.dry_run {
+            report
+                .would
+                .extend(result.items.into_iter().map(Preview::item));
+        }
         report.created_root |= result.created_root;
         report.stats.add(result.stats);
         report.code = result.code;
@@ -606,6 +690,49 @@ impl Applier<'_> {
             report.message = result.stderr;
         }
         Ok(())
+    }
+
+    /// `--dry-run`'s [`Self::rename`]: names the renames that would work
+    /// (on a local target, each old name is there beneath the root, or is
+    /// an earlier rename's new name) without doing them; like a failed
+    /// rename, one that would not makes them all plain transfers. The old
+    /// names are not itemized again (rsync would call them deleted); the
+    /// new names are, and rsync, comparing them with a target that has not
+    /// renamed, lists them as sent.
+    fn preview_renames(&self, source: &Path, plan: &mut Plan, report: &mut Report) {
+        let Location::Local(root) = &self.target.location else {
+            plan.without_renames();
+            return;
+        };
+        let there = |p: &WirePath| -> bool {
+            let Ok(beneath) = crate::os::beneath::Root::open(root) else {
+                return false;
+            };
+            matches!(
+                beneath
+                    .parent(p)
+                    .and_then(|(dir, name)| crate::os::beneath::stat_at(&dir, &name)),
+                Ok(Some(_))
+            )
+        };
+        let mut moved: Vec<&WirePath> = Vec::new();
+        for r in &plan.renames {
+            if !(moved.iter().any(|m| r.from.starts_with(m)) || there(&r.from)) {
+                plan.without_renames();
+                return;
+            }
+            moved.push(&r.to);
+        }
+        for r in std::mem::take(&mut plan.renames) {
+            // (An old name made again on the source stays listed.)
+            plan.paths
+                .retain(|p| p != &r.from || matches!(source_state(source, p), Ok(true)));
+            report.renamed += 1;
+            report.would.push(Preview {
+                to: Some(r.to),
+                ..Preview::of("rename", &r.from)
+            });
+        }
     }
 
     /// Replays the plan's renames on the target. Any failure turns all of
@@ -667,6 +794,49 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// `--dry-run`: the `would` records of one transfer (see docs/protocol.md),
+/// and a line on stderr saying what it adds up to.
+pub fn would_records(
+    report: &Report,
+    target: &str,
+    stream: &str,
+) -> Vec<crate::wire::event::Record> {
+    if report.would.is_empty() {
+        return Vec::new();
+    }
+    let count = |op: &str| report.would.iter().filter(|w| w.op == op).count();
+    {
+        crate::log_notice!(
+            "{target}: dry run, nothing changed: would send {} files ({} bytes), create {}, \
+             delete {}, rename {}, update metadata of {}; a guard would hold {}",
+            report.stats.transferred,
+            report.stats.transferred_size,
+            count("create"),
+            count("delete"),
+            count("rename"),
+            count("attrs"),
+            count("hold")
+        );
+    }
+    report
+        .would
+        .iter()
+        .filter_map(|w| {
+            crate::wire::event::Would {
+                target: target.to_string(),
+                stream: stream.to_string(),
+                op: w.op.to_string(),
+                path: w.path.clone(),
+                to: w.to.clone(),
+                itemize: w.itemize.clone(),
+            }
+            .to_record()
+            .map_err(|e| crate::log_error!("{target}: writing a would record: {e}"))
+            .ok()
+        })
+        .collect()
 }
 
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
@@ -766,7 +936,7 @@ fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
 /// True when the installed rsync deletes a listed, missing path with
 /// `--files-from --delete-missing-args` (some 2026 security builds broke
 /// it: RsyncProject/rsync issue 910).
-pub fn delete_missing_args_works() -> anyhow::Result<bool> {
+pub fn delete_missing_args_works(settings: &RsyncSettings) -> anyhow::Result<bool> {
     let dir = tempfile_dir()?;
     let src = dir.join("src");
     let dst = dir.join("dst");
@@ -785,7 +955,7 @@ pub fn delete_missing_args_works() -> anyhow::Result<bool> {
         &src,
         &target,
     );
-    let result = rsync::run(&args, &[b"gone", b"file"])?;
+    let result = rsync::run(settings.program(), &args, &[b"gone", b"file"])?;
     let works = result.outcome == Outcome::Success
         && !dst.join("gone").exists()
         && !dst.join("file").exists();
@@ -1014,6 +1184,6 @@ mod tests {
 
     #[test]
     fn installed_rsync_deletes_missing_args() {
-        assert!(delete_missing_args_works().unwrap());
+        assert!(delete_missing_args_works(&RsyncSettings::default()).unwrap());
     }
 }

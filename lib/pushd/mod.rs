@@ -280,7 +280,7 @@ pub fn run_with(
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
-    if !crate::pushd::apply::delete_missing_args_works()? {
+    if !crate::pushd::apply::delete_missing_args_works(&config.rsync)? {
         log_warn!(
             "this rsync ignores --delete-missing-args with --files-from (rsync issue 910): \
              deleting natively or with rm over ssh instead; upgrade rsync"
@@ -296,7 +296,9 @@ pub fn run_with(
         Signal::SIGUSR2,
     ])?;
     let state = match &config.state {
-        Some(path) => Some(Mutex::new(StateFile::load(path)?)),
+        Some(path) => Some(Mutex::new(
+            StateFile::load(path)?.read_only(config.rsync.dry_run),
+        )),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -1001,6 +1003,10 @@ impl<'a> Worker<'a> {
         let mut held_now = false;
         let (ok, record) = match report {
             Ok(report) => {
+                for would in crate::pushd::apply::would_records(&report, &self.target.name, &stream)
+                {
+                    self.shared.emit(&would);
+                }
                 let ok = report.succeeded();
                 if ok && report.created_root && self.synced && !whole {
                     log_warn!(
@@ -1069,6 +1075,7 @@ impl<'a> Worker<'a> {
                     rsync_exit: report.code,
                     attempt: self.attempt,
                     error,
+                    dry_run: self.config.rsync.dry_run,
                     ts: Timestamp::now(),
                 };
                 (ok, record)
@@ -1092,6 +1099,7 @@ impl<'a> Worker<'a> {
                     rsync_exit: None,
                     attempt: self.attempt,
                     error: Some(format!("{e:#}")),
+                    dry_run: self.config.rsync.dry_run,
                     ts: Timestamp::now(),
                 };
                 (false, record)
