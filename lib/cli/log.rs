@@ -173,6 +173,17 @@ fn stderr_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
 }
 
+#[macro_export]
+macro_rules! log_error { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Error, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_warn { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Warn, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_notice { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Notice, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_info { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Info, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! log_debug { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Debug, format_args!($($t)*)) } }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,14 +221,3 @@ mod tests {
         );
     }
 }
-
-#[macro_export]
-macro_rules! log_error { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Error, format_args!($($t)*)) } }
-#[macro_export]
-macro_rules! log_warn { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Warn, format_args!($($t)*)) } }
-#[macro_export]
-macro_rules! log_notice { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Notice, format_args!($($t)*)) } }
-#[macro_export]
-macro_rules! log_info { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Info, format_args!($($t)*)) } }
-#[macro_export]
-macro_rules! log_debug { ($($t:tt)*) => { $crate::cli::log::write($crate::cli::log::Level::Debug, format_args!($($t)*)) } }

@@ -14,14 +14,13 @@ use syncpipe::wire::event::{Applied, ChangeOp, Record, Would};
 use super::harness::{change, moved, os, write, Pushd, NASTY};
 use crate::support::{join_bytes, tempdir};
 
-/// Every entry below `root` with what a change would alter: kind and mode,
-/// inode, size, mtime, content.
-fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, (u32, u64, u64, i64, i64, Vec<u8>)> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut BTreeMap<Vec<u8>, (u32, u64, u64, i64, i64, Vec<u8>)>,
-    ) {
+/// What a change to an entry would alter: kind and mode, inode, size,
+/// mtime (seconds, nanoseconds), content.
+type Seen = (u32, u64, u64, i64, i64, Vec<u8>);
+
+/// Every entry below `root`, and the root, as [`Seen`].
+fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Seen>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let meta = fs::symlink_metadata(&path).unwrap();
