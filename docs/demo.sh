@@ -15,7 +15,8 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 cd "$(dirname "$0")/.."
-bin=target/release
+# DEMO_BIN: where the binaries are (make demo-fresh runs a debug build this way).
+bin=${DEMO_BIN:-target/release}
 demo=demo
 rm -rf "$demo" && mkdir -p "$demo/src/docs" "$demo/dst"
 echo "hello" > "$demo/src/docs/readme.txt"
