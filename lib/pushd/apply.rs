@@ -500,7 +500,7 @@ impl Applier<'_> {
                     (self.settings.dry_run, &self.target.location)
                 {
                     for p in &missing {
-                        if std::fs::symlink_metadata(join(root, p)).is_ok() {
+                        if on_local_target(root, p) {
                             report.would.push(Preview::of("delete", p));
                         }
                     }
@@ -704,17 +704,7 @@ impl Applier<'_> {
             plan.without_renames();
             return;
         };
-        let there = |p: &WirePath| -> bool {
-            let Ok(beneath) = crate::os::beneath::Root::open(root) else {
-                return false;
-            };
-            matches!(
-                beneath
-                    .parent(p)
-                    .and_then(|(dir, name)| crate::os::beneath::stat_at(&dir, &name)),
-                Ok(Some(_))
-            )
-        };
+        let there = |p: &WirePath| on_local_target(root, p);
         let mut moved: Vec<&WirePath> = Vec::new();
         for r in &plan.renames {
             if !(moved.iter().any(|m| r.from.starts_with(m)) || there(&r.from)) {
@@ -851,6 +841,20 @@ fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
             path.display()
         )),
     }
+}
+
+/// Whether `p` is on a local target, looked up beneath its root without
+/// following a symlink (a dry run's question; nothing is changed).
+fn on_local_target(root: &Path, p: &WirePath) -> bool {
+    let Ok(beneath) = crate::os::beneath::Root::open(root) else {
+        return false;
+    };
+    matches!(
+        beneath
+            .parent(p)
+            .and_then(|(dir, name)| crate::os::beneath::stat_at(&dir, &name)),
+        Ok(Some(_))
+    )
 }
 
 fn join(root: &Path, p: &WirePath) -> PathBuf {

@@ -220,6 +220,55 @@ fn dry_run_of_a_missing_target_root_creates_nothing() {
     assert!(!dst.exists(), "the dry run created the target root");
 }
 
+#[test]
+fn dry_run_over_ssh_names_the_paths_and_changes_nothing() {
+    let sshd = crate::support::sshd::Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    for (i, name) in NASTY.iter().enumerate() {
+        write(
+            src.path(),
+            name,
+            format!("new content {i}, longer").as_bytes(),
+        );
+    }
+    write(dst.path(), NASTY[0], b"old");
+    write(dst.path(), b"stale", b"only on the target");
+    let before = snapshot(dst.path());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let mut args = super::harness::ssh_flags(&sshd, scratch.path());
+    args.extend(["-n".into(), target.clone().into()]);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    let (full, ws) = result(&mut p, &target);
+    assert!(full.status == "ok" && full.dry_run, "{full:?}");
+    for name in NASTY {
+        assert!(
+            has(&ws, "send", name),
+            "no send of {:?}: {ws:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    assert!(has(&ws, "delete", b"stale"), "{ws:?}");
+    // rsync says what it sends from this side.
+    assert!(
+        ws.iter()
+            .any(|w| w.itemize.as_deref().is_some_and(|i| i.starts_with("<f"))),
+        "{ws:?}"
+    );
+    fs::remove_file(join_bytes(src.path(), NASTY[0])).unwrap();
+    let seq = p.batch(vec![change(ChangeOp::Delete, NASTY[0])]);
+    let (batch, ws) = result(&mut p, &target);
+    assert!(batch.last_seq == seq && batch.status == "ok", "{batch:?}");
+    assert!(has(&ws, "delete", NASTY[0]), "{ws:?}");
+    assert_eq!(p.finish(), Some(0));
+    assert_eq!(
+        snapshot(dst.path()),
+        before,
+        "the dry run changed the target"
+    );
+}
+
 /// `--rsync-binary`: the given program is what runs (lsyncd's rsync.binary).
 #[test]
 fn rsync_binary_is_the_program_pushd_runs() {
