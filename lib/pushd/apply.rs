@@ -14,6 +14,7 @@ use anyhow::Context;
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::pushd::plan::Plan;
+use crate::pushd::preview::{on_local_target, Preview};
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
 use crate::wire::path::WirePath;
 
@@ -279,40 +280,6 @@ pub struct Report {
     /// `--dry-run`: what the target would get, path by path (nothing was
     /// changed; the counts above are what would be).
     pub would: Vec<Preview>,
-}
-
-/// One thing a dry run found the target would get.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Preview {
-    /// `send`, `create`, `attrs`, `hardlink`, `delete` (see
-    /// [`rsync::Item::op`]), `rename`, or `hold`: a deletion (or, when the
-    /// source root changed, any change) a guard would refuse and hold.
-    pub op: &'static str,
-    pub path: WirePath,
-    /// A rename's new name.
-    pub to: Option<WirePath>,
-    /// rsync's itemize code, when rsync said it.
-    pub itemize: Option<String>,
-}
-
-impl Preview {
-    fn of(op: &'static str, path: &WirePath) -> Preview {
-        Preview {
-            op,
-            path: path.clone(),
-            to: None,
-            itemize: None,
-        }
-    }
-
-    fn item(item: rsync::Item) -> Preview {
-        Preview {
-            op: item.op(),
-            path: item.path,
-            to: None,
-            itemize: Some(item.code),
-        }
-    }
 }
 
 impl Report {
@@ -786,49 +753,6 @@ impl Applier<'_> {
     }
 }
 
-/// `--dry-run`: the `would` records of one transfer (see docs/protocol.md),
-/// and a line on stderr saying what it adds up to.
-pub fn would_records(
-    report: &Report,
-    target: &str,
-    stream: &str,
-) -> Vec<crate::wire::event::Record> {
-    if report.would.is_empty() {
-        return Vec::new();
-    }
-    let count = |op: &str| report.would.iter().filter(|w| w.op == op).count();
-    {
-        crate::log_notice!(
-            "{target}: dry run, nothing changed: would send {} files ({} bytes), create {}, \
-             delete {}, rename {}, update metadata of {}; a guard would hold {}",
-            report.stats.transferred,
-            report.stats.transferred_size,
-            count("create"),
-            count("delete"),
-            count("rename"),
-            count("attrs"),
-            count("hold")
-        );
-    }
-    report
-        .would
-        .iter()
-        .filter_map(|w| {
-            crate::wire::event::Would {
-                target: target.to_string(),
-                stream: stream.to_string(),
-                op: w.op.to_string(),
-                path: w.path.clone(),
-                to: w.to.clone(),
-                itemize: w.itemize.clone(),
-            }
-            .to_record()
-            .map_err(|e| crate::log_error!("{target}: writing a would record: {e}"))
-            .ok()
-        })
-        .collect()
-}
-
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
 /// any other failure to look is an error, never a reason to delete.
 fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
@@ -841,20 +765,6 @@ fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
             path.display()
         )),
     }
-}
-
-/// Whether `p` is on a local target, looked up beneath its root without
-/// following a symlink (a dry run's question; nothing is changed).
-fn on_local_target(root: &Path, p: &WirePath) -> bool {
-    let Ok(beneath) = crate::os::beneath::Root::open(root) else {
-        return false;
-    };
-    matches!(
-        beneath
-            .parent(p)
-            .and_then(|(dir, name)| crate::os::beneath::stat_at(&dir, &name)),
-        Ok(Some(_))
-    )
 }
 
 fn join(root: &Path, p: &WirePath) -> PathBuf {

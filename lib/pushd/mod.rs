@@ -10,6 +10,7 @@ pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
 pub mod plan;
+pub mod preview;
 pub mod rsync;
 pub mod state;
 
@@ -1003,7 +1004,8 @@ impl<'a> Worker<'a> {
         let mut held_now = false;
         let (ok, record) = match report {
             Ok(report) => {
-                for would in crate::pushd::apply::would_records(&report, &self.target.name, &stream)
+                for would in
+                    crate::pushd::preview::would_records(&report, &self.target.name, &stream)
                 {
                     self.shared.emit(&would);
                 }
