@@ -28,6 +28,7 @@ pub(crate) mod excluded;
 mod guards;
 mod pending;
 pub mod plan;
+pub(crate) mod preview;
 mod retry;
 pub mod rsync;
 mod run;
