@@ -59,6 +59,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use foldhash::fast::RandomState;
+
 use crate::wire::event::{Change, ChangeOp, Event, EventKind};
 use crate::wire::path::WirePath;
 
@@ -135,7 +137,10 @@ pub struct Fold {
     log: Vec<Option<Rec>>,
     /// Current source path -> its record's slot in `log`. A record not in the
     /// index (a degraded move) still applies but no longer speaks for a path.
-    index: HashMap<Vec<u8>, Entry>,
+    /// foldhash, not SipHash: hashing paths was a tenth of the fold's time,
+    /// and a per-process random seed still keeps crafted names from piling
+    /// into one bucket.
+    index: HashMap<Vec<u8>, Entry, RandomState>,
     /// The index's paths in byte order: everything below a directory is one
     /// range. (The hash map serves the many lookups of single paths.)
     keys: BTreeSet<Vec<u8>>,
@@ -272,10 +277,11 @@ impl Fold {
         if path == ROOT {
             return self.update(path, dir, Base::Present);
         }
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             return;
         }
-        let Some(e) = self.kind(path) else {
+        let Some(e) = found else {
             return self.append(path, dir, Op::Update(Base::Absent));
         };
         match e.kind {
@@ -288,15 +294,17 @@ impl Fold {
     }
 
     fn update(&mut self, path: &[u8], dir: bool, base: Base) {
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             return;
         }
         if !dir && base == Base::Unknown {
             // A folded change saying "this is a file": whatever was pending
-            // below a directory here is gone with it.
+            // below a directory here is gone with it. (Only records strictly
+            // below `path` go: `found` still holds.)
             self.swallow_below(path);
         }
-        let Some(e) = self.kind(path) else {
+        let Some(e) = found else {
             return self.append(path, dir, Op::Update(base));
         };
         match e.kind {
@@ -354,16 +362,14 @@ impl Fold {
             // Deletes never propagate from a missing root: sync it instead.
             return self.rescan_all();
         }
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             // A rescan of the path itself, nothing above: say what happened.
-            if self.kind(path).is_some_and(|e| e.kind == Kind::Rescan)
-                && !self.ancestors_have(path, covers)
-            {
+            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.ancestors_have(path, covers) {
                 self.requeue(path, true, Op::Delete, true);
             }
             return;
         }
-        let found = self.kind(path);
         // Nothing is pending below a file. (Were a directory reported as a
         // file, records left below it would still run before its delete.)
         if dir || found.is_some_and(|e| e.dir) {
@@ -593,7 +599,9 @@ impl Fold {
         self.live -= 1;
         self.count(&old.op, old.dir, false);
         let kind = op.kind();
-        let new = self.push_rec(path, dir, op, stale);
+        // The old record's path is this path: keep its bytes.
+        debug_assert_eq!(old.path, path);
+        let new = self.push_rec_owned(old.path, dir, op, stale);
         *self.index.get_mut(path).expect("looked up above") = Entry {
             slot: new,
             kind,
@@ -602,9 +610,13 @@ impl Fold {
     }
 
     fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
+        self.push_rec_owned(path.to_vec(), dir, op, stale)
+    }
+
+    fn push_rec_owned(&mut self, path: Vec<u8>, dir: bool, op: Op, stale: bool) -> usize {
         self.count(&op, dir, true);
         self.log.push(Some(Rec {
-            path: path.to_vec(),
+            path,
             dir,
             op,
             stale,
@@ -664,8 +676,12 @@ impl Fold {
     /// kept move of a directory (also rescanned): anything that happens there
     /// is re-read anyway.
     fn covered(&self, path: &[u8]) -> bool {
-        self.covers > 0
-            && (self.ancestors_have(path, covers) || self.index.get(path).is_some_and(covers))
+        self.covers > 0 && self.covered_at(path, self.kind(path))
+    }
+
+    /// [`covered`](Self::covered) when the caller has looked `path` up already.
+    fn covered_at(&self, path: &[u8], found: Option<Entry>) -> bool {
+        self.covers > 0 && (found.as_ref().is_some_and(covers) || self.ancestors_have(path, covers))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record
