@@ -81,7 +81,7 @@ impl EventKind {
         }
     }
 
-    fn parse(s: &str) -> EventKind {
+    pub(crate) fn parse(s: &str) -> EventKind {
         match s {
             "create" => EventKind::Create,
             "modify" => EventKind::Modify,
@@ -318,6 +318,10 @@ impl EventShape<'_> {
 impl Record {
     /// Parses one line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Record, Malformed> {
+        // A watcher's own line shape, read by hand (wire/scan.rs).
+        if let Some(event) = crate::wire::scan::event_line(line) {
+            return Ok(Record::Event(event));
+        }
         // Events are nearly every line of a stream: one pass reads the tag
         // and an event's fields together. Anything else (or a line that does
         // not fit that shape) takes the general path below.
