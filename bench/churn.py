@@ -246,6 +246,8 @@ class PushdPipeline:
     def start(self):
         b = self.args.bin
         logs = [open(os.path.join(self.work, f"{self.generation}-{s}.log"), "wb") for s in ("watchd", "batchd", "pushd")]
+        # pushd's result records (per-batch duration_ms, rsync_runs), kept with --keep.
+        results = open(os.path.join(self.work, f"{self.generation}-pushd.out"), "wb")
         self.generation += 1
         watchd = subprocess.Popen([os.path.join(b, "watchd"), self.src], stdout=subprocess.PIPE, stderr=logs[0])
         batchd = subprocess.Popen(
@@ -256,12 +258,12 @@ class PushdPipeline:
             + shlex.split(self.args.pushd_args)
             + [self.dst],
             stdin=batchd.stdout,
-            stdout=subprocess.DEVNULL,
+            stdout=results,
             stderr=logs[2],
         )
         watchd.stdout.close()
         batchd.stdout.close()
-        for fh in logs:
+        for fh in logs + [results]:
             fh.close()
         self.procs = [watchd, batchd, pushd]
 
@@ -349,6 +351,8 @@ def one_round(tool_cls, seed, kill, args):
             tool.start()
 
         churn.run(args.ops, midway if kill else None)
+        with open(os.path.join(work, b"last-change"), "w") as fh:
+            fh.write(f"{time.time():.6f}\n")  # for bench/churn-profile.py
         took = wait_equal(src, dst, args.timeout)
         detail = None if took is not None else diff(tree(src), tree(dst))
         return took is not None, took, detail, killed

@@ -276,6 +276,9 @@ pub struct Report {
     pub created_root: bool,
     /// Renames done on the target without resending data.
     pub renamed: u64,
+    /// rsync processes run (dry runs included): each costs a spawn, a
+    /// handshake and an exit, the bulk of a small batch's time.
+    pub rsync_runs: u32,
     pub duration: Duration,
     /// `--dry-run`: what the target would get, path by path (nothing was
     /// changed; the counts above are what would be).
@@ -362,7 +365,35 @@ impl Applier<'_> {
                 self.rename(&mut plan, &mut report);
             }
         }
-        if !plan.paths.is_empty() {
+        // Small subtrees on a local target join the listed paths: one rsync
+        // per batch instead of two or three (a subtree run, its guard's dry
+        // run). Their deletions are weighed as the dry run would weigh them.
+        let mut joined: Vec<WirePath> = Vec::new();
+        if let Some(x) = self.expand(source, &plan, delete) {
+            let hold = if checks.released {
+                None
+            } else {
+                self.weigh_subtrees(source, x.deleted, x.created, empty, checks)
+            };
+            joined = x.present;
+            match hold {
+                Some(why) => {
+                    report.refused_deletes += x.deleted;
+                    report.refusal = Some(why);
+                    report.held_subtrees = std::mem::take(&mut plan.subtrees);
+                    if self.settings.dry_run {
+                        report
+                            .would
+                            .extend(x.gone.iter().map(|p| Preview::of("hold", p)));
+                    }
+                }
+                None => {
+                    joined.extend(x.gone);
+                    plan.subtrees.clear();
+                }
+            }
+        }
+        if !plan.paths.is_empty() || !joined.is_empty() {
             let mut list = plan.paths.clone();
             if delete {
                 let missing: Vec<WirePath> = list
@@ -379,6 +410,7 @@ impl Applier<'_> {
                 } else if self.settings.delete_missing_args_works {
                     let dry =
                         self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
+                    report.rsync_runs += 1;
                     if dry.outcome != Outcome::Success {
                         report.code = dry.code;
                         report.outcome = Some(dry.outcome);
@@ -422,6 +454,7 @@ impl Applier<'_> {
                     report.held_paths = missing;
                 }
             }
+            list.extend(joined);
             // A dry run of --direct asks rsync: both copy what differs in
             // size or time and delete what the source lost.
             let direct = self.direct && !self.settings.dry_run;
@@ -498,13 +531,17 @@ impl Applier<'_> {
         }
         if !plan.subtrees.is_empty() {
             let mut delete = delete;
-            if delete && !checks.released && !self.cannot_trip(&plan.subtrees, empty) {
+            if delete
+                && !checks.released
+                && !self.cannot_trip(source, &plan.subtrees, empty, checks)
+            {
                 let dry = self.rsync(
                     source,
                     Transfer::Subtrees { delete: true },
                     true,
                     &plan.subtrees,
                 )?;
+                report.rsync_runs += 1;
                 if dry.outcome != Outcome::Success {
                     report.code = dry.code;
                     report.outcome = Some(dry.outcome);
@@ -512,49 +549,17 @@ impl Applier<'_> {
                     report.duration = started.elapsed();
                     return Ok(report);
                 }
-                // What the sync would lose: deletions net of what it creates.
-                // A renamed directory (a restart after `mv big big2`) deletes
-                // and creates the same entries: nothing is lost. An emptied
-                // or shrunken source creates nothing and trips it.
-                let loss = dry.stats.deleted.saturating_sub(dry.stats.created);
-                if checks.released || dry.stats.deleted == 0 {
-                    // Released by the operator, or nothing to weigh.
-                } else if empty && !self.guards.allow_empty_source {
-                    // An unmounted disk looks empty: never wipe a replica
-                    // from it. (A batch's explicit deletes still apply: the
-                    // last file of a tree can be deleted.)
-                    delete = false;
-                    report.refused_deletes += dry.stats.deleted;
-                    report.refusal = Some(format!(
-                        "source root {} is empty but {} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
-                        source.display(),
+                if dry.stats.deleted > 0 {
+                    if let Some(why) = self.weigh_subtrees(
+                        source,
                         dry.stats.deleted,
-                        self.target
-                    ));
-                } else {
-                    // Weighed against the whole tree, as a batch's deletes
-                    // are: a rescanned subtree is only part of the target.
-                    let source_now = match self.guards.max_delete {
-                        MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
-                            count_entries(source).saturating_sub(1)
-                        }
-                        _ => 0,
-                    };
-                    let case = DeleteCase {
-                        deletes: loss,
-                        source_now,
-                        empty_now: empty,
-                        empty_at_start: checks.identity.is_some_and(|i| i.empty),
-                    };
-                    if let Some(why) = judge_deletes(self.guards, case) {
+                        dry.stats.created,
+                        empty,
+                        checks,
+                    ) {
                         delete = false;
                         report.refused_deletes += dry.stats.deleted;
-                        report.refusal = Some(format!(
-                            "refusing to delete {} entries on {} ({why}; a sync losing {loss} of {} entries)",
-                            dry.stats.deleted,
-                            self.target,
-                            source_now + loss
-                        ));
+                        report.refusal = Some(why);
                     }
                 }
                 if !delete {
@@ -584,30 +589,145 @@ impl Applier<'_> {
         Ok(report)
     }
 
+    /// The guard's verdict on syncing subtrees that would delete `deleted`
+    /// entries and create `created` (a dry run's counts, or [`expand`]'s):
+    /// `Some(why)` holds their deletions. What counts is the net loss: a
+    /// renamed directory (a restart after `mv big big2`) deletes and
+    /// creates the same entries, nothing is lost; an emptied or shrunken
+    /// source creates nothing and trips it.
+    fn weigh_subtrees(
+        &self,
+        source: &Path,
+        deleted: u64,
+        created: u64,
+        empty: bool,
+        checks: Checks,
+    ) -> Option<String> {
+        if deleted == 0 {
+            return None;
+        }
+        if empty && !self.guards.allow_empty_source {
+            // An unmounted disk looks empty: never wipe a replica from it.
+            // (A batch's explicit deletes still apply: the last file of a
+            // tree can be deleted.)
+            return Some(format!(
+                "source root {} is empty but {deleted} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
+                source.display(),
+                self.target
+            ));
+        }
+        let loss = deleted.saturating_sub(created);
+        // Weighed against the whole tree, as a batch's deletes are: a
+        // rescanned subtree is only part of the target.
+        let source_now = match self.guards.max_delete {
+            MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
+                count_entries(source).saturating_sub(1)
+            }
+            _ => 0,
+        };
+        let case = DeleteCase {
+            deletes: loss,
+            source_now,
+            empty_now: empty,
+            empty_at_start: checks.identity.is_some_and(|i| i.empty),
+        };
+        judge_deletes(self.guards, case).map(|why| {
+            format!(
+                "refusing to delete {deleted} entries on {} ({why}; a sync losing {loss} of {} entries)",
+                self.target,
+                source_now + loss
+            )
+        })
+    }
+
     /// True when the subtrees' deletions cannot trip a guard whatever the
     /// source holds, so the dry run that weighs them can be skipped (one
     /// rsync less per batch that rescans a directory): on a local target
-    /// what is there bounds what can go. Remote targets always weigh.
-    fn cannot_trip(&self, subtrees: &[WirePath], empty: bool) -> bool {
+    /// what is there bounds what can go, and the guard is monotonic (more
+    /// deletions, or fewer entries left on the source, never pass where
+    /// fewer, or more, are refused), so that bound against a lower bound
+    /// of the source's size passing means the real figures pass. Remote
+    /// targets always weigh.
+    fn cannot_trip(
+        &self,
+        source: &Path,
+        subtrees: &[WirePath],
+        empty: bool,
+        checks: Checks,
+    ) -> bool {
+        /// Past this many entries below the subtrees a dry run is cheaper
+        /// than counting.
+        const COUNT_CAP: u64 = 10_000;
         let Location::Local(root) = &self.target.location else {
             return false;
         };
-        let limit = match self.guards.max_delete {
-            _ if empty && !self.guards.allow_empty_source => 0,
-            MaxDelete::Percent(_) => PERCENT_FLOOR,
-            MaxDelete::Count(n) => n,
-        };
+        if empty && !self.guards.allow_empty_source {
+            // Any deletion at all is held then: only none passes.
+            return subtrees
+                .iter()
+                .all(|p| !p.is_root() && count_entries_upto(&join(root, p), 1) == 0);
+        }
         let mut bound = 0;
         for p in subtrees {
             // The root itself is never deleted.
             let skip = u64::from(p.is_root());
-            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
-                .saturating_sub(skip);
-            if bound > limit {
+            bound += count_entries_upto(&join(root, p), COUNT_CAP + skip + 1).saturating_sub(skip);
+            if bound > COUNT_CAP {
                 return false;
             }
         }
-        true
+        let needed = match self.guards.max_delete {
+            MaxDelete::Percent(_) if bound <= PERCENT_FLOOR => 0,
+            // d > (s + d) p/100  <=>  d (100 - p) > s p: enough source
+            // entries to pass, plus one.
+            MaxDelete::Percent(p) if p > 0.0 => {
+                ((bound as f64) * (100.0 - p) / p).ceil().max(0.0) as u64 + 1
+            }
+            MaxDelete::Percent(_) => u64::MAX,
+            MaxDelete::Count(_) => 0,
+        };
+        if needed > COUNT_CAP {
+            return false;
+        }
+        let source_now = if needed == 0 {
+            0
+        } else {
+            count_entries_upto(source, needed + 1).saturating_sub(1)
+        };
+        let case = DeleteCase {
+            deletes: bound,
+            source_now,
+            empty_now: empty,
+            empty_at_start: checks.identity.is_some_and(|i| i.empty),
+        };
+        judge_deletes(self.guards, case).is_none()
+    }
+
+    /// The plan's subtrees as a list of names for the paths' rsync, when
+    /// the target is local and they are small: every entry at and below
+    /// them on the source, and the entries only the target holds (to be
+    /// deleted as missing). `None` means sync them with `--recursive` as
+    /// usual: a remote target (nothing to compare with here), the root,
+    /// rsync filters (what they exclude is neither sent nor deleted by a
+    /// recursive sync, which a list cannot tell), or too many entries.
+    fn expand(&self, source: &Path, plan: &Plan, delete: bool) -> Option<Expansion> {
+        let Location::Local(root) = &self.target.location else {
+            return None;
+        };
+        if plan.subtrees.is_empty()
+            || !delete
+            || !self.settings.delete_missing_args_works
+            || !self.settings.filters.is_empty()
+            || plan.subtrees.iter().any(WirePath::is_root)
+        {
+            return None;
+        }
+        let target = crate::os::beneath::Root::open(root).ok()?;
+        let mut x = Expansion::default();
+        for s in &plan.subtrees {
+            x.walk(source, &target, s)?;
+        }
+        Some(x)
     }
 
     fn rsync(
@@ -632,8 +752,17 @@ impl Applier<'_> {
         {
             args.insert(0, "--info=name1".into());
         }
-        let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        rsync::run(self.settings.program(), &args, &list)
+        let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
+        let result = rsync::run(self.settings.program(), &args, &names)?;
+        crate::log_debug!(
+            "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
+            self.target,
+            if dry_run { " dry run" } else { "" },
+            list.len(),
+            result.duration.as_millis(),
+            result.code
+        );
+        Ok(result)
     }
 
     fn run(
@@ -644,6 +773,7 @@ impl Applier<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let result = self.rsync(source, transfer, false, list)?;
+        report.rsync_runs += 1;
         if self.settings.dry_run {
             report
                 .would
@@ -751,6 +881,145 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// Subtrees turned into names (see [`Applier::expand`]).
+#[derive(Debug, Default)]
+struct Expansion {
+    /// Every entry at and below the subtrees on the source.
+    present: Vec<WirePath>,
+    /// The topmost entries only the target holds: listed while missing on
+    /// the source, rsync deletes them with what is below them.
+    gone: Vec<WirePath>,
+    /// Entries the sync deletes on the target, counting what is below a
+    /// directory, and entries it creates: what a dry run would count.
+    deleted: u64,
+    created: u64,
+}
+
+impl Expansion {
+    /// Names listed past this are not worth it: rsync's own recursion is
+    /// cheaper than a long list.
+    const CAP: usize = 2000;
+
+    /// Adds `rel`, and what is below it, to the lists. The target is read
+    /// through descriptors beneath its root, never through a symlink.
+    /// `None`: give up (too many entries, or the source could not be read).
+    fn walk(
+        &mut self,
+        source: &Path,
+        target: &crate::os::beneath::Root,
+        rel: &WirePath,
+    ) -> Option<()> {
+        use crate::os::beneath;
+        use nix::sys::stat::SFlag;
+        if self.present.len() + self.gone.len() > Self::CAP {
+            return None;
+        }
+        let on_source = match std::fs::symlink_metadata(join(source, rel)) {
+            Ok(meta) => Some(meta.is_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+        };
+        // The target's entry, `None` when absent or not reachable without
+        // a symlink (rsync then makes the path anew).
+        let parent = target.parent(rel).ok();
+        let on_target = parent.as_ref().and_then(|(dir, name)| {
+            beneath::stat_at(dir, name)
+                .ok()
+                .flatten()
+                .map(|st| beneath::kind_of(&st) == SFlag::S_IFDIR)
+        });
+        let Some(source_dir) = on_source else {
+            if let (Some(_), Some((dir, name))) = (on_target, &parent) {
+                self.gone.push(rel.clone());
+                self.deleted += count_beneath(dir, name);
+            }
+            return Some(());
+        };
+        self.present.push(rel.clone());
+        match (source_dir, on_target) {
+            (_, None) => self.created += 1,
+            (true, Some(false)) => {
+                self.deleted += 1;
+                self.created += 1;
+            }
+            (false, Some(true)) => {
+                if let Some((dir, name)) = &parent {
+                    self.deleted += count_beneath(dir, name);
+                }
+                self.created += 1;
+            }
+            _ => {}
+        }
+        if !source_dir {
+            return Some(());
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(join(source, rel)).ok()? {
+            names.push(std::os::unix::ffi::OsStringExt::into_vec(
+                entry.ok()?.file_name(),
+            ));
+        }
+        if on_target == Some(true) {
+            let wanted: std::collections::HashSet<&[u8]> =
+                names.iter().map(Vec::as_slice).collect();
+            let dir = target.dir(rel).ok()?;
+            for name in read_names(&dir)? {
+                if !wanted.contains(name.as_slice()) {
+                    self.deleted += count_beneath(&dir, &name);
+                    self.gone.push(rel.join(&name));
+                }
+            }
+        }
+        for name in names {
+            self.walk(source, target, &rel.join(&name))?;
+        }
+        Some(())
+    }
+}
+
+/// The names in the directory `dir` (an `O_PATH` descriptor is fine).
+fn read_names(dir: &std::os::fd::OwnedFd) -> Option<Vec<Vec<u8>>> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut d = nix::dir::Dir::from_fd(fd).ok()?;
+    Some(
+        d.iter()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_bytes().to_vec())
+            .filter(|n| n != b"." && n != b"..")
+            .collect(),
+    )
+}
+
+/// Entries at and below `name` in `dir` (0 when absent), through
+/// descriptors, never following a symlink: what deleting it removes.
+fn count_beneath(dir: &impl std::os::fd::AsFd, name: &[u8]) -> u64 {
+    use crate::os::beneath;
+    use nix::fcntl::OFlag;
+    let Ok(Some(st)) = beneath::stat_at(dir, name) else {
+        return 0;
+    };
+    if beneath::kind_of(&st) != nix::sys::stat::SFlag::S_IFDIR {
+        return 1;
+    }
+    let Ok(sub) = nix::fcntl::openat(
+        dir,
+        beneath::p(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return 1;
+    };
+    let names = read_names(&sub).unwrap_or_default();
+    1 + names.iter().map(|n| count_beneath(&sub, n)).sum::<u64>()
 }
 
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
@@ -1093,6 +1362,171 @@ mod tests {
         assert!(report.succeeded(), "{report:?}");
         assert!(!dst.join("gone").exists() && !dst.join("-file").exists());
         assert_eq!(std::fs::read(dst.join("kept/new")).unwrap(), b"n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Relative path -> (is a directory, content) of everything below
+    /// `root`, not following symlinks (a symlink is its target as content).
+    fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, (bool, Vec<u8>)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let path = e.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                if meta.is_dir() {
+                    stack.push(path);
+                    out.insert(rel, (true, Vec::new()));
+                } else if meta.file_type().is_symlink() {
+                    let to = std::fs::read_link(&path).unwrap();
+                    out.insert(rel, (false, to.into_os_string().into_encoded_bytes()));
+                } else {
+                    out.insert(rel, (false, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    fn local_applier_parts(dst: &Path) -> (Target, RsyncSettings, Guards) {
+        let target = Target {
+            name: "t".into(),
+            location: Location::Local(dst.to_path_buf()),
+        };
+        (target, RsyncSettings::default(), Guards::default())
+    }
+
+    #[test]
+    fn small_subtrees_join_the_paths_in_one_rsync() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst, outside) = (dir.join("src"), dir.join("dst"), dir.join("outside"));
+        for d in ["d/e", "d/new/deep", "link", "kept"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(src.join("d/a"), b"new a").unwrap();
+        std::fs::write(src.join("d/e/f"), b"f").unwrap();
+        std::fs::write(src.join("d/new/deep/-rf"), b"x").unwrap();
+        std::fs::write(src.join("link/in"), b"in").unwrap();
+        std::fs::write(src.join("x"), b"x").unwrap();
+        for d in ["d/stale/deep", "kept", "outside-kept"] {
+            std::fs::create_dir_all(dst.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), b"p").unwrap();
+        std::fs::write(dst.join("d/a"), b"the old a").unwrap();
+        std::fs::write(dst.join("d/e"), b"a file where the source has a directory").unwrap();
+        std::fs::write(dst.join("d/stale/deep/f"), b"s").unwrap();
+        std::fs::write(dst.join("d/gone"), b"g").unwrap();
+        // A symlink planted where the source has a directory: replaced,
+        // never read or written through.
+        std::os::unix::fs::symlink(&outside, dst.join("link")).unwrap();
+        for i in 0..20 {
+            std::fs::write(src.join(format!("kept/{i}")), b"k").unwrap();
+            std::fs::write(dst.join(format!("kept/{i}")), b"k").unwrap();
+        }
+        let (target, settings, guards) = local_applier_parts(&dst);
+        let applier = Applier {
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+            direct: false,
+        };
+        let plan = Plan {
+            paths: vec!["x".into()],
+            subtrees: vec!["d".into(), "link".into()],
+            ..Plan::default()
+        };
+        let report = applier.apply(&src, plan, true, Checks::default()).unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(report.rsync_runs, 1, "{report:?}");
+        assert!(!report.held(), "{report:?}");
+        let mut want = snapshot(&src);
+        want.insert("outside-kept".into(), (true, Vec::new()));
+        assert_eq!(snapshot(&dst), want);
+        assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"p");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn joined_subtrees_that_lose_too_much_are_held() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        std::fs::create_dir_all(src.join("big")).unwrap();
+        std::fs::write(src.join("other"), b"o").unwrap();
+        std::fs::write(src.join("big/new"), b"n").unwrap();
+        std::fs::create_dir_all(dst.join("big")).unwrap();
+        for i in 0..30 {
+            std::fs::write(dst.join(format!("big/{i}")), b"old").unwrap();
+        }
+        let (target, settings, guards) = local_applier_parts(&dst);
+        let applier = Applier {
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+            direct: false,
+        };
+        let plan = Plan {
+            subtrees: vec!["big".into()],
+            ..Plan::default()
+        };
+        let report = applier
+            .apply(&src, plan.clone(), true, Checks::default())
+            .unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(report.held_subtrees, ["big".into()] as [WirePath; 1]);
+        assert_eq!(report.refused_deletes, 30);
+        assert!(report.refusal.as_deref().unwrap().contains("--max-delete"));
+        // Nothing deleted; what the source has is sent all the same.
+        assert_eq!(std::fs::read_dir(dst.join("big")).unwrap().count(), 31);
+        assert_eq!(std::fs::read(dst.join("big/new")).unwrap(), b"n");
+        // Released by the operator: applied.
+        let released = Checks {
+            released: true,
+            ..Checks::default()
+        };
+        let report = applier.apply(&src, plan, true, released).unwrap();
+        assert!(report.succeeded() && !report.held(), "{report:?}");
+        assert_eq!(std::fs::read_dir(dst.join("big")).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rewrite_of_the_same_size_within_the_same_second_is_sent() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        let at = |nanos| std::time::UNIX_EPOCH + Duration::new(1_700_000_000, nanos);
+        let write = |content: &[u8], nanos| {
+            std::fs::write(src.join("f"), content).unwrap();
+            let f = std::fs::File::options()
+                .write(true)
+                .open(src.join("f"))
+                .unwrap();
+            f.set_modified(at(nanos)).unwrap();
+        };
+        let (target, settings, guards) = local_applier_parts(&dst);
+        let applier = Applier {
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+            direct: false,
+        };
+        let plan = Plan {
+            paths: vec!["f".into()],
+            ..Plan::default()
+        };
+        write(b"aaaa", 100);
+        let report = applier
+            .apply(&src, plan.clone(), true, Checks::default())
+            .unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        write(b"bbbb", 200);
+        let report = applier.apply(&src, plan, true, Checks::default()).unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"bbbb");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -235,6 +235,7 @@ mod tests {
             held_everything: false,
             created_root: false,
             renamed: 0,
+            rsync_runs: 0,
             duration: Duration::ZERO,
             would: Vec::new(),
         }
