@@ -10,6 +10,7 @@ pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
 pub mod plan;
+pub mod pull;
 pub mod rsync;
 pub mod state;
 
