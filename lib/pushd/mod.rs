@@ -30,7 +30,7 @@ use crate::location::{Location, Target};
 use crate::os::interruptible::{is_stop, Interruptible};
 use crate::os::signals::Signals;
 use crate::os::systemd::Systemd;
-use crate::pushd::apply::{Applier, Checks, Guards, Identity, RootId};
+use crate::pushd::apply::{Checks, Guards, Identity, RootId};
 use crate::pushd::plan::Plan;
 use crate::pushd::rsync::{Outcome, RsyncSettings};
 use crate::pushd::state::{Position, StateFile};
@@ -100,6 +100,9 @@ pub struct Config {
     /// host, refused key, …) is retried like any other failure instead of
     /// ending pushd with that failure's exit code.
     pub insist: bool,
+    /// `--from`: a pull replica, pulling from this upstream into the one
+    /// local target (lib/pushd/pull.rs).
+    pub pull: Option<pull::Upstream>,
 }
 
 /// Runs pushd on its configured input (stdin, or `--connect`'s socket)
@@ -835,7 +838,7 @@ impl<'a> Worker<'a> {
                 self.held = Fold::new();
                 self.held_first = None;
                 self.held_count = 0;
-                self.identity = match Identity::of(&root) {
+                self.identity = match pull::identity_for(self.config, self.target, &root) {
                     Ok(identity) => Some(identity),
                     Err(why) => {
                         log_warn!("{}: {why}", self.target);
@@ -986,18 +989,25 @@ impl<'a> Worker<'a> {
             );
         }
         self.attempt += 1;
-        let applier = Applier {
-            target: self.target,
-            settings: &self.config.rsync,
-            guards: &self.config.guards,
-            direct: self.config.direct,
-        };
         self.shared.acquire();
         let checks = Checks {
             identity: self.identity,
             released,
         };
-        let report = applier.apply(&self.root, plan, self.config.delete.allows(whole), checks);
+        let upto = Position {
+            stream: stream.clone(),
+            seq: last_seq,
+        };
+        let delete = self.config.delete.allows(whole);
+        let report = pull::apply_for(
+            self.config,
+            self.target,
+            &self.root,
+            plan,
+            delete,
+            checks,
+            upto,
+        );
         self.shared.release();
         let mut held_now = false;
         let (ok, record) = match report {
@@ -1115,9 +1125,9 @@ impl<'a> Worker<'a> {
             if released {
                 // The operator accepted the source as it is now.
                 self.release = false;
-                self.identity = Identity::of(&self.root).ok();
+                self.identity = pull::identity_for(self.config, self.target, &self.root).ok();
             } else if self.identity.is_none() {
-                self.identity = Identity::of(&self.root).ok();
+                self.identity = pull::identity_for(self.config, self.target, &self.root).ok();
             }
             self.note_target_root();
             self.synced = true;

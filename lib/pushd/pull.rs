@@ -542,6 +542,54 @@ impl Puller<'_> {
     }
 }
 
+/// What the push loop calls for one transfer: a pull when `--from` was
+/// given, else [`crate::pushd::apply::Applier`] from the local `source`.
+pub(crate) fn apply_for(
+    config: &crate::pushd::Config,
+    target: &Target,
+    source: &Path,
+    plan: Plan,
+    delete: bool,
+    checks: Checks,
+    upto: Position,
+) -> anyhow::Result<Report> {
+    match &config.pull {
+        Some(upstream) => Puller {
+            upstream,
+            target,
+            settings: &config.rsync,
+            guards: &config.guards,
+        }
+        .apply(plan, delete, checks, Some(&upto)),
+        None => crate::pushd::apply::Applier {
+            target,
+            settings: &config.rsync,
+            guards: &config.guards,
+            direct: config.direct,
+        }
+        .apply(source, plan, delete, checks),
+    }
+}
+
+/// The identity of the root deletions come from: the upstream's for a
+/// pull, else the local `source`'s.
+pub(crate) fn identity_for(
+    config: &crate::pushd::Config,
+    target: &Target,
+    source: &Path,
+) -> Result<Identity, String> {
+    match &config.pull {
+        Some(upstream) => Puller {
+            upstream,
+            target,
+            settings: &config.rsync,
+            guards: &config.guards,
+        }
+        .identity(),
+        None => Identity::of(source),
+    }
+}
+
 fn join(root: &Path, p: &WirePath) -> PathBuf {
     if p.is_root() {
         root.to_path_buf()
