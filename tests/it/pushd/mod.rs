@@ -2,7 +2,7 @@
 //! rsync daemon, fed records written by the test on its stdin.
 
 mod beneath;
-mod churn;
+pub mod churn;
 mod excludes;
 mod failures;
 mod guards;
