@@ -857,6 +857,13 @@ impl<'a> Worker<'a> {
                     self.applied = position.seq;
                     self.seen = position.seq;
                     self.resumed_upto = position.seq;
+                    if self.config.pull.is_some() {
+                        // relayd acknowledges what it wrote to the pipe, not
+                        // what was applied: a pull replica's resume could
+                        // skip records that died in the pipe, so it pulls
+                        // everything once (rsync sends only differences).
+                        self.pending.rescan_all();
+                    }
                 } else {
                     self.applied = 0;
                     self.seen = 0;
