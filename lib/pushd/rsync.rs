@@ -105,6 +105,11 @@ pub fn pull_args(
         dst.push(b'/');
     }
     let mut a = common_args(settings, transfer, dry_run, &upstream.location);
+    // rsync's quick check compares whole seconds: a file rewritten with the
+    // same size within the second it was last pulled would be skipped for
+    // good (a tier-2 replica hit it). The receiver is this machine, whose
+    // file systems keep nanoseconds; -1 compares them too.
+    a.insert(0, "--modify-window=-1".into());
     a.push(upstream.rsync_dest());
     a.push(OsString::from_vec(dst));
     a
@@ -578,6 +583,7 @@ mod tests {
         assert_eq!(&a[a.len() - 2..], ["u@h:/srv/www/", "/srv/www/"]);
         assert!(a.iter().any(|x| x.starts_with("--rsh=ssh '-p' '2222'")));
         assert!(a.iter().any(|x| x == "--delete-missing-args"));
+        assert!(a.iter().any(|x| x == "--modify-window=-1"));
         let local = strings(&pull_args(
             &settings,
             Transfer::Subtrees { delete: false },
