@@ -63,12 +63,12 @@ def count(root):
 
 def same(a, b):
     out = subprocess.run(
-        ["rsync", "-anic", "--delete", f"{a}/", f"{b}/"], capture_output=True, check=True
+        ["rsync", "-anic", "--delete", "--omit-dir-times", f"{a}/", f"{b}/"], capture_output=True, check=True
     ).stdout
     return out.strip() == b""
 
 
-def wait(cond, timeout=1800, step=0.05):
+def wait(cond, timeout=600, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
