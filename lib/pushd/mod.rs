@@ -29,6 +29,7 @@ pub(crate) mod excluded;
 mod guards;
 mod pending;
 pub mod plan;
+pub(crate) mod preview;
 pub mod pull;
 mod retry;
 pub mod rsync;

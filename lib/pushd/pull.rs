@@ -521,7 +521,7 @@ impl Puller<'_> {
             root,
         );
         let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        rsync::run(&args, &list)
+        rsync::run(self.settings.program(), &args, &list)
     }
 
     fn run(

@@ -3,9 +3,11 @@
 
 mod batchd;
 mod bisync;
+mod demo;
 mod fuzz;
 mod generated;
 mod keysetup;
+mod logging;
 mod pipeline;
 mod privatetmp;
 mod pushd;
