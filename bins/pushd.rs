@@ -35,6 +35,21 @@ struct Args {
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<OsString>,
 
+    /// Pull into the one local TARGET from UPSTREAM (DIR or [user@]host:PATH)
+    /// instead of pushing: for replicas that follow the stream themselves
+    /// (relayd subscribe | batchd | pushd --from)
+    #[arg(long, value_name = "UPSTREAM", help_heading = "Pull replica")]
+    from: Option<OsString>,
+    /// With --from, when the upstream is itself a replica (tiers): its
+    /// --state FILE on its host; nothing is pulled before it has applied it
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "from",
+        help_heading = "Pull replica"
+    )]
+    upstream_state: Option<OsString>,
+
     /// Local targets: copy, rename and remove with plain file system calls
     /// instead of rsync (full syncs still use rsync)
     #[arg(long, help_heading = "Sync")]
@@ -182,6 +197,38 @@ impl Args {
             .map(|t| Target::parse(t, &cwd).map_err(|e| coded(Code::Usage, e.to_string())))
             .collect::<anyhow::Result<Vec<_>>>()?;
         syncpipe::location::refuse_private_tmp(&targets)?;
+        let pull = match &self.from {
+            None => None,
+            Some(from) => {
+                if targets.len() != 1 || !targets[0].is_local() {
+                    return Err(coded(
+                        Code::Usage,
+                        "--from pulls into exactly one local directory TARGET",
+                    ));
+                }
+                if self.direct {
+                    return Err(coded(
+                        Code::Usage,
+                        "--direct copies from a local source; a pull (--from) uses rsync",
+                    ));
+                }
+                if self.dry_run {
+                    return Err(coded(
+                        Code::Usage,
+                        "--dry-run does not preview a pull (--from) yet",
+                    ));
+                }
+                let location =
+                    pushd::pull::Upstream::parse(from, &cwd).map_err(|e| coded(Code::Usage, e))?;
+                Some(pushd::pull::Upstream {
+                    location,
+                    state: self
+                        .upstream_state
+                        .as_ref()
+                        .map(|s| std::os::unix::ffi::OsStrExt::as_bytes(s.as_os_str()).to_vec()),
+                })
+            }
+        };
         if !(0.0..=1.0).contains(&self.retry_jitter) {
             return Err(coded(Code::Usage, "--retry-jitter must be between 0 and 1"));
         }
@@ -246,6 +293,7 @@ impl Args {
             connect: self.connect.map(absolute),
             release_held: self.release_held,
             insist: self.insist,
+            pull,
         })
     }
 }

@@ -64,6 +64,10 @@ enum Cmd {
         /// The durable consumer's name, one per replica: it keeps the cursor
         #[arg(long, value_name = "NAME")]
         durable: String,
+        /// Also log the lag (pending messages, seconds behind, last seq
+        /// written) every DURATION, for units whose STATUS= is pushd's
+        #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+        log_lag: Option<Duration>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -133,9 +137,15 @@ impl Args {
                     max_age: *max_age,
                 },
             }),
-            Cmd::Subscribe { url, durable, conn } => Command::Subscribe(SubscribeConfig {
+            Cmd::Subscribe {
+                url,
+                durable,
+                conn,
+                log_lag,
+            } => Command::Subscribe(SubscribeConfig {
                 common: conn.common(url)?,
                 durable: durable.clone(),
+                log_lag: *log_lag,
             }),
         })
     }

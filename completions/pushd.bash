@@ -23,12 +23,20 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-n -z -c -p -i -o -v -q -h -V --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --log-file --help --version"
+            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upstream-state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --delete)
                     COMPREPLY=($(compgen -W "true false startup running" -- "${cur}"))
                     return 0

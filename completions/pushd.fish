@@ -1,3 +1,5 @@
+complete -c pushd -l from -d 'Pull into the one local TARGET from UPSTREAM (DIR or [user@]host:PATH) instead of pushing: for replicas that follow the stream themselves (relayd subscribe | batchd | pushd --from)' -r
+complete -c pushd -l upstream-state -d 'With --from, when the upstream is itself a replica (tiers): its --state FILE on its host; nothing is pulled before it has applied it' -r
 complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
 false\t'Never delete on the target'
 startup\t'Only full syncs (start-up, new stream, overflow) delete'

@@ -183,13 +183,17 @@ _relayd() {
             return 0
             ;;
         relayd__subcmd__subscribe)
-            opts="-v -q -h --durable --creds --tls-ca --tls-cert --tls-key --verbose --quiet --log-file --help"
+            opts="-v -q -h --durable --log-lag --creds --tls-ca --tls-cert --tls-key --verbose --quiet --log-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --durable)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-lag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -44,6 +44,7 @@ complete -c relayd -n "__fish_relayd_using_subcommand publish" -s v -l verbose -
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -s q -l quiet -d 'Say only warnings and errors'
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l durable -d 'The durable consumer\'s name, one per replica: it keeps the cursor' -r
+complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l log-lag -d 'Also log the lag (pending messages, seconds behind, last seq written) every DURATION, for units whose STATUS= is pushd\'s' -r
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l creds -d 'NATS credentials file (JWT and NKey seed), as `nats --creds` takes' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-ca -d 'CA certificate that signed the server\'s (implies TLS)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-cert -d 'Client certificate for mutual TLS (with --tls-key)' -r -F

@@ -1046,7 +1046,7 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
 
 /// Entries at and below `path` (0 when it is not there), not following
 /// symlinks: what deleting it removes.
-fn count_entries(path: &Path) -> u64 {
+pub(crate) fn count_entries(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
@@ -1063,7 +1063,7 @@ fn count_entries(path: &Path) -> u64 {
 }
 
 /// Like [`count_entries`], but stops once `limit` is reached.
-fn count_entries_upto(path: &Path, limit: u64) -> u64 {
+pub(crate) fn count_entries_upto(path: &Path, limit: u64) -> u64 {
     fn walk(path: &Path, limit: u64, n: &mut u64) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;
@@ -1088,7 +1088,7 @@ fn count_entries_upto(path: &Path, limit: u64) -> u64 {
 /// beneath the root without following symlinks: a planted symlink in either
 /// path fails the rename (the data is then sent instead), it never leads it
 /// outside. Missing parents of the new name are created the same way.
-fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
+pub(crate) fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
     use crate::os::beneath::{self, Root};
     let beneath = Root::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
     for r in &plan.renames {

@@ -16,6 +16,7 @@
 //! shared    what the workers share: output, --state, --max-procs, stop, status
 //! plan      a batch's changes -> renames, paths to re-read, subtrees to sync
 //! apply     a plan on one target, behind the delete guards
+//! pull      --from: a pull replica's transfer and the upstream's checks (tiers)
 //! rsync     rsync command lines, runs and exit codes
 //! direct    --direct: local targets by plain file system calls
 //! excluded  --exclude applied to listed paths
@@ -29,6 +30,7 @@ mod guards;
 mod pending;
 pub mod plan;
 pub(crate) mod preview;
+pub mod pull;
 mod retry;
 pub mod rsync;
 mod run;
@@ -96,6 +98,9 @@ pub struct Config {
     /// host, refused key, …) is retried like any other failure instead of
     /// ending pushd with that failure's exit code.
     pub insist: bool,
+    /// `--from`: a pull replica, pulling from this upstream into the one
+    /// local target (lib/pushd/pull.rs).
+    pub pull: Option<pull::Upstream>,
 }
 
 #[cfg(test)]

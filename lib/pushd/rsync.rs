@@ -100,6 +100,49 @@ pub fn build_args(
     source: &Path,
     target: &Target,
 ) -> Vec<OsString> {
+    let mut src = source.as_os_str().as_bytes().to_vec();
+    if src.last() != Some(&b'/') {
+        src.push(b'/');
+    }
+    let mut a = common_args(settings, transfer, dry_run, &target.location);
+    a.push(OsString::from_vec(src));
+    a.push(target.rsync_dest());
+    a
+}
+
+/// The same for a pull (`pushd --from`): `upstream` is rsync's sender and
+/// the local directory `dest` its receiver, so everything rsync writes is
+/// written here, by the local receiver.
+pub fn pull_args(
+    settings: &RsyncSettings,
+    transfer: Transfer,
+    dry_run: bool,
+    upstream: &Target,
+    dest: &Path,
+) -> Vec<OsString> {
+    let mut dst = dest.as_os_str().as_bytes().to_vec();
+    if dst.last() != Some(&b'/') {
+        dst.push(b'/');
+    }
+    let mut a = common_args(settings, transfer, dry_run, &upstream.location);
+    // rsync's quick check compares whole seconds: a file rewritten with the
+    // same size within the second it was last pulled would be skipped for
+    // good (a tier-2 replica hit it). The receiver is this machine, whose
+    // file systems keep nanoseconds; -1 compares them too.
+    a.insert(0, "--modify-window=-1".into());
+    a.push(upstream.rsync_dest());
+    a.push(OsString::from_vec(dst));
+    a
+}
+
+/// Every argument but the two ends; `remote` is the end that is not this
+/// machine (it decides `--rsh` or `--password-file`).
+fn common_args(
+    settings: &RsyncSettings,
+    transfer: Transfer,
+    dry_run: bool,
+    remote: &Location,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--archive".into(),
         "--stats".into(),
@@ -159,7 +202,7 @@ pub fn build_args(
     for rule in &settings.filters {
         a.push(format!("--filter={rule}").into());
     }
-    match &target.location {
+    match remote {
         Location::Ssh { .. } => {
             let mut e = OsString::from("--rsh=");
             e.push(settings.ssh.rsync_e());
@@ -178,12 +221,6 @@ pub fn build_args(
         Location::Local(_) => {}
     }
     a.extend(settings.extra.iter().cloned());
-    let mut src = source.as_os_str().as_bytes().to_vec();
-    if src.last() != Some(&b'/') {
-        src.push(b'/');
-    }
-    a.push(OsString::from_vec(src));
-    a.push(target.rsync_dest());
     a
 }
 
@@ -669,6 +706,37 @@ mod tests {
         assert!(d.iter().any(|x| x == "--password-file=/pw"));
         assert!(d.iter().any(|x| x == "--delete"));
         assert!(!d.iter().any(|x| x.starts_with("--rsh")));
+    }
+
+    #[test]
+    fn a_pull_reads_the_upstream_and_writes_here() {
+        let settings = RsyncSettings {
+            ssh: SshSettings {
+                port: Some(2222),
+                ..SshSettings::default()
+            },
+            ..RsyncSettings::default()
+        };
+        let a = strings(&pull_args(
+            &settings,
+            Transfer::Paths { delete: true },
+            false,
+            &target("u@h:/srv/www"),
+            Path::new("/srv/www"),
+        ));
+        assert_eq!(&a[a.len() - 2..], ["u@h:/srv/www/", "/srv/www/"]);
+        assert!(a.iter().any(|x| x.starts_with("--rsh=ssh '-p' '2222'")));
+        assert!(a.iter().any(|x| x == "--delete-missing-args"));
+        assert!(a.iter().any(|x| x == "--modify-window=-1"));
+        let local = strings(&pull_args(
+            &settings,
+            Transfer::Subtrees { delete: false },
+            true,
+            &target("/up"),
+            Path::new("/here/"),
+        ));
+        assert_eq!(&local[local.len() - 2..], ["/up/", "/here/"]);
+        assert!(!local.iter().any(|x| x.starts_with("--rsh")));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::location::Target;
-use crate::pushd::apply::{Applier, Checks, Identity, Report};
+use crate::pushd::apply::{Checks, Identity, Report};
 use crate::pushd::guards::{Held, TargetRoot};
 use crate::pushd::pending::{Pending, Seqs};
 use crate::pushd::plan::Plan;
+use crate::pushd::pull;
 use crate::pushd::retry::Backoff;
 use crate::pushd::rsync::Outcome;
 use crate::pushd::shared::Shared;
@@ -230,7 +231,7 @@ impl<'a> Worker<'a> {
         // A new stream starts with a full sync, which weighs again
         // whatever was held under the old one.
         self.held.clear();
-        self.identity = match Identity::of(&root) {
+        self.identity = match pull::identity_for(self.config, self.target, &root) {
             Ok(identity) => Some(identity),
             Err(why) => {
                 log_warn!("{}: {why}", self.target);
@@ -242,6 +243,13 @@ impl<'a> Worker<'a> {
         self.pending.start(resumed);
         if let Some(seq) = resumed {
             log_info!("{}: resuming stream after seq {seq}", self.target);
+            if self.config.pull.is_some() {
+                // relayd acknowledges what it wrote to the pipe, not what
+                // was applied: a pull replica's resume could skip records
+                // that died in the pipe, so it pulls everything once
+                // (rsync sends only differences).
+                self.pending.rescan_all();
+            }
         } else if !first || self.config.init || stale {
             self.pending.rescan_all();
         }
@@ -306,18 +314,25 @@ impl<'a> Worker<'a> {
             );
         }
         let attempt = self.backoff.begin();
-        let applier = Applier {
-            target: self.target,
-            settings: &self.config.rsync,
-            guards: &self.config.guards,
-            direct: self.config.direct,
-        };
         let checks = Checks {
             identity: self.identity,
             released,
         };
+        let upto = Position {
+            stream: stream.clone(),
+            seq: batch.last_seq,
+        };
+        let delete = self.config.delete.allows(whole);
         self.shared.acquire();
-        let report = applier.apply(&self.root, plan, self.config.delete.allows(whole), checks);
+        let report = pull::apply_for(
+            self.config,
+            self.target,
+            &self.root,
+            plan,
+            delete,
+            checks,
+            upto,
+        );
         self.shared.release();
         let mut held_now = false;
         let mut record = Applied {
@@ -444,9 +459,9 @@ impl<'a> Worker<'a> {
         if released {
             // The operator accepted the source as it is now.
             self.held.release_done();
-            self.identity = Identity::of(&self.root).ok();
+            self.identity = pull::identity_for(self.config, self.target, &self.root).ok();
         } else if self.identity.is_none() {
-            self.identity = Identity::of(&self.root).ok();
+            self.identity = pull::identity_for(self.config, self.target, &self.root).ok();
         }
         self.target_root.note(self.target);
         self.synced = true;

@@ -19,6 +19,9 @@ pub struct SubscribeConfig {
     pub common: Common,
     /// The durable consumer's name: one per replica.
     pub durable: String,
+    /// `--log-lag`: also log the lag this often (where `STATUS=` is taken
+    /// by another stage, as in syncpipe-replica@.service).
+    pub log_lag: Option<Duration>,
 }
 
 /// How far this replica is behind, as the server counts it.
@@ -64,6 +67,7 @@ pub(super) async fn run(
     let mut follower: Option<Follower> = None;
     let mut ready = false;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut logged = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
     loop {
         let (consumer, start) = tokio::select! {
@@ -149,6 +153,10 @@ pub(super) async fn run(
                     refresh(&consumer, &mut lag).await;
                     sd.status(&lag.describe(&config.durable), false);
                     sd.tick();
+                    if config.log_lag.is_some_and(|every| logged.elapsed() >= every) {
+                        logged = std::time::Instant::now();
+                        log_notice!("{}", lag.describe(&config.durable));
+                    }
                 }
             }
         }

@@ -530,3 +530,113 @@ fn mutual_tls_with_a_private_ca() {
         .collect();
     assert_eq!(got, input);
 }
+
+/// source → tier-1 → tier-2 on one JetStream stream: tier-1 pulls from the
+/// source, tier-2 from tier-1 and waits for tier-1's `--state` to cover
+/// each batch. Tier-1 batches slowly (600 ms) and tier-2 fast (50 ms), so
+/// without the wait tier-2 would pull files tier-1 has not updated yet and
+/// keep them. Seeded churn with hostile names; the seed is printed.
+#[test]
+fn two_tiers_converge_under_churn() {
+    let nats = NatsServer::start();
+    let url = nats.url("tiers");
+    let (src, t1, t2, scratch) = (tempdir(), tempdir(), tempdir(), tempdir());
+    let (t1, t2) = (t1.path().join("www"), t2.path().join("www"));
+    let state1 = scratch.path().join("tier1.state");
+    write(src.path(), b"before", b"there at start");
+    let spawn = |cmd: &mut Command| -> Child { cmd.spawn().unwrap() };
+    let mut watchd = spawn(
+        Command::new(bin("watchd"))
+            .arg(src.path())
+            .stdout(Stdio::piped()),
+    );
+    let publisher = spawn(
+        Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(watchd.stdout.take().unwrap()),
+    );
+    let mut all = vec![watchd, publisher];
+    // One tier: relayd subscribe | batchd -d DELAY | pushd ARGS.
+    let mut tier = |durable: &str, delay: &str, args: Vec<std::ffi::OsString>| {
+        let mut sub = spawn(
+            Command::new(bin("relayd"))
+                .args(["subscribe", &url, "--durable", durable])
+                .stdout(Stdio::piped()),
+        );
+        let mut batchd = spawn(
+            Command::new(bin("batchd"))
+                .args(["-d", delay])
+                .stdin(sub.stdout.take().unwrap())
+                .stdout(Stdio::piped()),
+        );
+        let pushd = spawn(
+            Command::new(bin("pushd"))
+                .args(["--retry-min", "50ms", "--retry-max", "500ms"])
+                .args(args)
+                .stdin(batchd.stdout.take().unwrap())
+                .stdout(Stdio::null()),
+        );
+        all.extend([sub, batchd, pushd]);
+    };
+    tier(
+        "tier1",
+        "600ms",
+        vec![
+            "--state".into(),
+            state1.clone().into(),
+            "--from".into(),
+            src.path().into(),
+            t1.clone().into(),
+        ],
+    );
+    tier(
+        "tier2",
+        "50ms",
+        vec![
+            "--from".into(),
+            t1.clone().into(),
+            "--upstream-state".into(),
+            state1.clone().into(),
+            t2.clone().into(),
+        ],
+    );
+    let _all: Vec<Running> = all.into_iter().map(|child| Running { child }).collect();
+    let converged = || {
+        wait_until(Duration::from_secs(90), || {
+            let want = tree(src.path());
+            want == tree(&t1) && want == tree(&t2)
+        })
+    };
+    assert!(converged(), "initial sync");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007;
+    eprintln!("two_tiers_converge_under_churn: seed {seed}");
+    let mut churn = crate::pushd::churn::Churn::new(seed, src.path());
+    for round in 0..6 {
+        for _ in 0..40 {
+            churn.step();
+        }
+        // Rewrite one file in place each round: the case where pulling
+        // early copies the old content.
+        write(src.path(), b"hot file", format!("round {round}").as_bytes());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        converged(),
+        "seed {seed}: the tiers did not converge: tier-1 {} the source, tier-2 {} tier-1",
+        if tree(src.path()) == tree(&t1) {
+            "equals"
+        } else {
+            "differs from"
+        },
+        if tree(&t1) == tree(&t2) {
+            "equals"
+        } else {
+            "differs from"
+        },
+    );
+    assert_eq!(fs::read(t2.join("hot file")).unwrap(), b"round 5");
+}

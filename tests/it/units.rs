@@ -66,6 +66,7 @@ fn services_are_hardened() {
         ("watchd@test.service", "2.5"),
         ("batchd@test.service", "2.5"),
         ("syncpipe@test.service", "6.5"),
+        ("syncpipe-replica@test.service", "6.5"),
         ("bisync@test.service", "6.5"),
         ("bisync-watch@test.service", "6.5"),
     ] {

@@ -58,11 +58,23 @@ fn plant(src: &Path, dst: &Path, outside: &Path) {
 }
 
 fn planted_links_are_not_followed(args: &[&OsStr], target: &str, dst: &Path, scratch: &Path) {
-    let (src, out_dir) = (tempdir(), tempdir());
+    let src = tempdir();
+    planted_links_are_not_followed_from(src.path(), args, target, dst, scratch);
+}
+
+/// The same with the source at `src` (a pull names it in `args`).
+pub(super) fn planted_links_are_not_followed_from(
+    src: &Path,
+    args: &[&OsStr],
+    target: &str,
+    dst: &Path,
+    scratch: &Path,
+) {
+    let out_dir = tempdir();
     let outside = out_dir.path().join("outside");
-    plant(src.path(), dst, &outside);
+    plant(src, dst, &outside);
     let before = snapshot(&outside);
-    let mut p = Pushd::start_in(src.path(), args, scratch);
+    let mut p = Pushd::start_in(src, args, scratch);
     p.header();
     // The start-up full sync is rsync -a --delete: links to directories are
     // replaced, not followed. Plant them again for the batch.

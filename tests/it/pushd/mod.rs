@@ -2,7 +2,7 @@
 //! rsync daemon, fed records written by the test on its stdin.
 
 mod beneath;
-mod churn;
+pub mod churn;
 mod dryrun;
 mod excludes;
 mod failures;
@@ -11,4 +11,5 @@ pub mod harness;
 mod input;
 mod kinds;
 mod never_worked;
+mod pull;
 mod servers;
