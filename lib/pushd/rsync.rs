@@ -105,6 +105,16 @@ pub fn build_args(
         src.push(b'/');
     }
     let mut a = common_args(settings, transfer, dry_run, &target.location);
+    if let (Transfer::Paths { .. }, Location::Local(_)) = (transfer, &target.location) {
+        // Every listed path changed, but rsync's quick check compares
+        // mtimes in whole seconds: a file rewritten with as many bytes
+        // within the second of its last copy was skipped, and the target
+        // kept the old content for good (bench/churn.sh, lsyncd too).
+        // Nanoseconds tell them apart; a natively renamed file keeps its
+        // mtime and is still not resent. Local only: a remote receiver
+        // older than 3.1.3, or rrsync, may not take a negative window.
+        a.push("--modify-window=-1".into());
+    }
     a.push(OsString::from_vec(src));
     a.push(target.rsync_dest());
     a
@@ -150,16 +160,6 @@ fn common_args(
         "--files-from=-".into(),
         "--from0".into(),
     ];
-    if let (Transfer::Paths { .. }, Location::Local(_)) = (transfer, &target.location) {
-        // Every listed path changed, but rsync's quick check compares
-        // mtimes in whole seconds: a file rewritten with as many bytes
-        // within the second of its last copy was skipped, and the target
-        // kept the old content for good (bench/churn.sh, lsyncd too).
-        // Nanoseconds tell them apart; a natively renamed file keeps its
-        // mtime and is still not resent. Local only: a remote receiver
-        // older than 3.1.3, or rrsync, may not take a negative window.
-        a.push("--modify-window=-1".into());
-    }
     match transfer {
         Transfer::Paths { delete: true } => {
             // --force: a listed directory gone from the source is removed even
