@@ -287,6 +287,9 @@ pub fn run_with(
         );
         config.rsync.delete_missing_args_works = false;
     }
+    // One ssh connection per ssh target for pushd's whole run, closed at the end.
+    let any_ssh = (config.targets.iter()).any(|t| matches!(t.location, Location::Ssh { .. }));
+    let _control = crate::ssh::ControlDir::for_settings(&mut config.rsync.ssh, any_ssh);
     // Blocked before any thread starts, so every thread inherits the mask.
     let signals = Signals::block(&[
         Signal::SIGTERM,

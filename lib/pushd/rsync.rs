@@ -478,6 +478,7 @@ mod tests {
                 identity: Some("/k/id it's".into()),
                 options: vec!["BatchMode=no".into()],
                 connect_timeout: Some(9),
+                control: None,
             },
             delete_missing_args_works: true,
             io_timeout: Some(60),

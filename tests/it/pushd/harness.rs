@@ -53,8 +53,14 @@ impl Pushd {
 
     /// Without the short retry delays `start_in` adds.
     pub fn start_with(root: &Path, args: &[&OsStr], cwd: &Path) -> Pushd {
+        Self::start_env(root, args, cwd, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra environment variables.
+    pub fn start_env(root: &Path, args: &[&OsStr], cwd: &Path, env: &[(&str, &OsStr)]) -> Pushd {
         let mut cmd = Command::new(bin("pushd"));
-        cmd.arg("-v")
+        cmd.envs(env.iter().copied())
+            .arg("-v")
             .args(args)
             .current_dir(cwd)
             .stdout(Stdio::piped());

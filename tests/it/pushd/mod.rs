@@ -10,4 +10,5 @@ pub mod harness;
 mod input;
 mod kinds;
 mod never_worked;
+mod remote;
 mod servers;
