@@ -1,3 +1,5 @@
+complete -c pushd -l serve -d 'Be the agent for DIR on the far side of ssh: apply a pusher\'s requests on stdin beneath DIR (started by pushd itself over ssh; docs/protocol.md)' -r -F
+complete -c pushd -l agent-path -d 'The agent on ssh targets, as the remote shell runs it (default `env pushd`)' -r
 complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
 false\t'Never delete on the target'
 startup\t'Only full syncs (start-up, new stream, overflow) delete'
@@ -22,6 +24,8 @@ complete -c pushd -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e
 complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
 complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
+complete -c pushd -l owners -d 'With --serve: keep the pusher\'s owners and set-id bits (when run as root)'
+complete -c pushd -l no-agent -d 'ssh targets: rsync alone, no agent (small files, renames and deletions then cost an rsync run each batch)'
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'

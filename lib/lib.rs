@@ -8,14 +8,15 @@
 //! watchd | batchd | pushd          the pipeline, one folder each
 //!   watchd/    inotify/fanotify watch tree -> event records
 //!   batchd/    coalesces events into batches (the pure Batcher + its loop)
-//!   pushd/     applies batches to targets: plan, guards, rsync, --direct, state
+//!   pushd/     applies batches to targets: plan, guards, rsync, --direct, state,
+//!              agent/ (pushd --serve on ssh targets and its client)
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
 //! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
 //! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units)
 //! wire/        what they all speak: records, paths, line reading, transport
 //! fold/        the shared folding core (events -> changes) and its model test
 //! location     a target or replica: local path or [user@]host:path
-//! ssh          the ssh flags (one clap group), settings and quoting
+//! ssh          the ssh flags (one clap group), settings, shared connections, quoting
 //! exclude      the --exclude syntax of watchd and bisync
 //! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath

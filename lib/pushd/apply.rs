@@ -349,6 +349,13 @@ impl Applier<'_> {
         if !plan.renames.is_empty() {
             self.rename(&mut plan, &mut report);
         }
+        // Names the target got by a rename just now (the agent compares
+        // them before sending their data again).
+        let renamed: Vec<WirePath> = if report.renamed > 0 {
+            plan.renames.iter().map(|r| r.to.clone()).collect()
+        } else {
+            Vec::new()
+        };
         if !plan.paths.is_empty() {
             let mut list = plan.paths.clone();
             if delete {
@@ -423,6 +430,24 @@ impl Applier<'_> {
                     }
                 }
                 list.clear();
+            }
+            if let (Some(agent), Location::Ssh { .. }) =
+                (&self.settings.agent, &self.target.location)
+            {
+                let ssh = &self.settings.ssh;
+                if let Some(pushed) = crate::pushd::agent::push::paths(
+                    self.target,
+                    ssh,
+                    agent,
+                    source,
+                    &list,
+                    delete,
+                    &renamed,
+                ) {
+                    report.stats.add(pushed.stats);
+                    report.outcome = Some(Outcome::Success);
+                    list = pushed.rest;
+                }
             }
             let mut delete_listed = delete;
             if delete && !self.settings.delete_missing_args_works {
@@ -617,7 +642,23 @@ impl Applier<'_> {
             // whatever symlinks the target holds, so a planted link would
             // move files out of or into the target: the new name's data is
             // sent by rsync instead (rsync resolves safely on the receiver).
-            Location::Ssh { .. } | Location::Daemon { .. } => {
+            // pushd's agent renames beneath the root, never through a link.
+            Location::Ssh { .. } => match self.settings.agent.as_ref().and_then(|agent| {
+                crate::pushd::agent::push::renames(
+                    self.target,
+                    &self.settings.ssh,
+                    agent,
+                    &plan.renames,
+                )
+            }) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(why)) => Err(why),
+                None => {
+                    plan.without_renames();
+                    return;
+                }
+            },
+            Location::Daemon { .. } => {
                 plan.without_renames();
                 return;
             }

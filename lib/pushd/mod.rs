@@ -6,6 +6,7 @@
 //! own pending changes, retry clock and position; only `--max-procs` (a
 //! shared count of concurrent transfers) couples them.
 
+pub mod agent;
 pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
@@ -290,6 +291,7 @@ pub fn run_with(
     // One ssh connection per ssh target for pushd's whole run, closed at the end.
     let any_ssh = (config.targets.iter()).any(|t| matches!(t.location, Location::Ssh { .. }));
     let _control = crate::ssh::ControlDir::for_settings(&mut config.rsync.ssh, any_ssh);
+    let _agents = crate::pushd::agent::push::CloseAll;
     // Blocked before any thread starts, so every thread inherits the mask.
     let signals = Signals::block(&[
         Signal::SIGTERM,

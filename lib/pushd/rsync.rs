@@ -38,6 +38,9 @@ pub struct RsyncSettings {
     pub delete_missing_args_works: bool,
     /// rsync's `--timeout` (seconds without I/O before it gives up, exit 30).
     pub io_timeout: Option<u64>,
+    /// ssh targets: small files, renames and deletions through pushd's
+    /// agent on the far side (`None`: `--no-agent`, rsync alone).
+    pub agent: Option<crate::pushd::agent::push::AgentSettings>,
 }
 
 impl Default for RsyncSettings {
@@ -55,6 +58,7 @@ impl Default for RsyncSettings {
             ssh: SshSettings::default(),
             delete_missing_args_works: true,
             io_timeout: None,
+            agent: None,
         }
     }
 }
@@ -482,6 +486,7 @@ mod tests {
             },
             delete_missing_args_works: true,
             io_timeout: Some(60),
+            agent: None,
         };
         let a = strings(&build_args(
             &settings,

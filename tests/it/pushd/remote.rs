@@ -105,3 +105,131 @@ fn ssh_opt_control_master_no_logs_in_per_transfer() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+/// pushd's flags for `sshd` with the agent at the test build's pushd.
+fn agent_flags(sshd: &Sshd, scratch: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut args = ssh_flags(sshd, scratch);
+    args.extend(["--agent-path".into(), crate::support::bin("pushd").into()]);
+    args
+}
+
+/// The agents serving `dst` right now (processes below sshd).
+fn agents(dst: &std::path::Path) -> Vec<i32> {
+    let want = dst.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.contains(&&b"--serve"[..]) && args.contains(&want)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_applies_every_change_kind_and_renames_without_resending() {
+    let sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let copy = dst.path().join("copy");
+    let target = format!("127.0.0.1:{}", copy.display());
+    let mut args = agent_flags(&sshd, scratch.path());
+    args.push(target.clone().into());
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    // Hostile names, every kind of change; renames done by the agent
+    // beneath the root, so no data is sent again.
+    every_change_kind(&mut p, &target, src.path(), &copy, true);
+    assert_eq!(agents(&copy).len(), 1, "one agent for the whole run");
+    // A large file goes by rsync over the same connection.
+    let big = vec![7u8; 1 << 20];
+    write(src.path(), b"big", &big);
+    let seq = p.batch(vec![change(ChangeOp::Update, b"big")]);
+    assert_eq!(p.applied(&target, seq).bytes, big.len() as u64);
+    assert_same(src.path(), &copy);
+    assert_eq!(sshd.logins(), 1, "the agent and rsync share one login");
+    assert_eq!(p.finish(), Some(0));
+    assert!(wait_until(TIMEOUT, || agents(&copy).is_empty()));
+    assert_nothing_executed(&[src.path(), dst.path(), scratch.path()]);
+}
+
+#[test]
+fn a_killed_agent_and_dropped_connections_still_converge() {
+    let sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let mut args = agent_flags(&sshd, scratch.path());
+    args.push(target.clone().into());
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    let mut n = 0u32;
+    let mut step = |p: &mut Pushd| {
+        n += 1;
+        let name = format!("f{n}");
+        write(src.path(), name.as_bytes(), name.as_bytes());
+        let seq = p.batch(vec![change(ChangeOp::Update, name.as_bytes())]);
+        let a = p.applied(&target, seq);
+        assert_eq!(a.status, "ok", "{a:?}");
+        assert_same(src.path(), dst.path());
+    };
+    step(&mut p);
+    let pids = agents(dst.path());
+    assert_eq!(pids.len(), 1);
+    for pid in pids {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    // The batch after the kill goes by rsync; later ones find a new agent.
+    step(&mut p);
+    sshd.drop_connections();
+    step(&mut p);
+    assert!(
+        wait_until(TIMEOUT, || {
+            step(&mut p);
+            agents(dst.path()).len() == 1
+        }),
+        "the agent is started again after its backoff"
+    );
+    step(&mut p);
+    assert_eq!(p.finish(), Some(0));
+}
+
+#[test]
+fn a_remote_without_the_agent_works_with_one_notice() {
+    let sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let log = scratch.path().join("stderr");
+    let mut args = ssh_flags(&sshd, scratch.path());
+    args.extend([
+        "--agent-path".into(),
+        "/nonexistent/pushd".into(),
+        target.clone().into(),
+    ]);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_with_stderr(src.path(), &args, scratch.path(), &log);
+    p.header();
+    assert_eq!(p.result(&target).status, "ok");
+    for name in [&b"a"[..], b"b", NASTY[1]] {
+        write(src.path(), name, b"x");
+        let seq = p.batch(vec![change(ChangeOp::Update, name)]);
+        assert_eq!(p.applied(&target, seq).status, "ok");
+    }
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    let notices: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("install syncpipe"))
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice: {text}");
+    assert!(notices[0].contains("--agent-path"), "{text}");
+}
