@@ -49,6 +49,15 @@ struct Args {
     /// With --serve: keep the pusher's owners and set-id bits (when run as root)
     #[arg(long, requires = "serve", help_heading = "ssh")]
     owners: bool,
+    /// With --serve: the forced command of a key limited to DIR (keysetup
+    /// --only pushd:DIR); pushd's rsync goes to rrsync -wo DIR
+    #[arg(
+        long,
+        requires = "serve",
+        conflicts_with = "owners",
+        help_heading = "ssh"
+    )]
+    restricted: bool,
     /// The agent on ssh targets, as the remote shell runs it (default `env pushd`)
     #[arg(long, value_name = "PROGRAM", help_heading = "ssh")]
     agent_path: Option<String>,
@@ -252,6 +261,9 @@ fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
         if let Some(dir) = &args.serve {
+            if args.restricted {
+                return pushd::agent::serve::serve_restricted(dir);
+            }
             return pushd::agent::serve::serve(dir, args.owners);
         }
         let config = args.into_config()?;

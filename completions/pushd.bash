@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-z -c -p -i -o -v -q -h -V --serve --owners --agent-path --no-agent --direct --delete --no-init --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --help --version"
+            opts="-z -c -p -i -o -v -q -h -V --serve --owners --restricted --agent-path --no-agent --direct --delete --no-init --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -25,6 +25,7 @@ complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-sty
 complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c pushd -l owners -d 'With --serve: keep the pusher\'s owners and set-id bits (when run as root)'
+complete -c pushd -l restricted -d 'With --serve: the forced command of a key limited to DIR (keysetup --only pushd:DIR); pushd\'s rsync goes to rrsync -wo DIR'
 complete -c pushd -l no-agent -d 'ssh targets: rsync alone, no agent (small files, renames and deletions then cost an rsync run each batch)'
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'

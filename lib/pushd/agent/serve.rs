@@ -38,6 +38,75 @@ struct Applier {
     owners: bool,
 }
 
+/// `pushd --serve DIR --restricted`: the forced command of a key limited
+/// to pushing into DIR (`keysetup --only pushd:DIR`). sshd runs it whatever
+/// the client asked, which is in `$SSH_ORIGINAL_COMMAND`: pushd's rsync
+/// (full syncs, large files) is handed to rrsync confined to DIR, write
+/// only; pushd's agent serves DIR itself when the client asked for `/`, `.`
+/// or DIR; anything else is refused. Owners are never kept.
+pub fn serve_restricted(dir: &Path) -> anyhow::Result<()> {
+    let Some(asked) = std::env::var_os("SSH_ORIGINAL_COMMAND") else {
+        return serve(dir, false);
+    };
+    let asked = asked.as_encoded_bytes().to_vec();
+    let first = asked
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(b"");
+    if first.rsplit(|&b| b == b'/').next() == Some(b"rsync") {
+        use std::os::unix::process::CommandExt;
+        let err = crate::os::child::command(crate::keysetup::restrict::RRSYNC)
+            .arg("-wo")
+            .arg(dir)
+            .exec();
+        anyhow::bail!("running {}: {err}", crate::keysetup::restrict::RRSYNC);
+    }
+    let refuse = || {
+        anyhow::anyhow!(
+            "this key may only push into {} with pushd or rsync (write the target as host:/); \
+             refused: {}",
+            dir.display(),
+            String::from_utf8_lossy(&asked)
+        )
+    };
+    let at = asked
+        .windows(b" --serve ".len())
+        .position(|w| w == b" --serve ")
+        .ok_or_else(refuse)?;
+    let path = unquote(&asked[at + b" --serve ".len()..]).ok_or_else(refuse)?;
+    let dir_bytes = dir.as_os_str().as_encoded_bytes();
+    if path != b"/" && path != b"." && path != dir_bytes {
+        return Err(refuse());
+    }
+    serve(dir, false)
+}
+
+/// The first word of `text` as [`crate::ssh::quote_for_shell`] wrote it
+/// (`'…'`, a quote as `'\''`), or a plain word; `None` otherwise.
+fn unquote(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < text.len() && !text[i].is_ascii_whitespace() {
+        match text[i] {
+            b'\'' => {
+                let end = text[i + 1..].iter().position(|&b| b == b'\'')?;
+                out.extend_from_slice(&text[i + 1..i + 1 + end]);
+                i += end + 2;
+            }
+            b'\\' => {
+                out.push(*text.get(i + 1)?);
+                i += 2;
+            }
+            b'"' | b'$' | b'`' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')' => return None,
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 pub fn serve_on(
     root: &Path,
     allow_owners: bool,
@@ -627,6 +696,16 @@ mod tests {
         assert!(!root.join("a/f").exists(), "deleted after it was put");
         assert_eq!(fs::read(root.join("top")).unwrap(), b"top");
         assert!(lines[4].contains("error"), "`..` refused: {lines:?}");
+    }
+
+    #[test]
+    fn the_asked_directory_is_read_back_as_quoted() {
+        let q = |p: &[u8]| crate::ssh::quote_for_shell(p);
+        for p in [&b"/"[..], b"/srv/it's $(x)\n", b"."] {
+            assert_eq!(unquote(&q(p)).as_deref(), Some(p));
+        }
+        assert_eq!(unquote(b"/ --owners").as_deref(), Some(&b"/"[..]));
+        assert_eq!(unquote(b"$(id)"), None);
     }
 
     #[test]

@@ -233,3 +233,44 @@ fn a_remote_without_the_agent_works_with_one_notice() {
     assert_eq!(notices.len(), 1, "one notice: {text}");
     assert!(notices[0].contains("--agent-path"), "{text}");
 }
+
+#[test]
+fn a_key_restricted_to_the_agent_pushes_into_its_directory_only() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let only =
+        syncpipe::keysetup::restrict::Only::parse(&format!("pushd:{}", dst.path().display()))
+            .unwrap();
+    let restriction = syncpipe::keysetup::restrict::Restriction {
+        only: Some(only),
+        from: None,
+    };
+    // The forced command keysetup writes, with the test build's pushd
+    // (sshd's PATH has none).
+    let pushd = crate::support::bin("pushd").display().to_string();
+    let sshd =
+        Sshd::start_with_authorized(|key| restriction.line(key).replace("env pushd", &pushd));
+    let target = "127.0.0.1:/".to_string();
+    let mut args = agent_flags(&sshd, scratch.path());
+    args.push(target.clone().into());
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    every_change_kind(&mut p, &target, src.path(), dst.path(), true);
+    assert_eq!(agents(dst.path()).len(), 1, "the agent runs under the key");
+    let big = vec![7u8; 1 << 20];
+    write(src.path(), b"big", &big);
+    let seq = p.batch(vec![change(ChangeOp::Update, b"big")]);
+    assert_eq!(p.applied(&target, seq).status, "ok", "rsync via rrsync -wo");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+    // Anything else is refused, and the agent serves nothing but DIR.
+    let out = sshd.ssh("touch /tmp/pwned-by-key; id").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may only push into"));
+    let out = sshd
+        .ssh(&format!("{pushd} --serve /etc"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "another directory is refused");
+    assert!(!std::path::Path::new("/tmp/pwned-by-key").exists());
+}
