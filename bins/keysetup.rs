@@ -104,7 +104,7 @@ impl RemoteArgs {
 
 #[derive(ClapArgs, Debug)]
 struct LimitArgs {
-    /// Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR or bisync:/DIR
+    /// Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR, bisync:/DIR or pushd:/DIR (pushd's agent and rsync)
     #[arg(long, value_name = "WHAT:/DIR", value_parser = Only::parse, help_heading = "Restrictions")]
     only: Option<Only>,
     /// Accept the key only from these addresses (from="…": CIDR, hosts, !negated)

@@ -10,6 +10,7 @@ use syncpipe::cli::exit::{coded, Code};
 use syncpipe::cli::{self, parse_duration, Verbosity};
 use syncpipe::limit::MaxDelete;
 use syncpipe::location::Target;
+use syncpipe::pushd::agent::push::AgentSettings;
 use syncpipe::pushd::apply::Guards;
 use syncpipe::pushd::rsync::RsyncSettings;
 use syncpipe::pushd::{self, Config, DeleteMode, Retry};
@@ -32,7 +33,7 @@ use syncpipe::ssh::{SshArgs, SshSettings};
 #[command(name = "pushd", version, after_help = cli::exit_codes_help("pushd"))]
 struct Args {
     /// Where to push: DIR, [user@]host:PATH, host::module/PATH, rsync://host[:port]/module/PATH
-    #[arg(required = true, value_name = "TARGET")]
+    #[arg(required_unless_present = "serve", value_name = "TARGET")]
     targets: Vec<OsString>,
 
     /// Pull into the one local TARGET from UPSTREAM (DIR or [user@]host:PATH)
@@ -49,6 +50,35 @@ struct Args {
         help_heading = "Pull replica"
     )]
     upstream_state: Option<OsString>,
+    /// Be the agent for DIR on the far side of ssh: apply a pusher's
+    /// requests on stdin beneath DIR (started by pushd itself over ssh;
+    /// docs/protocol.md)
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "targets",
+        help_heading = "ssh"
+    )]
+    serve: Option<PathBuf>,
+    /// With --serve: keep the pusher's owners and set-id bits (when run as root)
+    #[arg(long, requires = "serve", help_heading = "ssh")]
+    owners: bool,
+    /// With --serve: the forced command of a key limited to DIR (keysetup
+    /// --only pushd:DIR); pushd's rsync goes to rrsync -wo DIR
+    #[arg(
+        long,
+        requires = "serve",
+        conflicts_with = "owners",
+        help_heading = "ssh"
+    )]
+    restricted: bool,
+    /// The agent on ssh targets, as the remote shell runs it (default `env pushd`)
+    #[arg(long, value_name = "PROGRAM", help_heading = "ssh")]
+    agent_path: Option<String>,
+    /// ssh targets: rsync alone, no agent (small files, renames and
+    /// deletions then cost an rsync run each batch)
+    #[arg(long, conflicts_with = "agent_path", help_heading = "ssh")]
+    no_agent: bool,
 
     /// Local targets: copy, rename and remove with plain file system calls
     /// instead of rsync (full syncs still use rsync)
@@ -271,6 +301,12 @@ impl Args {
                         }
                     }),
                 dry_run: self.dry_run,
+                agent: (!self.no_agent).then(|| AgentSettings {
+                    program: self
+                        .agent_path
+                        .map_or_else(|| "env pushd".into(), Into::into),
+                    ..AgentSettings::default()
+                }),
             },
             guards: Guards {
                 max_delete: self.max_delete,
@@ -301,6 +337,12 @@ impl Args {
 fn main() -> ExitCode {
     let args: Args = cli::parse("pushd");
     cli::run("pushd", args.verbosity, || {
+        if let Some(dir) = &args.serve {
+            if args.restricted {
+                return pushd::agent::serve::serve_restricted(dir);
+            }
+            return pushd::agent::serve::serve(dir, args.owners);
+        }
         let config = args.into_config()?;
         pushd::run(config)
     })

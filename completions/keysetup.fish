@@ -28,7 +28,7 @@ complete -c keysetup -n "__fish_keysetup_needs_command" -s p -l port -d 'ssh por
 complete -c keysetup -n "__fish_keysetup_needs_command" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
 complete -c keysetup -n "__fish_keysetup_needs_command" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
-complete -c keysetup -n "__fish_keysetup_needs_command" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR or bisync:/DIR' -r
+complete -c keysetup -n "__fish_keysetup_needs_command" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR, bisync:/DIR or pushd:/DIR (pushd\'s agent and rsync)' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l from -d 'Accept the key only from these addresses (from="…": CIDR, hosts, !negated)' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l host-key -d 'Record the host key only if it has this fingerprint (ssh-keygen -lf on the host)' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l alias -d 'Write a Host NAME block to ~/.ssh/config (host, port, user, this key)' -r
@@ -47,7 +47,7 @@ complete -c keysetup -n "__fish_keysetup_needs_command" -a "revoke" -d 'Remove e
 complete -c keysetup -n "__fish_keysetup_needs_command" -a "check" -d 'Say what blocks a login without a password, one line per fault, with the fix'
 complete -c keysetup -n "__fish_keysetup_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l key -d 'The public key file (an id_*.pub)' -r -F
-complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR or bisync:/DIR' -r
+complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR, bisync:/DIR or pushd:/DIR (pushd\'s agent and rsync)' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l from -d 'Accept the key only from these addresses (from="…": CIDR, hosts, !negated)' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'

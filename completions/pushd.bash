@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --log-file --help --version"
+            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --serve --owners --restricted --agent-path --no-agent --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,14 @@ _pushd() {
                     return 0
                     ;;
                 --upstream-state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --serve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-path)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,5 +1,7 @@
 complete -c pushd -l from -d 'Pull into the one local TARGET from UPSTREAM (DIR or [user@]host:PATH) instead of pushing: for replicas that follow the stream themselves (relayd subscribe | batchd | pushd --from)' -r
 complete -c pushd -l upstream-state -d 'With --from, when the upstream is itself a replica (tiers): its --state FILE on its host; nothing is pulled before it has applied it' -r
+complete -c pushd -l serve -d 'Be the agent for DIR on the far side of ssh: apply a pusher\'s requests on stdin beneath DIR (started by pushd itself over ssh; docs/protocol.md)' -r -F
+complete -c pushd -l agent-path -d 'The agent on ssh targets, as the remote shell runs it (default `env pushd`)' -r
 complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
 false\t'Never delete on the target'
 startup\t'Only full syncs (start-up, new stream, overflow) delete'
@@ -26,6 +28,9 @@ complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-sty
 complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c pushd -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
+complete -c pushd -l owners -d 'With --serve: keep the pusher\'s owners and set-id bits (when run as root)'
+complete -c pushd -l restricted -d 'With --serve: the forced command of a key limited to DIR (keysetup --only pushd:DIR); pushd\'s rsync goes to rrsync -wo DIR'
+complete -c pushd -l no-agent -d 'ssh targets: rsync alone, no agent (small files, renames and deletions then cost an rsync run each batch)'
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
 complete -c pushd -s n -l dry-run -d 'Change nothing: print what each target would get instead'

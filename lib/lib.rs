@@ -10,14 +10,15 @@
 //!   batchd/    coalesces events into batches (the pure Batcher + its loop)
 //!   pushd/     applies batches to targets: the reader and one worker per
 //!              target over pure parts (pending, retry, status); plan,
-//!              guards, rsync, --direct, state, --dry-run preview, pull (--from)
+//!              guards, rsync, --direct, state, --dry-run preview, pull
+//!              (--from); agent/ (pushd --serve on ssh targets, its client)
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
 //! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
 //! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units)
 //! wire/        what they all speak: records, paths, line reading, transport
 //! fold/        the shared folding core (events -> changes) and its model test
 //! location     a target or replica: local path or [user@]host:path
-//! ssh          the ssh flags (one clap group), settings and quoting
+//! ssh          the ssh flags (one clap group), settings, shared connections, quoting
 //! exclude      the --exclude syntax of watchd and bisync
 //! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath

@@ -42,7 +42,13 @@ use crate::cli::exit::Code;
 
 /// bisync's entry point: one sync, or with [`Config::watch`] one sync after
 /// every quiet spell; the exit code tells how it ended.
-pub fn run(config: Config) -> anyhow::Result<Code> {
+pub fn run(mut config: Config) -> anyhow::Result<Code> {
+    // A remote replica's server and, with --watch, its watcher share one
+    // ssh connection, and a reconnect after a drop costs no second login.
+    let any_ssh = [&config.a, &config.b]
+        .iter()
+        .any(|s| matches!(s, Spec::Ssh { .. }));
+    let _control = crate::ssh::ControlDir::for_settings(&mut config.ssh, any_ssh);
     match config.watch.clone() {
         Some(settings) => watch::run(config, settings),
         None => run::once(config),

@@ -23,15 +23,26 @@ pub enum RsyncAccess {
 /// The one thing a restricted key may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Only {
-    Rsync { dir: String, access: RsyncAccess },
-    Bisync { dir: String },
+    Rsync {
+        dir: String,
+        access: RsyncAccess,
+    },
+    Bisync {
+        dir: String,
+    },
+    /// pushd's agent and pushd's rsync, both confined to DIR (issue 15).
+    Pushd {
+        dir: String,
+    },
 }
 
 impl Only {
     /// Parses `rsync:/dst`, `rsync-wo:/dst`, `rsync-ro:/dst` or `bisync:/path`.
     pub fn parse(text: &str) -> Result<Only, String> {
         let (kind, dir) = text.split_once(':').ok_or_else(|| {
-            format!("{text:?}: write rsync:/DIR, rsync-wo:/DIR, rsync-ro:/DIR or bisync:/DIR")
+            format!(
+                "{text:?}: write rsync:/DIR, rsync-wo:/DIR, rsync-ro:/DIR, bisync:/DIR or pushd:/DIR"
+            )
         })?;
         if !dir.starts_with('/') {
             return Err(format!(
@@ -56,8 +67,9 @@ impl Only {
                 access: RsyncAccess::ReadOnly,
             }),
             "bisync" => Ok(Only::Bisync { dir }),
+            "pushd" => Ok(Only::Pushd { dir }),
             other => Err(format!(
-                "{other:?} is not something a key can be limited to: use rsync, rsync-wo, rsync-ro or bisync"
+                "{other:?} is not something a key can be limited to: use rsync, rsync-wo, rsync-ro, bisync or pushd"
             )),
         }
     }
@@ -75,6 +87,8 @@ impl Only {
                 format!("{RRSYNC}{flag} {}", quoted(dir))
             }
             Only::Bisync { dir } => format!("bisync --serve {}", quoted(dir)),
+            // `env`: bash's `pushd` builtin would win over the program.
+            Only::Pushd { dir } => format!("env pushd --serve {} --restricted", quoted(dir)),
         }
     }
 }
@@ -91,6 +105,7 @@ impl fmt::Display for Only {
                 write!(f, "{kind}:{dir}")
             }
             Only::Bisync { dir } => write!(f, "bisync:{dir}"),
+            Only::Pushd { dir } => write!(f, "pushd:{dir}"),
         }
     }
 }
@@ -191,6 +206,10 @@ mod tests {
         assert_eq!(cmd("rsync-wo:/dst"), "/usr/bin/rrsync -wo /dst");
         assert_eq!(cmd("rsync-ro:/dst"), "/usr/bin/rrsync -ro /dst");
         assert_eq!(cmd("bisync:/srv/x"), "bisync --serve /srv/x");
+        assert_eq!(
+            cmd("pushd:/srv/a b"),
+            "env pushd --serve '/srv/a b' --restricted"
+        );
         assert_eq!(cmd("rsync:/my dir"), "/usr/bin/rrsync '/my dir'");
         assert_eq!(cmd("rsync:/it's"), r"/usr/bin/rrsync '/it'\''s'");
     }

@@ -296,6 +296,11 @@ pub fn install(
                 "the remote has no {}: install rsync there (Debian's package ships rrsync)",
                 crate::keysetup::restrict::RRSYNC
             ),
+            Some(Only::Pushd { .. }) if !facts.rrsync => bail!(
+                "the remote has no {}: pushd's full syncs and large files go through it; \
+                 install rsync there (Debian's package ships rrsync)",
+                crate::keysetup::restrict::RRSYNC
+            ),
             Some(Only::Bisync { .. }) if !facts.bisync => log_warn!(
                 "bisync is not on the remote's PATH for non-interactive logins; the forced command needs it"
             ),

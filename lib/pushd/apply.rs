@@ -393,6 +393,13 @@ impl Applier<'_> {
                 }
             }
         }
+        // Names the target got by a rename just now (the agent compares
+        // them before sending their data again).
+        let renamed: Vec<WirePath> = if report.renamed > 0 {
+            plan.renames.iter().map(|r| r.to.clone()).collect()
+        } else {
+            Vec::new()
+        };
         if !plan.paths.is_empty() || !joined.is_empty() {
             let mut list = plan.paths.clone();
             if delete {
@@ -477,6 +484,27 @@ impl Applier<'_> {
                     }
                 }
                 list.clear();
+            }
+            // A dry run asks rsync only: the agent would really write.
+            if let (Some(agent), Location::Ssh { .. }, false) = (
+                &self.settings.agent,
+                &self.target.location,
+                self.settings.dry_run,
+            ) {
+                let ssh = &self.settings.ssh;
+                if let Some(pushed) = crate::pushd::agent::push::paths(
+                    self.target,
+                    ssh,
+                    agent,
+                    source,
+                    &list,
+                    delete,
+                    &renamed,
+                ) {
+                    report.stats.add(pushed.stats);
+                    report.outcome = Some(Outcome::Success);
+                    list = pushed.rest;
+                }
             }
             let mut delete_listed = delete;
             if delete && !self.settings.delete_missing_args_works {
@@ -831,7 +859,23 @@ impl Applier<'_> {
             // whatever symlinks the target holds, so a planted link would
             // move files out of or into the target: the new name's data is
             // sent by rsync instead (rsync resolves safely on the receiver).
-            Location::Ssh { .. } | Location::Daemon { .. } => {
+            // pushd's agent renames beneath the root, never through a link.
+            Location::Ssh { .. } => match self.settings.agent.as_ref().and_then(|agent| {
+                crate::pushd::agent::push::renames(
+                    self.target,
+                    &self.settings.ssh,
+                    agent,
+                    &plan.renames,
+                )
+            }) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(why)) => Err(why),
+                None => {
+                    plan.without_renames();
+                    return;
+                }
+            },
+            Location::Daemon { .. } => {
                 plan.without_renames();
                 return;
             }

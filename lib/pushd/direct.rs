@@ -227,7 +227,7 @@ pub(crate) fn remove(root: &Root, rel: &WirePath) -> io::Result<bool> {
 
 /// `.NAME.syncpipe-PID` next to `name`: same directory, so the final rename
 /// is atomic.
-fn temp_name(name: &[u8]) -> Vec<u8> {
+pub(crate) fn temp_name(name: &[u8]) -> Vec<u8> {
     let mut tmp = b".".to_vec();
     tmp.extend_from_slice(name);
     tmp.extend_from_slice(format!(".syncpipe-{}", std::process::id()).as_bytes());
@@ -236,7 +236,7 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
 
 /// Renames `tmp` over `name` in `dir`; a directory in the way is removed
 /// first. The temporary name is removed when that fails.
-fn replace(dir: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
+pub(crate) fn replace(dir: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
     let result = (|| -> io::Result<()> {
         if let Some(st) = stat_at(dir, name)? {
             if kind_of(&st) == SFlag::S_IFDIR {

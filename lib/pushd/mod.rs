@@ -21,8 +21,10 @@
 //! direct    --direct: local targets by plain file system calls
 //! excluded  --exclude applied to listed paths
 //! state     --state: each target's stream and last applied seq
+//! agent/    pushd --serve on ssh targets, its protocol and client
 //! ```
 
+pub mod agent;
 pub mod apply;
 pub(crate) mod direct;
 pub(crate) mod excluded;

@@ -47,6 +47,9 @@ pub struct RsyncSettings {
     /// would do, and nothing else touches the target (no renames, no
     /// `--direct` copies, no native deletions).
     pub dry_run: bool,
+    /// ssh targets: small files, renames and deletions through pushd's
+    /// agent on the far side (`None`: `--no-agent`, rsync alone).
+    pub agent: Option<crate::pushd::agent::push::AgentSettings>,
 }
 
 impl Default for RsyncSettings {
@@ -66,6 +69,7 @@ impl Default for RsyncSettings {
             io_timeout: None,
             rsync_binary: None,
             dry_run: false,
+            agent: None,
         }
     }
 }
@@ -657,11 +661,13 @@ mod tests {
                 identity: Some("/k/id it's".into()),
                 options: vec!["BatchMode=no".into()],
                 connect_timeout: Some(9),
+                control: None,
             },
             delete_missing_args_works: true,
             io_timeout: Some(60),
             rsync_binary: Some("/opt/rsync/bin/rsync".into()),
             dry_run: false,
+            agent: None,
         };
         let a = strings(&build_args(
             &settings,

@@ -74,6 +74,12 @@ pub(crate) fn run_with(
         );
         config.rsync.delete_missing_args_works = false;
     }
+    // One ssh connection per ssh target for pushd's whole run, closed at the
+    // end; the agents (declared after it, so dropped first) say bye first.
+    let any_ssh = (config.targets.iter())
+        .any(|t| matches!(t.location, crate::location::Location::Ssh { .. }));
+    let _control = crate::ssh::ControlDir::for_settings(&mut config.rsync.ssh, any_ssh);
+    let _agents = crate::pushd::agent::push::CloseAll;
     // Blocked before any thread starts, so every thread inherits the mask.
     let signals = Signals::block(&[
         Signal::SIGTERM,

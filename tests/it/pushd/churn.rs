@@ -520,6 +520,8 @@ enum Kind {
     Local,
     Direct,
     Ssh,
+    /// ssh with pushd's agent on the far side (issue 15).
+    SshAgent,
 }
 
 /// One round: a tree made, the pipeline started, churn (with a kill -9 of a
@@ -539,6 +541,11 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         }
         Kind::Ssh => {
             args.extend(ssh_flags(sshd.unwrap(), scratch.path()));
+            args.push(format!("127.0.0.1:{}", dst_dir.display()).into());
+        }
+        Kind::SshAgent => {
+            args.extend(ssh_flags(sshd.unwrap(), scratch.path()));
+            args.extend(["--agent-path".into(), crate::support::bin("pushd").into()]);
             args.push(format!("127.0.0.1:{}", dst_dir.display()).into());
         }
     }
@@ -646,6 +653,17 @@ fn churn_ssh_target_converges() {
         false,
         Some(&sshd),
         "churn_ssh_target_converges",
+    );
+}
+
+#[test]
+fn churn_ssh_target_with_the_agent_converges() {
+    let sshd = Sshd::start();
+    rounds(
+        |_| Kind::SshAgent,
+        false,
+        Some(&sshd),
+        "churn_ssh_target_with_the_agent_converges",
     );
 }
 

@@ -262,6 +262,7 @@ fn ssh_deletes_without_delete_missing_args() {
             identity: Some(sshd.identity()),
             options: sshd.client_options(),
             connect_timeout: None,
+            control: None,
         },
         delete_missing_args_works: false,
         ..RsyncSettings::default()

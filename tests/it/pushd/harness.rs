@@ -53,8 +53,36 @@ impl Pushd {
 
     /// Without the short retry delays `start_in` adds.
     pub fn start_with(root: &Path, args: &[&OsStr], cwd: &Path) -> Pushd {
+        Self::start_env(root, args, cwd, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra environment variables.
+    pub fn start_env(root: &Path, args: &[&OsStr], cwd: &Path, env: &[(&str, &OsStr)]) -> Pushd {
+        Self::spawn(root, args, cwd, env, Stdio::inherit())
+    }
+
+    /// Like [`start_in`](Self::start_in), with stderr written to `log`.
+    pub fn start_with_stderr(root: &Path, args: &[&OsStr], cwd: &Path, log: &Path) -> Pushd {
+        let mut all: Vec<&OsStr> = ["--retry-min", "50ms", "--retry-max", "400ms"]
+            .into_iter()
+            .map(OsStr::new)
+            .collect();
+        all.extend_from_slice(args);
+        let file = fs::File::create(log).unwrap();
+        Self::spawn(root, &all, cwd, &[], Stdio::from(file))
+    }
+
+    fn spawn(
+        root: &Path,
+        args: &[&OsStr],
+        cwd: &Path,
+        env: &[(&str, &OsStr)],
+        stderr: Stdio,
+    ) -> Pushd {
         let mut cmd = Command::new(bin("pushd"));
-        cmd.arg("-v")
+        cmd.envs(env.iter().copied())
+            .stderr(stderr)
+            .arg("-v")
             .args(args)
             .current_dir(cwd)
             .stdout(Stdio::piped());

@@ -12,4 +12,5 @@ mod input;
 mod kinds;
 mod never_worked;
 mod pull;
+mod remote;
 mod servers;

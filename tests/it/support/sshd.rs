@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use super::{tempdir, TIMEOUT};
@@ -17,6 +18,9 @@ pub struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Logins accepted since the start, across restarts (sshd's
+    /// "Accepted publickey" lines).
+    logins: Arc<AtomicUsize>,
 }
 
 impl Sshd {
@@ -86,6 +90,7 @@ impl Sshd {
             dir,
             port,
             child: None,
+            logins: Arc::new(AtomicUsize::new(0)),
         };
         sshd.restart();
         sshd
@@ -93,6 +98,22 @@ impl Sshd {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many ssh logins the server has accepted so far.
+    pub fn logins(&self) -> usize {
+        self.logins.load(Ordering::SeqCst)
+    }
+
+    /// The connections being served right now (each is one or two sshd
+    /// processes below the listener; counted as processes).
+    pub fn sessions(&self) -> usize {
+        let is_sshd = |pid: &u32| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sshd")
+        };
+        self.child.as_ref().map_or(0, |child| {
+            descendants(child.id()).into_iter().filter(is_sshd).count()
+        })
     }
 
     /// The client's private key.
@@ -197,9 +218,13 @@ impl Sshd {
             .expect("spawning sshd");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logins = Arc::clone(&self.logins);
         // Drained for sshd's whole life so it never blocks on a full pipe.
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Accepted publickey") {
+                    logins.fetch_add(1, Ordering::SeqCst);
+                }
                 let _ = tx.send(line);
             }
         });
