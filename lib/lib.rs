@@ -20,6 +20,7 @@
 //! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath
 //! cli/         what every main shares: logging, exit codes, man pages
+//! health/      target states, STATUS= words, status file, metrics text
 //! ```
 
 pub mod batchd;
@@ -29,6 +30,7 @@ pub mod exclude;
 pub(crate) mod fold;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 pub mod keysetup;
 pub mod limit;
 pub mod location;
