@@ -49,7 +49,15 @@ impl Pace {
     }
 }
 
-/// The two files of one program (either may be off).
+/// Where a program keeps its status and metrics files (`--status-file`,
+/// `--metrics-file`); either may be off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthFiles {
+    pub status: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
+}
+
+/// Writes one program's [`HealthFiles`], paced.
 #[derive(Debug, Default)]
 pub struct Publisher {
     status: Option<PathBuf>,
@@ -59,12 +67,18 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(status: Option<PathBuf>, metrics: Option<PathBuf>) -> Self {
+    pub fn new(files: &HealthFiles) -> Self {
         Publisher {
-            status,
-            metrics,
+            status: files.status.clone(),
+            metrics: files.metrics.clone(),
             ..Self::default()
         }
+    }
+
+    /// How long a loop may sleep before the next [`tick`](Self::tick) is
+    /// due; `None` when no file is kept.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.is_enabled().then_some(MIN_GAP)
     }
 
     pub fn is_enabled(&self) -> bool {

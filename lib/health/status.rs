@@ -34,7 +34,7 @@ pub struct StatusDoc {
     pub targets: Vec<TargetReport>,
     /// Program-wide numbers (watchd's events, batchd's batches, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub numbers: BTreeMap<String, f64>,
+    pub numbers: BTreeMap<String, serde_json::Value>,
 }
 
 impl StatusDoc {
@@ -283,7 +283,13 @@ pub fn program_views(doc: &mut StatusDoc, labels: &[(&str, &str)], numbers: &[Nu
     for n in numbers {
         let name = format!("syncpipe_{}_{}", doc.program, n.name);
         e.family(&name, n.kind, n.help, &[(labels.to_vec(), n.value)]);
-        doc.numbers.insert(n.name.to_string(), n.value);
+        // Counts as whole numbers, so a reader sees 12, not 12.0.
+        let value = if n.value.fract() == 0.0 && (0.0..9e15).contains(&n.value) {
+            serde_json::Value::from(n.value as u64)
+        } else {
+            serde_json::Value::from(n.value)
+        };
+        doc.numbers.insert(n.name.to_string(), value);
     }
     e.finish()
 }
@@ -390,6 +396,10 @@ mod tests {
             text.contains("# TYPE syncpipe_watchd_watches gauge\n"),
             "{text}"
         );
-        assert_eq!(doc.numbers["watches"], 3.0);
+        assert_eq!(doc.numbers["watches"], serde_json::json!(3));
+        assert_eq!(
+            serde_json::to_string(&doc.numbers).unwrap(),
+            r#"{"events_total":5,"watches":3}"#
+        );
     }
 }
