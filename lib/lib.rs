@@ -11,7 +11,7 @@
 //!   pushd/     applies batches to targets: plan, guards, rsync, --direct, state
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
 //! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
-//! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units)
+//! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units), status
 //! wire/        what they all speak: records, paths, line reading, transport
 //! fold/        the shared folding core (events -> changes) and its model test
 //! location     a target or replica: local path or [user@]host:path
