@@ -148,6 +148,9 @@ struct Args {
     excludes: cli::ExcludeArgs,
 
     #[command(flatten)]
+    health: cli::HealthArgs,
+
+    #[command(flatten)]
     verbosity: Verbosity,
 }
 
@@ -216,6 +219,7 @@ impl Args {
             connect: self.connect.map(absolute),
             release_held: self.release_held,
             insist: self.insist,
+            health: self.health.files(&cwd),
         })
     }
 }

@@ -9,6 +9,7 @@
 pub mod apply;
 pub(crate) mod direct;
 pub mod excluded;
+pub(crate) mod health;
 pub mod plan;
 pub mod rsync;
 pub mod state;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
@@ -99,6 +100,8 @@ pub struct Config {
     /// host, refused key, …) is retried like any other failure instead of
     /// ending pushd with that failure's exit code.
     pub insist: bool,
+    /// `--status-file`, `--metrics-file` (lib/health/).
+    pub health: crate::health::publish::HealthFiles,
 }
 
 /// Runs pushd on its configured input (stdin, or `--connect`'s socket)
@@ -158,8 +161,8 @@ struct Shared {
     out: Mutex<Box<dyn Write + Send>>,
     state: Option<Mutex<StateFile>>,
     slots: (Mutex<usize>, Condvar),
-    /// Per target: name, seqs behind, deletions held.
-    lag: Mutex<Vec<(String, u64, u64)>>,
+    /// Every target's state and numbers (`STATUS=`, the status files).
+    health: crate::pushd::health::Health,
     systemd: Mutex<Systemd>,
     writing: std::sync::atomic::AtomicBool,
     /// Targets whose start-up sync has not ended yet: systemd hears
@@ -230,18 +233,13 @@ impl Shared {
         cv.notify_one();
     }
 
-    /// Records a target's lag (seqs behind) and updates `STATUS=`: at once
-    /// when a target falls behind or catches up, else at most every few seconds.
-    fn set_lag(&self, index: usize, lag: u64, held: u64) {
-        let (status, changed) = {
-            let mut table = self.lag.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = (table[index].1 == 0) != (lag == 0) || table[index].2 != held;
-            table[index].1 = lag;
-            table[index].2 = held;
-            (lag_text(&table), changed)
-        };
+    /// Updates `STATUS=` after a target's numbers changed: at once when its
+    /// state changed (`urgent`), else at most every few seconds.
+    fn status_changed(&self, urgent: bool) {
         let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
-        systemd.status(&status, changed);
+        if urgent || systemd.status_due() {
+            systemd.status(&self.health.summary(), urgent);
+        }
     }
 
     /// One target's start-up sync has ended; the last one tells systemd
@@ -250,26 +248,14 @@ impl Shared {
         let mut left = self.starting.lock().unwrap_or_else(|e| e.into_inner());
         *left = left.saturating_sub(1);
         if *left == 0 {
-            let status = lag_text(&self.lag.lock().unwrap_or_else(|e| e.into_inner()));
+            // A target that failed its first transfer is shown failing, never
+            // synced (README "READY=1 and a target that cannot sync").
+            let status = self.health.summary();
+            self.health.set_ready();
             let mut systemd = self.systemd.lock().unwrap_or_else(|e| e.into_inner());
             systemd.ready(&status);
         }
     }
-}
-
-/// `STATUS=` text: how far behind each target is, and which are held.
-fn lag_text(table: &[(String, u64, u64)]) -> String {
-    table
-        .iter()
-        .map(|(name, lag, held)| {
-            if *held > 0 {
-                format!("{name}: {lag} behind, HELD: {held} deletions refused by a guard (SIGUSR2 releases)")
-            } else {
-                format!("{name}: {lag} behind")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Reads the stream from `input` until it ends, applying it to every
@@ -303,12 +289,9 @@ pub fn run_with(
         out: Mutex::new(output),
         state,
         slots: (Mutex::new(config.max_procs.max(1)), Condvar::new()),
-        lag: Mutex::new(
-            config
-                .targets
-                .iter()
-                .map(|t| (t.name.clone(), 0, 0))
-                .collect(),
+        health: crate::pushd::health::Health::new(
+            config.targets.iter().map(|t| t.name.clone()),
+            &config.health,
         ),
         systemd: Mutex::new(Systemd::from_env()),
         writing: std::sync::atomic::AtomicBool::new(true),
@@ -340,14 +323,20 @@ pub fn run_with(
         .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
     let releasers = senders.clone();
+    let teller = Arc::clone(&shared);
     let input = Interruptible::new(
         input,
         signals,
         Duration::from_secs(1),
         Box::new(move || {
             let starting = *ticker.starting.lock().unwrap_or_else(|e| e.into_inner()) > 0;
+            ticker.health.tick(false);
             let mut systemd = ticker.systemd.lock().unwrap_or_else(|e| e.into_inner());
             systemd.tick();
+            // Lags in seconds grow while nothing happens.
+            if systemd.status_due() {
+                systemd.status(&ticker.health.summary(), false);
+            }
             // A start-up sync of a large tree outlasts any fixed start
             // timeout: while one runs, ask for more time. Before a stream
             // arrives nothing is asked, so a source that never comes fails
@@ -367,6 +356,8 @@ pub fn run_with(
             for tx in &releasers {
                 let _ = tx.send(Work::Release);
             }
+        } else if signal == Signal::SIGUSR1 {
+            log_notice!("SIGUSR1: {}", teller.health.summary());
         } else {
             log_info!("ignoring {signal}");
         }
@@ -379,7 +370,14 @@ pub fn run_with(
     // and the workers end only once every sender is gone.
     let (mut signals, handler) = input.into_inner().into_parts();
     drop(handler);
-    let mut on_signal = None;
+    let teller = Arc::clone(&shared);
+    let mut on_signal: crate::os::interruptible::OnSignal = Some(Box::new(move |signal| {
+        if signal == Signal::SIGUSR1 {
+            log_notice!("SIGUSR1: {}", teller.health.summary());
+        } else {
+            log_info!("ignoring {signal}");
+        }
+    }));
     // A target that gave up stopped us with a SIGTERM of our own.
     let gave_up = || {
         shared
@@ -413,6 +411,7 @@ pub fn run_with(
     }
     if matches!(read, Ok(None)) {
         while !handles.iter().all(|h| h.is_finished()) {
+            shared.health.tick(false);
             match crate::os::interruptible::wait_for_stop(
                 &mut signals,
                 &mut on_signal,
@@ -749,6 +748,7 @@ impl<'a> Worker<'a> {
                         while let Ok(work) = rx.try_recv() {
                             go_on &= self.take(work);
                         }
+                        self.report();
                         if !go_on {
                             return Ok(());
                         }
@@ -863,6 +863,9 @@ impl<'a> Worker<'a> {
                 }
                 if !self.has_work() {
                     // Resuming, or no start-up sync asked for: in step now.
+                    self.shared
+                        .health
+                        .update(self.index, |h| h.in_step_once = true);
                     self.start_done();
                 }
             }
@@ -985,6 +988,14 @@ impl<'a> Worker<'a> {
             );
         }
         self.attempt += 1;
+        let started = SystemTime::now();
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = Some(crate::health::target::InFlight {
+                started,
+                full: whole,
+            });
+            h.full_sync |= whole;
+        });
         let applier = Applier {
             target: self.target,
             settings: &self.config.rsync,
@@ -1155,12 +1166,9 @@ impl<'a> Worker<'a> {
             self.next_try = Instant::now() + self.jittered(self.delay);
             self.delay = (self.delay * 2).min(self.config.retry.max);
         }
+        self.note_outcome(ok, &record);
         self.shared.emit(&Record::Applied(record));
-        self.shared.set_lag(
-            self.index,
-            self.seen.saturating_sub(self.applied),
-            self.held_count,
-        );
+        self.report();
         // The first attempt ends start-up even when it failed: a target that
         // is down is retried in the background, not a start that hangs.
         self.start_done();
@@ -1284,6 +1292,93 @@ impl<'a> Worker<'a> {
             *gave_up = Some(crate::cli::exit::coded(bad.code, message));
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
         }
+    }
+
+    /// Copies this worker's position and queue into its health numbers,
+    /// and tells systemd at once when the target's state changed.
+    fn report(&self) {
+        let now = SystemTime::now();
+        let unapplied = self.has_work() || !self.held.is_empty();
+        let changed = self.shared.health.update(self.index, |h| {
+            h.stream = self.stream.clone();
+            h.applied_seq = self.applied;
+            h.seen_seq = self.seen;
+            h.pending_paths = self.pending.len() as u64;
+            h.full_sync =
+                self.pending.is_full_rescan() || h.in_flight.as_ref().is_some_and(|f| f.full);
+            h.deletions_held = self.held_count;
+            if !unapplied && h.in_flight.is_none() {
+                h.unapplied_since = None;
+            } else if h.unapplied_since.is_none() {
+                h.unapplied_since = Some(now);
+            }
+        });
+        self.shared.status_changed(changed);
+    }
+
+    /// Counts a transfer that ended; says so at `-v`, and at notice level
+    /// when the target works again after failures.
+    fn note_outcome(&self, ok: bool, record: &Applied) {
+        let now = SystemTime::now();
+        let before = self.shared.health.get(self.index);
+        if ok {
+            if before.consecutive_failures > 0 {
+                log_notice!(
+                    "{}: recovered after {} failed {}{}",
+                    self.target,
+                    before.consecutive_failures,
+                    if before.consecutive_failures == 1 {
+                        "try"
+                    } else {
+                        "tries"
+                    },
+                    before
+                        .failing_since
+                        .map(|t| format!(
+                            " (failing since {})",
+                            humantime::format_rfc3339_seconds(t)
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            log_info!(
+                "{}: {}seqs {}..{} {}: {} files ({}) sent, {} deleted{} in {} ms",
+                self.target,
+                if record.full { "full sync, " } else { "" },
+                record.first_seq,
+                record.last_seq,
+                record.status,
+                record.files,
+                crate::health::target::human_bytes(record.bytes),
+                record.deleted,
+                if record.renamed > 0 {
+                    format!(", {} renamed", record.renamed)
+                } else {
+                    String::new()
+                },
+                record.duration_ms
+            );
+        }
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = None;
+            h.progress = None;
+            h.transfers += 1;
+            h.files_sent += record.files;
+            h.bytes_sent += record.bytes;
+            h.deleted += record.deleted;
+            if ok {
+                h.last_success = Some(now);
+                h.consecutive_failures = 0;
+                h.failing_since = None;
+                h.in_step_once = true;
+            } else {
+                h.failures += 1;
+                h.consecutive_failures += 1;
+                h.failing_since.get_or_insert(now);
+                h.last_error = record.error.clone();
+                h.last_error_at = Some(now);
+            }
+        });
     }
 
     fn start_done(&mut self) {

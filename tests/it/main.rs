@@ -5,6 +5,7 @@ mod batchd;
 mod bisync;
 mod fuzz;
 mod generated;
+mod health;
 mod keysetup;
 mod pipeline;
 mod privatetmp;

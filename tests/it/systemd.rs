@@ -180,7 +180,7 @@ fn syncpipe_under_a_real_systemd() {
         "`systemctl start` returned before the start-up sync was done"
     );
     s.all_active("after systemctl start");
-    let target_status = format!("{WORK}/target: 0 behind");
+    let target_status = format!("{WORK}/target: in sync");
     let status = s.c.property("syncpipe@web", "StatusText");
     assert_eq!(status, target_status, "pushd's STATUS=");
     assert!(
