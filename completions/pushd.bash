@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-z -c -p -i -o -v -q -h -V --direct --delete --no-init --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --help --version"
+            opts="-z -c -p -i -o -v -q -h -V --direct --delete --no-init --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --status-file --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +122,36 @@ _pushd() {
                     return 0
                     ;;
                 --exclude-from)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --status-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --metrics-file)
                     local oldifs
                     if [ -n "${IFS+x}" ]; then
                         oldifs="$IFS"
