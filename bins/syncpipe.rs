@@ -35,6 +35,7 @@ enum Command {
     /// is not running: usable as a monitoring check.
     ///
     /// $ syncpipe status
+    ///
     /// $ syncpipe status www --json
     #[command(after_help = cli::exit_codes_help("syncpipe"))]
     Status {

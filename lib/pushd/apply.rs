@@ -296,6 +296,8 @@ pub struct Applier<'a> {
     pub guards: &'a Guards,
     /// `--direct`: listed paths on a local target without rsync.
     pub direct: bool,
+    /// Told how far a subtree transfer (a full sync) has got.
+    pub progress: Option<&'a (dyn Fn(crate::health::target::Progress) + Sync)>,
 }
 
 impl Applier<'_> {
@@ -587,7 +589,13 @@ impl Applier<'_> {
             args.insert(0, "--info=name1".into());
         }
         let list: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        rsync::run(&args, &list)
+        match self.progress {
+            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
+                args.insert(0, "--info=progress2".into());
+                rsync::run_watched(&args, &list, Some(report))
+            }
+            _ => rsync::run(&args, &list),
+        }
     }
 
     fn run(
@@ -984,6 +992,7 @@ mod tests {
             settings: &settings,
             guards: &guards,
             direct: false,
+            progress: None,
         };
         let plan = Plan::from_changes(&[
             crate::wire::event::Change {

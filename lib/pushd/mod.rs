@@ -11,6 +11,7 @@ pub(crate) mod direct;
 pub mod excluded;
 pub(crate) mod health;
 pub mod plan;
+pub(crate) mod progress;
 pub mod rsync;
 pub mod state;
 
@@ -996,11 +997,16 @@ impl<'a> Worker<'a> {
             });
             h.full_sync |= whole;
         });
+        let (health, index) = (&self.shared.health, self.index);
+        let report_progress = move |p: crate::health::target::Progress| {
+            health.update(index, |h| h.progress = Some(p));
+        };
         let applier = Applier {
             target: self.target,
             settings: &self.config.rsync,
             guards: &self.config.guards,
             direct: self.config.direct,
+            progress: Some(&report_progress),
         };
         self.shared.acquire();
         let checks = Checks {
@@ -1342,11 +1348,13 @@ impl<'a> Worker<'a> {
                 );
             }
             log_info!(
-                "{}: {}seqs {}..{} {}: {} files ({}) sent, {} deleted{} in {} ms",
+                "{}: {} {}: {} files ({}) sent, {} deleted{} in {} ms",
                 self.target,
-                if record.full { "full sync, " } else { "" },
-                record.first_seq,
-                record.last_seq,
+                if record.full {
+                    format!("full sync up to seq {}", record.last_seq)
+                } else {
+                    format!("seqs {}..{}", record.first_seq, record.last_seq)
+                },
                 record.status,
                 record.files,
                 crate::health::target::human_bytes(record.bytes),

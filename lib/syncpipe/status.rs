@@ -54,6 +54,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Code> {
     if opts.json {
         let text = serde_json::to_string_pretty(&syncs).context("writing JSON")?;
         println!("{text}");
+    } else if syncs.is_empty() {
+        println!(
+            "no syncs: nothing in {} or {}",
+            opts.run_dir.display(),
+            opts.conf_dir.display()
+        );
     } else {
         for line in lines(&syncs) {
             println!("{line}");

@@ -357,3 +357,50 @@ fn node_exporter_serves_the_lag_of_each_target() {
     )));
     refreshed_while_idle(&t.status);
 }
+
+#[test]
+fn a_start_up_sync_in_progress_is_never_zero_behind_and_shows_progress() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    // About 3 MB at 1 MB/s: a start-up sync that lasts a few seconds.
+    for i in 0..30 {
+        let data: Vec<u8> = (0..100_000u32).map(|j| (j * 7 + i) as u8).collect();
+        write(src.path(), format!("f{i:02}").as_bytes(), &data);
+    }
+    let status = scratch.path().join("pushd.json");
+    let target = dst.path().join("copy");
+    let args: Vec<&OsStr> = vec![
+        os("--bwlimit"),
+        os("1000"),
+        os("--status-file"),
+        status.as_os_str(),
+        target.as_os_str(),
+    ];
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    let seq = p.batch(vec![change(ChangeOp::Update, b"f00")]);
+    let s = wait_status(&status, "progress of the start-up sync", |s| {
+        let t = target_of(s);
+        assert!(!t["words"].as_str().unwrap().contains(" 0 behind"), "{s:#}");
+        assert_ne!(
+            t["state"], "in-sync",
+            "before the start-up sync ended: {s:#}"
+        );
+        t["progress"]["bytes"].as_u64() > Some(0)
+    });
+    let t = target_of(&s);
+    assert_eq!(t["state"], "syncing-initial", "{s:#}");
+    let words = t["words"].as_str().unwrap();
+    assert!(words.contains("start-up sync running: "), "{words}");
+    assert!(words.contains(" so far"), "{words}");
+    let name = target.to_str().unwrap().to_string();
+    p.applied(&name, seq);
+    let s = wait_status(&status, "in sync after the start-up sync", |s| {
+        target_of(s)["state"] == "in-sync"
+    });
+    assert!(target_of(&s)["progress"].is_null(), "{s:#}");
+    assert_eq!(p.finish(), Some(0));
+}
+
+fn target_of(s: &Value) -> &Value {
+    &s["targets"][0]
+}
