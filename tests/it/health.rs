@@ -271,11 +271,32 @@ fn a_target_that_never_worked_is_failing_never_in_sync_then_recovers() {
     );
     assert_eq!(fs::read(t.dead.join("a")).unwrap(), b"a");
     let _ = &t.src;
+    // SIGUSR1: the summary in the log.
+    t.p.run.signal(nix::sys::signal::Signal::SIGUSR1);
+    let said = format!(
+        "SIGUSR1: {}: in sync; {}: in sync",
+        t.good.display(),
+        t.dead.display()
+    );
+    assert!(
+        wait_until(TIMEOUT, || fs::read_to_string(&t.log)
+            .unwrap()
+            .contains(&said)),
+        "{said}: {}",
+        fs::read_to_string(&t.log).unwrap()
+    );
     let code = t.p.finish();
     let err = fs::read_to_string(&t.log).unwrap();
     assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains(&format!("{}: recovered after", t.dead.display())),
+        "{err}"
+    );
+    // -v: one line per transfer.
+    let good_line = format!("pushd: info: {}: full sync up to seq ", t.good.display());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&good_line) && l.contains(" ok: ") && l.contains(" sent, ")),
         "{err}"
     );
 }
