@@ -120,6 +120,9 @@ impl TargetReport {
     }
 }
 
+/// One metric family of every target: name, help, how to read the value.
+type Reading<'a, T> = (&'a str, &'a str, &'a dyn Fn(&TargetHealth) -> T);
+
 /// pushd's metrics: one family per number, a `target` label on each.
 pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) -> String {
     let mut e = Exposition::new();
@@ -149,7 +152,7 @@ pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) ->
             .map(|t| (vec![("target", t.name.as_str())], f(t)))
             .collect()
     };
-    let gauges: [(&str, &str, &dyn Fn(&TargetHealth) -> f64); 8] = [
+    let gauges: [Reading<f64>; 8] = [
         (
             "syncpipe_pushd_lag_events",
             "Stream seqs received and not applied yet",
@@ -194,7 +197,7 @@ pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) ->
     for (name, help, f) in gauges {
         e.family(name, Kind::Gauge, help, &per(f));
     }
-    let times: [(&str, &str, &dyn Fn(&TargetHealth) -> Option<SystemTime>); 2] = [
+    let times: [Reading<Option<SystemTime>>; 2] = [
         (
             "syncpipe_pushd_last_success_timestamp_seconds",
             "When a transfer last succeeded (absent: never)",
@@ -213,7 +216,7 @@ pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) ->
             .collect();
         e.family(name, Kind::Gauge, help, &samples);
     }
-    let counters: [(&str, &str, &dyn Fn(&TargetHealth) -> f64); 5] = [
+    let counters: [Reading<f64>; 5] = [
         (
             "syncpipe_pushd_transfers_total",
             "Transfers ended, failed ones included",
