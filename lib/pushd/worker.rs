@@ -1,0 +1,624 @@
+//! One target's worker: the thin loop (one thread per target) that takes
+//! work from the reader, runs transfers when they are due and reports them.
+//! What to send next is [`Pending`] and [`Held`], when to try again
+//! [`Backoff`]; this file does the I/O around them.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::location::Target;
+use crate::pushd::apply::{Applier, Checks, Identity, Report};
+use crate::pushd::guards::{Held, TargetRoot};
+use crate::pushd::pending::{Pending, Seqs};
+use crate::pushd::plan::Plan;
+use crate::pushd::retry::Backoff;
+use crate::pushd::rsync::Outcome;
+use crate::pushd::shared::Shared;
+use crate::pushd::state::Position;
+use crate::pushd::Config;
+use crate::wire::event::{Applied, Change, ChangeOp, Event, Record, Timestamp};
+use crate::{log_error, log_info, log_notice, log_warn};
+
+/// Work for one target's thread.
+pub(crate) enum Work {
+    /// A stream starts (or the root changes): `root` is where its paths hang from.
+    Stream { stream: String, root: PathBuf },
+    Changes {
+        first_seq: u64,
+        last_seq: u64,
+        changes: Vec<Change>,
+    },
+    /// Something may have been missed (a malformed line): sync the root.
+    FullSync,
+    /// One raw watcher event (each is its own batch).
+    Event(Event),
+    /// SIGUSR2: apply what the delete guards hold, once.
+    Release,
+    /// SIGTERM/SIGINT: end after the transfer in progress.
+    Stop,
+}
+
+/// One target's queue, position and retry clock.
+pub(crate) struct Worker<'a> {
+    config: &'a Config,
+    shared: &'a Shared,
+    /// This target's row in the status table.
+    index: usize,
+    target: &'a Target,
+    stream: Option<String>,
+    root: PathBuf,
+    /// What is still to apply, and the position in the stream.
+    pending: Pending,
+    /// What a delete guard refused, kept for later.
+    held: Held,
+    backoff: Backoff,
+    /// The source root when the stream started (see [`Identity`]).
+    identity: Option<Identity>,
+    target_root: TargetRoot,
+    /// A transfer has succeeded on this target (a remote root that rsync
+    /// must create after that was removed meanwhile).
+    synced: bool,
+    /// The start-up sync has ended (see [`Shared::target_started`]).
+    started: bool,
+}
+
+impl<'a> Worker<'a> {
+    pub(crate) fn new(config: &'a Config, shared: &'a Shared, index: usize) -> Self {
+        // Targets that fail together should not retry in lock step: each
+        // worker's jitter starts from its own random seed.
+        let seed = crate::wire::event::new_stream_id()
+            .ok()
+            .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
+            .unwrap_or(index as u64);
+        let now = Instant::now();
+        Worker {
+            config,
+            shared,
+            index,
+            target: &config.targets[index],
+            stream: None,
+            root: PathBuf::new(),
+            pending: Pending::new(config.max_pending),
+            held: Held::new(config.release_held, now),
+            backoff: Backoff::new(config.retry, seed, now),
+            identity: None,
+            target_root: TargetRoot::default(),
+            synced: false,
+            started: false,
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// When the next transfer is due, if one is: pending changes at the
+    /// retry clock, held ones at once when released, else at their recheck.
+    fn due(&self) -> Option<Instant> {
+        if self.has_work() {
+            Some(self.backoff.next_try())
+        } else {
+            self.held.due(self.backoff.next_try())
+        }
+    }
+
+    /// Runs until the input ends and the queue is empty. `Err(name)` when
+    /// changes were left unapplied.
+    pub(crate) fn run(mut self, rx: Receiver<Work>) -> Result<(), String> {
+        let mut open = true;
+        while open || self.has_work() {
+            if open {
+                let wait = match self.due() {
+                    Some(at) => at.saturating_duration_since(Instant::now()),
+                    None => Duration::from_secs(3600),
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(work) => {
+                        let mut go_on = self.take(work);
+                        // Whatever else is queued joins this transfer.
+                        while let Ok(work) = rx.try_recv() {
+                            go_on &= self.take(work);
+                        }
+                        self.report();
+                        if !go_on {
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            } else if self.shared.sleep_unless_stopped(
+                self.backoff
+                    .next_try()
+                    .saturating_duration_since(Instant::now()),
+            ) {
+                // Stopped after the input ended: what is pending stays
+                // unapplied, and --state says so (it holds applied seqs only).
+                return Ok(());
+            }
+            if self.due().is_some_and(|at| Instant::now() >= at) {
+                let succeeded = self.transfer();
+                if !succeeded && !open && self.backoff.at_max() {
+                    log_error!(
+                        "{}: giving up at the end of input with changes up to seq {} not applied",
+                        self.target,
+                        self.pending.seen()
+                    );
+                    return Err(self.target.name.clone());
+                }
+            }
+        }
+        if !self.held.is_empty() {
+            // One last look: the source may have come back meanwhile.
+            self.held.recheck_now(Instant::now());
+            self.transfer();
+        }
+        if !self.held.is_empty() {
+            log_error!(
+                "{}: input ended with {} deletions held by a guard (not applied)",
+                self.target,
+                self.held.count()
+            );
+            self.shared.status().table.held_at_end(self.index);
+            return Err(self.target.name.clone());
+        }
+        Ok(())
+    }
+
+    /// Adds `work` to the queue; false on [`Work::Stop`].
+    fn take(&mut self, work: Work) -> bool {
+        match work {
+            Work::Stop => return false,
+            Work::Release => {
+                if self.held.release() {
+                    log_notice!(
+                        "{}: released by the operator: applying {} held deletions",
+                        self.target,
+                        self.held.count()
+                    );
+                } else {
+                    log_info!("{}: nothing held to release", self.target);
+                }
+            }
+            Work::FullSync => self.pending.rescan_all(),
+            Work::Stream { stream, root } => self.start_stream(stream, root),
+            Work::Changes {
+                first_seq,
+                last_seq,
+                changes,
+            } => {
+                // A rescan is never "already applied": batchd sends one after
+                // a malformed line with the seq it had reached.
+                let rescan = changes.iter().any(|c| c.op == ChangeOp::Rescan);
+                if !self.note_seqs(first_seq, last_seq, rescan) && !rescan {
+                    return true;
+                }
+                for change in changes {
+                    self.pending.push(change);
+                }
+                self.bound_pending();
+            }
+            Work::Event(event) => {
+                if !self.note_seqs(event.seq, event.seq, false) {
+                    return true;
+                }
+                self.pending.push_event(&event);
+                self.bound_pending();
+            }
+        }
+        true
+    }
+
+    /// A stream starts (or its root changes): resume where `--state` says
+    /// for the same stream, else start over, with a full sync unless none
+    /// is asked for.
+    fn start_stream(&mut self, stream: String, root: PathBuf) {
+        let first = self.stream.is_none();
+        let stored = self.shared.state.as_ref().filter(|_| first).and_then(|s| {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&self.target.name)
+                .cloned()
+        });
+        // A position of another stream: the target was in step with
+        // a stream that is gone, so a full sync is due even with
+        // --no-init (which skips it only for a target never synced).
+        let stale = stored.as_ref().is_some_and(|p| p.stream != stream);
+        let resumed = stored.filter(|p| p.stream == stream).map(|p| p.seq);
+        // A new stream starts with a full sync, which weighs again
+        // whatever was held under the old one.
+        self.held.clear();
+        self.identity = match Identity::of(&root) {
+            Ok(identity) => Some(identity),
+            Err(why) => {
+                log_warn!("{}: {why}", self.target);
+                None
+            }
+        };
+        self.root = root;
+        self.stream = Some(stream);
+        self.pending.start(resumed);
+        if let Some(seq) = resumed {
+            log_info!("{}: resuming stream after seq {seq}", self.target);
+        } else if !first || self.config.init || stale {
+            self.pending.rescan_all();
+        }
+        if !self.has_work() {
+            // Resuming, or no start-up sync asked for: in step now.
+            self.shared
+                .health
+                .update(self.index, |h| h.in_step_once = true);
+            self.start_done();
+        }
+    }
+
+    /// Records that `first..=last` arrived; false when it was applied
+    /// before a restart (the writer replays from where `--state` says).
+    fn note_seqs(&mut self, first: u64, last: u64, rescan: bool) -> bool {
+        match self.pending.note_seqs(first, last) {
+            Seqs::New => true,
+            Seqs::Replayed => false,
+            Seqs::Backwards { after } => {
+                // A rescan batch from batchd may repeat the seq it reached:
+                // not worth a warning.
+                if !rescan {
+                    log_warn!(
+                        "{}: seq {first} after seq {after}: the stream went backwards; syncing the whole root",
+                        self.target
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Past `--max-pending` distinct paths, a full sync replaces the list.
+    fn bound_pending(&mut self) {
+        if self.pending.bound() {
+            log_notice!(
+                "{}: more than {} pending paths, doing a full sync instead",
+                self.target,
+                self.config.max_pending
+            );
+        }
+    }
+
+    /// One attempt at everything pending. Returns whether it succeeded.
+    fn transfer(&mut self) -> bool {
+        let Some(stream) = self.stream.clone() else {
+            self.pending.discard();
+            return true;
+        };
+        if self.target_root.changed(self.target) {
+            self.pending.rescan_all();
+        }
+        let with_held = self.held.weighs_now(Instant::now());
+        let mut batch = self.pending.take(with_held.then(|| self.held.take()));
+        batch.changes =
+            crate::pushd::excluded::without_excluded(batch.changes, &self.config.excludes);
+        let released = self.held.released();
+        let plan = Plan::from_changes(&batch.changes);
+        // A rescan of the root (an overflow, a malformed line) is a full sync too.
+        let whole = plan.is_full();
+        for bad in &plan.rejected {
+            log_warn!(
+                "{}: path {bad:?} would leave the root; syncing the whole root instead",
+                self.target
+            );
+        }
+        let attempt = self.backoff.begin();
+        let started = std::time::SystemTime::now();
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = Some(crate::health::target::InFlight {
+                started,
+                full: whole,
+            });
+            h.full_sync |= whole;
+        });
+        let (health, index) = (&self.shared.health, self.index);
+        let report_progress = move |p: crate::health::target::Progress| {
+            health.update(index, |h| h.progress = Some(p));
+        };
+        let applier = Applier {
+            target: self.target,
+            settings: &self.config.rsync,
+            guards: &self.config.guards,
+            direct: self.config.direct,
+            progress: Some(&report_progress),
+        };
+        let checks = Checks {
+            identity: self.identity,
+            released,
+        };
+        self.shared.acquire();
+        let report = applier.apply(&self.root, plan, self.config.delete.allows(whole), checks);
+        self.shared.release();
+        let mut held_now = false;
+        let mut record = Applied {
+            target: self.target.name.clone(),
+            stream: stream.clone(),
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            full: whole,
+            status: "failed".into(),
+            files: 0,
+            bytes: 0,
+            sent: 0,
+            deleted: 0,
+            renamed: 0,
+            refused_deletes: 0,
+            duration_ms: 0,
+            rsync_exit: None,
+            attempt,
+            error: None,
+            ts: Timestamp::now(),
+        };
+        let ok = match report {
+            Ok(report) => {
+                let ok = report.succeeded();
+                if ok && report.created_root && self.synced && !whole {
+                    log_warn!(
+                        "{}: the target root was gone (rsync created it again): doing a full sync",
+                        self.target
+                    );
+                    self.pending.rescan_all();
+                }
+                if ok && report.held() {
+                    held_now = true;
+                    let new = self.held.hold(
+                        &report,
+                        &batch.changes,
+                        batch.first_seq,
+                        with_held,
+                        Instant::now(),
+                        self.config.retry.max,
+                    );
+                    let why = report.refusal.as_deref().unwrap_or_default();
+                    if new {
+                        log_error!(
+                            "{}: HELD: {why}. Release with: kill -USR2 {} (or restart with --release-held)",
+                            self.target,
+                            std::process::id()
+                        );
+                    } else {
+                        log_info!("{}: still held: {why}", self.target);
+                    }
+                } else if let Some(why) = &report.refusal {
+                    log_error!("{}: {why}", self.target);
+                }
+                record.status = if !ok {
+                    "failed"
+                } else if report.held() || !self.held.is_empty() {
+                    // Still held from before: the target is not in step.
+                    "held"
+                } else {
+                    "ok"
+                }
+                .into();
+                record.error = if ok {
+                    report.refusal.clone()
+                } else {
+                    Some(self.failed(&report))
+                };
+                record.files = report.stats.transferred;
+                record.bytes = report.stats.transferred_size;
+                record.sent = report.stats.sent;
+                record.deleted = report.stats.deleted;
+                record.renamed = report.renamed;
+                record.refused_deletes = report.refused_deletes;
+                record.duration_ms = report.duration.as_millis() as u64;
+                record.rsync_exit = report.code;
+                ok
+            }
+            Err(e) => {
+                log_error!("{}: {e:#}", self.target);
+                record.error = Some(format!("{e:#}"));
+                false
+            }
+        };
+        if ok && with_held && !held_now {
+            if let Some(count) = self.held.applied() {
+                log_notice!(
+                    "{}: the {count} deletions held by a guard are applied now{}",
+                    self.target,
+                    if released {
+                        " (released by the operator)"
+                    } else {
+                        " (the guard passes again)"
+                    }
+                );
+            }
+        }
+        if ok {
+            self.succeeded(stream, batch.last_seq, released);
+        } else {
+            // Nothing is lost: the changes go back in front of whatever
+            // arrived meanwhile, and the next try waits a little longer.
+            self.pending.put_back(batch);
+            self.backoff.failed(Instant::now());
+        }
+        self.note_outcome(ok, &record);
+        self.shared.emit(&Record::Applied(record));
+        self.report();
+        // The first attempt ends start-up even when it failed: a target that
+        // is down is retried in the background, not a start that hangs.
+        self.start_done();
+        ok
+    }
+
+    /// A transfer up to `last_seq` succeeded: the source as it is now is
+    /// trusted, and `--state` records the position (before anything held).
+    fn succeeded(&mut self, stream: String, last_seq: u64, released: bool) {
+        if released {
+            // The operator accepted the source as it is now.
+            self.held.release_done();
+            self.identity = Identity::of(&self.root).ok();
+        } else if self.identity.is_none() {
+            self.identity = Identity::of(&self.root).ok();
+        }
+        self.target_root.note(self.target);
+        self.synced = true;
+        // Held changes are not applied: --state stays before them.
+        let seq = self.pending.applied(last_seq, self.held.first());
+        self.backoff.succeeded(Instant::now());
+        if let Some(state) = &self.shared.state {
+            let saved = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set(&self.target.name, Position { stream, seq });
+            if let Err(e) = saved {
+                log_error!("{}: {e:#}", self.target);
+            }
+        }
+    }
+
+    /// Says why a transfer failed, as the log and the result record do.
+    fn failed(&mut self, report: &Report) -> String {
+        let attempt = self.backoff.attempt();
+        let what = match report.code {
+            Some(code) => format!("rsync exit {code}: {}", report.message),
+            None => report.message.clone(),
+        };
+        if let Some(bad) =
+            crate::pushd::rsync::diagnose(report.code, &report.message, &self.target.host())
+        {
+            self.permanent(bad, &what);
+        } else {
+            match report.outcome {
+                Some(Outcome::Retry) => log_warn!(
+                    "{}: transfer failed, will retry (attempt {attempt}): {what}",
+                    self.target
+                ),
+                _ => log_error!(
+                    "{}: transfer failed (attempt {attempt}): {what}",
+                    self.target
+                ),
+            }
+        }
+        what
+    }
+
+    /// A failure that trying again will not fix: said with its advice, and
+    /// on a target that never synced (unless `--insist`) the end of pushd
+    /// with its exit code: the stop signal to ourselves ends the reader.
+    fn permanent(&mut self, bad: crate::pushd::rsync::Permanent, what: &str) {
+        if self.synced || self.config.insist {
+            log_error!(
+                "{}: {} (attempt {}, will retry): {what}",
+                self.target,
+                bad.advice,
+                self.backoff.attempt()
+            );
+            return;
+        }
+        let message = format!(
+            "{}: {}; giving up, as this target has never synced (--insist keeps retrying); rsync said: {what}",
+            self.target, bad.advice
+        );
+        if self
+            .shared
+            .give_up(crate::cli::exit::coded(bad.code, message))
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
+        }
+    }
+
+    /// Copies this worker's position and queue into its health numbers,
+    /// and tells systemd at once when the target's state changed.
+    fn report(&self) {
+        let now = std::time::SystemTime::now();
+        let unapplied = self.has_work() || !self.held.is_empty();
+        let changed = self.shared.health.update(self.index, |h| {
+            h.stream = self.stream.clone();
+            h.applied_seq = self.pending.applied_seq();
+            h.seen_seq = self.pending.seen();
+            h.pending_paths = self.pending.paths();
+            h.full_sync = self.pending.is_full() || h.in_flight.as_ref().is_some_and(|f| f.full);
+            h.deletions_held = self.held.count();
+            if !unapplied && h.in_flight.is_none() {
+                h.unapplied_since = None;
+            } else if h.unapplied_since.is_none() {
+                h.unapplied_since = Some(now);
+            }
+        });
+        self.shared
+            .set_lag(self.index, self.pending.lag(), self.held.count(), changed);
+    }
+
+    /// Counts a transfer that ended; says so at `-v`, and at notice level
+    /// when the target works again after failures.
+    fn note_outcome(&self, ok: bool, record: &Applied) {
+        let now = std::time::SystemTime::now();
+        let before = self.shared.health.get(self.index);
+        if ok {
+            if before.consecutive_failures > 0 {
+                log_notice!(
+                    "{}: recovered after {} failed {}{}",
+                    self.target,
+                    before.consecutive_failures,
+                    if before.consecutive_failures == 1 {
+                        "try"
+                    } else {
+                        "tries"
+                    },
+                    before
+                        .failing_since
+                        .map(|t| format!(
+                            " (failing since {})",
+                            humantime::format_rfc3339_seconds(t)
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            log_info!(
+                "{}: {} {}: {} files ({}) sent, {} deleted{} in {} ms",
+                self.target,
+                if record.full {
+                    format!("full sync up to seq {}", record.last_seq)
+                } else {
+                    format!("seqs {}..{}", record.first_seq, record.last_seq)
+                },
+                record.status,
+                record.files,
+                crate::health::target::human_bytes(record.bytes),
+                record.deleted,
+                if record.renamed > 0 {
+                    format!(", {} renamed", record.renamed)
+                } else {
+                    String::new()
+                },
+                record.duration_ms
+            );
+        }
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = None;
+            h.progress = None;
+            h.transfers += 1;
+            h.files_sent += record.files;
+            h.bytes_sent += record.bytes;
+            h.deleted += record.deleted;
+            if ok {
+                h.last_success = Some(now);
+                h.consecutive_failures = 0;
+                h.failing_since = None;
+                h.in_step_once = true;
+            } else {
+                h.failures += 1;
+                h.consecutive_failures += 1;
+                h.failing_since.get_or_insert(now);
+                h.last_error = record.error.clone();
+                h.last_error_at = Some(now);
+            }
+        });
+    }
+
+    fn start_done(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.shared.target_started(self.index);
+        }
+    }
+}
