@@ -18,7 +18,7 @@ DEMO_PACKAGES := rsync:rsync diffutils:diff
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build test test-deps demo-deps lint demo bench fuzz install completions clean
+.PHONY: all build test test-deps demo-deps lint demo demo-fresh bench fuzz install completions clean
 
 all: build
 
@@ -61,6 +61,11 @@ demo-deps:
 
 demo: demo-deps build
 	@bash docs/demo.sh
+
+# `make demo` on a machine without rsync, as root, changing nothing here:
+# an overlay of / in a mount namespace with rsync purged (tests/fresh-demo.sh).
+demo-fresh: build
+	@bash tests/fresh-demo.sh
 
 bench: build
 	@bash bench/run.sh

@@ -18,6 +18,8 @@
 # Python is most of it); needs ~1.5 GB in $TMPDIR.
 #
 # usage: bench/batchd.sh [EVENTS [PATHS]]   (defaults 10000000 100000)
+#   BATCHD=path/to/batchd   use that binary instead of building target/release/batchd
+#                           (to compare two builds on the same input)
 set -euo pipefail
 
 events=${1:-10000000}
@@ -27,8 +29,12 @@ root=$(dirname "$here")
 work=$(mktemp -d "${TMPDIR:-/tmp}/batchd-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin batchd
-batchd="$root/target/release/batchd"
+if [ -n "${BATCHD:-}" ]; then
+    batchd=$BATCHD
+else
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin batchd
+    batchd="$root/target/release/batchd"
+fi
 
 echo "generating $events events over $paths paths ..." >&2
 python3 "$here/batchd-gen.py" "$events" "$paths" > "$work/big.jsonl"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/watchd.sh: watchd side by side with `inotifywait -r -m` (issues 2, 18).
+# bench/watchd.sh: watchd side by side with `inotifywait -r -m` (issues 2, 18),
+# and in the set-up also with lsyncd (when it is installed).
 #
 # watchd runs twice everywhere: watchd-inotify (--backend inotify) and
 # watchd-fanotify (--backend fanotify: needs root and Linux 5.17+; it is left
@@ -9,7 +10,9 @@
 #
 #   a. watch set-up on a tree of DIRS directories (10 x 100 x N, in a tmpfs):
 #      seconds from process start until ready (watchd: its header line;
-#      inotifywait: "Watches established."), VmRSS / VmHWM and CPU time once
+#      inotifywait: "Watches established."; lsyncd: a line its sync's `init`
+#      logs, which lsyncd calls once every watch is added; no startup rsync
+#      runs, so only watching is timed), VmRSS / VmHWM and CPU time once
 #      ready; a2. the same on one directory with WIDE subdirectories;
 #   b. a burst of FILES empty-file creations (bench/burst.rs) spread over
 #      BURST_DIRS already-watched directories: the writer's time alone and
@@ -80,6 +83,11 @@ else
 fi
 rm -rf "$probe" "$probe.err"
 SETUP_TOOLS="inotifywait $WATCHD_TOOLS"
+if command -v lsyncd >/dev/null; then
+    SETUP_TOOLS+=" lsyncd"
+else
+    echo "bench/watchd.sh: lsyncd left out of the set-up: not installed (apt-get install lsyncd)" >&2
+fi
 
 mkdir -p bench/results
 RESULTS=$PWD/bench/results/watchd-$(date -u +%Y-%m-%dT%H%M%SZ).txt
@@ -188,6 +196,21 @@ measure_setup() {
         pid=$SETUP_PID WATCHER_PID=$SETUP_PID
         IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}" || die "watchd gave no header"
         [[ $line == '{"type":"header"'* ]] || die "watchd's first line is not a header: $line"
+        ;;
+    lsyncd)
+        # Watches only: no action runs at start-up (no startup rsync), and
+        # `init`, which lsyncd calls once every watch is in place, says so.
+        printf '%s\n' 'settings { nodaemon = true, insist = false }' \
+            "sync { source = \"$root\", maxProcesses = 1," \
+            '  init = function(event) log("Normal", "READY"); event.inlet.discardEvent(event) end,' \
+            '  action = function(inlet) inlet.discardEvent(inlet.getEvent()) end }' >"$WORK/lsyncd.lua"
+        coproc SETUP { exec lsyncd "$WORK/lsyncd.lua" 2>&1; }
+        pid=$SETUP_PID WATCHER_PID=$SETUP_PID
+        while true; do
+            IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}" || die "lsyncd did not get ready"
+            [[ $line == *'Normal: READY' ]] && break
+            [[ $line == *'Normal: --- Startup ---' ]] || die "lsyncd: $line"
+        done
         ;;
     inotifywait)
         coproc SETUP { exec inotifywait -r -m "$root" 2>&1 >/dev/null; }

@@ -45,6 +45,16 @@ struct Args {
     /// Skip the full sync at start-up
     #[arg(long, help_heading = "Sync")]
     no_init: bool,
+    /// Change nothing: print what each target would get instead
+    ///
+    /// Every transfer runs rsync with --dry-run (also for --direct) and
+    /// writes, before its `result` record (`"dry_run": true`), one `would`
+    /// record per path on stdout: `send`, `create`, `attrs`, `hardlink`,
+    /// `delete`, `rename` (local targets) or `hold` (a deletion a guard
+    /// would refuse), plus a summary line per transfer on stderr. --state
+    /// is read, never written. Exit codes are those of a real run.
+    #[arg(short = 'n', long, help_heading = "Sync")]
+    dry_run: bool,
     /// Read the stream from a writer's --listen socket instead of stdin,
     /// resuming where --state says
     #[arg(long, value_name = "SOCKET", help_heading = "Sync")]
@@ -125,9 +135,16 @@ struct Args {
     /// Keep partially transferred files
     #[arg(long, help_heading = "rsync")]
     partial: bool,
-    /// rsync program on the remote side
+    /// rsync program on the remote side (run by its shell: `sudo rsync`
+    /// works); the local one is --rsync-binary
     #[arg(long, value_name = "PROGRAM", help_heading = "rsync")]
     rsync_path: Option<String>,
+    /// rsync program to run on this machine (lsyncd's rsync.binary)
+    /// [default: rsync on PATH]; the remote one is --rsync-path
+    // OsString, not PathBuf: clap refuses an empty path, and the unit
+    // passes the config's RSYNC_BINARY= as it is (empty: PATH's rsync).
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::ExecutablePath, help_heading = "rsync")]
+    rsync_binary: Option<OsString>,
     /// One more argument for rsync, passed through (repeatable)
     #[arg(
         long,
@@ -197,6 +214,19 @@ impl Args {
                 },
                 delete_missing_args_works: true,
                 io_timeout,
+                rsync_binary: self
+                    .rsync_binary
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .map(|p| {
+                        // A bare name is looked up on PATH, as `rsync` is.
+                        if p.components().count() > 1 {
+                            absolute(p)
+                        } else {
+                            p
+                        }
+                    }),
+                dry_run: self.dry_run,
             },
             guards: Guards {
                 max_delete: self.max_delete,

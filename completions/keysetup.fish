@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_keysetup_global_optspecs
-    string join \n p/port= o/ssh-opt= login-key= i/identity= only= from= accept-new host-key= alias= mutual back= back-port= back-only= v/verbose q/quiet h/help V/version
+    string join \n p/port= o/ssh-opt= login-key= i/identity= only= from= accept-new host-key= alias= mutual back= back-port= back-only= v/verbose q/quiet log-file= h/help V/version
 end
 
 function __fish_keysetup_needs_command
@@ -35,6 +35,7 @@ complete -c keysetup -n "__fish_keysetup_needs_command" -l alias -d 'Write a Hos
 complete -c keysetup -n "__fish_keysetup_needs_command" -l back -d 'How the remote reaches this machine [default: USER@HOSTNAME]' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l back-port -d 'ssh port of this machine, as the remote reaches it' -r
 complete -c keysetup -n "__fish_keysetup_needs_command" -l back-only -d 'Restrict the remote\'s key here (same forms as --only)' -r
+complete -c keysetup -n "__fish_keysetup_needs_command" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c keysetup -n "__fish_keysetup_needs_command" -l accept-new -d 'Record the host key on first contact (trust on first use)'
 complete -c keysetup -n "__fish_keysetup_needs_command" -l mutual -d 'Also let the remote log in here with its own key (for two-way sync)'
 complete -c keysetup -n "__fish_keysetup_needs_command" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
@@ -48,6 +49,7 @@ complete -c keysetup -n "__fish_keysetup_needs_command" -a "help" -d 'Print this
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l key -d 'The public key file (an id_*.pub)' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l only -d 'Allow only rsync:/DIR, rsync-wo:/DIR (push only), rsync-ro:/DIR or bisync:/DIR' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l from -d 'Accept the key only from these addresses (from="…": CIDR, hosts, !negated)' -r
+complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand authorize" -s h -l help -d 'Print help'
@@ -56,6 +58,7 @@ complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s o -l ssh-op
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -l alias -d 'Also remove the Host block NAME from ~/.ssh/config' -r
+complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand revoke" -s h -l help -d 'Print help'
@@ -63,6 +66,7 @@ complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s p -l port -d
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -l login-key -d 'A private key that logs in today, to install or inspect with' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s i -l identity -d 'The kit\'s key [default: ~/.ssh/id_syncpipe_ed25519]' -r -F
+complete -c keysetup -n "__fish_keysetup_using_subcommand check" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s q -l quiet -d 'Say only warnings and errors'
 complete -c keysetup -n "__fish_keysetup_using_subcommand check" -s h -l help -d 'Print help'

@@ -13,7 +13,8 @@ complete -c pushd -l retry-jitter -d 'Random part of each retry delay, 0 to 1' -
 complete -c pushd -l max-delete -d 'Hold the deletions of a batch or full sync past N entries, or P% of the target' -r
 complete -c pushd -l sentinel -d 'Refuse to sync unless FILE (relative to the source root) exists' -r -F
 complete -c pushd -l bwlimit -d 'Bandwidth limit (rsync\'s --bwlimit, e.g. 1m)' -r
-complete -c pushd -l rsync-path -d 'rsync program on the remote side' -r
+complete -c pushd -l rsync-path -d 'rsync program on the remote side (run by its shell: `sudo rsync` works); the local one is --rsync-binary' -r
+complete -c pushd -l rsync-binary -d 'rsync program to run on this machine (lsyncd\'s rsync.binary) [default: rsync on PATH]; the remote one is --rsync-path' -r -F
 complete -c pushd -l rsync-opt -d 'One more argument for rsync, passed through (repeatable)' -r
 complete -c pushd -l password-file -d 'Password file for rsync daemon targets' -r -F
 complete -c pushd -s p -l port -d 'ssh port' -r
@@ -24,8 +25,10 @@ complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config fi
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c pushd -l status-file -d 'Keep a JSON status file at FILE (rewritten atomically on changes, at most once a second, and every 5 s while idle; `syncpipe status` reads it)' -r -F
 complete -c pushd -l metrics-file -d 'Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for node_exporter\'s textfile collector (name it *.prom in its directory)' -r -F
+complete -c pushd -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c pushd -l direct -d 'Local targets: copy, rename and remove with plain file system calls instead of rsync (full syncs still use rsync)'
 complete -c pushd -l no-init -d 'Skip the full sync at start-up'
+complete -c pushd -s n -l dry-run -d 'Change nothing: print what each target would get instead'
 complete -c pushd -l allow-empty-source -d 'Allow a full sync from an empty source root to delete on the target'
 complete -c pushd -l release-held -d 'Apply, in the start-up transfer, the deletions the guards would hold'
 complete -c pushd -l insist -d 'Keep retrying a target whose first transfer fails for good (unknown host, refused or changed key, no rsync there, missing parent directory); without it pushd exits with that failure\'s code (6, 7, 8 or 1) at start, as a target that never worked needs a person'

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_relayd_global_optspecs
-    string join \n v/verbose q/quiet h/help V/version
+    string join \n v/verbose q/quiet log-file= h/help V/version
 end
 
 function __fish_relayd_needs_command
@@ -24,6 +24,7 @@ function __fish_relayd_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c relayd -n "__fish_relayd_needs_command" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c relayd -n "__fish_relayd_needs_command" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c relayd -n "__fish_relayd_needs_command" -s q -l quiet -d 'Say only warnings and errors'
 complete -c relayd -n "__fish_relayd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -38,6 +39,7 @@ complete -c relayd -n "__fish_relayd_using_subcommand publish" -l tls-key -d 'Cl
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -l max-msgs -d 'When creating the stream: keep at most this many messages' -r
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -l max-bytes -d 'When creating the stream: keep at most this many bytes' -r
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -l max-age -d 'When creating the stream: drop messages older than this (7d, 12h)' -r
+complete -c relayd -n "__fish_relayd_using_subcommand publish" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -s q -l quiet -d 'Say only warnings and errors'
 complete -c relayd -n "__fish_relayd_using_subcommand publish" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -46,6 +48,7 @@ complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l creds -d 'NA
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-ca -d 'CA certificate that signed the server\'s (implies TLS)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-cert -d 'Client certificate for mutual TLS (with --tls-key)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-key -d 'Client key for mutual TLS (with --tls-cert)' -r -F
+complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -s q -l quiet -d 'Say only warnings and errors'
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -4,8 +4,19 @@
 # makes (new folders, edits, renames, awkward names, deletes), and shows what
 # flowed through each stage and that the copy equals the source.
 set -euo pipefail
+# `make demo` installs these first as root (DEMO_PACKAGES in the Makefile);
+# run directly, or not as root, say exactly what is missing.
+missing=""
+command -v rsync > /dev/null || missing="$missing rsync"
+command -v diff > /dev/null || missing="$missing diffutils"
+if [ -n "$missing" ]; then
+  echo "demo: needs these Debian packages:$missing" >&2
+  echo "  install them with: sudo apt-get install -y$missing (or run \`sudo make demo\`, which does)" >&2
+  exit 1
+fi
 cd "$(dirname "$0")/.."
-bin=target/release
+# DEMO_BIN: where the binaries are (make demo-fresh runs a debug build this way).
+bin=${DEMO_BIN:-target/release}
 demo=demo
 rm -rf "$demo" && mkdir -p "$demo/src/docs" "$demo/dst"
 echo "hello" > "$demo/src/docs/readme.txt"

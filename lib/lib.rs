@@ -10,7 +10,7 @@
 //!   batchd/    coalesces events into batches (the pure Batcher + its loop)
 //!   pushd/     applies batches to targets: the reader and one worker per
 //!              target over pure parts (pending, retry, status); plan,
-//!              guards, rsync, --direct, state
+//!              guards, rsync, --direct, state, --dry-run preview
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
 //! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
 //! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units), status

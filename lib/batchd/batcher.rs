@@ -3,7 +3,8 @@
 //! records and `now` and says what to write; clocks, threads and stdin stay
 //! with the caller (`batchd`).
 
-use std::collections::HashSet;
+use foldhash::fast::RandomState;
+use hashbrown::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::fold::Fold;
@@ -50,8 +51,8 @@ pub struct Batcher {
     /// second is not news: the target holds the entry from the first batch,
     /// so a rename of it can stay a rename. (A delete of it reaches the
     /// target either way: the fold never drops one.)
-    created: HashSet<Vec<u8>>,
-    created_before: HashSet<Vec<u8>>,
+    created: HashSet<Vec<u8>, RandomState>,
+    created_before: HashSet<Vec<u8>, RandomState>,
 }
 
 impl Batcher {
@@ -65,8 +66,8 @@ impl Batcher {
             first_seq: None,
             opened: None,
             header_seen: false,
-            created: HashSet::new(),
-            created_before: HashSet::new(),
+            created: HashSet::default(),
+            created_before: HashSet::default(),
         }
     }
 
@@ -96,7 +97,8 @@ impl Batcher {
         None
     }
 
-    fn event(&mut self, ev: &Event, now: Instant, out: &mut Vec<Out>) -> Option<String> {
+    /// [`record`](Self::record) for an event, which the caller keeps.
+    pub fn event(&mut self, ev: &Event, now: Instant, out: &mut Vec<Out>) -> Option<String> {
         let mut warning = None;
         if !self.header_seen && self.last_seq == 0 && self.first_seq.is_none() {
             warning = Some(
@@ -132,9 +134,7 @@ impl Batcher {
             } else {
                 self.fold.push_event(ev);
             }
-            if !self.created.contains(path) {
-                self.created.insert(path.to_vec());
-            }
+            self.created.get_or_insert_with(path, <[u8]>::to_vec);
         } else {
             self.fold.push_event(ev);
         }

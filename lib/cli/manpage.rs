@@ -132,6 +132,7 @@ struct Sections {
 
 const LOG_ENV: &str =
     "JOURNAL_STREAM\tWhen it names stderr, log lines carry a <N> priority prefix for the journal.";
+const LOG_FILE: &str = "--log-file FILE\tThe log lines are appended there too, each after its time; a rotated FILE (moved away by logrotate) is noticed and created again, no signal needed. LOG_FILE= in the config, below /var/log/syncpipe/NAME/ for the units.";
 const NOTIFY_ENV: &str =
     "NOTIFY_SOCKET\tsystemd's notification socket: READY=1 once running, STATUS= lines after.";
 
@@ -143,25 +144,25 @@ fn sections(bin: &str) -> Sections {
     match bin {
         "watchd" => Sections {
             signals: "SIGTERM, SIGINT\tWrite an end record and exit 0.\n\nSIGHUP\tRebuild the watches and write a rescan of the root (systemctl reload).",
-            files: leak(format!("{conf}\n\nwatchd@.service, watchd@.socket\tThe units that run watchd for an instance (in lib/systemd/system under the prefix).")),
+            files: leak(format!("{conf}\n\nwatchd@.service, watchd@.socket\tThe units that run watchd for an instance (in lib/systemd/system under the prefix).\n\n{LOG_FILE}")),
             environment: leak(format!("{NOTIFY_ENV}\n\nLISTEN_FDS, LISTEN_FDNAMES\tA socket handed over by systemd for --listen.\n\n{LOG_ENV}")),
             see_also: see,
         },
         "batchd" => Sections {
             signals: "SIGTERM, SIGINT, SIGHUP\tWrite the pending batch, then exit 0.\n\nSIGUSR1\tWrite the pending batch now and go on.",
-            files: leak(format!("{conf}\n\nbatchd@.service\tThe unit that runs batchd for an instance.")),
+            files: leak(format!("{conf}\n\nbatchd@.service\tThe unit that runs batchd for an instance.\n\n{LOG_FILE}")),
             environment: leak(format!("{NOTIFY_ENV}\n\n{LOG_ENV}")),
             see_also: see,
         },
         "pushd" => Sections {
-            signals: "SIGTERM, SIGINT\tStop once the transfers in progress end, keeping --state right; exit 0.",
-            files: leak(format!("{conf}\n\nsyncpipe@.service\tThe unit that runs pushd for an instance; its state is /var/lib/syncpipe/NAME/pushd.state. USER= in the config runs the instance's three units as that user (lib/systemd/system-generators/syncpipe-generator).\n\n--state FILE\tWhere pushd records the stream and seq it applied, to resume after a restart.\n\n/etc/bash_completion.d/syncpipe-pushd, /etc/profile.d/syncpipe-pushd.sh, share/syncpipe/pushd-function.sh\tThe shell function that makes `... | pushd TARGET` run this program at an interactive bash or zsh prompt instead of the builtin.")),
-            environment: leak(format!("{NOTIFY_ENV}\n\nSSH_AUTH_SOCK\tHanded to ssh for ssh targets.\n\n{LOG_ENV}")),
+            signals: "SIGTERM, SIGINT\tStop once the transfers in progress end, keeping --state right; exit 0.\n\nSIGUSR2\tRelease the deletions the guards hold (the source was checked).\n\nSIGHUP, SIGUSR1\tIgnored (logged with -v).",
+            files: leak(format!("{conf}\n\nsyncpipe@.service\tThe unit that runs pushd for an instance; its state is /var/lib/syncpipe/NAME/pushd.state. USER= in the config runs the instance's three units as that user (lib/systemd/system-generators/syncpipe-generator).\n\n--state FILE\tWhere pushd records the stream and seq it applied, to resume after a restart.\n\n/etc/bash_completion.d/syncpipe-pushd, /etc/profile.d/syncpipe-pushd.sh, share/syncpipe/pushd-function.sh\tThe shell function that makes `... | pushd TARGET` run this program at an interactive bash or zsh prompt instead of the builtin.\n\n{LOG_FILE}")),
+            environment: leak(format!("{NOTIFY_ENV}\n\nSSH_AUTH_SOCK\tHanded to ssh for ssh targets.\n\nPATH\tWhere rsync and ssh are found; --rsync-binary (RSYNC_BINARY= in the config) names another local rsync.\n\n{LOG_ENV}")),
             see_also: see,
         },
         "bisync" => Sections {
             signals: "SIGTERM, SIGINT\tStop after the step in progress; the next run picks up the rest.\n\nSIGHUP\tWith --watch: rescan both replicas in full (systemctl reload).",
-            files: leak(format!("$XDG_STATE_HOME/syncpipe/bisync/\tThe archive and lock of each replica pair (default ~/.local/state/syncpipe/bisync/; --state-dir).\n\n{conf}\n\nbisync@.service, bisync@.timer, bisync-watch@.service\tThe units that run bisync for an instance.")),
+            files: leak(format!("$XDG_STATE_HOME/syncpipe/bisync/\tThe archive and lock of each replica pair (default ~/.local/state/syncpipe/bisync/; --state-dir).\n\n{conf}\n\nbisync@.service, bisync@.timer, bisync-watch@.service\tThe units that run bisync for an instance.\n\n{LOG_FILE}")),
             environment: leak(format!("BISYNC_STATE_DIR\tThe same as --state-dir.\n\nXDG_STATE_HOME, HOME\tWhere the archive lives by default.\n\n{NOTIFY_ENV}\n\n{LOG_ENV}")),
             see_also: see,
         },

@@ -21,7 +21,10 @@ pub fn run(
     verbosity: Verbosity,
     body: impl FnOnce() -> anyhow::Result<()>,
 ) -> ExitCode {
-    crate::cli::log::init(prog, verbosity.level());
+    if let Err(e) = crate::cli::log::init(prog, verbosity.level(), verbosity.log_file) {
+        crate::log_error!("{e:#}");
+        return ExitCode::from(code_of(&e) as u8);
+    }
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -99,6 +102,19 @@ pub struct Verbosity {
         help_heading = "Logging"
     )]
     pub quiet: bool,
+    /// Append the log lines to FILE too, each after its time (lsyncd's
+    /// logfile); a rotated FILE is noticed and opened again
+    // &'static, leaked once per process: keeps Verbosity Copy, so every
+    // binary hands it to `run` as before.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        value_hint = clap::ValueHint::FilePath,
+        value_parser = leaked_path(),
+        help_heading = "Logging"
+    )]
+    pub log_file: Option<&'static std::path::Path>,
 }
 
 impl Verbosity {
@@ -165,6 +181,13 @@ impl ExcludeArgs {
         crate::exclude::Excludes::from_args(&self.exclude, &self.excludes, &self.exclude_from)
             .map_err(|e| crate::cli::exit::coded(Code::Usage, format!("{e:#}")))
     }
+}
+
+/// A path argument leaked once, so it is `&'static` (see `log_file`).
+fn leaked_path() -> impl clap::builder::TypedValueParser<Value = &'static std::path::Path> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new()
+        .map(|s| &*Box::leak(std::path::PathBuf::from(s).into_boxed_path()))
 }
 
 /// A duration as a sysadmin writes it: `15s`, `500ms`, `2m`, `1h30m`; a bare

@@ -59,6 +59,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use foldhash::fast::RandomState;
+use smallvec::SmallVec;
+
 use crate::wire::event::{Change, ChangeOp, Event, EventKind};
 use crate::wire::path::WirePath;
 
@@ -117,9 +120,15 @@ struct Entry {
     dir: bool,
 }
 
+/// A path as the fold keeps it: up to 24 bytes inline, so looking a short
+/// path up compares bytes already in the hash table's cache line instead of
+/// following a pointer to the heap (that miss was a fifth of the fold's time
+/// at 100,000 paths), and a new path costs no allocation.
+type Key = SmallVec<[u8; 24]>;
+
 #[derive(Clone, Debug)]
 struct Rec {
-    path: Vec<u8>,
+    path: Key,
     dir: bool,
     op: Op,
     /// The target may hold an old directory, with contents, at `path` when
@@ -135,10 +144,13 @@ pub struct Fold {
     log: Vec<Option<Rec>>,
     /// Current source path -> its record's slot in `log`. A record not in the
     /// index (a degraded move) still applies but no longer speaks for a path.
-    index: HashMap<Vec<u8>, Entry>,
+    /// foldhash, not SipHash: hashing paths was a tenth of the fold's time,
+    /// and a per-process random seed still keeps crafted names from piling
+    /// into one bucket.
+    index: HashMap<Key, Entry, RandomState>,
     /// The index's paths in byte order: everything below a directory is one
     /// range. (The hash map serves the many lookups of single paths.)
-    keys: BTreeSet<Vec<u8>>,
+    keys: BTreeSet<Key>,
     live: usize,
     /// Indexed records that cover their subtree (a `rescan`, a kept move of
     /// a directory) / kept moves: when zero, the walks that look for them
@@ -272,10 +284,11 @@ impl Fold {
         if path == ROOT {
             return self.update(path, dir, Base::Present);
         }
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             return;
         }
-        let Some(e) = self.kind(path) else {
+        let Some(e) = found else {
             return self.append(path, dir, Op::Update(Base::Absent));
         };
         match e.kind {
@@ -288,15 +301,17 @@ impl Fold {
     }
 
     fn update(&mut self, path: &[u8], dir: bool, base: Base) {
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             return;
         }
         if !dir && base == Base::Unknown {
             // A folded change saying "this is a file": whatever was pending
-            // below a directory here is gone with it.
+            // below a directory here is gone with it. (Only records strictly
+            // below `path` go: `found` still holds.)
             self.swallow_below(path);
         }
-        let Some(e) = self.kind(path) else {
+        let Some(e) = found else {
             return self.append(path, dir, Op::Update(base));
         };
         match e.kind {
@@ -354,16 +369,14 @@ impl Fold {
             // Deletes never propagate from a missing root: sync it instead.
             return self.rescan_all();
         }
-        if self.covered(path) {
+        let found = self.kind(path);
+        if self.covered_at(path, found) {
             // A rescan of the path itself, nothing above: say what happened.
-            if self.kind(path).is_some_and(|e| e.kind == Kind::Rescan)
-                && !self.ancestors_have(path, covers)
-            {
+            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.ancestors_have(path, covers) {
                 self.requeue(path, true, Op::Delete, true);
             }
             return;
         }
-        let found = self.kind(path);
         // Nothing is pending below a file. (Were a directory reported as a
         // file, records left below it would still run before its delete.)
         if dir || found.is_some_and(|e| e.dir) {
@@ -503,7 +516,7 @@ impl Fold {
         // pending at or below the old path is covered by that.
         self.unindex(from);
         if dir {
-            let below: Vec<Vec<u8>> = self.below(from).map(|(key, _)| key.clone()).collect();
+            let below: Vec<Key> = self.below(from).map(|(key, _)| key.clone()).collect();
             for key in below {
                 self.unindex(&key);
             }
@@ -522,7 +535,7 @@ impl Fold {
     /// Drops every record below `path` (its subtree is re-read or deleted as a
     /// whole); a kept move into it turns into a delete of its old path.
     fn swallow_below(&mut self, path: &[u8]) {
-        let keys: Vec<Vec<u8>> = self.below(path).map(|(key, _)| key.clone()).collect();
+        let keys: Vec<Key> = self.below(path).map(|(key, _)| key.clone()).collect();
         for key in keys {
             if self.index[&key].kind == Kind::Move {
                 self.degrade_move(&key);
@@ -545,7 +558,7 @@ impl Fold {
         let Op::Move { from, .. } = std::mem::replace(&mut rec.op, Op::Delete) else {
             unreachable!("caller saw a move")
         };
-        rec.path = from;
+        rec.path = Key::from_vec(from);
         rec.stale = rec.dir;
         self.sealed += 1;
     }
@@ -579,9 +592,11 @@ impl Fold {
         self.maybe_compact();
         let slot = self.push_rec(path, dir, op, stale);
         let kind = self.rec(slot).op.kind();
-        let old = self.index.insert(path.to_vec(), Entry { slot, kind, dir });
+        let old = self
+            .index
+            .insert(Key::from_slice(path), Entry { slot, kind, dir });
         debug_assert!(old.is_none(), "append over a live record");
-        self.keys.insert(path.to_vec());
+        self.keys.insert(Key::from_slice(path));
     }
 
     /// Replaces the record that speaks for `path` with a new one at the end
@@ -593,7 +608,9 @@ impl Fold {
         self.live -= 1;
         self.count(&old.op, old.dir, false);
         let kind = op.kind();
-        let new = self.push_rec(path, dir, op, stale);
+        // The old record's path is this path: keep its bytes.
+        debug_assert_eq!(&old.path[..], path);
+        let new = self.push_rec_owned(old.path, dir, op, stale);
         *self.index.get_mut(path).expect("looked up above") = Entry {
             slot: new,
             kind,
@@ -602,9 +619,13 @@ impl Fold {
     }
 
     fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
+        self.push_rec_owned(Key::from_slice(path), dir, op, stale)
+    }
+
+    fn push_rec_owned(&mut self, path: Key, dir: bool, op: Op, stale: bool) -> usize {
         self.count(&op, dir, true);
         self.log.push(Some(Rec {
-            path: path.to_vec(),
+            path,
             dir,
             op,
             stale,
@@ -664,8 +685,12 @@ impl Fold {
     /// kept move of a directory (also rescanned): anything that happens there
     /// is re-read anyway.
     fn covered(&self, path: &[u8]) -> bool {
-        self.covers > 0
-            && (self.ancestors_have(path, covers) || self.index.get(path).is_some_and(covers))
+        self.covers > 0 && self.covered_at(path, self.kind(path))
+    }
+
+    /// [`covered`](Self::covered) when the caller has looked `path` up already.
+    fn covered_at(&self, path: &[u8], found: Option<Entry>) -> bool {
+        self.covers > 0 && (found.as_ref().is_some_and(covers) || self.ancestors_have(path, covers))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record
@@ -683,19 +708,19 @@ impl Fold {
     }
 
     /// Indexed records strictly below `path`.
-    fn below<'a>(&'a self, path: &[u8]) -> impl Iterator<Item = (&'a Vec<u8>, usize)> {
+    fn below<'a>(&'a self, path: &[u8]) -> impl Iterator<Item = (&'a Key, usize)> {
         use std::ops::Bound;
         let range = if path == ROOT {
             (Bound::Unbounded, Bound::Unbounded)
         } else {
-            let mut lo = path.to_vec();
+            let mut lo = Key::from_slice(path);
             lo.push(b'/');
-            let mut hi = path.to_vec();
+            let mut hi = Key::from_slice(path);
             hi.push(b'/' + 1);
             (Bound::Included(lo), Bound::Excluded(hi))
         };
         self.keys
-            .range::<Vec<u8>, _>(range)
+            .range::<Key, _>(range)
             .filter(|key| key.as_slice() != ROOT)
             .map(|key| (key, self.index[key].slot))
     }

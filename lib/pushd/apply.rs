@@ -14,6 +14,7 @@ use anyhow::Context;
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::pushd::plan::Plan;
+use crate::pushd::preview::{on_local_target, Preview};
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
 use crate::wire::path::WirePath;
 
@@ -276,6 +277,9 @@ pub struct Report {
     /// Renames done on the target without resending data.
     pub renamed: u64,
     pub duration: Duration,
+    /// `--dry-run`: what the target would get, path by path (nothing was
+    /// changed; the counts above are what would be).
+    pub would: Vec<Preview>,
 }
 
 impl Report {
@@ -339,6 +343,11 @@ impl Applier<'_> {
                     "{why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
                     self.target
                 ));
+                if self.settings.dry_run {
+                    let held = plan.renames.iter().flat_map(|r| [&r.from, &r.to]);
+                    let held = held.chain(&plan.paths).chain(&plan.subtrees);
+                    report.would = held.map(|p| Preview::of("hold", p)).collect();
+                }
                 report.duration = started.elapsed();
                 return Ok(report);
             }
@@ -349,7 +358,11 @@ impl Applier<'_> {
             plan.without_renames();
         }
         if !plan.renames.is_empty() {
-            self.rename(&mut plan, &mut report);
+            if self.settings.dry_run {
+                self.preview_renames(source, &mut plan, &mut report);
+            } else {
+                self.rename(&mut plan, &mut report);
+            }
         }
         if !plan.paths.is_empty() {
             let mut list = plan.paths.clone();
@@ -403,10 +416,18 @@ impl Applier<'_> {
                     let held: std::collections::HashSet<WirePath> =
                         missing.iter().cloned().collect();
                     list.retain(|p| !held.contains(p));
+                    if self.settings.dry_run {
+                        report
+                            .would
+                            .extend(missing.iter().map(|p| Preview::of("hold", p)));
+                    }
                     report.held_paths = missing;
                 }
             }
-            if let (true, Location::Local(root)) = (self.direct, &self.target.location) {
+            // A dry run of --direct asks rsync: both copy what differs in
+            // size or time and delete what the source lost.
+            let direct = self.direct && !self.settings.dry_run;
+            if let (true, Location::Local(root)) = (direct, &self.target.location) {
                 match crate::pushd::direct::apply_paths(source, root, &list, delete) {
                     Ok(done) => {
                         report.stats.transferred += done.files;
@@ -444,7 +465,15 @@ impl Applier<'_> {
                         }
                     }
                 }
-                if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
+                if let (true, Location::Local(root)) =
+                    (self.settings.dry_run, &self.target.location)
+                {
+                    for p in &missing {
+                        if on_local_target(root, p) {
+                            report.would.push(Preview::of("delete", p));
+                        }
+                    }
+                } else if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
                     report.outcome = Some(Outcome::Fail);
                     report.message = why;
                     report.duration = started.elapsed();
@@ -532,6 +561,18 @@ impl Applier<'_> {
                 }
                 if !delete {
                     report.held_subtrees = plan.subtrees.clone();
+                    if self.settings.dry_run {
+                        // The weighing run itemized what the guard refuses.
+                        report.would.extend(
+                            dry.items
+                                .into_iter()
+                                .filter(|i| i.op() == "delete")
+                                .map(|i| Preview {
+                                    op: "hold",
+                                    ..Preview::item(i)
+                                }),
+                        );
+                    }
                 }
             }
             self.run(
@@ -578,7 +619,12 @@ impl Applier<'_> {
         dry_run: bool,
         list: &[WirePath],
     ) -> anyhow::Result<rsync::RunResult> {
+        let dry_run = dry_run || self.settings.dry_run;
         let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        if self.settings.dry_run {
+            // --dry-run: every run names what it would do.
+            args.insert(0, rsync::ITEMIZE.into());
+        }
         // On a remote target only rsync sees the root: with names listed it
         // says when it had to create it (a batch's names, never a full
         // sync's; rsync escapes newlines in names, so no name fakes a line).
@@ -592,9 +638,9 @@ impl Applier<'_> {
         match self.progress {
             Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
                 args.insert(0, "--info=progress2".into());
-                rsync::run_watched(&args, &list, Some(report))
+                rsync::run_watched(self.settings.program(), &args, &list, Some(report))
             }
-            _ => rsync::run(&args, &list),
+            _ => rsync::run(self.settings.program(), &args, &list),
         }
     }
 
@@ -606,6 +652,11 @@ impl Applier<'_> {
         report: &mut Report,
     ) -> anyhow::Result<()> {
         let result = self.rsync(source, transfer, false, list)?;
+        if self.settings.dry_run {
+            report
+                .would
+                .extend(result.items.into_iter().map(Preview::item));
+        }
         report.created_root |= result.created_root;
         report.stats.add(result.stats);
         report.code = result.code;
@@ -614,6 +665,39 @@ impl Applier<'_> {
             report.message = result.stderr;
         }
         Ok(())
+    }
+
+    /// `--dry-run`'s [`Self::rename`]: names the renames that would work
+    /// (on a local target, each old name is there beneath the root, or is
+    /// an earlier rename's new name) without doing them; like a failed
+    /// rename, one that would not makes them all plain transfers. The old
+    /// names are not itemized again (rsync would call them deleted); the
+    /// new names are, and rsync, comparing them with a target that has not
+    /// renamed, lists them as sent.
+    fn preview_renames(&self, source: &Path, plan: &mut Plan, report: &mut Report) {
+        let Location::Local(root) = &self.target.location else {
+            plan.without_renames();
+            return;
+        };
+        let there = |p: &WirePath| on_local_target(root, p);
+        let mut moved: Vec<&WirePath> = Vec::new();
+        for r in &plan.renames {
+            if !(moved.iter().any(|m| r.from.starts_with(m)) || there(&r.from)) {
+                plan.without_renames();
+                return;
+            }
+            moved.push(&r.to);
+        }
+        for r in std::mem::take(&mut plan.renames) {
+            // (An old name made again on the source stays listed.)
+            plan.paths
+                .retain(|p| p != &r.from || matches!(source_state(source, p), Ok(true)));
+            report.renamed += 1;
+            report.would.push(Preview {
+                to: Some(r.to),
+                ..Preview::of("rename", &r.from)
+            });
+        }
     }
 
     /// Replays the plan's renames on the target. Any failure turns all of
@@ -774,7 +858,7 @@ fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
 /// True when the installed rsync deletes a listed, missing path with
 /// `--files-from --delete-missing-args` (some 2026 security builds broke
 /// it: RsyncProject/rsync issue 910).
-pub fn delete_missing_args_works() -> anyhow::Result<bool> {
+pub fn delete_missing_args_works(settings: &RsyncSettings) -> anyhow::Result<bool> {
     let dir = tempfile_dir()?;
     let src = dir.join("src");
     let dst = dir.join("dst");
@@ -793,7 +877,7 @@ pub fn delete_missing_args_works() -> anyhow::Result<bool> {
         &src,
         &target,
     );
-    let result = rsync::run(&args, &[b"gone", b"file"])?;
+    let result = rsync::run(settings.program(), &args, &[b"gone", b"file"])?;
     let works = result.outcome == Outcome::Success
         && !dst.join("gone").exists()
         && !dst.join("file").exists();
@@ -1023,6 +1107,6 @@ mod tests {
 
     #[test]
     fn installed_rsync_deletes_missing_args() {
-        assert!(delete_missing_args_works().unwrap());
+        assert!(delete_missing_args_works(&RsyncSettings::default()).unwrap());
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             created_root: false,
             renamed: 0,
             duration: Duration::ZERO,
+            would: Vec::new(),
         }
     }
 

@@ -31,6 +31,7 @@ mod guards;
 pub(crate) mod health;
 mod pending;
 pub mod plan;
+pub(crate) mod preview;
 pub(crate) mod progress;
 mod retry;
 pub mod rsync;

@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use crate::location::{Location, Target};
 use crate::ssh::SshSettings;
+use crate::wire::path::WirePath;
 
 /// Every rsync setting pushd exposes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,14 @@ pub struct RsyncSettings {
     pub delete_missing_args_works: bool,
     /// rsync's `--timeout` (seconds without I/O before it gives up, exit 30).
     pub io_timeout: Option<u64>,
+    /// `--rsync-binary`: the local rsync program to run (lsyncd's
+    /// `rsync.binary`); `None` is `rsync` found on PATH. The remote side's
+    /// program is `rsync_path`.
+    pub rsync_binary: Option<PathBuf>,
+    /// `--dry-run`: every rsync runs with `--dry-run` and itemizes what it
+    /// would do, and nothing else touches the target (no renames, no
+    /// `--direct` copies, no native deletions).
+    pub dry_run: bool,
 }
 
 impl Default for RsyncSettings {
@@ -55,7 +64,18 @@ impl Default for RsyncSettings {
             ssh: SshSettings::default(),
             delete_missing_args_works: true,
             io_timeout: None,
+            rsync_binary: None,
+            dry_run: false,
         }
+    }
+}
+
+impl RsyncSettings {
+    /// The local rsync program: `--rsync-binary`, else `rsync` on PATH.
+    pub fn program(&self) -> &std::ffi::OsStr {
+        self.rsync_binary
+            .as_deref()
+            .map_or("rsync".as_ref(), Path::as_os_str)
     }
 }
 
@@ -356,6 +376,8 @@ pub struct RunResult {
     /// rsync said "created directory": the destination root was missing
     /// (printed with `--info=name1` only).
     pub created_root: bool,
+    /// What rsync itemized (only when run with [`ITEMIZE`]).
+    pub items: Vec<Item>,
 }
 
 /// rsync's stdout, without its progress segments; each read's last
@@ -390,27 +412,43 @@ fn read_stdout(
     crate::pushd::progress::without_progress(&buf)
 }
 
-/// Runs rsync with `args`, writing `list` (NUL-separated relative paths)
-/// on its stdin. An error means rsync could not be started at all.
-pub fn run(args: &[OsString], list: &[&[u8]]) -> anyhow::Result<RunResult> {
-    run_watched(args, list, None)
+/// Runs `program` (rsync) with `args`, writing `list` (NUL-separated
+/// relative paths) on its stdin. An error means rsync could not be started
+/// at all.
+pub fn run(
+    program: &std::ffi::OsStr,
+    args: &[OsString],
+    list: &[&[u8]],
+) -> anyhow::Result<RunResult> {
+    run_watched(program, args, list, None)
 }
 
 /// [`run`], handing `progress` what rsync's `--info=progress2` lines say
 /// (the caller adds that flag) as they come.
 pub fn run_watched(
+    program: &std::ffi::OsStr,
     args: &[OsString],
     list: &[&[u8]],
     progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
 ) -> anyhow::Result<RunResult> {
     let started = Instant::now();
-    let mut child = crate::os::child::command("rsync")
+    let mut child = crate::os::child::command(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting rsync (is it installed and on PATH?)")?;
+        .with_context(|| {
+            if program == "rsync" {
+                "starting rsync (is it installed and on PATH? On Debian: apt-get install rsync)"
+                    .to_string()
+            } else {
+                format!(
+                    "starting rsync as {} (--rsync-binary)",
+                    Path::new(program).display()
+                )
+            }
+        })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -450,7 +488,101 @@ pub fn run_watched(
         created_root: out
             .split(|&b| b == b'\n')
             .any(|line| line.starts_with(b"created directory ")),
+        items: parse_items(&out),
     })
+}
+
+/// The `--out-format` that makes rsync name every change it makes (or,
+/// with `--dry-run`, would make): the 11-letter itemize code, a space, the
+/// name. Parsed by [`parse_items`].
+pub const ITEMIZE: &str = "--out-format=%i %n";
+
+/// One line of [`ITEMIZE`] output: what rsync does to one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// rsync's itemize code (`>f+++++++++`, `*deleting`, `cd+++++++++`,
+    /// `.d..t......`), trimmed.
+    pub code: String,
+    /// The path relative to the transfer's root (`.` for the root).
+    pub path: WirePath,
+}
+
+impl Item {
+    /// What the item means, in one word: `delete`, `send` (file data),
+    /// `create` (a directory, symlink or special file made), `hardlink`,
+    /// `attrs` (only metadata: times, mode, owner).
+    pub fn op(&self) -> &'static str {
+        match self.code.as_bytes().first() {
+            Some(b'*') => "delete",
+            Some(b'<' | b'>') => "send",
+            Some(b'c') => "create",
+            Some(b'h') => "hardlink",
+            _ => "attrs",
+        }
+    }
+}
+
+/// Reads rsync's [`ITEMIZE`] lines out of its stdout, skipping everything
+/// else (`--stats`, "created directory"). Names come back byte for byte:
+/// rsync writes a byte it will not print (a newline, invalid UTF-8) as
+/// `\#ooo` in octal, and a literal `\#ddd` in a name with its backslash
+/// escaped the same way, so the decoding is exact.
+pub fn parse_items(out: &[u8]) -> Vec<Item> {
+    let mut items = Vec::new();
+    for line in out.split(|&b| b == b'\n') {
+        if line.len() < 13 || line[11] != b' ' {
+            continue;
+        }
+        let (code, name) = (&line[..11], &line[12..]);
+        let known = if code.starts_with(b"*deleting") {
+            true
+        } else {
+            b"<>ch.".contains(&code[0])
+                && b"fdLDS".contains(&code[1])
+                && code[2..].iter().all(|c| c.is_ascii_graphic())
+        };
+        if !known {
+            continue;
+        }
+        let mut bytes = unescape(name);
+        // rsync marks a directory with a trailing slash; no name has one.
+        if bytes.len() > 1 && bytes.last() == Some(&b'/') {
+            bytes.pop();
+        }
+        let path = if bytes == b"./" || bytes == b"." {
+            WirePath::root()
+        } else {
+            WirePath::from_bytes(bytes)
+        };
+        items.push(Item {
+            code: String::from_utf8_lossy(code).trim_end().to_string(),
+            path,
+        });
+    }
+    items
+}
+
+/// Undoes rsync's `\#ooo` escapes.
+fn unescape(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'\\'
+            && i + 4 < name.len()
+            && name[i + 1] == b'#'
+            && name[i + 2..i + 5].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let n = name[i + 2..i + 5]
+                .iter()
+                .fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+            out.push(n as u8);
+            i += 5;
+        } else {
+            out.push(name[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -525,6 +657,8 @@ mod tests {
             },
             delete_missing_args_works: true,
             io_timeout: Some(60),
+            rsync_binary: Some("/opt/rsync/bin/rsync".into()),
+            dry_run: false,
         };
         let a = strings(&build_args(
             &settings,
@@ -649,6 +783,46 @@ mod tests {
             .unwrap()
             .advice;
         assert!(advice.contains("keysetup check backup1"), "{advice}");
+    }
+
+    #[test]
+    fn itemized_names_come_back_byte_for_byte() {
+        // As rsync 3.x writes them (checked by hand with --out-format='%i %n').
+        let out = b"created directory dst\n\
+cd+++++++++ ./\n\
+*deleting   gone/old\n\
+*deleting   gone/\n\
+>f+++++++++ -lead $(x)\n\
+>f+++++++++ back\\#134#012slash\n\
+>f+++++++++ bad\\#377\n\
+cL+++++++++ link\n\
+>f.st...... new\\#012line\n\
+.d..t...... sub\n\
+>f+++++++++ t\tab\n\
+\n\
+Number of files: 9 (reg: 6, dir: 2, link: 1)\n\
+Total bytes sent: 254\n";
+        let items = parse_items(out);
+        let got: Vec<(&str, &[u8], &str)> = items
+            .iter()
+            .map(|i| (i.code.as_str(), i.path.as_bytes(), i.op()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cd+++++++++", &b"."[..], "create"),
+                ("*deleting", b"gone/old", "delete"),
+                ("*deleting", b"gone", "delete"),
+                (">f+++++++++", b"-lead $(x)", "send"),
+                (">f+++++++++", b"back\\#012slash", "send"),
+                (">f+++++++++", b"bad\xff", "send"),
+                ("cL+++++++++", b"link", "create"),
+                (">f.st......", b"new\nline", "send"),
+                (".d..t......", b"sub", "attrs"),
+                (">f+++++++++", b"t\tab", "send"),
+            ]
+        );
+        assert!(items[0].path.is_root());
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(crate) fn run_with(
     input: impl Read + AsFd,
     output: Box<dyn Write + Send>,
 ) -> anyhow::Result<()> {
-    if !crate::pushd::apply::delete_missing_args_works()? {
+    if !crate::pushd::apply::delete_missing_args_works(&config.rsync)? {
         log_warn!(
             "this rsync ignores --delete-missing-args with --files-from (rsync issue 910): \
              deleting natively or with rm over ssh instead; upgrade rsync"
@@ -83,7 +83,7 @@ pub(crate) fn run_with(
         Signal::SIGUSR2,
     ])?;
     let state = match &config.state {
-        Some(path) => Some(StateFile::load(path)?),
+        Some(path) => Some(StateFile::load(path)?.read_only(config.rsync.dry_run)),
         None => None,
     };
     let shared = Arc::new(Shared::new(

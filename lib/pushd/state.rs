@@ -24,6 +24,8 @@ struct File {
 pub struct StateFile {
     path: PathBuf,
     data: File,
+    /// `--dry-run`: positions are kept in memory, the file is never written.
+    read_only: bool,
 }
 
 impl StateFile {
@@ -45,7 +47,15 @@ impl StateFile {
         Ok(StateFile {
             path: path.to_path_buf(),
             data,
+            read_only: false,
         })
+    }
+
+    /// When `yes`, [`Self::set`] never writes the file (a dry run reads
+    /// where the targets stand and changes nothing).
+    pub fn read_only(mut self, yes: bool) -> StateFile {
+        self.read_only = yes;
+        self
     }
 
     pub fn get(&self, target: &str) -> Option<&Position> {
@@ -72,6 +82,9 @@ impl StateFile {
     /// Records `position` for `target` and writes the file atomically.
     pub fn set(&mut self, target: &str, position: Position) -> anyhow::Result<()> {
         self.data.targets.insert(target.to_string(), position);
+        if self.read_only {
+            return Ok(());
+        }
         self.save()
     }
 

@@ -354,10 +354,16 @@ impl<'a> Worker<'a> {
             rsync_exit: None,
             attempt,
             error: None,
+            dry_run: self.config.rsync.dry_run,
             ts: Timestamp::now(),
         };
         let ok = match report {
             Ok(report) => {
+                for would in
+                    crate::pushd::preview::would_records(&report, &self.target.name, &stream)
+                {
+                    self.shared.emit(&would);
+                }
                 let ok = report.succeeded();
                 if ok && report.created_root && self.synced && !whole {
                     log_warn!(

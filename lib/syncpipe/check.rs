@@ -100,6 +100,9 @@ pub fn start_pipeline(conf: &Conf, bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Res
         .with_context(|| format!("starting {}", batchd.display()))?;
     let bout = bc.stdout.take().context("batchd's stdout")?;
     children.push(bc);
+    if let Some(binary) = conf.get("RSYNC_BINARY").filter(|b| !b.is_empty()) {
+        p.arg(format!("--rsync-binary={binary}"));
+    }
     let pc = p
         .args(split(conf.get("PUSHD_OPTS")))
         .args(split(conf.get("TARGETS")))

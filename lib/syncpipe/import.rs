@@ -268,7 +268,14 @@ pub fn import(
 fn settings_rows(rec: &Recorded, rows: &mut Vec<Row>) {
     for (key, value) in &rec.settings {
         let (became, fate, note): (String, Fate, String) = match key.as_str() {
-            "logfile" | "logfacility" | "logident" => (
+            "logfile" => (
+                "LOG_FILE=/var/log/syncpipe/NAME/sync.log".into(),
+                Fate::Differs,
+                "in every config: each stage appends its log lines there (and to the journal); in \
+                 the sync's log directory, the one place the hardened units may write"
+                    .into(),
+            ),
+            "logfacility" | "logident" => (
                 "the journal".into(),
                 Fate::Differs,
                 "each stage logs to the journal: journalctl -u 'syncpipe@NAME' -u 'batchd@NAME' -u 'watchd@NAME'".into(),
@@ -323,6 +330,8 @@ struct Builder<'a> {
     lsyncd_excludes: Vec<String>,
     /// Converted filter rules in lsyncd's order (first match wins).
     filters: Vec<Vec<String>>,
+    /// `rsync.binary`, when not the one on PATH.
+    rsync_binary: Option<String>,
 }
 
 impl Builder<'_> {
@@ -379,6 +388,7 @@ fn one_sync(
         excludes: Vec::new(),
         lsyncd_excludes: Vec::new(),
         filters: Vec::new(),
+        rsync_binary: None,
     };
     let Some(mode) = call.mode.as_deref() else {
         b.row(
@@ -708,6 +718,15 @@ fn one_sync(
     keys.push(("WATCHD_OPTS".into(), b.watchd.join(" ")));
     keys.push(("BATCHD_OPTS".into(), b.batchd.join(" ")));
     keys.push(("PUSHD_OPTS".into(), b.pushd.join(" ")));
+    if let Some(binary) = b.rsync_binary.take() {
+        keys.push(("RSYNC_BINARY".into(), binary));
+    }
+    if rec.settings.contains_key("logfile") {
+        keys.push((
+            "LOG_FILE".into(),
+            format!("/var/log/syncpipe/{name}/sync.log"),
+        ));
+    }
     conf.keys = keys;
     Some(conf)
 }
@@ -830,8 +849,10 @@ fn rsync_rows(b: &mut Builder, rsync: &LuaVal) {
             "binary" if text == "/usr/bin/rsync" || text == "rsync" => {
                 b.row(&opt, v, "rsync from PATH", Fate::Carried, "")
             }
-            "binary" => b.row(&opt, v, "", Fate::Lost,
-                "pushd runs `rsync` from PATH: put that binary first in PATH with a drop-in (Environment=PATH=…)"),
+            "binary" => {
+                b.row(&opt, v, "RSYNC_BINARY=", Fate::Carried, "");
+                b.rsync_binary = Some(text);
+            }
             "archive" if v.truthy() => b.row(&opt, v, "(pushd always runs rsync --archive)", Fate::Carried, ""),
             "archive" => b.row(&opt, v, "(pushd always runs rsync --archive)", Fate::Differs,
                 "pushd keeps permissions, owner, group and devices too; add rsync.perms = false etc. to turn them off"),
@@ -856,8 +877,8 @@ fn rsync_rows(b: &mut Builder, rsync: &LuaVal) {
                 b.pushd_flag(&opt, v, format!("--rsync-opt=--{flag}={text}"), "passed to rsync")
             }
             "rsh" => rsh_rows(b, &opt, v, &text),
-            "dry_run" if v.truthy() => b.row(&opt, v, "", Fate::Lost,
-                "pushd would record dry runs as applied; use `rsync -n` by hand to preview"),
+            "dry_run" if v.truthy() => b.pushd_flag(&opt, v, "--dry-run".into(),
+                "pushd changes nothing and prints what each transfer would do"),
             "_extra" => {
                 let LuaVal::Table(_, list) = v else {
                     b.row(&opt, v, "", Fate::Lost, "not a list");

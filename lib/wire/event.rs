@@ -81,7 +81,7 @@ impl EventKind {
         }
     }
 
-    fn parse(s: &str) -> EventKind {
+    pub(crate) fn parse(s: &str) -> EventKind {
         match s {
             "create" => EventKind::Create,
             "modify" => EventKind::Modify,
@@ -207,7 +207,50 @@ pub struct Applied {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `pushd --dry-run`: nothing was changed; the counts are what would
+    /// be, and `would` records before this one name the paths.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub ts: Timestamp,
+}
+
+/// `pushd --dry-run`: one thing a target would get, written before the
+/// `result` record of its transfer. Readers see it as a type they do not
+/// know ([`Record::Other`]) and pass it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Would {
+    pub target: String,
+    pub stream: String,
+    /// `send`, `create`, `attrs`, `hardlink`, `delete`, `rename` or `hold`.
+    pub op: String,
+    pub path: WirePath,
+    /// A rename's new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<WirePath>,
+    /// rsync's itemize code (`>f+++++++++`, `*deleting`), when rsync said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itemize: Option<String>,
+}
+
+impl Would {
+    /// The record of type `would`, as one line.
+    pub fn to_record(&self) -> Result<Record, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(flatten)]
+            would: &'a Would,
+        }
+        let line = serde_json::to_vec(&Tagged {
+            kind: "would",
+            would: self,
+        })?;
+        Ok(Record::Other {
+            kind: "would".into(),
+            line,
+        })
+    }
 }
 
 /// One line of the stream.
@@ -275,6 +318,10 @@ impl EventShape<'_> {
 impl Record {
     /// Parses one line (without its newline).
     pub fn parse(line: &[u8]) -> Result<Record, Malformed> {
+        // A watcher's own line shape, read by hand (wire/scan.rs).
+        if let Some(event) = crate::wire::scan::event_line(line) {
+            return Ok(Record::Event(event));
+        }
         // Events are nearly every line of a stream: one pass reads the tag
         // and an event's fields together. Anything else (or a line that does
         // not fit that shape) takes the general path below.
@@ -594,6 +641,7 @@ mod proptests {
                             rsync_exit,
                             attempt,
                             error,
+                            dry_run: full && attempt % 2 == 0,
                             ts,
                         })
                     }

@@ -3,10 +3,12 @@
 
 mod batchd;
 mod bisync;
+mod demo;
 mod fuzz;
 mod generated;
 mod health;
 mod keysetup;
+mod logging;
 mod pipeline;
 mod privatetmp;
 mod pushd;

@@ -324,8 +324,12 @@ fn rsync_excludes_what_our_matcher_excludes() {
             src.path(),
             &target,
         );
-        let run = syncpipe::pushd::rsync::run(&args, &[WirePath::from(list.as_str()).as_bytes()])
-            .unwrap();
+        let run = syncpipe::pushd::rsync::run(
+            settings.program(),
+            &args,
+            &[WirePath::from(list.as_str()).as_bytes()],
+        )
+        .unwrap();
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let want: Vec<String> = names(&expected(src.path(), &ex))
             .into_iter()

@@ -3,6 +3,7 @@
 
 mod beneath;
 mod churn;
+mod dryrun;
 mod excludes;
 mod failures;
 mod guards;
