@@ -18,7 +18,8 @@ use syncpipe::wire::transport;
 /// deleted directory swallows what happened below it, a rename stays a rename
 /// where a target can do it). Other records pass through in order. A batch
 /// is written DELAY after its first event, as soon as MAX changes are pending,
-/// at end of input, on SIGUSR1, and before stopping on SIGTERM or SIGINT.
+/// at end of input, on SIGUSR1 (which also logs the counts), and before
+/// stopping on SIGTERM or SIGINT.
 ///
 /// $ watchd /data | batchd -d 15 | env pushd backup:/srv/data
 ///
@@ -50,6 +51,9 @@ struct Args {
     backlog: Option<transport::BacklogSize>,
 
     #[command(flatten)]
+    health: cli::HealthArgs,
+
+    #[command(flatten)]
     verbosity: Verbosity,
 }
 
@@ -63,6 +67,9 @@ impl Args {
                 listen: self.listen.clone(),
                 backlog: self.backlog.unwrap_or_default(),
             },
+            health: self
+                .health
+                .files(&std::env::current_dir().unwrap_or_default()),
         }
     }
 }

@@ -191,6 +191,10 @@ struct Args {
     #[arg(long, requires = "serve", help_heading = "ssh")]
     owners: bool,
 
+    // With --watch: the status file and metrics (runs, conflicts, …).
+    #[command(flatten)]
+    health: cli::HealthArgs,
+
     #[command(flatten)]
     verbosity: Verbosity,
 }
@@ -278,6 +282,9 @@ impl Args {
                 delay: self.delay,
                 watchd: self.watchd,
                 remote_watchd: self.remote_watchd,
+                health: self
+                    .health
+                    .files(&std::env::current_dir().unwrap_or_default()),
             }),
         })
     }

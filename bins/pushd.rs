@@ -210,6 +210,9 @@ struct Args {
     excludes: cli::ExcludeArgs,
 
     #[command(flatten)]
+    health: cli::HealthArgs,
+
+    #[command(flatten)]
     verbosity: Verbosity,
 }
 
@@ -330,6 +333,7 @@ impl Args {
             release_held: self.release_held,
             insist: self.insist,
             pull,
+            health: self.health.files(&cwd),
         })
     }
 }

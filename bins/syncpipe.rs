@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use syncpipe::cli::{self, Verbosity};
-use syncpipe::syncpipe::import;
+use syncpipe::syncpipe::{import, status};
 
-/// Look after syncpipe's pipelines: import an lsyncd configuration
+/// Look after syncpipe's pipelines: their status, importing an lsyncd configuration
 ///
+/// $ syncpipe status
 /// $ syncpipe import-lsyncd /etc/lsyncd/lsyncd.conf.lua
 #[derive(Parser, Debug)]
 #[command(version, after_help = cli::exit_codes_help("syncpipe"))]
@@ -22,6 +23,45 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Every sync on this host, one line per target: state, lag, last error
+    ///
+    /// Reads the status file each sync's pushd writes (--status-file; the
+    /// units put it in /run/syncpipe/NAME/pushd.json) and lists every
+    /// target: its state (in-sync, behind, syncing-initial, never-synced,
+    /// held, failing), its lag in events and seconds, and the last error
+    /// with since when it fails. A sync configured in /etc/syncpipe with
+    /// no status file, or one not rewritten for 30 s, is `not-running` or
+    /// `stale`. Exit code 17 when any target is failing or held or a sync
+    /// is not running: usable as a monitoring check.
+    ///
+    /// $ syncpipe status
+    ///
+    /// $ syncpipe status www --json
+    #[command(after_help = cli::exit_codes_help("syncpipe"))]
+    Status {
+        /// Only this sync (/etc/syncpipe/NAME.conf, /run/syncpipe/NAME/)
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Print the status files' contents as one JSON array
+        #[arg(long)]
+        json: bool,
+        /// Where the syncs' runtime directories are
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/run/syncpipe",
+            env = "SYNCPIPE_RUN_DIR"
+        )]
+        run_dir: PathBuf,
+        /// Where the syncs' configs are
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/etc/syncpipe",
+            env = "SYNCPIPE_CONF_DIR"
+        )]
+        conf_dir: PathBuf,
+    },
     /// Turn an lsyncd configuration into one syncpipe config per sync{}
     ///
     /// Evaluates FILE with a real Lua 5.4, as lsyncd 2.2 reads it (its
@@ -68,6 +108,17 @@ enum Command {
 fn main() -> ExitCode {
     let args: Args = cli::parse("syncpipe");
     cli::run_coded("syncpipe", args.verbosity, || match args.command {
+        Command::Status {
+            name,
+            json,
+            run_dir,
+            conf_dir,
+        } => status::run(&status::Options {
+            name,
+            json,
+            run_dir,
+            conf_dir,
+        }),
         Command::ImportLsyncd {
             file,
             dir,

@@ -78,12 +78,18 @@ struct Args {
     backlog: Option<transport::BacklogSize>,
 
     #[command(flatten)]
+    health: cli::HealthArgs,
+
+    #[command(flatten)]
     verbosity: Verbosity,
 }
 
 impl Args {
     fn into_config(self) -> anyhow::Result<watchd::Config> {
         Ok(watchd::Config {
+            health: self
+                .health
+                .files(&std::env::current_dir().unwrap_or_default()),
             excludes: self.excludes.compile()?,
             root: self.root,
             mode: self.events,

@@ -23,7 +23,7 @@ _bisync() {
 
     case "${cmd}" in
         bisync)
-            opts="-c -n -w -d -p -i -o -v -q -h -V --checksum --prefer --size-only --max-delete --normalization --case-insensitive --sentinel --force --backup-dir-a --backup-dir-b --backup-keep --dry-run --json --exit-changes --exclude --excludes --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --verbose --quiet --log-file --help --version"
+            opts="-c -n -w -d -p -i -o -v -q -h -V --checksum --prefer --size-only --max-delete --normalization --case-insensitive --sentinel --force --backup-dir-a --backup-dir-b --backup-keep --dry-run --json --exit-changes --exclude --excludes --exclude-from --watch --delay --watchd --remote-watchd --state-dir --port --identity --ssh-opt --remote-bisync --serve --owners --status-file --metrics-file --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,6 +126,36 @@ _bisync() {
                     ;;
                 --serve)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --metrics-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --log-file)

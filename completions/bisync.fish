@@ -21,6 +21,8 @@ complete -c bisync -s i -l identity -d 'ssh private key' -r -F
 complete -c bisync -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e.g. StrictHostKeyChecking=yes' -r
 complete -c bisync -l remote-bisync -d 'The bisync program on remote hosts' -r
 complete -c bisync -l serve -d 'Serve the replica at PATH on stdin/stdout (what bisync runs on the far side of ssh; docs/protocol.md)' -r -F
+complete -c bisync -l status-file -d 'Keep a JSON status file at FILE (rewritten atomically on changes, at most once a second, and every 5 s while idle; `syncpipe status` reads it)' -r -F
+complete -c bisync -l metrics-file -d 'Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for node_exporter\'s textfile collector (name it *.prom in its directory)' -r -F
 complete -c bisync -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c bisync -s c -l checksum -d 'Compare file content by hash instead of size, mtime and inode'
 complete -c bisync -l size-only -d 'Compare files by size only: modification times and inodes are not trusted (replicas on filesystems that lose or shift times). A change that keeps the size is not seen'

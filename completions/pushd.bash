@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --serve --owners --restricted --agent-path --no-agent --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --verbose --quiet --log-file --help --version"
+            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --serve --owners --restricted --agent-path --no-agent --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --status-file --metrics-file --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +142,36 @@ _pushd() {
                     return 0
                     ;;
                 --exclude-from)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --status-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --metrics-file)
                     local oldifs
                     if [ -n "${IFS+x}" ]; then
                         oldifs="$IFS"

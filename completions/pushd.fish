@@ -27,6 +27,8 @@ complete -c pushd -s o -l ssh-opt -d 'ssh option as for `ssh -o` (repeatable), e
 complete -c pushd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r
 complete -c pushd -l excludes -d 'Patterns separated by spaces, as the config file\'s EXCLUDES= key holds them (repeatable; empty: none)' -r
 complete -c pushd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
+complete -c pushd -l status-file -d 'Keep a JSON status file at FILE (rewritten atomically on changes, at most once a second, and every 5 s while idle; `syncpipe status` reads it)' -r -F
+complete -c pushd -l metrics-file -d 'Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for node_exporter\'s textfile collector (name it *.prom in its directory)' -r -F
 complete -c pushd -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c pushd -l owners -d 'With --serve: keep the pusher\'s owners and set-id bits (when run as root)'
 complete -c pushd -l restricted -d 'With --serve: the forced command of a key limited to DIR (keysetup --only pushd:DIR); pushd\'s rsync goes to rrsync -wo DIR'

@@ -29,8 +29,16 @@ complete -c syncpipe -n "__fish_syncpipe_needs_command" -s v -l verbose -d 'Say 
 complete -c syncpipe -n "__fish_syncpipe_needs_command" -s q -l quiet -d 'Say only warnings and errors'
 complete -c syncpipe -n "__fish_syncpipe_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c syncpipe -n "__fish_syncpipe_needs_command" -s V -l version -d 'Print version'
+complete -c syncpipe -n "__fish_syncpipe_needs_command" -f -a "status" -d 'Every sync on this host, one line per target: state, lag, last error'
 complete -c syncpipe -n "__fish_syncpipe_needs_command" -f -a "import-lsyncd" -d 'Turn an lsyncd configuration into one syncpipe config per sync{}'
 complete -c syncpipe -n "__fish_syncpipe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -l run-dir -d 'Where the syncs\' runtime directories are' -r -F
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -l conf-dir -d 'Where the syncs\' configs are' -r -F
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -l json -d 'Print the status files\' contents as one JSON array'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -s q -l quiet -d 'Say only warnings and errors'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l dir -d 'Write the configs into DIR' -r -F
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l name -d 'Name the config NAME (one sync), or a pattern where `{}` is the name derived from each source (several syncs)' -r
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
@@ -40,5 +48,6 @@ complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -l chec
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s q -l quiet -d 'Say only warnings and errors'
 complete -c syncpipe -n "__fish_syncpipe_using_subcommand import-lsyncd" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c syncpipe -n "__fish_syncpipe_using_subcommand help; and not __fish_seen_subcommand_from import-lsyncd help" -f -a "import-lsyncd" -d 'Turn an lsyncd configuration into one syncpipe config per sync{}'
-complete -c syncpipe -n "__fish_syncpipe_using_subcommand help; and not __fish_seen_subcommand_from import-lsyncd help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand help; and not __fish_seen_subcommand_from status import-lsyncd help" -f -a "status" -d 'Every sync on this host, one line per target: state, lag, last error'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand help; and not __fish_seen_subcommand_from status import-lsyncd help" -f -a "import-lsyncd" -d 'Turn an lsyncd configuration into one syncpipe config per sync{}'
+complete -c syncpipe -n "__fish_syncpipe_using_subcommand help; and not __fish_seen_subcommand_from status import-lsyncd help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -9,6 +9,8 @@ complete -c watchd -l excludes -d 'Patterns separated by spaces, as the config f
 complete -c watchd -l exclude-from -d 'Read patterns from FILE, one per line, `#` comments (repeatable; empty: none, so a unit can pass the config\'s EXCLUDE_FROM= as it is)' -r -F
 complete -c watchd -l listen -d 'Serve the stream on a unix socket at PATH instead of stdout: any number of readers (`batchd --connect PATH`), each resuming where it left off while the backlog holds it. A socket passed by systemd (a .socket unit) is used the same way' -r -F
 complete -c watchd -l backlog -d 'How much a --listen writer keeps for readers that reconnect: a record count (100000) or a size (64M). A reader further behind is told to do a full sync' -r
+complete -c watchd -l status-file -d 'Keep a JSON status file at FILE (rewritten atomically on changes, at most once a second, and every 5 s while idle; `syncpipe status` reads it)' -r -F
+complete -c watchd -l metrics-file -d 'Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for node_exporter\'s textfile collector (name it *.prom in its directory)' -r -F
 complete -c watchd -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c watchd -l wait -d 'If ROOT does not exist yet (a disk mounted late at boot), wait for it instead of exiting with code 3'
 complete -c watchd -l require-mount -d 'ROOT must be a mount point; with --wait, wait until it is mounted. Guards against watching the empty directory under an unmounted disk'

@@ -14,7 +14,7 @@
 //!              (--from); agent/ (pushd --serve on ssh targets, its client)
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)
 //! keysetup/    ssh keys: authorized_keys, known_hosts, ssh_config, checks
-//! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units)
+//! syncpipe/    the operator's command: import-lsyncd (lsyncd config -> units), status
 //! wire/        what they all speak: records, paths, line reading, transport
 //! fold/        the shared folding core (events -> changes) and its model test
 //! location     a target or replica: local path or [user@]host:path
@@ -23,6 +23,7 @@
 //! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath
 //! cli/         what every main shares: logging, exit codes, man pages
+//! health/      target states, STATUS= words, status file, metrics text
 //! ```
 
 pub mod batchd;
@@ -32,6 +33,7 @@ pub mod exclude;
 pub(crate) mod fold;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 pub mod keysetup;
 pub mod limit;
 pub mod location;

@@ -36,6 +36,8 @@ pub struct Config {
     pub connect: Option<PathBuf>,
     /// stdout, or a socket with a backlog (`--listen`).
     pub output: Output,
+    /// `--status-file`, `--metrics-file`.
+    pub health: crate::health::publish::HealthFiles,
 }
 
 /// What the helper threads tell the main thread.
@@ -96,6 +98,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     systemd.ready(&format!("batching with a delay of {:?}", config.delay));
     let mut out = Vec::new();
     let mut stats = Stats::default();
+    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    let mut published_events = 0;
     // How the input ended decides the exit code (see `input_verdict`).
     let (mut saw_header, mut end_reason) = (false, None::<String>);
     loop {
@@ -103,13 +107,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if systemd.status_due() {
             systemd.status(&stats.status(), false);
         }
-        // Wake for the next batch, the watchdog, or a status line.
+        if stats.events != published_events {
+            published_events = stats.events;
+            publisher.changed();
+        }
+        publisher.tick(false, |now| stats.views(now));
+        // Wake for the next batch, the watchdog, a status line or file.
         let wake = batcher
             .deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .into_iter()
             .chain(systemd.poll_timeout())
             .chain(systemd.is_enabled().then_some(Duration::from_secs(2)))
+            .chain(publisher.poll_timeout())
             .min();
         let msg = match wake {
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -153,6 +163,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             }
                         }
                         Item::Malformed { line_no, error } => {
+                            stats.rescans += 1;
                             crate::log_warn!(
                                 "stdin line {line_no}: not a stream record ({error}); \
                                  the next batch is a full rescan of the root"
@@ -160,6 +171,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             batcher.malformed(now);
                         }
                         Item::Gap { reason } => {
+                            stats.rescans += 1;
                             crate::log_warn!(
                                 "{reason}: the next batch is a full rescan of the root"
                             );
@@ -170,7 +182,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 batcher.tick(now, &mut out);
                 let _ = spare_tx.try_send(items);
             }
-            Ok(Msg::Signal(Signal::SIGUSR1)) => batcher.flush(&mut out),
+            Ok(Msg::Signal(Signal::SIGUSR1)) => {
+                crate::log_notice!("SIGUSR1: {}; writing what is pending", stats.status());
+                batcher.flush(&mut out);
+            }
             Ok(Msg::Signal(sig)) => {
                 crate::log_info!("{sig}: writing what is pending and stopping");
                 systemd.stopping(&format!("stopping on {sig}"));
@@ -189,7 +204,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 return Err(err).context("reading the stream on stdin");
             }
         }
-        stats.batches += out.iter().filter(|o| matches!(o, Out::Batch(_))).count() as u64;
+        let batches = out.iter().filter(|o| matches!(o, Out::Batch(_))).count() as u64;
+        if batches > 0 {
+            stats.batches += batches;
+            publisher.changed();
+        }
         write_all(&mut writer, &mut out)?;
         if stop {
             stats.log();
@@ -224,6 +243,8 @@ fn input_verdict(saw_header: bool, end_reason: Option<String>) -> anyhow::Result
 struct Stats {
     events: u64,
     batches: u64,
+    /// Malformed lines and gaps in the input, each a full rescan.
+    rescans: u64,
 }
 
 impl Stats {
@@ -232,6 +253,26 @@ impl Stats {
             "{} events folded into {} batches",
             self.events, self.batches
         )
+    }
+
+    /// The status file and metrics (lib/health/).
+    fn views(&self, now: std::time::SystemTime) -> (crate::health::status::StatusDoc, String) {
+        use crate::health::status::{program_views, Number, StatusDoc};
+        let mut doc = StatusDoc::new("batchd", now, true, self.status());
+        let metrics = program_views(
+            &mut doc,
+            &[],
+            &[
+                Number::counter("events_total", "Events read", self.events),
+                Number::counter("batches_total", "Batches written", self.batches),
+                Number::counter(
+                    "rescans_total",
+                    "Malformed lines or gaps in the input, each turned into a full rescan",
+                    self.rescans,
+                ),
+            ],
+        );
+        (doc, metrics)
     }
 
     fn log(&self) {

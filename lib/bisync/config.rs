@@ -114,6 +114,8 @@ pub struct WatchSettings {
     pub watchd: Option<OsString>,
     /// The watchd program on remote hosts.
     pub remote_watchd: OsString,
+    /// `--status-file`, `--metrics-file`.
+    pub health: crate::health::publish::HealthFiles,
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ pub fn run(config: Config, settings: WatchSettings) -> anyhow::Result<Code> {
         failures: 0,
         ready: false,
         systemd: Systemd::from_env(),
+        publisher: crate::health::publish::Publisher::new(&settings.health),
+        totals: Totals::default(),
     };
     let result = watch.follow(&rx);
     for feed in &mut watch.feeds {
@@ -134,6 +136,23 @@ struct Watch {
     failures: usize,
     ready: bool,
     systemd: Systemd,
+    /// `--status-file`, `--metrics-file`.
+    publisher: crate::health::publish::Publisher,
+    totals: Totals,
+}
+
+/// What the runs of this process did, for the status file and metrics.
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    failed_runs: u64,
+    copied: u64,
+    deleted: u64,
+    renamed: u64,
+    conflicts: u64,
+    last_success: Option<std::time::SystemTime>,
+    /// The `STATUS=` text last said.
+    said: String,
 }
 
 enum Next {
@@ -153,7 +172,10 @@ impl Watch {
                 .map_or(Duration::from_secs(60), |d| {
                     d.saturating_duration_since(now)
                 });
-            if let Some(t) = self.systemd.poll_timeout() {
+            for t in [self.systemd.poll_timeout(), self.publisher.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
                 wait = wait.min(t);
             }
             let first = match rx.recv_timeout(wait) {
@@ -175,6 +197,7 @@ impl Watch {
             if self.live() && self.due.is_some_and(|d| d <= Instant::now()) {
                 self.sync();
             }
+            self.publish();
         }
     }
 
@@ -235,9 +258,64 @@ impl Watch {
                 return Ok(Next::Stop(Code::Ok));
             }
             Note::Signal(Signal::SIGHUP) => self.full_scan("SIGHUP"),
-            Note::Signal(_) => crate::log_notice!("{}", self.status_text()),
+            Note::Signal(signal) => crate::log_notice!(
+                "{signal}: {}; last run: {}",
+                self.status_text(),
+                self.totals.said
+            ),
         }
         Ok(Next::Continue)
+    }
+
+    /// Writes the status file and metrics when due (lib/health/).
+    fn publish(&mut self) {
+        use crate::health::status::{program_views, unix, Number, StatusDoc};
+        let (t, ready, failures) = (&self.totals, self.ready, self.failures);
+        let (a, b) = (self.config.a.key(), self.config.b.key());
+        let text = format!("{}; {}", self.status_text(), t.said);
+        self.publisher.tick(false, |now| {
+            let mut doc = StatusDoc::new("bisync", now, ready, text);
+            let mut numbers = vec![
+                Number::counter("runs_total", "Runs ended, failed ones included", t.runs),
+                Number::counter(
+                    "failed_runs_total",
+                    "Runs that failed or were refused",
+                    t.failed_runs,
+                ),
+                Number::counter(
+                    "copied_total",
+                    "Entries copied between the replicas",
+                    t.copied,
+                ),
+                Number::counter("deleted_total", "Entries deleted on a replica", t.deleted),
+                Number::counter("renamed_total", "Renames applied on a replica", t.renamed),
+                Number::counter(
+                    "conflicts_total",
+                    "Conflicts kept as NAME.conflict-… copies",
+                    t.conflicts,
+                ),
+                Number::gauge(
+                    "consecutive_failures",
+                    "Failed runs since the last success",
+                    failures as f64,
+                ),
+                Number::gauge(
+                    "ready",
+                    "1 once the first full sync is done (READY=1)",
+                    f64::from(u8::from(ready)),
+                ),
+            ];
+            if let Some(at) = t.last_success {
+                numbers.push(Number::gauge(
+                    "last_success_timestamp_seconds",
+                    "When a run last succeeded",
+                    unix(at),
+                ));
+            }
+            let metrics =
+                program_views(&mut doc, &[("replica_a", &a), ("replica_b", &b)], &numbers);
+            (doc, metrics)
+        });
     }
 
     fn status_text(&self) -> String {
@@ -267,6 +345,15 @@ impl Watch {
         match self.attempt(&paths, started) {
             Ok(settled) => {
                 self.failures = 0;
+                let s = &settled.summary;
+                let t = &mut self.totals;
+                t.runs += 1;
+                t.copied += s.copied;
+                t.deleted += s.deleted;
+                t.renamed += s.renamed;
+                t.conflicts += s.conflicts;
+                t.last_success = Some(std::time::SystemTime::now());
+                self.publisher.changed();
                 self.archive = settled.archive;
                 // What the run changed is read again: the replicas' own
                 // events say the same, but may come late.
@@ -275,6 +362,7 @@ impl Watch {
                     self.schedule(self.delay);
                 }
                 let text = status_of(&settled.summary, full);
+                self.totals.said = text.clone();
                 if self.ready {
                     self.systemd.status(&text, true);
                 } else {
@@ -296,6 +384,9 @@ impl Watch {
                 let wait = Duration::from_secs(RETRY[self.failures.min(RETRY.len() - 1)]);
                 self.failures += 1;
                 self.schedule(wait.max(self.delay));
+                self.totals.runs += 1;
+                self.totals.failed_runs += 1;
+                self.publisher.changed();
                 let outcome = if matches!(
                     crate::cli::exit::code_of(&e),
                     Code::Refused | Code::MassChange
@@ -304,14 +395,13 @@ impl Watch {
                 } else {
                     "failed"
                 };
-                self.systemd.status(
-                    &format!(
-                        "last run {outcome}: {}; retrying in {}s",
-                        first_line(&format!("{e:#}")),
-                        wait.as_secs()
-                    ),
-                    true,
+                let text = format!(
+                    "last run {outcome}: {}; retrying in {}s",
+                    first_line(&format!("{e:#}")),
+                    wait.as_secs()
                 );
+                self.systemd.status(&text, true);
+                self.totals.said = text;
             }
         }
     }

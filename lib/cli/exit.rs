@@ -57,6 +57,9 @@ pub enum Code {
     /// relayd: another publisher is live on the JetStream stream, or wrote
     /// to it since this one started; nothing of this stream was stored after.
     Owned = 16,
+    /// syncpipe status: a target is failing or holds deletions, or a sync's
+    /// status file is missing or stale (its pushd is not running).
+    Unhealthy = 17,
 }
 
 impl Code {
@@ -124,6 +127,10 @@ impl Code {
             Code::Owned,
             "relayd: another publisher owns the stream; refused",
         ),
+        (
+            Code::Unhealthy,
+            "syncpipe status: a target failing or held, or a sync not running",
+        ),
     ];
 
     /// The codes program `bin` can exit with; the whole table for a name
@@ -146,7 +153,7 @@ impl Code {
             ],
             "relayd" => &[Ok, Failure, Usage, Owned],
             "keysetup" => &[Ok, Failure, Usage, Auth, HostKey, Unreachable],
-            "syncpipe" => &[Ok, Failure, Usage, NotCarried],
+            "syncpipe" => &[Ok, Failure, Usage, NotCarried, Unhealthy],
             "bisync" => &[
                 Ok, Failure, Usage, NoSource, SourceGone, Limit, Synced, Conflicts, Incomplete,
                 Refused, MassChange,
@@ -169,6 +176,7 @@ impl Code {
                 NoStream,
                 NotCarried,
                 Owned,
+                Unhealthy,
             ],
         }
     }

@@ -128,6 +128,31 @@ impl Verbosity {
     }
 }
 
+/// `--status-file` and `--metrics-file`, spelt the same in every program
+/// (what they hold: lib/health/, README "Operator view").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HealthArgs {
+    /// Keep a JSON status file at FILE (rewritten atomically on changes, at
+    /// most once a second, and every 5 s while idle; `syncpipe status` reads it)
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath, help_heading = "Health")]
+    pub status_file: Option<std::path::PathBuf>,
+    /// Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for
+    /// node_exporter's textfile collector (name it *.prom in its directory)
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath, help_heading = "Health")]
+    pub metrics_file: Option<std::path::PathBuf>,
+}
+
+impl HealthArgs {
+    /// The two paths, made absolute against `cwd`.
+    pub fn files(&self, cwd: &std::path::Path) -> crate::health::publish::HealthFiles {
+        let absolute = |p: &std::path::PathBuf| cwd.join(p);
+        crate::health::publish::HealthFiles {
+            status: self.status_file.as_ref().map(absolute),
+            metrics: self.metrics_file.as_ref().map(absolute),
+        }
+    }
+}
+
 /// The exclude flags, spelt the same in watchd, pushd and bisync (syntax:
 /// lib/exclude.rs, README "Excludes").
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -303,6 +303,8 @@ pub struct Applier<'a> {
     pub guards: &'a Guards,
     /// `--direct`: listed paths on a local target without rsync.
     pub direct: bool,
+    /// Told how far a subtree transfer (a full sync) has got.
+    pub progress: Option<&'a (dyn Fn(crate::health::target::Progress) + Sync)>,
 }
 
 impl Applier<'_> {
@@ -781,7 +783,13 @@ impl Applier<'_> {
             args.insert(0, "--info=name1".into());
         }
         let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        let result = rsync::run(self.settings.program(), &args, &names)?;
+        let result = match self.progress {
+            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
+                args.insert(0, "--info=progress2".into());
+                rsync::run_watched(self.settings.program(), &args, &names, Some(report))
+            }
+            _ => rsync::run(self.settings.program(), &args, &names),
+        }?;
         crate::log_debug!(
             "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
             self.target,
@@ -1381,6 +1389,7 @@ mod tests {
             settings: &settings,
             guards: &guards,
             direct: false,
+            progress: None,
         };
         let plan = Plan::from_changes(&[
             crate::wire::event::Change {
@@ -1475,6 +1484,7 @@ mod tests {
             settings: &settings,
             guards: &guards,
             direct: false,
+            progress: None,
         };
         let plan = Plan {
             paths: vec!["x".into()],
@@ -1510,6 +1520,7 @@ mod tests {
             settings: &settings,
             guards: &guards,
             direct: false,
+            progress: None,
         };
         let plan = Plan {
             subtrees: vec!["big".into()],
@@ -1557,6 +1568,7 @@ mod tests {
             settings: &settings,
             guards: &guards,
             direct: false,
+            progress: None,
         };
         let plan = Plan {
             paths: vec!["f".into()],

@@ -12,7 +12,9 @@
 //! pending   pure: pending changes and the stream position -> the next batch
 //! retry     pure: when to try again (backoff with jitter)
 //! guards    held changes (rechecked, released, never dropped); target root check
-//! status    pure: the per-target status table (STATUS=, READY=1)
+//! status    pure: the per-target status table (READY=1)
+//! health    every target's state and numbers (lib/health/): STATUS=, status file, metrics
+//! progress  rsync --info=progress2 lines -> a full sync's progress
 //! shared    what the workers share: output, --state, --max-procs, stop, status
 //! plan      a batch's changes -> renames, paths to re-read, subtrees to sync
 //! apply     a plan on one target, behind the delete guards
@@ -29,9 +31,11 @@ pub mod apply;
 pub(crate) mod direct;
 pub(crate) mod excluded;
 mod guards;
+pub(crate) mod health;
 mod pending;
 pub mod plan;
 pub(crate) mod preview;
+pub(crate) mod progress;
 pub mod pull;
 mod retry;
 pub mod rsync;
@@ -103,6 +107,8 @@ pub struct Config {
     /// `--from`: a pull replica, pulling from this upstream into the one
     /// local target (lib/pushd/pull.rs).
     pub pull: Option<pull::Upstream>,
+    /// `--status-file`, `--metrics-file` (lib/health/).
+    pub health: crate::health::publish::HealthFiles,
 }
 
 #[cfg(test)]

@@ -79,6 +79,21 @@ impl Pending {
         self.changes.is_empty()
     }
 
+    /// Distinct paths pending (a full sync is one).
+    pub(crate) fn paths(&self) -> u64 {
+        self.changes.len() as u64
+    }
+
+    /// A full sync of the root is pending.
+    pub(crate) fn is_full(&self) -> bool {
+        self.changes.is_full_rescan()
+    }
+
+    /// Last seq applied on the current stream.
+    pub(crate) fn applied_seq(&self) -> u64 {
+        self.applied
+    }
+
     /// Highest seq received on the current stream.
     pub(crate) fn seen(&self) -> u64 {
         self.seen

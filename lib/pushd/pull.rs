@@ -552,6 +552,7 @@ pub(crate) fn apply_for(
     delete: bool,
     checks: Checks,
     upto: Position,
+    progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
 ) -> anyhow::Result<Report> {
     match &config.pull {
         Some(upstream) => Puller {
@@ -566,6 +567,7 @@ pub(crate) fn apply_for(
             settings: &config.rsync,
             guards: &config.guards,
             direct: config.direct,
+            progress,
         }
         .apply(source, plan, delete, checks),
     }

@@ -431,6 +431,38 @@ pub struct RunResult {
     pub items: Vec<Item>,
 }
 
+/// rsync's stdout, without its progress segments; each read's last
+/// progress segment goes to `progress`.
+fn read_stdout(
+    mut stdout: std::process::ChildStdout,
+    progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let Some(report) = progress else {
+        let _ = stdout.read_to_end(&mut buf);
+        return buf;
+    };
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut from = 0;
+    loop {
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut last = None;
+        while let Some(end) = buf[from..].iter().position(|&b| b == b'\r' || b == b'\n') {
+            let segment = String::from_utf8_lossy(&buf[from..from + end]);
+            last = crate::pushd::progress::parse(&segment).or(last);
+            from += end + 1;
+        }
+        if let Some(p) = last {
+            report(p);
+        }
+    }
+    crate::pushd::progress::without_progress(&buf)
+}
+
 /// Runs `program` (rsync) with `args`, writing `list` (NUL-separated
 /// relative paths) on its stdin. An error means rsync could not be started
 /// at all.
@@ -438,6 +470,17 @@ pub fn run(
     program: &std::ffi::OsStr,
     args: &[OsString],
     list: &[&[u8]],
+) -> anyhow::Result<RunResult> {
+    run_watched(program, args, list, None)
+}
+
+/// [`run`], handing `progress` what rsync's `--info=progress2` lines say
+/// (the caller adds that flag) as they come.
+pub fn run_watched(
+    program: &std::ffi::OsStr,
+    args: &[OsString],
+    list: &[&[u8]],
+    progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
 ) -> anyhow::Result<RunResult> {
     let started = Instant::now();
     let mut child = crate::os::child::command(program)
@@ -458,32 +501,34 @@ pub fn run(
             }
         })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = child.stdout.take().expect("piped stdout");
+    let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     // Both outputs are read on their own threads while the list is written,
     // so a long list can never deadlock against full pipes.
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
+    let (status, out, err) = std::thread::scope(|scope| {
+        let out_thread = scope.spawn(move || read_stdout(stdout, progress));
+        let err_thread = scope.spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let mut data = Vec::new();
+        for path in list {
+            data.extend_from_slice(path);
+            data.push(0);
+        }
+        // rsync closing its stdin early (it failed to connect) is reported by
+        // its exit code, not here.
+        let _ = stdin.write_all(&data);
+        drop(stdin);
+        let status = child.wait().context("waiting for rsync");
+        (
+            status,
+            out_thread.join().unwrap_or_default(),
+            err_thread.join().unwrap_or_default(),
+        )
     });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let mut data = Vec::new();
-    for path in list {
-        data.extend_from_slice(path);
-        data.push(0);
-    }
-    // rsync closing its stdin early (it failed to connect) is reported by
-    // its exit code, not here.
-    let _ = stdin.write_all(&data);
-    drop(stdin);
-    let status = child.wait().context("waiting for rsync")?;
-    let out = out_thread.join().unwrap_or_default();
-    let err = err_thread.join().unwrap_or_default();
+    let status = status?;
     let code = status.code();
     Ok(RunResult {
         code,

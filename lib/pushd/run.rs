@@ -98,6 +98,10 @@ pub(crate) fn run_with(
         config.max_procs,
         StatusTable::new(config.targets.iter().map(|t| t.name.clone())),
         Systemd::from_env(),
+        crate::pushd::health::Health::new(
+            config.targets.iter().map(|t| t.name.clone()),
+            &config.health,
+        ),
     ));
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -119,6 +123,7 @@ pub(crate) fn run_with(
         .status("waiting for the stream to start", true);
     let ticker = Arc::clone(&shared);
     let releasers = senders.clone();
+    let teller = Arc::clone(&shared);
     let input = Interruptible::new(
         input,
         signals,
@@ -131,6 +136,8 @@ pub(crate) fn run_with(
             for tx in &releasers {
                 let _ = tx.send(Work::Release);
             }
+        } else if signal == Signal::SIGUSR1 {
+            log_notice!("SIGUSR1: {}", teller.health.summary());
         } else {
             log_info!("ignoring {signal}");
         }
@@ -143,7 +150,14 @@ pub(crate) fn run_with(
     // and the workers end only once every sender is gone.
     let (mut signals, handler) = input.into_inner().into_parts();
     drop(handler);
-    let mut on_signal = None;
+    let teller = Arc::clone(&shared);
+    let mut on_signal: crate::os::interruptible::OnSignal = Some(Box::new(move |signal| {
+        if signal == Signal::SIGUSR1 {
+            log_notice!("SIGUSR1: {}", teller.health.summary());
+        } else {
+            log_info!("ignoring {signal}");
+        }
+    }));
     // A target that gave up stopped us with a SIGTERM of our own.
     let gave_up = || shared.gave_up();
     if let Ok(Some(signal)) = &read {
@@ -170,6 +184,7 @@ pub(crate) fn run_with(
     }
     if matches!(read, Ok(None)) {
         while !handles.iter().all(|h| h.is_finished()) {
+            shared.health.tick(false);
             match crate::os::interruptible::wait_for_stop(
                 &mut signals,
                 &mut on_signal,

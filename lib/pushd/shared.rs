@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     stop: (Mutex<bool>, Condvar),
     /// Everything pushd reports, under one lock.
     status: Mutex<Status>,
+    /// Every target's state and numbers: `STATUS=`, the status files.
+    pub(crate) health: crate::pushd::health::Health,
 }
 
 /// What pushd reports, kept together so that `STATUS=` is always said from
@@ -44,6 +46,7 @@ impl Shared {
         max_procs: usize,
         table: StatusTable,
         systemd: Systemd,
+        health: crate::pushd::health::Health,
     ) -> Self {
         Shared {
             out: Mutex::new(Some(output)),
@@ -55,6 +58,7 @@ impl Shared {
                 systemd,
                 gave_up: None,
             }),
+            health,
         }
     }
 
@@ -116,13 +120,16 @@ impl Shared {
     }
 
     /// Records a target's lag (seqs behind) and held deletions, and updates
-    /// `STATUS=`: at once when a target falls behind or catches up or its
-    /// hold changes, else at most every few seconds.
-    pub(crate) fn set_lag(&self, index: usize, lag: u64, held: u64) {
+    /// `STATUS=` from the targets' health: at once when a target falls
+    /// behind or catches up, its hold changes or its state changed
+    /// (`urgent`), else at most every few seconds.
+    pub(crate) fn set_lag(&self, index: usize, lag: u64, held: u64, urgent: bool) {
         let mut status = self.status();
-        let changed = status.table.set_lag(index, lag, held);
-        let text = status.table.text();
-        status.systemd.status(&text, changed);
+        let changed = status.table.set_lag(index, lag, held) || urgent;
+        if changed || status.systemd.status_due() {
+            let text = self.health.summary();
+            status.systemd.status(&text, changed);
+        }
     }
 
     /// One target's start-up sync has ended; the last one tells systemd
@@ -130,7 +137,10 @@ impl Shared {
     pub(crate) fn target_started(&self, index: usize) {
         let mut status = self.status();
         if status.table.started(index) {
-            let text = status.table.text();
+            // A target whose first transfer failed is shown failing, never
+            // synced (README "READY=1 and a target that cannot sync").
+            let text = self.health.summary();
+            self.health.set_ready();
             status.systemd.ready(&text);
         }
     }
@@ -139,8 +149,14 @@ impl Shared {
     /// start-up sync of a large tree runs (it outlasts any fixed start
     /// timeout), asks systemd for more time.
     pub(crate) fn tick(&self) {
+        self.health.tick(false);
         let mut status = self.status();
         status.systemd.tick();
+        // Lags in seconds grow while nothing happens.
+        if status.systemd.status_due() {
+            let text = self.health.summary();
+            status.systemd.status(&text, false);
+        }
         if status
             .table
             .extend_due(Instant::now(), Duration::from_secs(10))

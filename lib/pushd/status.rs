@@ -1,8 +1,8 @@
 //! What pushd knows about each target, in one table: how far behind it is,
-//! what a guard holds, whether its start-up sync has ended. systemd's
-//! `STATUS=` and `READY=1` are read from it; it is the one place to add what
-//! an operator should see per target (states, last success or error,
-//! counters). Pure: the workers update it under one lock (see `Shared`).
+//! what a guard holds, whether its start-up sync has ended. `READY=1` is
+//! decided from it; the words of `STATUS=`, the states, last success or
+//! error and the counters are the targets' health (pushd/health.rs over
+//! lib/health/). Pure: the workers update it under one lock (see `Shared`).
 
 use std::time::{Duration, Instant};
 
@@ -29,18 +29,6 @@ impl TargetStatus {
             held: 0,
             started: false,
             held_at_end: false,
-        }
-    }
-
-    /// This row's part of `STATUS=`.
-    fn text(&self) -> String {
-        if self.held > 0 {
-            format!(
-                "{}: {} behind, HELD: {} deletions refused by a guard (SIGUSR2 releases)",
-                self.name, self.lag, self.held
-            )
-        } else {
-            format!("{}: {} behind", self.name, self.lag)
         }
     }
 }
@@ -126,15 +114,6 @@ impl StatusTable {
     pub(crate) fn is_held_at_end(&self, name: &str) -> bool {
         self.targets.iter().any(|t| t.name == name && t.held_at_end)
     }
-
-    /// `STATUS=` text: how far behind each target is, and which are held.
-    pub(crate) fn text(&self) -> String {
-        self.targets
-            .iter()
-            .map(TargetStatus::text)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 #[cfg(test)]
@@ -143,17 +122,6 @@ mod tests {
 
     fn table() -> StatusTable {
         StatusTable::new(["a".to_string(), "b".to_string()])
-    }
-
-    #[test]
-    fn text_names_every_target_and_what_is_held() {
-        let mut t = table();
-        assert_eq!(t.text(), "a: 0 behind, b: 0 behind");
-        t.set_lag(1, 5, 3);
-        assert_eq!(
-            t.text(),
-            "a: 0 behind, b: 5 behind, HELD: 3 deletions refused by a guard (SIGUSR2 releases)"
-        );
     }
 
     #[test]

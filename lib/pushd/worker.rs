@@ -123,6 +123,7 @@ impl<'a> Worker<'a> {
                         while let Ok(work) = rx.try_recv() {
                             go_on &= self.take(work);
                         }
+                        self.report();
                         if !go_on {
                             return Ok(());
                         }
@@ -255,6 +256,9 @@ impl<'a> Worker<'a> {
         }
         if !self.has_work() {
             // Resuming, or no start-up sync asked for: in step now.
+            self.shared
+                .health
+                .update(self.index, |h| h.in_step_once = true);
             self.start_done();
         }
     }
@@ -314,6 +318,18 @@ impl<'a> Worker<'a> {
             );
         }
         let attempt = self.backoff.begin();
+        let started = std::time::SystemTime::now();
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = Some(crate::health::target::InFlight {
+                started,
+                full: whole,
+            });
+            h.full_sync |= whole;
+        });
+        let (health, index) = (&self.shared.health, self.index);
+        let report_progress = move |p: crate::health::target::Progress| {
+            health.update(index, |h| h.progress = Some(p));
+        };
         let checks = Checks {
             identity: self.identity,
             released,
@@ -332,6 +348,7 @@ impl<'a> Worker<'a> {
             delete,
             checks,
             upto,
+            Some(&report_progress),
         );
         self.shared.release();
         let mut held_now = false;
@@ -444,9 +461,9 @@ impl<'a> Worker<'a> {
             self.pending.put_back(batch);
             self.backoff.failed(Instant::now());
         }
+        self.note_outcome(ok, &record);
         self.shared.emit(&Record::Applied(record));
-        self.shared
-            .set_lag(self.index, self.pending.lag(), self.held.count());
+        self.report();
         // The first attempt ends start-up even when it failed: a target that
         // is down is retried in the background, not a start that hangs.
         self.start_done();
@@ -528,6 +545,95 @@ impl<'a> Worker<'a> {
         {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
         }
+    }
+
+    /// Copies this worker's position and queue into its health numbers,
+    /// and tells systemd at once when the target's state changed.
+    fn report(&self) {
+        let now = std::time::SystemTime::now();
+        let unapplied = self.has_work() || !self.held.is_empty();
+        let changed = self.shared.health.update(self.index, |h| {
+            h.stream = self.stream.clone();
+            h.applied_seq = self.pending.applied_seq();
+            h.seen_seq = self.pending.seen();
+            h.pending_paths = self.pending.paths();
+            h.full_sync = self.pending.is_full() || h.in_flight.as_ref().is_some_and(|f| f.full);
+            h.deletions_held = self.held.count();
+            if !unapplied && h.in_flight.is_none() {
+                h.unapplied_since = None;
+            } else if h.unapplied_since.is_none() {
+                h.unapplied_since = Some(now);
+            }
+        });
+        self.shared
+            .set_lag(self.index, self.pending.lag(), self.held.count(), changed);
+    }
+
+    /// Counts a transfer that ended; says so at `-v`, and at notice level
+    /// when the target works again after failures.
+    fn note_outcome(&self, ok: bool, record: &Applied) {
+        let now = std::time::SystemTime::now();
+        let before = self.shared.health.get(self.index);
+        if ok {
+            if before.consecutive_failures > 0 {
+                log_notice!(
+                    "{}: recovered after {} failed {}{}",
+                    self.target,
+                    before.consecutive_failures,
+                    if before.consecutive_failures == 1 {
+                        "try"
+                    } else {
+                        "tries"
+                    },
+                    before
+                        .failing_since
+                        .map(|t| format!(
+                            " (failing since {})",
+                            humantime::format_rfc3339_seconds(t)
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            log_info!(
+                "{}: {} {}: {} files ({}) sent, {} deleted{} in {} ms",
+                self.target,
+                if record.full {
+                    format!("full sync up to seq {}", record.last_seq)
+                } else {
+                    format!("seqs {}..{}", record.first_seq, record.last_seq)
+                },
+                record.status,
+                record.files,
+                crate::health::target::human_bytes(record.bytes),
+                record.deleted,
+                if record.renamed > 0 {
+                    format!(", {} renamed", record.renamed)
+                } else {
+                    String::new()
+                },
+                record.duration_ms
+            );
+        }
+        self.shared.health.update(self.index, |h| {
+            h.in_flight = None;
+            h.progress = None;
+            h.transfers += 1;
+            h.files_sent += record.files;
+            h.bytes_sent += record.bytes;
+            h.deleted += record.deleted;
+            if ok {
+                h.last_success = Some(now);
+                h.consecutive_failures = 0;
+                h.failing_since = None;
+                h.in_step_once = true;
+            } else {
+                h.failures += 1;
+                h.consecutive_failures += 1;
+                h.failing_since.get_or_insert(now);
+                h.last_error = record.error.clone();
+                h.last_error_at = Some(now);
+            }
+        });
     }
 
     fn start_done(&mut self) {

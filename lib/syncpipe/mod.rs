@@ -1,7 +1,8 @@
 //! `syncpipe`, the operator's command: subcommands that look after the
-//! pipelines rather than run them (`import-lsyncd`; `status` to come).
+//! pipelines rather than run them (`import-lsyncd`, `status`).
 
 pub mod check;
 pub mod excludes;
 pub mod import;
 pub mod lua;
+pub mod status;

@@ -49,6 +49,8 @@ pub struct Config {
     pub require_mount: bool,
     /// stdout, or a socket with a backlog for readers that come and go.
     pub output: Output,
+    /// `--status-file`, `--metrics-file`.
+    pub health: crate::health::publish::HealthFiles,
 }
 
 /// How long to wait for the second half of a rename that arrived split over
@@ -103,7 +105,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut stats = Stats {
         seq: 0,
         root: root.clone(),
+        overflows: 0,
+        rescans: 0,
     };
+    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    let mut published_seq = 0;
     systemd.ready(&stats.status(&watcher));
     crate::log_info!(
         "watching {} with {}: {} directories in {:.2?}, stream {}",
@@ -121,7 +127,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if systemd.status_due() {
             systemd.status(&stats.status(&watcher), false);
         }
-        let timeout = systemd.poll_timeout().unwrap_or(Duration::from_secs(2));
+        if stats.seq != published_seq {
+            published_seq = stats.seq;
+            publisher.changed();
+        }
+        publisher.tick(false, |now| stats.views(&watcher, now));
+        let timeout = systemd
+            .poll_timeout()
+            .into_iter()
+            .chain(publisher.poll_timeout())
+            .min()
+            .unwrap_or(Duration::from_secs(2));
         let (inotify_ready, signal_ready, stdout_gone, mounts_changed) = {
             let mut fds = vec![
                 PollFd::new(watcher.fd(), PollFlags::POLLIN),
@@ -169,9 +185,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             "SIGHUP: rebuilding watches and asking for a full rescan"
                         );
                         watcher.rebuild(&mut |_| systemd.tick())?;
+                        stats.rescans += 1;
                         stats.emit_rescan(&mut writer)?;
                     }
-                    _ => crate::log_notice!("{}", stats.status(&watcher)),
+                    _ => crate::log_notice!("{signal}: {}", stats.status(&watcher)),
                 }
             }
         }
@@ -197,6 +214,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         watcher.name()
                     );
                     watcher.rebuild(&mut |_| systemd.tick())?;
+                    stats.overflows += 1;
+                    stats.rescans += 1;
+                    publisher.changed();
                     stats.emit_rescan(&mut writer)?;
                 }
                 Outcome::RootGone(reason) => {
@@ -264,6 +284,10 @@ fn has_unpaired_move_from(raws: &[RawEvent]) -> bool {
 struct Stats {
     seq: u64,
     root: PathBuf,
+    /// Kernel queue overflows (each a full rescan).
+    overflows: u64,
+    /// Full rescans asked for (overflows, SIGHUP).
+    rescans: u64,
 }
 
 impl Stats {
@@ -309,6 +333,40 @@ impl Stats {
             }],
         )?;
         writer.flush().context("writing to stdout")
+    }
+
+    /// The status file and metrics (lib/health/), labelled with the root.
+    fn views(
+        &self,
+        watcher: &Backend,
+        now: std::time::SystemTime,
+    ) -> (crate::health::status::StatusDoc, String) {
+        use crate::health::status::{program_views, Number, StatusDoc};
+        let mut doc = StatusDoc::new("watchd", now, true, self.status(watcher));
+        let root = self.root.to_string_lossy();
+        let metrics = program_views(
+            &mut doc,
+            &[("root", &root), ("backend", watcher.name())],
+            &[
+                Number::counter("events_total", "Events written", self.seq),
+                Number::counter(
+                    "overflows_total",
+                    "Kernel event queue overflows, each followed by a full rescan",
+                    self.overflows,
+                ),
+                Number::counter(
+                    "rescans_total",
+                    "Full rescans asked for (overflows, SIGHUP)",
+                    self.rescans,
+                ),
+                Number::gauge(
+                    "watches",
+                    "Directories watched (inotify; fanotify: marks)",
+                    watcher.watched() as f64,
+                ),
+            ],
+        );
+        (doc, metrics)
     }
 
     fn status(&self, watcher: &Backend) -> String {

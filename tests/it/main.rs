@@ -6,6 +6,7 @@ mod bisync;
 mod demo;
 mod fuzz;
 mod generated;
+mod health;
 mod keysetup;
 mod logging;
 mod pipeline;

@@ -180,7 +180,7 @@ fn syncpipe_under_a_real_systemd() {
         "`systemctl start` returned before the start-up sync was done"
     );
     s.all_active("after systemctl start");
-    let target_status = format!("{WORK}/target: 0 behind");
+    let target_status = format!("{WORK}/target: in sync");
     let status = s.c.property("syncpipe@web", "StatusText");
     assert_eq!(status, target_status, "pushd's STATUS=");
     assert!(
@@ -465,4 +465,121 @@ fn an_imported_lsyncd_config_runs_under_systemd() {
         "success",
         "{unit} stopped cleanly"
     );
+}
+
+/// `syncpipe status` on a host with two syncs under systemd: `web` works,
+/// `dead` pushes to a target whose parent directory is missing
+/// (`--insist`: pushd starts degraded and keeps retrying). The units keep
+/// the status files in /run/syncpipe/NAME/; the command finds both syncs,
+/// prints one line per target with its state and error, and exits 17;
+/// for `web` alone, 0.
+#[test]
+fn syncpipe_status_under_a_real_systemd() {
+    let work = tempdir();
+    for name in ["web", "dead"] {
+        let src = work.path().join(format!("{name} source"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("file"), name).unwrap();
+    }
+    // TARGETS= is split at spaces: no spaces in these.
+    fs::create_dir_all(work.path().join("web-target")).unwrap();
+    let Some(c) = boot(work.path(), "syncpipe_status_under_a_real_systemd") else {
+        return;
+    };
+    install_units(&c);
+    let dead = format!("{WORK}/missing-parent/dead-target");
+    c.write(
+        "/etc/syncpipe/web.conf",
+        format!("SOURCE={WORK}/web source\nTARGETS={WORK}/web-target\nDELAY=100ms\n").as_bytes(),
+    );
+    c.write(
+        "/etc/syncpipe/dead.conf",
+        format!(
+            "SOURCE={WORK}/dead source\nTARGETS={dead}\nDELAY=100ms\n\
+             PUSHD_OPTS=--insist --retry-min=200ms --retry-max=1s\n"
+        )
+        .as_bytes(),
+    );
+    c.ok(&["start", "syncpipe@web", "syncpipe@dead"]);
+    // Started degraded: READY=1 came, and STATUS= says what is wrong.
+    let status = c.property("syncpipe@dead", "StatusText");
+    assert!(
+        status.starts_with(&format!("{dead}: FAILING since ")) && status.contains("never synced"),
+        "{status}"
+    );
+    assert_eq!(
+        c.property("syncpipe@web", "StatusText"),
+        format!("{WORK}/web-target: in sync")
+    );
+
+    let status = |args: &[&str]| {
+        let mut all = vec!["/usr/local/bin/syncpipe", "status"];
+        all.extend_from_slice(args);
+        let out = c.run(&all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut seen = (None, String::new(), String::new());
+    let found = wait_until(Duration::from_secs(30), || {
+        seen = status(&[]);
+        // The file is rewritten within a second of a change.
+        seen.1.lines().count() == 3
+            && seen.1.contains("  failing  ")
+            && seen.1.contains("  in-sync  ")
+    });
+    let (code, out, err) = seen;
+    assert!(found, "two targets listed:\n{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("SYNC"), "{out}");
+    let cols = |line: &str| {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let dead_line = cols(lines[1]);
+    assert_eq!(dead_line[..3], ["dead", dead.as_str(), "failing"], "{out}");
+    assert!(
+        dead_line[4].starts_with("since ") && dead_line[4].contains("rsync"),
+        "the error and since when:\n{out}"
+    );
+    let web_line = cols(lines[2]);
+    assert_eq!(
+        web_line[..4],
+        [
+            "web",
+            &format!("{WORK}/web-target"),
+            "in-sync",
+            "0 events, 0s"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        code,
+        Some(17),
+        "a failing target fails the check:\n{out}{err}"
+    );
+    let (code, out, err) = status(&["web"]);
+    assert_eq!(code, Some(0), "web alone is healthy:\n{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, _) = status(&["--json"]);
+    assert_eq!(code, Some(17));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["name"], "dead", "{json:#}");
+    assert_eq!(
+        json[0]["status"]["targets"][0]["state"], "failing",
+        "{json:#}"
+    );
+    // The other stages keep their files there too.
+    for file in ["watchd.json", "batchd.json", "pushd.prom", "watchd.prom"] {
+        assert!(
+            c.host_path(&format!("/run/syncpipe/web/{file}")).exists(),
+            "{file}"
+        );
+    }
+    c.ok(&["stop", "syncpipe@web", "syncpipe@dead"]);
 }

@@ -278,6 +278,7 @@ fn ssh_deletes_without_delete_missing_args() {
         settings: &settings,
         guards: &guards,
         direct: false,
+        progress: None,
     };
     let mut changes: Vec<Change> = NASTY.iter().map(|n| change(ChangeOp::Delete, n)).collect();
     changes.push(change(ChangeOp::Delete, b"dir"));

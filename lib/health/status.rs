@@ -1,0 +1,408 @@
+//! The status file's document (JSON, `--status-file`, read back by
+//! `syncpipe status`) and the metrics text (`--metrics-file`) of the same
+//! numbers: a program fills [`TargetHealth`]s (pushd) or a list of
+//! [`Number`]s (watchd, batchd, bisync) and both views come from them.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::metrics::{Exposition, Kind};
+use crate::health::target::{Progress, State, TargetHealth};
+
+/// Version of the status file's layout; a reader refuses a higher one.
+pub const VERSION: u32 = 1;
+
+/// What a status file holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub v: u32,
+    /// `pushd`, `watchd`, `batchd`, `bisync`.
+    pub program: String,
+    pub pid: u32,
+    /// When this was written (RFC 3339); the file is rewritten while idle
+    /// too, so an old time means the program is gone or stuck.
+    pub updated: String,
+    pub updated_unix: f64,
+    /// The program told systemd `READY=1` (pushd: every target finished
+    /// its start-up sync, or is shown failing).
+    pub ready: bool,
+    /// The `STATUS=` text.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetReport>,
+    /// Program-wide numbers (watchd's events, batchd's batches, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub numbers: BTreeMap<String, serde_json::Value>,
+}
+
+impl StatusDoc {
+    pub fn new(program: &str, now: SystemTime, ready: bool, summary: String) -> Self {
+        StatusDoc {
+            v: VERSION,
+            program: program.to_string(),
+            pid: std::process::id(),
+            updated: rfc3339(now),
+            updated_unix: unix(now),
+            ready,
+            summary,
+            targets: Vec::new(),
+            numbers: BTreeMap::new(),
+        }
+    }
+
+    /// Seconds since the file was written.
+    pub fn age(&self, now: SystemTime) -> f64 {
+        (unix(now) - self.updated_unix).max(0.0)
+    }
+}
+
+/// One target in the status file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub name: String,
+    pub state: State,
+    /// The target's clause of `STATUS=`.
+    pub words: String,
+    pub stream: Option<String>,
+    pub applied_seq: u64,
+    pub seen_seq: u64,
+    pub lag_events: u64,
+    /// Age of the oldest change not applied yet.
+    pub lag_seconds: f64,
+    pub pending_paths: u64,
+    /// A full sync is pending or running.
+    pub full_sync: bool,
+    /// When the transfer in flight started, if one is.
+    pub in_flight_since: Option<String>,
+    pub progress: Option<Progress>,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub failing_since: Option<String>,
+    pub consecutive_failures: u32,
+    pub transfers: u64,
+    pub failures: u64,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    pub deleted: u64,
+    pub deletions_held: u64,
+}
+
+impl TargetReport {
+    pub fn of(t: &TargetHealth, now: SystemTime) -> Self {
+        TargetReport {
+            name: t.name.clone(),
+            state: t.state(),
+            words: t.words(now),
+            stream: t.stream.clone(),
+            applied_seq: t.applied_seq,
+            seen_seq: t.seen_seq,
+            lag_events: t.lag_events(),
+            lag_seconds: t.lag_seconds(now),
+            pending_paths: t.pending_paths,
+            full_sync: t.full_sync,
+            in_flight_since: t.in_flight.as_ref().map(|f| rfc3339(f.started)),
+            progress: t.progress.clone(),
+            last_success: t.last_success.map(rfc3339),
+            last_error: t.last_error.clone(),
+            last_error_at: t.last_error_at.map(rfc3339),
+            failing_since: t.failing_since.map(rfc3339),
+            consecutive_failures: t.consecutive_failures,
+            transfers: t.transfers,
+            failures: t.failures,
+            files_sent: t.files_sent,
+            bytes_sent: t.bytes_sent,
+            deleted: t.deleted,
+            deletions_held: t.deletions_held,
+        }
+    }
+}
+
+/// One metric family of every target: name, help, how to read the value.
+type Reading<'a, T> = (&'a str, &'a str, &'a dyn Fn(&TargetHealth) -> T);
+
+/// pushd's metrics: one family per number, a `target` label on each.
+pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) -> String {
+    let mut e = Exposition::new();
+    e.single(
+        "syncpipe_pushd_ready",
+        Kind::Gauge,
+        "1 once every target finished its start-up sync or is shown failing (READY=1)",
+        if ready { 1.0 } else { 0.0 },
+    );
+    let mut states = Vec::new();
+    for t in targets {
+        let now_state = t.state();
+        for s in State::ALL {
+            let v = if s == now_state { 1.0 } else { 0.0 };
+            states.push((vec![("target", t.name.as_str()), ("state", s.as_str())], v));
+        }
+    }
+    e.family(
+        "syncpipe_pushd_target_state",
+        Kind::Gauge,
+        "1 for the state the target is in (failing, held, never-synced, syncing-initial, behind, in-sync)",
+        &states,
+    );
+    let per = |f: &dyn Fn(&TargetHealth) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        targets
+            .iter()
+            .map(|t| (vec![("target", t.name.as_str())], f(t)))
+            .collect()
+    };
+    let gauges: [Reading<f64>; 8] = [
+        (
+            "syncpipe_pushd_lag_events",
+            "Stream seqs received and not applied yet",
+            &|t| t.lag_events() as f64,
+        ),
+        (
+            "syncpipe_pushd_lag_seconds",
+            "Age of the oldest change not applied yet (0 when none)",
+            &|t| t.lag_seconds(now),
+        ),
+        (
+            "syncpipe_pushd_applied_seq",
+            "Last stream seq applied",
+            &|t| t.applied_seq as f64,
+        ),
+        (
+            "syncpipe_pushd_pending_paths",
+            "Distinct paths waiting to be sent (a full sync counts as one)",
+            &|t| t.pending_paths as f64,
+        ),
+        (
+            "syncpipe_pushd_full_sync",
+            "1 while a full sync is pending or running",
+            &|t| f64::from(u8::from(t.full_sync)),
+        ),
+        (
+            "syncpipe_pushd_transfer_in_flight",
+            "1 while a transfer runs",
+            &|t| f64::from(u8::from(t.in_flight.is_some())),
+        ),
+        (
+            "syncpipe_pushd_consecutive_failures",
+            "Failed transfers since the last success",
+            &|t| f64::from(t.consecutive_failures),
+        ),
+        (
+            "syncpipe_pushd_deletions_held",
+            "Deletions a guard refuses right now (SIGUSR2 releases)",
+            &|t| t.deletions_held as f64,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        e.family(name, Kind::Gauge, help, &per(f));
+    }
+    let times: [Reading<Option<SystemTime>>; 2] = [
+        (
+            "syncpipe_pushd_last_success_timestamp_seconds",
+            "When a transfer last succeeded (absent: never)",
+            &|t| t.last_success,
+        ),
+        (
+            "syncpipe_pushd_last_error_timestamp_seconds",
+            "When a transfer last failed (absent: never)",
+            &|t| t.last_error_at,
+        ),
+    ];
+    for (name, help, f) in times {
+        let samples: Vec<_> = targets
+            .iter()
+            .filter_map(|t| f(t).map(|at| (vec![("target", t.name.as_str())], unix(at))))
+            .collect();
+        e.family(name, Kind::Gauge, help, &samples);
+    }
+    let counters: [Reading<f64>; 5] = [
+        (
+            "syncpipe_pushd_transfers_total",
+            "Transfers ended, failed ones included",
+            &|t| t.transfers as f64,
+        ),
+        (
+            "syncpipe_pushd_failures_total",
+            "Transfers that failed",
+            &|t| t.failures as f64,
+        ),
+        (
+            "syncpipe_pushd_files_sent_total",
+            "Files whose data was sent",
+            &|t| t.files_sent as f64,
+        ),
+        (
+            "syncpipe_pushd_bytes_sent_total",
+            "Size of the files whose data was sent",
+            &|t| t.bytes_sent as f64,
+        ),
+        (
+            "syncpipe_pushd_deleted_total",
+            "Entries deleted on the target",
+            &|t| t.deleted as f64,
+        ),
+    ];
+    for (name, help, f) in counters {
+        e.family(name, Kind::Counter, help, &per(f));
+    }
+    e.finish()
+}
+
+/// A program-wide number for watchd, batchd and bisync.
+#[derive(Clone, Debug)]
+pub struct Number {
+    /// Without the `syncpipe_PROGRAM_` prefix; counters end in `_total`.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub value: f64,
+}
+
+impl Number {
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        Number {
+            name,
+            kind: Kind::Counter,
+            help,
+            value: value as f64,
+        }
+    }
+
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Number {
+            name,
+            kind: Kind::Gauge,
+            help,
+            value,
+        }
+    }
+}
+
+/// A program's numbers as metrics (`syncpipe_PROGRAM_NAME`, with `labels`
+/// on each, e.g. watchd's `root`) and as the status file's `numbers`.
+pub fn program_views(doc: &mut StatusDoc, labels: &[(&str, &str)], numbers: &[Number]) -> String {
+    let mut e = Exposition::new();
+    for n in numbers {
+        let name = format!("syncpipe_{}_{}", doc.program, n.name);
+        e.family(&name, n.kind, n.help, &[(labels.to_vec(), n.value)]);
+        // Counts as whole numbers, so a reader sees 12, not 12.0.
+        let value = if n.value.fract() == 0.0 && (0.0..9e15).contains(&n.value) {
+            serde_json::Value::from(n.value as u64)
+        } else {
+            serde_json::Value::from(n.value)
+        };
+        doc.numbers.insert(n.name.to_string(), value);
+    }
+    e.finish()
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    #[test]
+    fn the_document_round_trips_and_says_the_state() {
+        let t = TargetHealth {
+            stream: Some("s1".into()),
+            seen_seq: 4,
+            unapplied_since: Some(at(0)),
+            consecutive_failures: 2,
+            failing_since: Some(at(1)),
+            last_error: Some("rsync exit 255".into()),
+            last_error_at: Some(at(2)),
+            ..TargetHealth::new("nas:/x")
+        };
+        let mut doc = StatusDoc::new("pushd", at(10), true, "s".into());
+        doc.targets.push(TargetReport::of(&t, at(10)));
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(text.contains("\"state\":\"failing\""), "{text}");
+        assert!(
+            text.contains("\"failing_since\":\"2027-01-15T08:00:01.000Z\""),
+            "{text}"
+        );
+        let back: StatusDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, doc);
+        assert_eq!(back.targets[0].lag_seconds, 10.0);
+        assert_eq!(back.targets[0].lag_events, 4);
+        assert_eq!(back.age(at(13)), 3.0);
+    }
+
+    #[test]
+    fn target_metrics_have_one_state_and_the_lag() {
+        let t = TargetHealth {
+            stream: Some("s1".into()),
+            in_step_once: true,
+            applied_seq: 2,
+            seen_seq: 9,
+            unapplied_since: Some(at(0)),
+            last_success: Some(at(0)),
+            transfers: 3,
+            ..TargetHealth::new("/copy")
+        };
+        let text = target_metrics(&[t], true, at(42));
+        assert!(
+            text.contains("syncpipe_pushd_lag_seconds{target=\"/copy\"} 42\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("syncpipe_pushd_lag_events{target=\"/copy\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("syncpipe_pushd_target_state{target=\"/copy\",state=\"behind\"} 1\n"));
+        assert_eq!(text.matches("state=").count(), State::ALL.len());
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains("state=") && l.ends_with(" 1"))
+                .count(),
+            1
+        );
+        assert!(text.contains("# TYPE syncpipe_pushd_transfers_total counter\n"));
+        assert!(text.contains(
+            "syncpipe_pushd_last_success_timestamp_seconds{target=\"/copy\"} 1800000000\n"
+        ));
+        // Never failed: no error time at all rather than a fake 0.
+        assert!(!text.contains("last_error_timestamp"), "{text}");
+    }
+
+    #[test]
+    fn program_numbers_become_metrics_and_numbers() {
+        let mut doc = StatusDoc::new("watchd", at(0), true, "watching".into());
+        let text = program_views(
+            &mut doc,
+            &[("root", "/srv")],
+            &[
+                Number::counter("events_total", "Events written", 5),
+                Number::gauge("watches", "Directories watched", 3.0),
+            ],
+        );
+        assert!(
+            text.contains("syncpipe_watchd_events_total{root=\"/srv\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE syncpipe_watchd_watches gauge\n"),
+            "{text}"
+        );
+        assert_eq!(doc.numbers["watches"], serde_json::json!(3));
+        assert_eq!(
+            serde_json::to_string(&doc.numbers).unwrap(),
+            r#"{"events_total":5,"watches":3}"#
+        );
+    }
+}

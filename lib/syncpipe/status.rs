@@ -1,0 +1,346 @@
+//! `syncpipe status [NAME]`: every sync on this host, one line per target
+//! (state, lag, last error), read from the status files pushd writes under
+//! /run/syncpipe/NAME/; exit 17 when any target fails or holds deletions,
+//! or a configured sync has no fresh status file — a monitoring check.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::exit::Code;
+use crate::health::status::{StatusDoc, TargetReport};
+use crate::health::target::{human_bytes, one_line, State};
+
+/// The file name pushd's unit gives `--status-file` in each sync's directory.
+pub const PUSHD_FILE: &str = "pushd.json";
+/// A status file older than this is stale: pushd rewrites it every few
+/// seconds even when idle (lib/health/publish.rs), so it stopped or hangs.
+pub const STALE_SECS: f64 = 30.0;
+
+pub struct Options {
+    /// Only this sync.
+    pub name: Option<String>,
+    pub json: bool,
+    /// Where the syncs' runtime directories are (`/run/syncpipe`).
+    pub run_dir: PathBuf,
+    /// Where their configs are (`/etc/syncpipe`): a sync configured there
+    /// with no status file is reported as not running.
+    pub conf_dir: PathBuf,
+}
+
+/// One sync as found on disk.
+#[derive(Debug, Serialize)]
+pub struct Sync {
+    pub name: String,
+    /// Why there is nothing to trust (no file, unreadable, stale).
+    pub problem: Option<String>,
+    pub status: Option<StatusDoc>,
+}
+
+impl Sync {
+    fn healthy(&self) -> bool {
+        self.problem.is_none()
+            && self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.targets.iter().all(|t| !t.state.needs_attention()))
+    }
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<Code> {
+    let syncs = gather(opts, SystemTime::now())?;
+    if opts.json {
+        let text = serde_json::to_string_pretty(&syncs).context("writing JSON")?;
+        println!("{text}");
+    } else if syncs.is_empty() {
+        println!(
+            "no syncs: nothing in {} or {}",
+            opts.run_dir.display(),
+            opts.conf_dir.display()
+        );
+    } else {
+        for line in lines(&syncs) {
+            println!("{line}");
+        }
+    }
+    if syncs.iter().all(Sync::healthy) {
+        Ok(Code::Ok)
+    } else {
+        Ok(Code::Unhealthy)
+    }
+}
+
+/// Reads every sync's status file (or only `opts.name`'s).
+pub fn gather(opts: &Options, now: SystemTime) -> anyhow::Result<Vec<Sync>> {
+    let mut names = Vec::new();
+    match &opts.name {
+        Some(name) => names.push(name.clone()),
+        None => {
+            names.extend(dir_names(&opts.run_dir, |p| p.join(PUSHD_FILE).exists())?);
+            names.extend(configured(&opts.conf_dir)?);
+            names.sort();
+            names.dedup();
+        }
+    }
+    Ok(names
+        .into_iter()
+        .map(|name| read_sync(&opts.run_dir, name, now))
+        .collect())
+}
+
+fn read_sync(run_dir: &Path, name: String, now: SystemTime) -> Sync {
+    let path = run_dir.join(&name).join(PUSHD_FILE);
+    let (status, problem) = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            None,
+            Some(format!("no {} (pushd not running?)", path.display())),
+        ),
+        Err(e) => (None, Some(format!("{}: {e}", path.display()))),
+        Ok(bytes) => match serde_json::from_slice::<StatusDoc>(&bytes) {
+            Err(e) => (None, Some(format!("{}: {e}", path.display()))),
+            Ok(doc) if doc.v > crate::health::status::VERSION => (
+                None,
+                Some(format!(
+                    "{}: layout version {} is newer than this syncpipe",
+                    path.display(),
+                    doc.v
+                )),
+            ),
+            Ok(doc) => {
+                let age = doc.age(now);
+                let problem = (age > STALE_SECS).then(|| {
+                    format!(
+                        "stale: pushd (pid {}) last wrote its status {:.0}s ago; stopped or hung",
+                        doc.pid, age
+                    )
+                });
+                (Some(doc), problem)
+            }
+        },
+    };
+    Sync {
+        name,
+        problem,
+        status,
+    }
+}
+
+/// Subdirectories of `dir` that pass `keep`; none when `dir` is missing.
+fn dir_names(dir: &Path, keep: impl Fn(&Path) -> bool) -> anyhow::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.with_context(|| format!("reading {}", dir.display()))?,
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if keep(&entry.path()) {
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Syncs configured in `conf_dir`: NAME.conf files with a TARGETS= line
+/// (bisync's configs name replicas instead, and have no pushd).
+fn configured(conf_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(conf_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.with_context(|| format!("reading {}", conf_dir.display()))?,
+    };
+    let mut names = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".conf"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.trim_start().strip_prefix("TARGETS=").is_some())
+        {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// The table: `SYNC  TARGET  STATE  LAG  LAST ERROR`, columns aligned.
+pub fn lines(syncs: &[Sync]) -> Vec<String> {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "SYNC".into(),
+        "TARGET".into(),
+        "STATE".into(),
+        "LAG".into(),
+        "LAST ERROR".into(),
+    ]];
+    for sync in syncs {
+        let targets = sync.status.as_ref().map_or(&[][..], |s| &s.targets[..]);
+        if let Some(problem) = &sync.problem {
+            let state = if sync.status.is_some() {
+                "stale"
+            } else {
+                "not-running"
+            };
+            rows.push([
+                sync.name.clone(),
+                "-".into(),
+                state.into(),
+                "-".into(),
+                problem.clone(),
+            ]);
+        }
+        for t in targets {
+            rows.push([
+                sync.name.clone(),
+                t.name.clone(),
+                t.state.as_str().into(),
+                lag(t),
+                last_error(t),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if i < 4 {
+                    let pad = widths[i] - cell.chars().count() + 2;
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// `7 events, 12s`, or the full sync's progress: never "0" while one runs.
+fn lag(t: &TargetReport) -> String {
+    if t.state == State::NeverSynced {
+        return "-".into();
+    }
+    if t.full_sync {
+        let mut s = String::from("full sync");
+        if let Some(p) = &t.progress {
+            s.push_str(&format!(" ({} files, {})", p.files, human_bytes(p.bytes)));
+        }
+        return format!("{s}, {:.0}s", t.lag_seconds);
+    }
+    format!("{} events, {:.0}s", t.lag_events, t.lag_seconds)
+}
+
+fn last_error(t: &TargetReport) -> String {
+    match t.state {
+        State::Failing => format!(
+            "since {} ({} tries): {}",
+            t.failing_since.as_deref().unwrap_or("?"),
+            t.consecutive_failures,
+            one_line(t.last_error.as_deref().unwrap_or("?"), 160)
+        ),
+        State::Held => format!(
+            "{} deletions held by a guard (kill -USR2 the pushd, or --release-held)",
+            t.deletions_held
+        ),
+        _ => match (&t.last_error, &t.last_error_at) {
+            (Some(e), Some(at)) => format!("recovered; at {at}: {}", one_line(e, 120)),
+            _ => "-".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::target::TargetHealth;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn write_doc(run: &Path, name: &str, targets: &[TargetHealth], when: SystemTime) {
+        let mut doc = StatusDoc::new("pushd", when, true, String::new());
+        doc.targets = targets.iter().map(|t| TargetReport::of(t, when)).collect();
+        std::fs::create_dir_all(run.join(name)).unwrap();
+        std::fs::write(
+            run.join(name).join(PUSHD_FILE),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn one_line_per_target_and_the_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, conf) = (dir.path().join("run"), dir.path().join("conf"));
+        std::fs::create_dir_all(&conf).unwrap();
+        let ok = TargetHealth {
+            stream: Some("s".into()),
+            in_step_once: true,
+            ..TargetHealth::new("/copy")
+        };
+        let dead = TargetHealth {
+            stream: Some("s".into()),
+            seen_seq: 3,
+            consecutive_failures: 4,
+            failing_since: Some(at(0)),
+            last_error: Some("rsync exit 255: ssh: no route".into()),
+            ..TargetHealth::new("nas:/srv")
+        };
+        write_doc(&run, "web", std::slice::from_ref(&ok), at(0));
+        write_doc(&run, "mail", &[ok.clone(), dead], at(0));
+        std::fs::write(conf.join("gone.conf"), "SOURCE=/x\nTARGETS=/y\n").unwrap();
+        std::fs::write(conf.join("pair.conf"), "REPLICA_A=/a\n").unwrap();
+        let opts = |name: Option<&str>| Options {
+            name: name.map(String::from),
+            json: false,
+            run_dir: run.clone(),
+            conf_dir: conf.clone(),
+        };
+        let syncs = gather(&opts(None), at(5)).unwrap();
+        let names: Vec<_> = syncs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["gone", "mail", "web"]);
+        let text = lines(&syncs);
+        assert_eq!(
+            text[0],
+            "SYNC  TARGET    STATE        LAG           LAST ERROR"
+        );
+        assert!(
+            text[1].starts_with("gone  -         not-running  -"),
+            "{text:?}"
+        );
+        assert_eq!(text[2], "mail  /copy     in-sync      0 events, 0s  -");
+        assert_eq!(
+            text[3],
+            "mail  nas:/srv  failing      3 events, 0s  since 2027-01-15T08:00:00.000Z (4 tries): rsync exit 255: ssh: no route"
+        );
+        assert_eq!(text[4], "web   /copy     in-sync      0 events, 0s  -");
+        assert!(!syncs[1].healthy() && syncs[2].healthy() && !syncs[0].healthy());
+
+        let web = gather(&opts(Some("web")), at(5)).unwrap();
+        assert!(web.len() == 1 && web[0].healthy());
+        // Not rewritten for a minute: pushd is gone.
+        let stale = gather(&opts(Some("web")), at(60)).unwrap();
+        assert!(!stale[0].healthy());
+        assert!(
+            lines(&stale)[1].contains("stale: pushd"),
+            "{:?}",
+            lines(&stale)
+        );
+    }
+}
