@@ -542,18 +542,30 @@ impl Puller<'_> {
     }
 }
 
+/// One transfer's work: the plan, whether it may delete, the guards' checks,
+/// and the position it brings the target to.
+pub(crate) struct Step {
+    pub plan: Plan,
+    pub delete: bool,
+    pub checks: Checks,
+    pub upto: Position,
+}
+
 /// What the push loop calls for one transfer: a pull when `--from` was
 /// given, else [`crate::pushd::apply::Applier`] from the local `source`.
 pub(crate) fn apply_for(
     config: &crate::pushd::Config,
     target: &Target,
     source: &Path,
-    plan: Plan,
-    delete: bool,
-    checks: Checks,
-    upto: Position,
+    step: Step,
     progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
 ) -> anyhow::Result<Report> {
+    let Step {
+        plan,
+        delete,
+        checks,
+        upto,
+    } = step;
     match &config.pull {
         Some(upstream) => Puller {
             upstream,

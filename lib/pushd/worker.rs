@@ -344,10 +344,12 @@ impl<'a> Worker<'a> {
             self.config,
             self.target,
             &self.root,
-            plan,
-            delete,
-            checks,
-            upto,
+            pull::Step {
+                plan,
+                delete,
+                checks,
+                upto,
+            },
             Some(&report_progress),
         );
         self.shared.release();
