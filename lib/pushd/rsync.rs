@@ -680,9 +680,9 @@ mod tests {
                 "--no-human-readable",
                 "--files-from=-",
                 "--from0",
-                "--modify-window=-1",
                 "--delete-missing-args",
                 "--force",
+                "--modify-window=-1",
                 "/src/",
                 "/dst/"
             ]
