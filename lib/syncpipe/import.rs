@@ -280,11 +280,19 @@ fn settings_rows(rec: &Recorded, rows: &mut Vec<Row>) {
                 Fate::Differs,
                 "each stage logs to the journal: journalctl -u 'syncpipe@NAME' -u 'batchd@NAME' -u 'watchd@NAME'".into(),
             ),
-            "statusFile" | "statusInterval" => (
-                String::new(),
-                Fate::Lost,
-                "syncpipe writes no status file; `systemctl status syncpipe@NAME` shows how far \
-                 behind each target is (STATUS=), `syncpipe status` is planned (issue 14)"
+            "statusFile" => (
+                "/run/syncpipe/NAME/pushd.json".into(),
+                Fate::Differs,
+                "every stage writes a JSON status file (and .prom metrics) there, not at lsyncd's \
+                 path (the hardened units write only under /run/syncpipe/NAME/); read them with \
+                 `syncpipe status NAME` (--json for a machine)"
+                    .into(),
+            ),
+            "statusInterval" => (
+                "on every change".into(),
+                Fate::Differs,
+                "the status files are rewritten on every change (at most once a second) and every \
+                 5 s while idle, so they are never stale; nothing to set"
                     .into(),
             ),
             "inotifyMode" => match value.text().as_deref() {
