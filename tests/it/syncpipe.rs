@@ -110,8 +110,15 @@ fn lsyncd_shipped_examples_import_or_say_why_not() {
 fn the_seeds_mapped_options() {
     // Beyond the golden files: the facts a reader of the seed expects.
     let seed = |n: &str| import_stdout(&manifest().join(format!("tests/fixtures/lsyncd/{n}.lua")));
-    let (code, conf, _) = seed("seed000-3-rsync-daemon");
-    assert_eq!(code, 15, "statusFile has no equivalent");
+    let (code, conf, table) = seed("seed000-3-rsync-daemon");
+    assert_eq!(
+        code, 0,
+        "every option carried over (statusFile: the status files)"
+    );
+    assert!(
+        table.contains("statusFile") && table.contains("/run/syncpipe/NAME/pushd.json"),
+        "statusFile's row in\n{table}"
+    );
     for line in [
         "TARGETS=syncuser@172.29.88.223::module1",
         "DELAY=30s",
