@@ -194,22 +194,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             Ok(Msg::Eof) | Err(RecvTimeoutError::Disconnected) => {
                 batcher.flush(&mut out);
-                write_all(&mut writer, &mut out)?;
+                write_counted(&mut writer, &mut out, &mut stats)?;
                 stats.log();
                 return input_verdict(saw_header, end_reason);
             }
             Ok(Msg::ReadError(err)) => {
                 batcher.flush(&mut out);
-                write_all(&mut writer, &mut out)?;
+                write_counted(&mut writer, &mut out, &mut stats)?;
                 return Err(err).context("reading the stream on stdin");
             }
         }
-        let batches = out.iter().filter(|o| matches!(o, Out::Batch(_))).count() as u64;
-        if batches > 0 {
-            stats.batches += batches;
+        if write_counted(&mut writer, &mut out, &mut stats)? {
             publisher.changed();
         }
-        write_all(&mut writer, &mut out)?;
         if stop {
             stats.log();
             return Ok(());
@@ -291,6 +288,15 @@ impl Stats {
             self.batches
         );
     }
+}
+
+/// Counts the batches in `out`, then writes it: every way out of the loop
+/// (end of input too) counts what it writes. True when a batch was written.
+fn write_counted(writer: &mut Sink, out: &mut Vec<Out>, stats: &mut Stats) -> anyhow::Result<bool> {
+    let batches = out.iter().filter(|o| matches!(o, Out::Batch(_))).count() as u64;
+    stats.batches += batches;
+    write_all(writer, out)?;
+    Ok(batches > 0)
 }
 
 fn write_all(writer: &mut Sink, out: &mut Vec<Out>) -> anyhow::Result<()> {

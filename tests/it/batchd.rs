@@ -404,3 +404,37 @@ fn watchd_into_batchd_gives_batches_of_real_changes() {
     // watchd's end of output is batchd's end of input.
     assert_eq!(batchd.wait_exit(), Some(0));
 }
+
+#[test]
+fn the_summary_counts_the_batch_written_at_end_of_input() {
+    // The only batch is the one end of input closes (the delay is an hour):
+    // `-v`'s summary must count it, not say "0 batches".
+    let input = concat!(
+        r#"{"type":"header","v":1,"stream":"00000000000000000000000000000001","root":"/r","host":"h","ts":"2026-01-01T00:00:00Z","producer":"t"}"#,
+        "\n",
+        r#"{"type":"event","seq":1,"ts":"2026-01-01T00:00:00Z","kind":"create","path":"a","dir":false}"#,
+        "\n",
+    );
+    let mut child = Command::new(bin("batchd"))
+        .args(["-v", "-d", "1h"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting batchd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(r#""type":"batch""#).count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 events folded into 1 batches"),
+        "the summary:\n{stderr}"
+    );
+}
