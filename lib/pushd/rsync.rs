@@ -50,6 +50,10 @@ pub struct RsyncSettings {
     /// ssh targets: small files, renames and deletions through pushd's
     /// agent on the far side (`None`: `--no-agent`, rsync alone).
     pub agent: Option<crate::pushd::agent::push::AgentSettings>,
+    /// `--direct-max`: a batch of at most this many paths to a local
+    /// target is applied in this process, as `--direct` does, when nothing
+    /// asks rsync for more (see `Applier::in_process`); 0: always rsync.
+    pub in_process_max: usize,
 }
 
 impl Default for RsyncSettings {
@@ -70,6 +74,7 @@ impl Default for RsyncSettings {
             rsync_binary: None,
             dry_run: false,
             agent: None,
+            in_process_max: 0,
         }
     }
 }
@@ -726,6 +731,7 @@ mod tests {
             rsync_binary: Some("/opt/rsync/bin/rsync".into()),
             dry_run: false,
             agent: None,
+            in_process_max: 0,
         };
         let a = strings(&build_args(
             &settings,
