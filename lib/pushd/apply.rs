@@ -294,6 +294,130 @@ impl Report {
     pub fn held(&self) -> bool {
         self.held_everything || !self.held_paths.is_empty() || !self.held_subtrees.is_empty()
     }
+
+    /// A run that decides the outcome (a weighing dry run that failed, a
+    /// transfer): its exit code, outcome and message are the report's.
+    pub(crate) fn decided_by(&mut self, code: Option<i32>, outcome: Outcome, stderr: String) {
+        self.code = code;
+        self.outcome = Some(outcome);
+        if outcome != Outcome::Success || !stderr.is_empty() {
+            self.message = stderr;
+        }
+    }
+
+    /// The root deletions come from is not the one the stream started
+    /// with (`why`): nothing is applied, every change is held.
+    pub(crate) fn hold_everything(&mut self, why: &str, target: &Target, refused: u64) {
+        self.held_everything = true;
+        self.refused_deletes = refused;
+        self.refusal = Some(format!(
+            "{why}: holding every change for {target}, nothing applied (SIGUSR2 to release once checked)"
+        ));
+    }
+
+    /// The application begun at `started` ends here.
+    pub(crate) fn ended(mut self, started: Instant) -> anyhow::Result<Report> {
+        self.duration = started.elapsed();
+        Ok(self)
+    }
+}
+
+/// What differs between pushing a plan to a target ([`Applier`]) and
+/// pulling it into a replica ([`crate::pushd::pull::Puller`]): how rsync
+/// runs and how a subtree sync's deletions are bounded and weighed. The
+/// steps both take ([`run`], [`sync_subtrees`]) are written once over it.
+pub(crate) trait Side {
+    /// `--dry-run`: runs itemize what they would do.
+    fn previews(&self) -> bool;
+    /// One rsync over `list` from `root` (the source for a push, the
+    /// replica's own root for a pull); `dry_run` to weigh deletions.
+    fn rsync(
+        &self,
+        root: &Path,
+        transfer: Transfer,
+        dry_run: bool,
+        list: &[WirePath],
+    ) -> anyhow::Result<rsync::RunResult>;
+    /// True when the subtrees' deletions cannot trip a guard whatever the
+    /// source holds, so the dry run that weighs them is skipped.
+    fn cannot_trip(&self, root: &Path, subtrees: &[WirePath], empty: bool, checks: Checks) -> bool;
+    /// The guard's verdict on syncing subtrees that would delete
+    /// `deleted` entries and create `created`: `Some(why)` holds their
+    /// deletions.
+    fn weigh_subtrees(
+        &self,
+        root: &Path,
+        deleted: u64,
+        created: u64,
+        empty: bool,
+        checks: Checks,
+    ) -> Option<String>;
+}
+
+/// Runs one transfer and counts it in `report`, whose outcome it decides.
+pub(crate) fn run(
+    side: &impl Side,
+    root: &Path,
+    transfer: Transfer,
+    list: &[WirePath],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let result = side.rsync(root, transfer, false, list)?;
+    report.rsync_runs += 1;
+    if side.previews() {
+        report
+            .would
+            .extend(result.items.into_iter().map(Preview::item));
+    }
+    report.created_root |= result.created_root;
+    report.stats.add(result.stats);
+    report.decided_by(result.code, result.outcome, result.stderr);
+    Ok(())
+}
+
+/// A plan's last step: syncs `subtrees`, deleting (when `delete`) what the
+/// source no longer has. Unless released, or they cannot trip a guard,
+/// their deletions are weighed first by a dry run; refused ones are held
+/// (the subtrees are synced without deleting, and named in the report).
+pub(crate) fn sync_subtrees(
+    side: &impl Side,
+    root: &Path,
+    subtrees: &[WirePath],
+    mut delete: bool,
+    empty: bool,
+    checks: Checks,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if delete && !checks.released && !side.cannot_trip(root, subtrees, empty, checks) {
+        let dry = side.rsync(root, Transfer::Subtrees { delete: true }, true, subtrees)?;
+        report.rsync_runs += 1;
+        if dry.outcome != Outcome::Success {
+            report.decided_by(dry.code, dry.outcome, dry.stderr);
+            return Ok(());
+        }
+        let (deleted, created) = (dry.stats.deleted, dry.stats.created);
+        if let Some(why) = side.weigh_subtrees(root, deleted, created, empty, checks) {
+            delete = false;
+            report.refused_deletes += deleted;
+            report.refusal = Some(why);
+            report.held_subtrees = subtrees.to_vec();
+            if side.previews() {
+                // The weighing run itemized what the guard refuses.
+                report
+                    .would
+                    .extend(
+                        dry.items
+                            .into_iter()
+                            .filter(|i| i.op() == "delete")
+                            .map(|i| Preview {
+                                op: "hold",
+                                ..Preview::item(i)
+                            }),
+                    );
+            }
+        }
+    }
+    run(side, root, Transfer::Subtrees { delete }, subtrees, report)
 }
 
 /// One target with everything needed to apply plans to it.
@@ -327,8 +451,7 @@ impl Applier<'_> {
             Err(why) => {
                 report.outcome = Some(Outcome::Fail);
                 report.message = format!("{why}; nothing applied, will retry");
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         };
         // Every application that may delete first makes sure the source is
@@ -336,23 +459,18 @@ impl Applier<'_> {
         // replaced directory would otherwise delete what the batch lists.
         if let (true, false, Some(before)) = (delete, checks.released, &checks.identity) {
             if let Some(why) = before.recheck(source) {
-                report.held_everything = true;
-                report.refused_deletes = plan
+                let refused = plan
                     .paths
                     .iter()
                     .filter(|p| matches!(source_state(source, p), Ok(false)))
                     .count() as u64;
-                report.refusal = Some(format!(
-                    "{why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
-                    self.target
-                ));
+                report.hold_everything(&why, self.target, refused);
                 if self.settings.dry_run {
                     let held = plan.renames.iter().flat_map(|r| [&r.from, &r.to]);
                     let held = held.chain(&plan.paths).chain(&plan.subtrees);
                     report.would = held.map(|p| Preview::of("hold", p)).collect();
                 }
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         }
         // A rename removes the old name on the target: with deletions off
@@ -421,11 +539,8 @@ impl Applier<'_> {
                         self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
                     report.rsync_runs += 1;
                     if dry.outcome != Outcome::Success {
-                        report.code = dry.code;
-                        report.outcome = Some(dry.outcome);
-                        report.message = dry.stderr;
-                        report.duration = started.elapsed();
-                        return Ok(report);
+                        report.decided_by(dry.code, dry.outcome, dry.stderr);
+                        return report.ended(started);
                     }
                     dry.stats.deleted.max(missing.len() as u64)
                 } else {
@@ -481,8 +596,7 @@ impl Applier<'_> {
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
                         report.message = why;
-                        report.duration = started.elapsed();
-                        return Ok(report);
+                        return report.ended(started);
                     }
                 }
                 list.clear();
@@ -521,8 +635,7 @@ impl Applier<'_> {
                         Err(why) => {
                             report.outcome = Some(Outcome::Fail);
                             report.message = why;
-                            report.duration = started.elapsed();
-                            return Ok(report);
+                            return report.ended(started);
                         }
                     }
                 }
@@ -537,86 +650,217 @@ impl Applier<'_> {
                 } else if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
                     report.outcome = Some(Outcome::Fail);
                     report.message = why;
-                    report.duration = started.elapsed();
-                    return Ok(report);
+                    return report.ended(started);
                 }
                 report.stats.deleted += missing.len() as u64;
                 list = present;
                 delete_listed = false;
             }
             if !list.is_empty() {
-                self.run(
-                    source,
-                    Transfer::Paths {
-                        delete: delete_listed,
-                    },
-                    &list,
-                    &mut report,
-                )?;
+                let transfer = Transfer::Paths {
+                    delete: delete_listed,
+                };
+                run(self, source, transfer, &list, &mut report)?;
                 if !report.succeeded() {
-                    report.duration = started.elapsed();
-                    return Ok(report);
+                    return report.ended(started);
                 }
             }
         }
         if !plan.subtrees.is_empty() {
-            let mut delete = delete;
-            if delete
-                && !checks.released
-                && !self.cannot_trip(source, &plan.subtrees, empty, checks)
-            {
-                let dry = self.rsync(
-                    source,
-                    Transfer::Subtrees { delete: true },
-                    true,
-                    &plan.subtrees,
-                )?;
-                report.rsync_runs += 1;
-                if dry.outcome != Outcome::Success {
-                    report.code = dry.code;
-                    report.outcome = Some(dry.outcome);
-                    report.message = dry.stderr;
-                    report.duration = started.elapsed();
-                    return Ok(report);
-                }
-                if dry.stats.deleted > 0 {
-                    if let Some(why) = self.weigh_subtrees(
-                        source,
-                        dry.stats.deleted,
-                        dry.stats.created,
-                        empty,
-                        checks,
-                    ) {
-                        delete = false;
-                        report.refused_deletes += dry.stats.deleted;
-                        report.refusal = Some(why);
-                    }
-                }
-                if !delete {
-                    report.held_subtrees = plan.subtrees.clone();
-                    if self.settings.dry_run {
-                        // The weighing run itemized what the guard refuses.
-                        report.would.extend(
-                            dry.items
-                                .into_iter()
-                                .filter(|i| i.op() == "delete")
-                                .map(|i| Preview {
-                                    op: "hold",
-                                    ..Preview::item(i)
-                                }),
-                        );
-                    }
-                }
-            }
-            self.run(
+            sync_subtrees(
+                self,
                 source,
-                Transfer::Subtrees { delete },
                 &plan.subtrees,
+                delete,
+                empty,
+                checks,
                 &mut report,
             )?;
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        report.ended(started)
+    }
+
+    /// The plan's subtrees as a list of names for the paths' rsync, when
+    /// the target is local and they are small: every entry at and below
+    /// them on the source, and the entries only the target holds (to be
+    /// deleted as missing). `None` means sync them with `--recursive` as
+    /// usual: a remote target (nothing to compare with here), the root,
+    /// rsync filters (what they exclude is neither sent nor deleted by a
+    /// recursive sync, which a list cannot tell), or too many entries.
+    fn expand(&self, source: &Path, plan: &Plan, delete: bool) -> Option<Expansion> {
+        let Location::Local(root) = &self.target.location else {
+            return None;
+        };
+        if plan.subtrees.is_empty()
+            || !delete
+            || !self.settings.delete_missing_args_works
+            || !self.settings.filters.is_empty()
+            || plan.subtrees.iter().any(WirePath::is_root)
+        {
+            return None;
+        }
+        let target = crate::os::beneath::Root::open(root).ok()?;
+        let mut x = Expansion::default();
+        for s in &plan.subtrees {
+            x.walk(source, &target, s)?;
+        }
+        Some(x)
+    }
+
+    /// `--dry-run`'s [`Self::rename`]: names the renames that would work
+    /// (on a local target, each old name is there beneath the root, or is
+    /// an earlier rename's new name) without doing them; like a failed
+    /// rename, one that would not makes them all plain transfers. The old
+    /// names are not itemized again (rsync would call them deleted); the
+    /// new names are, and rsync, comparing them with a target that has not
+    /// renamed, lists them as sent.
+    fn preview_renames(&self, source: &Path, plan: &mut Plan, report: &mut Report) {
+        let Location::Local(root) = &self.target.location else {
+            plan.without_renames();
+            return;
+        };
+        let there = |p: &WirePath| on_local_target(root, p);
+        let mut moved: Vec<&WirePath> = Vec::new();
+        for r in &plan.renames {
+            if !(moved.iter().any(|m| r.from.starts_with(m)) || there(&r.from)) {
+                plan.without_renames();
+                return;
+            }
+            moved.push(&r.to);
+        }
+        for r in std::mem::take(&mut plan.renames) {
+            // (An old name made again on the source stays listed.)
+            plan.paths
+                .retain(|p| p != &r.from || matches!(source_state(source, p), Ok(true)));
+            report.renamed += 1;
+            report.would.push(Preview {
+                to: Some(r.to),
+                ..Preview::of("rename", &r.from)
+            });
+        }
+    }
+
+    /// Replays the plan's renames on the target. Any failure turns all of
+    /// them into plain transfers (the plan re-checks both names anyway).
+    fn rename(&self, plan: &mut Plan, report: &mut Report) {
+        let result = match &self.target.location {
+            Location::Local(root) => rename_local(root, plan),
+            // A shell `mv` on the remote resolves both names through
+            // whatever symlinks the target holds, so a planted link would
+            // move files out of or into the target: the new name's data is
+            // sent by rsync instead (rsync resolves safely on the receiver).
+            // pushd's agent renames beneath the root, never through a link.
+            Location::Ssh { .. } => match self.settings.agent.as_ref().and_then(|agent| {
+                crate::pushd::agent::push::renames(
+                    self.target,
+                    &self.settings.ssh,
+                    agent,
+                    &plan.renames,
+                )
+            }) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(why)) => Err(why),
+                None => {
+                    plan.without_renames();
+                    return;
+                }
+            },
+            Location::Daemon { .. } => {
+                plan.without_renames();
+                return;
+            }
+        };
+        match result {
+            Ok(()) => report.renamed += plan.renames.len() as u64,
+            Err(why) => {
+                crate::log_info!(
+                    "{}: renaming on the target failed ({why}); sending the data instead",
+                    self.target
+                );
+                plan.without_renames();
+            }
+        }
+    }
+
+    /// Deletes `missing` on the target without rsync, for an rsync whose
+    /// `--delete-missing-args` is broken (RsyncProject/rsync issue 910):
+    /// natively here (beneath the root, never through a symlink); for ssh
+    /// and daemon targets the parents are synced whole instead.
+    fn delete_without_rsync(
+        &self,
+        missing: &[WirePath],
+        plan_subtrees: &mut Vec<WirePath>,
+    ) -> Result<(), String> {
+        match &self.target.location {
+            Location::Local(root) => {
+                let beneath = crate::os::beneath::Root::open(root)
+                    .map_err(|e| format!("opening {}: {e}", root.display()))?;
+                for p in missing {
+                    crate::pushd::direct::remove(&beneath, p)
+                        .map_err(|e| format!("deleting {}: {e}", join(root, p).display()))?;
+                }
+                Ok(())
+            }
+            // `rm -rf` in a remote shell would resolve through a planted
+            // symlinked directory: rsync deletes there instead, by syncing
+            // the parents (like a daemon, which has no shell).
+            Location::Ssh { .. } | Location::Daemon { .. } => {
+                for p in missing {
+                    let parent = p.parent().unwrap_or_else(WirePath::root);
+                    if !plan_subtrees.contains(&parent) {
+                        plan_subtrees.push(parent);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Side for Applier<'_> {
+    fn previews(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    fn rsync(
+        &self,
+        source: &Path,
+        transfer: Transfer,
+        dry_run: bool,
+        list: &[WirePath],
+    ) -> anyhow::Result<rsync::RunResult> {
+        let dry_run = dry_run || self.settings.dry_run;
+        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        if self.settings.dry_run {
+            // --dry-run: every run names what it would do.
+            args.insert(0, rsync::ITEMIZE.into());
+        }
+        // On a remote target only rsync sees the root: with names listed it
+        // says when it had to create it (a batch's names, never a full
+        // sync's; rsync escapes newlines in names, so no name fakes a line).
+        if !dry_run
+            && matches!(transfer, Transfer::Paths { .. })
+            && !matches!(self.target.location, Location::Local(_))
+        {
+            args.insert(0, "--info=name1".into());
+        }
+        let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
+        let result = match self.progress {
+            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
+                args.insert(0, "--info=progress2".into());
+                rsync::run_watched(self.settings.program(), &args, &names, Some(report))
+            }
+            _ => rsync::run(self.settings.program(), &args, &names),
+        }?;
+        crate::log_debug!(
+            "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
+            self.target,
+            if dry_run { " dry run" } else { "" },
+            list.len(),
+            result.duration.as_millis(),
+            result.code
+        );
+        Ok(result)
     }
 
     /// The guard's verdict on syncing subtrees that would delete `deleted`
@@ -731,207 +975,6 @@ impl Applier<'_> {
             empty_at_start: checks.identity.is_some_and(|i| i.empty),
         };
         judge_deletes(self.guards, case).is_none()
-    }
-
-    /// The plan's subtrees as a list of names for the paths' rsync, when
-    /// the target is local and they are small: every entry at and below
-    /// them on the source, and the entries only the target holds (to be
-    /// deleted as missing). `None` means sync them with `--recursive` as
-    /// usual: a remote target (nothing to compare with here), the root,
-    /// rsync filters (what they exclude is neither sent nor deleted by a
-    /// recursive sync, which a list cannot tell), or too many entries.
-    fn expand(&self, source: &Path, plan: &Plan, delete: bool) -> Option<Expansion> {
-        let Location::Local(root) = &self.target.location else {
-            return None;
-        };
-        if plan.subtrees.is_empty()
-            || !delete
-            || !self.settings.delete_missing_args_works
-            || !self.settings.filters.is_empty()
-            || plan.subtrees.iter().any(WirePath::is_root)
-        {
-            return None;
-        }
-        let target = crate::os::beneath::Root::open(root).ok()?;
-        let mut x = Expansion::default();
-        for s in &plan.subtrees {
-            x.walk(source, &target, s)?;
-        }
-        Some(x)
-    }
-
-    fn rsync(
-        &self,
-        source: &Path,
-        transfer: Transfer,
-        dry_run: bool,
-        list: &[WirePath],
-    ) -> anyhow::Result<rsync::RunResult> {
-        let dry_run = dry_run || self.settings.dry_run;
-        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
-        if self.settings.dry_run {
-            // --dry-run: every run names what it would do.
-            args.insert(0, rsync::ITEMIZE.into());
-        }
-        // On a remote target only rsync sees the root: with names listed it
-        // says when it had to create it (a batch's names, never a full
-        // sync's; rsync escapes newlines in names, so no name fakes a line).
-        if !dry_run
-            && matches!(transfer, Transfer::Paths { .. })
-            && !matches!(self.target.location, Location::Local(_))
-        {
-            args.insert(0, "--info=name1".into());
-        }
-        let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        let result = match self.progress {
-            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
-                args.insert(0, "--info=progress2".into());
-                rsync::run_watched(self.settings.program(), &args, &names, Some(report))
-            }
-            _ => rsync::run(self.settings.program(), &args, &names),
-        }?;
-        crate::log_debug!(
-            "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
-            self.target,
-            if dry_run { " dry run" } else { "" },
-            list.len(),
-            result.duration.as_millis(),
-            result.code
-        );
-        Ok(result)
-    }
-
-    fn run(
-        &self,
-        source: &Path,
-        transfer: Transfer,
-        list: &[WirePath],
-        report: &mut Report,
-    ) -> anyhow::Result<()> {
-        let result = self.rsync(source, transfer, false, list)?;
-        report.rsync_runs += 1;
-        if self.settings.dry_run {
-            report
-                .would
-                .extend(result.items.into_iter().map(Preview::item));
-        }
-        report.created_root |= result.created_root;
-        report.stats.add(result.stats);
-        report.code = result.code;
-        report.outcome = Some(result.outcome);
-        if result.outcome != Outcome::Success || !result.stderr.is_empty() {
-            report.message = result.stderr;
-        }
-        Ok(())
-    }
-
-    /// `--dry-run`'s [`Self::rename`]: names the renames that would work
-    /// (on a local target, each old name is there beneath the root, or is
-    /// an earlier rename's new name) without doing them; like a failed
-    /// rename, one that would not makes them all plain transfers. The old
-    /// names are not itemized again (rsync would call them deleted); the
-    /// new names are, and rsync, comparing them with a target that has not
-    /// renamed, lists them as sent.
-    fn preview_renames(&self, source: &Path, plan: &mut Plan, report: &mut Report) {
-        let Location::Local(root) = &self.target.location else {
-            plan.without_renames();
-            return;
-        };
-        let there = |p: &WirePath| on_local_target(root, p);
-        let mut moved: Vec<&WirePath> = Vec::new();
-        for r in &plan.renames {
-            if !(moved.iter().any(|m| r.from.starts_with(m)) || there(&r.from)) {
-                plan.without_renames();
-                return;
-            }
-            moved.push(&r.to);
-        }
-        for r in std::mem::take(&mut plan.renames) {
-            // (An old name made again on the source stays listed.)
-            plan.paths
-                .retain(|p| p != &r.from || matches!(source_state(source, p), Ok(true)));
-            report.renamed += 1;
-            report.would.push(Preview {
-                to: Some(r.to),
-                ..Preview::of("rename", &r.from)
-            });
-        }
-    }
-
-    /// Replays the plan's renames on the target. Any failure turns all of
-    /// them into plain transfers (the plan re-checks both names anyway).
-    fn rename(&self, plan: &mut Plan, report: &mut Report) {
-        let result = match &self.target.location {
-            Location::Local(root) => rename_local(root, plan),
-            // A shell `mv` on the remote resolves both names through
-            // whatever symlinks the target holds, so a planted link would
-            // move files out of or into the target: the new name's data is
-            // sent by rsync instead (rsync resolves safely on the receiver).
-            // pushd's agent renames beneath the root, never through a link.
-            Location::Ssh { .. } => match self.settings.agent.as_ref().and_then(|agent| {
-                crate::pushd::agent::push::renames(
-                    self.target,
-                    &self.settings.ssh,
-                    agent,
-                    &plan.renames,
-                )
-            }) {
-                Some(Ok(_)) => Ok(()),
-                Some(Err(why)) => Err(why),
-                None => {
-                    plan.without_renames();
-                    return;
-                }
-            },
-            Location::Daemon { .. } => {
-                plan.without_renames();
-                return;
-            }
-        };
-        match result {
-            Ok(()) => report.renamed += plan.renames.len() as u64,
-            Err(why) => {
-                crate::log_info!(
-                    "{}: renaming on the target failed ({why}); sending the data instead",
-                    self.target
-                );
-                plan.without_renames();
-            }
-        }
-    }
-
-    /// Deletes `missing` on the target without rsync, for an rsync whose
-    /// `--delete-missing-args` is broken (RsyncProject/rsync issue 910):
-    /// natively here (beneath the root, never through a symlink); for ssh
-    /// and daemon targets the parents are synced whole instead.
-    fn delete_without_rsync(
-        &self,
-        missing: &[WirePath],
-        plan_subtrees: &mut Vec<WirePath>,
-    ) -> Result<(), String> {
-        match &self.target.location {
-            Location::Local(root) => {
-                let beneath = crate::os::beneath::Root::open(root)
-                    .map_err(|e| format!("opening {}: {e}", root.display()))?;
-                for p in missing {
-                    crate::pushd::direct::remove(&beneath, p)
-                        .map_err(|e| format!("deleting {}: {e}", join(root, p).display()))?;
-                }
-                Ok(())
-            }
-            // `rm -rf` in a remote shell would resolve through a planted
-            // symlinked directory: rsync deletes there instead, by syncing
-            // the parents (like a daemon, which has no shell).
-            Location::Ssh { .. } | Location::Daemon { .. } => {
-                for p in missing {
-                    let parent = p.parent().unwrap_or_else(WirePath::root);
-                    if !plan_subtrees.contains(&parent) {
-                        plan_subtrees.push(parent);
-                    }
-                }
-                Ok(())
-            }
-        }
     }
 }
 
