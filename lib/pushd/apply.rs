@@ -1418,22 +1418,9 @@ mod tests {
         std::fs::write(dst.join("gone/deep/f"), b"x").unwrap();
         std::fs::write(dst.join("-file"), b"x").unwrap();
         std::fs::write(src.join("kept/new"), b"n").unwrap();
-        let target = Target {
-            name: "t".into(),
-            location: Location::Local(dst.clone()),
-        };
-        let settings = RsyncSettings {
-            delete_missing_args_works: false,
-            ..RsyncSettings::default()
-        };
-        let guards = Guards::default();
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let mut parts = Parts::local(&dst);
+        parts.settings.delete_missing_args_works = false;
+        let applier = parts.applier();
         let plan = Plan::from_changes(&[
             crate::wire::event::Change {
                 op: crate::wire::event::ChangeOp::Delete,
@@ -1485,12 +1472,35 @@ mod tests {
         out
     }
 
-    fn local_applier_parts(dst: &Path) -> (Target, RsyncSettings, Guards) {
-        let target = Target {
-            name: "t".into(),
-            location: Location::Local(dst.to_path_buf()),
-        };
-        (target, RsyncSettings::default(), Guards::default())
+    /// What an [`Applier`] to a local directory borrows.
+    struct Parts {
+        target: Target,
+        settings: RsyncSettings,
+        guards: Guards,
+    }
+
+    impl Parts {
+        fn local(dst: &Path) -> Parts {
+            let target = Target {
+                name: "t".into(),
+                location: Location::Local(dst.to_path_buf()),
+            };
+            Parts {
+                target,
+                settings: RsyncSettings::default(),
+                guards: Guards::default(),
+            }
+        }
+
+        fn applier(&self) -> Applier<'_> {
+            Applier {
+                target: &self.target,
+                settings: &self.settings,
+                guards: &self.guards,
+                direct: false,
+                progress: None,
+            }
+        }
     }
 
     #[test]
@@ -1521,14 +1531,8 @@ mod tests {
             std::fs::write(src.join(format!("kept/{i}")), b"k").unwrap();
             std::fs::write(dst.join(format!("kept/{i}")), b"k").unwrap();
         }
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             paths: vec!["x".into()],
             subtrees: vec!["d".into(), "link".into()],
@@ -1557,14 +1561,8 @@ mod tests {
         for i in 0..30 {
             std::fs::write(dst.join(format!("big/{i}")), b"old").unwrap();
         }
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             subtrees: vec!["big".into()],
             ..Plan::default()
@@ -1605,14 +1603,8 @@ mod tests {
                 .unwrap();
             f.set_modified(at(nanos)).unwrap();
         };
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             paths: vec!["f".into()],
             ..Plan::default()
