@@ -546,19 +546,7 @@ impl Applier<'_> {
                 } else {
                     missing.len() as u64
                 };
-                // The source's size only matters to a percentage over the floor.
-                let source_now = match self.guards.max_delete {
-                    MaxDelete::Percent(_) if n > PERCENT_FLOOR => {
-                        count_entries(source).saturating_sub(1)
-                    }
-                    _ => 0,
-                };
-                let case = DeleteCase {
-                    deletes: n,
-                    source_now,
-                    empty_now: empty,
-                    empty_at_start: checks.identity.is_some_and(|i| i.empty),
-                };
+                let case = self.weighed(source, n, empty, checks);
                 let verdict = if checks.released {
                     None
                 } else {
@@ -678,6 +666,23 @@ impl Applier<'_> {
             )?;
         }
         report.ended(started)
+    }
+
+    /// The guards' case for `deletes` from `source`: its size now only
+    /// matters to a percentage over the floor, so it is counted only then.
+    fn weighed(&self, source: &Path, deletes: u64, empty: bool, checks: Checks) -> DeleteCase {
+        let source_now = match self.guards.max_delete {
+            MaxDelete::Percent(_) if deletes > PERCENT_FLOOR => {
+                count_entries(source).saturating_sub(1)
+            }
+            _ => 0,
+        };
+        DeleteCase {
+            deletes,
+            source_now,
+            empty_now: empty,
+            empty_at_start: checks.identity.is_some_and(|i| i.empty),
+        }
     }
 
     /// The plan's subtrees as a list of names for the paths' rsync, when
@@ -893,23 +898,12 @@ impl Side for Applier<'_> {
         let loss = deleted.saturating_sub(created);
         // Weighed against the whole tree, as a batch's deletes are: a
         // rescanned subtree is only part of the target.
-        let source_now = match self.guards.max_delete {
-            MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
-                count_entries(source).saturating_sub(1)
-            }
-            _ => 0,
-        };
-        let case = DeleteCase {
-            deletes: loss,
-            source_now,
-            empty_now: empty,
-            empty_at_start: checks.identity.is_some_and(|i| i.empty),
-        };
+        let case = self.weighed(source, loss, empty, checks);
         judge_deletes(self.guards, case).map(|why| {
             format!(
                 "refusing to delete {deleted} entries on {} ({why}; a sync losing {loss} of {} entries)",
                 self.target,
-                source_now + loss
+                case.source_now + loss
             )
         })
     }
