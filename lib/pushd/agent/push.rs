@@ -54,7 +54,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 enum Slot {
     /// Connected, not in use by a batch right now.
-    Idle(Agent),
+    Idle(Box<Agent>),
     /// The link failed: no new try before `until`.
     Waiting { until: Instant, delay: Duration },
     /// No agent there (missing, or another version): rsync only, said once.
@@ -166,7 +166,7 @@ fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<
     });
     let delay = match delay {
         Ok(delay) => delay,
-        Err(agent) => return agent,
+        Err(agent) => return agent.map(|a| *a),
     };
     let destination = match user {
         Some(u) => format!("{u}@{host}"),
@@ -251,7 +251,7 @@ fn give_back(target: &Target, agent: Agent, healthy: bool) {
             entry.acked = acked;
         }
         entry.slot = match agent {
-            Some(agent) => Slot::Idle(agent),
+            Some(agent) => Slot::Idle(Box::new(agent)),
             None => backoff(BACKOFF_MIN),
         };
     });

@@ -80,7 +80,7 @@ impl Records {
             Unusable::NoState("neither XDG_STATE_HOME nor HOME is set".to_string())
         })?;
         let no_state = |e: io::Error| Unusable::NoState(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(&dir).map_err(no_state)?;
+        std::fs::create_dir_all(dir).map_err(no_state)?;
         let canonical = std::fs::canonicalize(path).map_err(no_state)?;
         let bytes = canonical.as_os_str().as_encoded_bytes();
         let key = blake3::hash(bytes).to_hex();

@@ -314,7 +314,7 @@ fn a_resumed_pushd_trusts_the_agents_record_and_a_replaced_root_gets_a_full_sync
     // Records live outside the target, in the remote user's state dir.
     assert!(fs::read_dir(sshd.state_home().join("syncpipe/agent")).is_ok_and(|d| d.count() > 0));
     let (stream, seq) = (p.stream.clone(), p.seq);
-    let mut again = |p: &mut Pushd| {
+    let again = |p: &mut Pushd| {
         let mut next = Pushd::start_with_stderr(src.path(), &args, scratch.path(), &log);
         next.stream = p.stream.clone();
         next.seq = p.seq;
