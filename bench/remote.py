@@ -59,6 +59,8 @@ class Sshd:
                 f"AuthorizedKeysFile {self.dir}/authorized_keys\nPidFile none\nStrictModes no\n"
                 "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                 "PermitRootLogin prohibit-password\nLogLevel ERROR\n"
+                # The agent's records stay in the bench's directory.
+                f"SetEnv XDG_STATE_HOME={self.dir}/state\n"
             )
         kind, key = open(os.path.join(self.dir, "host_key.pub")).read().split()[:2]
         self.known_hosts = os.path.join(self.dir, "known_hosts")
@@ -230,6 +232,7 @@ def main():
     ap.add_argument("--dir", default=None)
     ap.add_argument("--only", default="", help="comma-separated tool names to run (default: all)")
     ap.add_argument("--skip-w3", action="store_true")
+    ap.add_argument("--skip-w4", action="store_true")
     args = ap.parse_args()
     bindir = os.path.abspath(args.bin)
     work = tempfile.mkdtemp(prefix="syncpipe-bench-", dir=args.dir)
@@ -251,7 +254,7 @@ def main():
         }
         only = [t for t in args.only.split(",") if t]
         for name, factory in tools.items():
-            if only and name not in only:
+            if (only and name not in only) or args.skip_w4:
                 continue
             med, p90, ok = w4(factory, src, dst, args.runs)
             print(f"W4 {name:32} median {med*1000:7.1f} ms, p90 {p90*1000:7.1f} ms, equal: {ok}", flush=True)
