@@ -7,7 +7,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::fold::Fold;
+use crate::fold::{Fold, Key};
 use crate::wire::event::{Batch, Event, EventKind, Record, Timestamp};
 use crate::wire::path::WirePath;
 
@@ -51,8 +51,10 @@ pub struct Batcher {
     /// second is not news: the target holds the entry from the first batch,
     /// so a rename of it can stay a rename. (A delete of it reaches the
     /// target either way: the fold never drops one.)
-    created: HashSet<Vec<u8>, RandomState>,
-    created_before: HashSet<Vec<u8>, RandomState>,
+    /// (Short paths inline, as in the fold: a lookup then compares bytes in
+    /// the table itself instead of following a pointer to the heap.)
+    created: HashSet<Key, RandomState>,
+    created_before: HashSet<Key, RandomState>,
 }
 
 impl Batcher {
@@ -134,7 +136,7 @@ impl Batcher {
             } else {
                 self.fold.push_event(ev);
             }
-            self.created.get_or_insert_with(path, <[u8]>::to_vec);
+            self.created.get_or_insert_with(path, Key::from_slice);
         } else {
             self.fold.push_event(ev);
         }
