@@ -126,7 +126,7 @@ impl Batcher {
         self.first_seq.get_or_insert(ev.seq);
         if ev.kind == EventKind::Create {
             let path = ev.path.as_bytes();
-            if self.created_before.contains(path) {
+            if !self.created_before.is_empty() && self.created_before.contains(path) {
                 // Possibly the second report of an entry the last batch made.
                 let again = Event {
                     kind: EventKind::Modify,

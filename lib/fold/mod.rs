@@ -57,7 +57,7 @@
 //! the fold's start in these ways, and to batches applied while the source
 //! keeps changing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
@@ -159,10 +159,10 @@ pub struct Fold {
     /// in one lookup in a table as small as the number of such directories.
     under: HashMap<Key, u32, RandomState>,
     live: usize,
-    /// Indexed records that cover their subtree (a `rescan`, a kept move of
-    /// a directory) / kept moves: when zero, the walks that look for them
-    /// are skipped.
-    covers: usize,
+    /// The paths of indexed records that cover their subtree (a `rescan`, a
+    /// kept move of a directory), and the number of kept moves: when none,
+    /// the walks that look for them are skipped.
+    coverers: HashSet<Key, RandomState>,
     moves: usize,
     /// Records no longer in the index (degraded moves). A stream as a file
     /// system writes it leaves at most one per path that existed when the
@@ -379,7 +379,7 @@ impl Fold {
         let found = self.kind(path);
         if self.covered_at(path, found) {
             // A rescan of the path itself, nothing above: say what happened.
-            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.ancestors_have(path, covers) {
+            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.covered_above(path) {
                 self.requeue(path, true, Op::Delete, true);
             }
             return;
@@ -559,7 +559,9 @@ impl Fold {
         let slot = entry.slot;
         self.forget_key(to);
         self.moves -= 1;
-        self.covers -= usize::from(entry.dir);
+        if entry.dir {
+            self.coverers.remove(to);
+        }
         let rec = self.log[slot].as_mut().expect("indexed slots are live");
         let Op::Move { from, .. } = std::mem::replace(&mut rec.op, Op::Delete) else {
             unreachable!("caller saw a move")
@@ -575,7 +577,7 @@ impl Fold {
         self.forget_key(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&rec.op, rec.dir, false);
+        self.count(&rec.op, rec.dir, false, &rec.path);
         Some(rec)
     }
 
@@ -641,7 +643,7 @@ impl Fold {
         let slot = self.index[path].slot;
         let old = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&old.op, old.dir, false);
+        self.count(&old.op, old.dir, false, path);
         let kind = op.kind();
         // The old record's path is this path: keep its bytes.
         debug_assert_eq!(&old.path[..], path);
@@ -658,7 +660,7 @@ impl Fold {
     }
 
     fn push_rec_owned(&mut self, path: Key, dir: bool, op: Op, stale: bool) -> usize {
-        self.count(&op, dir, true);
+        self.count(&op, dir, true, &path);
         self.log.push(Some(Rec {
             path,
             dir,
@@ -688,17 +690,23 @@ impl Fold {
         }
     }
 
-    fn count(&mut self, op: &Op, dir: bool, add: bool) {
+    /// Keeps `coverers` and `moves` in step with a record of `path` that
+    /// speaks for it from now on (`add`) or no longer does.
+    fn count(&mut self, op: &Op, dir: bool, add: bool, path: &[u8]) {
         let (covers, moves) = match op {
-            Op::Rescan => (1, 0),
-            Op::Move { .. } => (usize::from(dir), 1),
+            Op::Rescan => (true, 0),
+            Op::Move { .. } => (dir, 1),
             _ => return,
         };
         if add {
-            self.covers += covers;
+            if covers {
+                self.coverers.insert(Key::from_slice(path));
+            }
             self.moves += moves;
         } else {
-            self.covers -= covers;
+            if covers {
+                self.coverers.remove(path);
+            }
             self.moves -= moves;
         }
     }
@@ -720,12 +728,22 @@ impl Fold {
     /// kept move of a directory (also rescanned): anything that happens there
     /// is re-read anyway.
     fn covered(&self, path: &[u8]) -> bool {
-        self.covers > 0 && self.covered_at(path, self.kind(path))
+        !self.coverers.is_empty() && self.covered_at(path, self.kind(path))
     }
 
     /// [`covered`](Self::covered) when the caller has looked `path` up already.
     fn covered_at(&self, path: &[u8], found: Option<Entry>) -> bool {
-        self.covers > 0 && (found.as_ref().is_some_and(covers) || self.ancestors_have(path, covers))
+        !self.coverers.is_empty()
+            && (found.as_ref().is_some_and(covers) || self.covered_above(path))
+    }
+
+    /// True when a strict ancestor of `path` (the root included) has a
+    /// covering record: asked of the small set of those, not of the index
+    /// (a miss in the big table per parent, for every event, once one rescan
+    /// was pending).
+    fn covered_above(&self, path: &[u8]) -> bool {
+        path != ROOT
+            && (self.coverers.contains(ROOT) || parents(path).any(|p| self.coverers.contains(p)))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record

@@ -718,7 +718,7 @@ fn assert_consistent(f: &Fold) {
         assert_eq!(f.index.len(), keys.len(), "index and key set");
     }
     let mut under: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-    let (mut covers, mut moves) = (0, 0);
+    let (mut covers, mut moves) = (std::collections::HashSet::new(), 0);
     for (key, e) in &f.index {
         if let Some(keys) = &f.keys {
             assert!(keys.contains(key), "key set misses {key:?}");
@@ -732,10 +732,13 @@ fn assert_consistent(f: &Fold) {
         assert_eq!(&rec.path, key);
         assert_eq!(rec.op.kind(), e.kind);
         assert_eq!(rec.dir, e.dir);
-        covers += usize::from(e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir));
+        if e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir) {
+            covers.insert(key.to_vec());
+        }
         moves += usize::from(e.kind == Kind::Move);
     }
-    assert_eq!((covers, moves), (f.covers, f.moves), "counters");
+    let coverers = f.coverers.iter().map(|k| k.to_vec()).collect();
+    assert_eq!((covers, moves), (coverers, f.moves), "counters");
     let counted: std::collections::HashMap<Vec<u8>, u32> =
         f.under.iter().map(|(k, n)| (k.to_vec(), *n)).collect();
     assert_eq!(under, counted, "counts below directories");
