@@ -7,7 +7,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::fold::Fold;
+use crate::fold::{Fold, Key};
 use crate::wire::event::{Batch, Event, EventKind, Record, Timestamp};
 use crate::wire::path::WirePath;
 
@@ -58,8 +58,10 @@ pub struct Batcher {
     /// second is not news: the target holds the entry from the first batch,
     /// so a rename of it can stay a rename. (A delete of it reaches the
     /// target either way: the fold never drops one.)
-    created: HashSet<Vec<u8>, RandomState>,
-    created_before: HashSet<Vec<u8>, RandomState>,
+    /// (Short paths inline, as in the fold: a lookup then compares bytes in
+    /// the table itself instead of following a pointer to the heap.)
+    created: HashSet<Key, RandomState>,
+    created_before: HashSet<Key, RandomState>,
 }
 
 impl Batcher {
@@ -132,7 +134,7 @@ impl Batcher {
         self.first_seq.get_or_insert(ev.seq);
         if ev.kind == EventKind::Create {
             let path = ev.path.as_bytes();
-            if self.created_before.contains(path) {
+            if !self.created_before.is_empty() && self.created_before.contains(path) {
                 // Possibly the second report of an entry the last batch made.
                 let again = Event {
                     kind: EventKind::Modify,
@@ -142,7 +144,7 @@ impl Batcher {
             } else {
                 self.fold.push_event(ev);
             }
-            self.created.get_or_insert_with(path, <[u8]>::to_vec);
+            self.created.get_or_insert_with(path, Key::from_slice);
         } else {
             self.fold.push_event(ev);
         }

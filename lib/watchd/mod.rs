@@ -58,6 +58,22 @@ pub struct Config {
 const MOVE_PAIR_WAIT: Duration = Duration::from_millis(10);
 const READ_BUFFER: usize = 256 << 10;
 
+/// During a burst, how long to let the kernel queue fill before reading it
+/// again. A reader waiting in poll(2) is woken by every event, and the
+/// wake-up (an inter-processor interrupt, a VM exit on a virtual machine) is
+/// paid by the process that made the change, in its own time: the writer of
+/// a burst ran slower the faster watchd read. Sleeping instead of polling
+/// takes the reader off the kernel's wait queue, so queueing an event costs
+/// the writer no wake-up, and the next read takes hundreds of events at
+/// once. Only after a read that found a burst (`BUSY_READ` records or more):
+/// a single change is still read the moment it happens. A millisecond holds
+/// far fewer events than the kernel queue (16,384 by default) even at the
+/// fastest writers, so it cannot cause an overflow; it is nothing next to
+/// batchd's delay. `WATCHD_COALESCE_US` overrides it (0: off), for the
+/// benchmark (bench/watchd.sh W2).
+const COALESCE: Duration = Duration::from_millis(1);
+const BUSY_READ: usize = 32;
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::standard()?;
     let mut systemd = Systemd::from_env();
@@ -122,7 +138,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut buf_a = vec![0u8; READ_BUFFER];
     let mut buf_b = vec![0u8; READ_BUFFER];
+    let coalesce = std::env::var("WATCHD_COALESCE_US")
+        .ok()
+        .and_then(|us| us.parse().ok())
+        .map_or(COALESCE, Duration::from_micros);
+    let mut busy = false;
     loop {
+        if busy && !coalesce.is_zero() {
+            // See COALESCE: off the wait queue while the burst goes on.
+            std::thread::sleep(coalesce);
+        }
+        busy = false;
         systemd.tick();
         if systemd.status_due() {
             systemd.status(&stats.status(&watcher), false);
@@ -201,7 +227,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         if inotify_ready && outcome == Outcome::Continue {
             outcome = watcher.read_and_handle(&mut buf_a, &mut buf_b)?;
-            stats.emit(&mut writer, watcher.take_seen())?;
+            let seen = watcher.take_seen();
+            busy = seen.len() >= BUSY_READ;
+            stats.emit(&mut writer, seen)?;
         }
         {
             match outcome {
