@@ -24,7 +24,7 @@ fn status(path: &Path) -> Option<Value> {
 }
 
 /// Waits until the status file satisfies `pred`; returns it.
-fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = None;
     let ok = wait_until(TIMEOUT, || {
         last = status(path);
@@ -36,7 +36,7 @@ fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
 
 /// `promtool check metrics` (Debian's `prometheus`) accepts the file as
 /// it is, lint warnings included.
-fn promtool_accepts(path: &Path) {
+pub(crate) fn promtool_accepts(path: &Path) {
     let text = fs::read(path).unwrap();
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
