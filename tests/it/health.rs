@@ -425,3 +425,57 @@ fn a_start_up_sync_in_progress_is_never_zero_behind_and_shows_progress() {
 fn target_of(s: &Value) -> &Value {
     &s["targets"][0]
 }
+
+/// `watchd --wait` keeps a status file while it waits for its root: not
+/// ready, saying what it waits for, rewritten while it waits, SIGUSR1 says
+/// the same in the log; once the root is there the file says it watches.
+#[test]
+fn watchd_says_what_it_waits_for_in_its_status_file() {
+    let (dir, run) = (tempdir(), tempdir());
+    let root = dir.path().join("late disk");
+    let (status, metrics) = (
+        run.path().join("watchd.json"),
+        run.path().join("watchd.prom"),
+    );
+    let log = run.path().join("watchd.log");
+    let mut cmd = Command::new(bin("watchd"));
+    cmd.arg("--wait")
+        .arg("--status-file")
+        .arg(&status)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    let w = Running::spawn(&mut cmd);
+    let waiting = format!("waiting: {} does not exist (--wait)", root.display());
+    let s = wait_status(&status, "waiting", |s| s["summary"] == waiting.as_str());
+    assert_eq!(s["ready"], false, "{s:#}");
+    assert_eq!(s["numbers"]["waiting"], 1, "{s:#}");
+    let m = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains(&format!(
+            "syncpipe_watchd_waiting{{root=\"{}\"}} 1\n",
+            root.display()
+        )),
+        "{m}"
+    );
+    promtool_accepts(&metrics);
+    refreshed_while_idle(&status);
+    w.signal(nix::sys::signal::Signal::SIGUSR1);
+    let said = format!("SIGUSR1: {waiting}");
+    assert!(
+        wait_until(TIMEOUT, || fs::read_to_string(&log)
+            .unwrap()
+            .contains(&said)),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    fs::create_dir(&root).unwrap();
+    let s = wait_status(&status, "watching", |s| s["ready"] == true);
+    assert!(
+        s["summary"].as_str().unwrap().starts_with("watching "),
+        "{s:#}"
+    );
+    assert_eq!(s["numbers"]["waiting"], 0, "{s:#}");
+}
