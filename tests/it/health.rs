@@ -428,7 +428,8 @@ fn target_of(s: &Value) -> &Value {
 
 /// `watchd --wait` keeps a status file while it waits for its root: not
 /// ready, saying what it waits for, rewritten while it waits, SIGUSR1 says
-/// the same in the log; once the root is there the file says it watches.
+/// the same in the log; once the root is there the file (and SIGUSR1) says
+/// it watches.
 #[test]
 fn watchd_says_what_it_waits_for_in_its_status_file() {
     let (dir, run) = (tempdir(), tempdir());
@@ -478,4 +479,13 @@ fn watchd_says_what_it_waits_for_in_its_status_file() {
         "{s:#}"
     );
     assert_eq!(s["numbers"]["waiting"], 0, "{s:#}");
+    w.signal(nix::sys::signal::Signal::SIGUSR1);
+    let said = format!("SIGUSR1: watching {}", root.display());
+    assert!(
+        wait_until(TIMEOUT, || fs::read_to_string(&log)
+            .unwrap()
+            .contains(&said)),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
 }

@@ -1,7 +1,8 @@
 //! Progress of long work (issue 14): pushd's start-up full sync and
 //! bisync's first sync draw a bar on stderr when it is a terminal (a real
 //! pseudo-terminal here) and never into a file; bisync `--watch` says how far
-//! its first sync got in `STATUS=` and its status file.
+//! its first sync got in `STATUS=` and its status file (and SIGUSR1 its
+//! summary in the log).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,7 +13,7 @@ use crate::bisync::Pair;
 use crate::health::{promtool_accepts, wait_status};
 use crate::pushd::harness::{change, write, Pushd};
 use crate::support::pty::Pty;
-use crate::support::{NotifySocket, Running, TIMEOUT};
+use crate::support::{wait_until, NotifySocket, Running, TIMEOUT};
 use syncpipe::wire::event::ChangeOp;
 
 /// No bar, no carriage return, no escape sequence: lines a file can keep.
@@ -115,6 +116,7 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
         p.dir.path().join("bisync.json"),
         p.dir.path().join("bisync.prom"),
     );
+    let log = p.dir.path().join("bisync.log");
     let notify = NotifySocket::new();
     let mut cmd = p.command(&["--watch", "--delay", "100ms"]);
     cmd.arg("--status-file")
@@ -125,8 +127,8 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
         .arg(&p.b)
         .env("NOTIFY_SOCKET", notify.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _run = Running::spawn(&mut cmd);
+        .stderr(fs::File::create(&log).unwrap());
+    let run = Running::spawn(&mut cmd);
     // Every STATUS= until READY=1: the first sync's end is told with its
     // numbers before the run's outcome.
     let mut said = Vec::new();
@@ -164,4 +166,12 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
     assert_eq!(s["numbers"]["run_in_progress"], 0, "{s:#}");
     assert_eq!(fs::read_dir(&p.b).unwrap().count(), 20);
     promtool_accepts(&metrics);
+    // SIGUSR1: the same summary in the log.
+    run.signal(nix::sys::signal::Signal::SIGUSR1);
+    let said = format!("SIGUSR1: watching {} and {}", p.a.display(), p.b.display());
+    let logged = wait_until(TIMEOUT, || {
+        fs::read_to_string(&log).unwrap().contains(&said)
+    });
+    assert!(logged, "{}", fs::read_to_string(&log).unwrap());
+    plain_lines(&fs::read_to_string(&log).unwrap());
 }
