@@ -112,9 +112,12 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
     for i in 0..20 {
         fs::write(p.a.join(format!("f{i:02}")), vec![b'y'; 50_000]).unwrap();
     }
+    // As bisync-watch@pair keeps them, for `syncpipe status`.
+    let run_dir = p.dir.path().join("run");
+    fs::create_dir_all(run_dir.join("pair")).unwrap();
     let (status, metrics) = (
-        p.dir.path().join("bisync.json"),
-        p.dir.path().join("bisync.prom"),
+        run_dir.join("pair/bisync.json"),
+        run_dir.join("pair/bisync.prom"),
     );
     let log = p.dir.path().join("bisync.log");
     let notify = NotifySocket::new();
@@ -166,6 +169,22 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
     assert_eq!(s["numbers"]["run_in_progress"], 0, "{s:#}");
     assert_eq!(fs::read_dir(&p.b).unwrap().count(), 20);
     promtool_accepts(&metrics);
+    // The pair is one line of `syncpipe status`, in sync: exit 0.
+    let out = std::process::Command::new(crate::support::bin("syncpipe"))
+        .arg("status")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--conf-dir")
+        .arg(p.dir.path().join("no-conf"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pair") && l.contains("(two-way pair)  in-sync")),
+        "{text}"
+    );
     // SIGUSR1: the same summary in the log.
     run.signal(nix::sys::signal::Signal::SIGUSR1);
     let said = format!("SIGUSR1: watching {} and {}", p.a.display(), p.b.display());
