@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::cli::progress::Bar;
 use crate::health::target::{human_bytes, Progress};
 
 /// How often the ticker looks at the counters.
@@ -150,8 +151,19 @@ impl Tally {
 }
 
 impl Tally {
+    /// Shows the copying on `bar` (a terminal's): the first sync's always,
+    /// another run's when it copies files.
+    pub fn show_on(&self, bar: &Bar, now: Instant) {
+        let Some(p) = self.progress(now) else {
+            return;
+        };
+        if self.is_first() || self.planned().0 > 0 {
+            bar.show(self.bar_label(), p.percent, &self.bar_words(&p));
+        }
+    }
+
     /// `94/200 files, 18.8 MB/40.0 MB, 77.0 MB/s`: short, beside the bar.
-    pub fn bar_words(&self, p: &Progress) -> String {
+    fn bar_words(&self, p: &Progress) -> String {
         let (files, bytes) = self.planned();
         let mut s = format!(
             "{}/{files} files, {}/{}",
@@ -165,8 +177,7 @@ impl Tally {
         s
     }
 
-    /// The bar's label.
-    pub fn bar_label(&self) -> &'static str {
+    fn bar_label(&self) -> &'static str {
         if self.is_first() {
             "first sync"
         } else {

@@ -46,10 +46,8 @@ pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
     let tally = Tally::new(Instant::now());
     let bar = crate::cli::progress::Bar::default();
     let tick = |last: bool| {
-        if let Some(p) = tally.progress(Instant::now()) {
-            if !last || tally.is_first() {
-                bar.show(tally.bar_label(), p.percent, &tally.bar_words(&p));
-            }
+        if !last || tally.is_first() {
+            tally.show_on(&bar, Instant::now());
         }
     };
     progress::ticking(tick, || once_with(config, &tally))

@@ -492,10 +492,7 @@ impl Told<'_> {
         let news = phase != self.phase || last;
         self.phase = phase;
         self.systemd.status(&text, news);
-        if let Some(p) = &progress {
-            self.bar
-                .show(tally.bar_label(), p.percent, &tally.bar_words(p));
-        }
+        tally.show_on(&self.bar, now);
         self.publisher.changed();
         let at_the_end = last && progress.is_some();
         self.publisher.tick(at_the_end, |now| {
