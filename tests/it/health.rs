@@ -463,15 +463,7 @@ fn watchd_says_what_it_waits_for_in_its_status_file() {
     );
     promtool_accepts(&metrics);
     refreshed_while_idle(&status);
-    w.signal(nix::sys::signal::Signal::SIGUSR1);
-    let said = format!("SIGUSR1: {waiting}");
-    assert!(
-        wait_until(TIMEOUT, || fs::read_to_string(&log)
-            .unwrap()
-            .contains(&said)),
-        "{}",
-        fs::read_to_string(&log).unwrap()
-    );
+    usr1_logs(&w, &log, &format!("SIGUSR1: {waiting}"));
     fs::create_dir(&root).unwrap();
     let s = wait_status(&status, "watching", |s| s["ready"] == true);
     assert!(
@@ -479,13 +471,16 @@ fn watchd_says_what_it_waits_for_in_its_status_file() {
         "{s:#}"
     );
     assert_eq!(s["numbers"]["waiting"], 0, "{s:#}");
-    w.signal(nix::sys::signal::Signal::SIGUSR1);
-    let said = format!("SIGUSR1: watching {}", root.display());
+    usr1_logs(&w, &log, &format!("SIGUSR1: watching {}", root.display()));
+}
+
+/// SIGUSR1 to `run`: its log (stderr in the file `log`) gets `said`.
+pub(crate) fn usr1_logs(run: &Running, log: &Path, said: &str) {
+    run.signal(nix::sys::signal::Signal::SIGUSR1);
+    let logged = wait_until(TIMEOUT, || fs::read_to_string(log).unwrap().contains(said));
     assert!(
-        wait_until(TIMEOUT, || fs::read_to_string(&log)
-            .unwrap()
-            .contains(&said)),
-        "{}",
-        fs::read_to_string(&log).unwrap()
+        logged,
+        "no {said:?} in {}",
+        fs::read_to_string(log).unwrap()
     );
 }

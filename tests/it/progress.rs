@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 
 use crate::bisync::Pair;
-use crate::health::{promtool_accepts, wait_status};
+use crate::health::{promtool_accepts, usr1_logs, wait_status};
 use crate::pushd::harness::{change, write, Pushd};
 use crate::support::pty::Pty;
-use crate::support::{wait_until, NotifySocket, Running, TIMEOUT};
+use crate::support::{NotifySocket, Running, TIMEOUT};
 use syncpipe::wire::event::ChangeOp;
 
 /// No bar, no carriage return, no escape sequence: lines a file can keep.
@@ -67,40 +67,34 @@ fn the_start_up_sync_draws_a_bar_on_a_terminal_and_none_into_a_file() {
     plain_lines(&log);
 }
 
-#[test]
-fn bisyncs_first_sync_draws_a_bar_on_a_terminal_and_none_into_a_file() {
+/// bisync's first sync of three files with stderr going to `stderr`.
+fn first_sync(stderr: Stdio) -> Pair {
     let p = Pair::new();
     for i in 0..3 {
         fs::write(p.a.join(format!("f{i}")), vec![b'x'; 50_000]).unwrap();
     }
-    let (pty, stderr) = Pty::open();
     let status = {
         let mut cmd = p.command(&[]);
         cmd.arg(&p.a).arg(&p.b).stdout(Stdio::null()).stderr(stderr);
         cmd.status().unwrap()
-    }; // the terminal's far end closes with the command
+    }; // a terminal's far end closes with the command
     assert_eq!(status.code(), Some(crate::bisync::SYNCED));
+    p
+}
+
+#[test]
+fn bisyncs_first_sync_draws_a_bar_on_a_terminal_and_none_into_a_file() {
+    let (pty, stderr) = Pty::open();
+    first_sync(stderr);
     let screen = pty.finish();
     assert!(
         screen.contains("first sync [") && screen.contains("3/3 files, 150.0 kB/150.0 kB"),
         "no bar on the terminal: {screen:?}"
     );
-
     // The same first sync with stderr in a file.
-    let q = Pair::new();
-    for i in 0..3 {
-        fs::write(q.a.join(format!("f{i}")), vec![b'x'; 50_000]).unwrap();
-    }
-    let log = q.dir.path().join("bisync.log");
-    let out = q
-        .command(&[])
-        .arg(&q.a)
-        .arg(&q.b)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .status()
-        .unwrap();
-    assert_eq!(out.code(), Some(crate::bisync::SYNCED));
+    let dir = crate::support::tempdir();
+    let log = dir.path().join("bisync.log");
+    first_sync(Stdio::from(fs::File::create(&log).unwrap()));
     let log = fs::read_to_string(&log).unwrap();
     assert!(log.contains("(first sync)"), "{log}");
     plain_lines(&log);
@@ -186,11 +180,7 @@ fn bisync_watch_tells_its_first_syncs_progress_in_status_and_the_status_file() {
         "{text}"
     );
     // SIGUSR1: the same summary in the log.
-    run.signal(nix::sys::signal::Signal::SIGUSR1);
     let said = format!("SIGUSR1: watching {} and {}", p.a.display(), p.b.display());
-    let logged = wait_until(TIMEOUT, || {
-        fs::read_to_string(&log).unwrap().contains(&said)
-    });
-    assert!(logged, "{}", fs::read_to_string(&log).unwrap());
+    usr1_logs(&run, &log, &said);
     plain_lines(&fs::read_to_string(&log).unwrap());
 }
