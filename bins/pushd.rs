@@ -52,6 +52,7 @@ struct Args {
     upstream_state: Option<OsString>,
     /// Be the agent for DIR on the far side of ssh: apply a pusher's
     /// requests on stdin beneath DIR (started by pushd itself over ssh;
+    /// what was applied is recorded in $XDG_STATE_HOME/syncpipe/agent/;
     /// docs/protocol.md)
     #[arg(
         long,

@@ -1,6 +1,6 @@
 complete -c pushd -l from -d 'Pull into the one local TARGET from UPSTREAM (DIR or [user@]host:PATH) instead of pushing: for replicas that follow the stream themselves (relayd subscribe | batchd | pushd --from)' -r
 complete -c pushd -l upstream-state -d 'With --from, when the upstream is itself a replica (tiers): its --state FILE on its host; nothing is pulled before it has applied it' -r
-complete -c pushd -l serve -d 'Be the agent for DIR on the far side of ssh: apply a pusher\'s requests on stdin beneath DIR (started by pushd itself over ssh; docs/protocol.md)' -r -F
+complete -c pushd -l serve -d 'Be the agent for DIR on the far side of ssh: apply a pusher\'s requests on stdin beneath DIR (started by pushd itself over ssh; what was applied is recorded in $XDG_STATE_HOME/syncpipe/agent/; docs/protocol.md)' -r -F
 complete -c pushd -l agent-path -d 'The agent on ssh targets, as the remote shell runs it (default `env pushd`)' -r
 complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
 false\t'Never delete on the target'

@@ -240,6 +240,11 @@ impl<'a> Worker<'a> {
             }
         };
         self.root = root;
+        let position = resumed.map(|seq| Position {
+            stream: stream.clone(),
+            seq,
+        });
+        crate::pushd::agent::push::starting_at(self.target, &self.config.rsync, position);
         self.stream = Some(stream);
         self.pending.start(resumed);
         if let Some(seq) = resumed {
@@ -299,6 +304,12 @@ impl<'a> Worker<'a> {
             return true;
         };
         if self.target_root.changed(self.target) {
+            self.pending.rescan_all();
+        }
+        // An ssh target's agent says what it last applied (issue 15).
+        if let Some(why) = crate::pushd::agent::push::full_sync_due(self.target, &self.config.rsync)
+        {
+            log_warn!("{}: {why}: doing a full sync", self.target);
             self.pending.rescan_all();
         }
         let with_held = self.held.weighs_now(Instant::now());
@@ -458,7 +469,7 @@ impl<'a> Worker<'a> {
             }
         }
         if ok {
-            self.succeeded(stream, batch.last_seq, released);
+            self.succeeded(stream, batch.last_seq, released, whole && !held_now);
         } else {
             // Nothing is lost: the changes go back in front of whatever
             // arrived meanwhile, and the next try waits a little longer.
@@ -476,7 +487,8 @@ impl<'a> Worker<'a> {
 
     /// A transfer up to `last_seq` succeeded: the source as it is now is
     /// trusted, and `--state` records the position (before anything held).
-    fn succeeded(&mut self, stream: String, last_seq: u64, released: bool) {
+    /// `full`: by a full sync, nothing held.
+    fn succeeded(&mut self, stream: String, last_seq: u64, released: bool, full: bool) {
         if released {
             // The operator accepted the source as it is now.
             self.held.release_done();
@@ -489,6 +501,11 @@ impl<'a> Worker<'a> {
         // Held changes are not applied: --state stays before them.
         let seq = self.pending.applied(last_seq, self.held.first());
         self.backoff.succeeded(Instant::now());
+        let position = Position {
+            stream: stream.clone(),
+            seq,
+        };
+        crate::pushd::agent::push::applied(self.target, &self.config.rsync, position, full);
         if let Some(state) = &self.shared.state {
             let saved = state
                 .lock()

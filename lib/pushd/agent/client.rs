@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-use super::proto::{self, Ack, Meta, Request};
+use super::proto::{self, Ack, Meta, Recorded, Request};
 use crate::bisync::proto::{parse, read_line, write_line};
 use crate::os::child;
+use crate::pushd::state::Position;
 use crate::ssh::{quote_for_shell, SshSettings};
 use crate::wire::path::WirePath;
 
@@ -71,6 +72,21 @@ pub enum Sent {
     Nothing,
 }
 
+/// A record the agent said it wrote: what it applied, in which record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub record: String,
+    pub position: Position,
+}
+
+/// A request in flight: its id, its inline bytes, and for an `applied`
+/// the position it records.
+struct InFlight {
+    id: u64,
+    bytes: u64,
+    records: Option<Position>,
+}
+
 /// One live agent connection.
 pub struct Agent {
     child: Child,
@@ -79,11 +95,18 @@ pub struct Agent {
     stderr: Arc<Mutex<Vec<u8>>>,
     line: Vec<u8>,
     next_id: u64,
-    /// Ids sent and not yet acknowledged, with their inline bytes.
-    in_flight: VecDeque<(u64, u64)>,
+    /// Requests sent and not yet acknowledged, in order.
+    in_flight: VecDeque<InFlight>,
+    /// Of them, the ones that are not `applied` (what [`Agent::ack`] returns).
+    requests: usize,
     bytes_in_flight: u64,
     pub root_user: bool,
     pub producer: String,
+    /// What the agent had recorded as applied when it said hello.
+    pub recorded: Option<Recorded>,
+    /// The last `applied` it acknowledged on this connection.
+    pub acked: Option<Acked>,
+    record_failed: bool,
 }
 
 impl Agent {
@@ -131,9 +154,13 @@ impl Agent {
             line: Vec::new(),
             next_id: 1,
             in_flight: VecDeque::new(),
+            requests: 0,
             bytes_in_flight: 0,
             root_user: false,
             producer: String::new(),
+            recorded: None,
+            acked: None,
+            record_failed: false,
         };
         let hello = Request::Hello {
             v: proto::VERSION,
@@ -169,6 +196,7 @@ impl Agent {
         if let Ok(hello) = parse::<proto::HelloReply>(&agent.line) {
             agent.root_user = hello.root_user;
             agent.producer = hello.producer;
+            agent.recorded = hello.applied;
             return Ok(agent);
         }
         if let Ok(r) = parse::<proto::HelloRefused>(&agent.line) {
@@ -211,9 +239,9 @@ impl Agent {
         )
     }
 
-    /// Requests sent and not yet acknowledged.
+    /// Requests sent and not yet acknowledged (not counting `applied`).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.requests
     }
 
     /// Whether another request of `bytes` inline bytes fits in the window.
@@ -238,6 +266,7 @@ impl Agent {
             | Request::Rename { id: i, .. }
             | Request::Delete { id: i, .. }
             | Request::Same { id: i, .. }
+            | Request::Applied { id: i, .. }
             | Request::Check { id: i } => *i = id,
             Request::Hello { .. } | Request::Bye => anyhow::bail!("not a request with an id"),
         }
@@ -245,9 +274,33 @@ impl Agent {
         if let Err(e) = written {
             return Err(self.broken("sending a request", e));
         }
-        self.in_flight.push_back((id, data.len() as u64));
+        let records = match &request {
+            Request::Applied { stream, seq, .. } => Some(Position {
+                stream: stream.clone(),
+                seq: *seq,
+            }),
+            _ => None,
+        };
+        self.requests += usize::from(records.is_none());
+        self.in_flight.push_back(InFlight {
+            id,
+            bytes: data.len() as u64,
+            records,
+        });
         self.bytes_in_flight += data.len() as u64;
         Ok(id)
+    }
+
+    /// Asks the agent to record that `position` is applied, without
+    /// waiting: its answer is read with the next ones ([`Agent::ack`]).
+    pub fn record(&mut self, position: &Position) -> anyhow::Result<()> {
+        let request = Request::Applied {
+            id: 0,
+            stream: position.stream.clone(),
+            seq: position.seq,
+        };
+        self.send(request, &[])?;
+        self.flush()
     }
 
     /// Sends what is buffered.
@@ -258,31 +311,53 @@ impl Agent {
         Ok(())
     }
 
-    /// The next acknowledgement (flushing first), in the order sent.
+    /// The next acknowledgement of a request other than `applied` (flushing
+    /// first), in the order sent; those of `applied` met on the way are
+    /// noted in [`Agent::acked`].
     pub fn ack(&mut self) -> anyhow::Result<Ack> {
         self.flush()?;
-        let Some((want, bytes)) = self.in_flight.pop_front() else {
-            anyhow::bail!("no request is waiting for an answer");
-        };
-        self.bytes_in_flight -= bytes;
-        match read_line(&mut self.from, &mut self.line) {
-            Ok(Some(())) => {}
-            Ok(None) => {
-                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream");
-                return Err(self.broken("waiting for an answer", eof));
+        loop {
+            let Some(sent) = self.in_flight.pop_front() else {
+                anyhow::bail!("no request is waiting for an answer");
+            };
+            self.bytes_in_flight -= sent.bytes;
+            match read_line(&mut self.from, &mut self.line) {
+                Ok(Some(())) => {}
+                Ok(None) => {
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream");
+                    return Err(self.broken("waiting for an answer", eof));
+                }
+                Err(e) => return Err(self.broken("reading an answer", e)),
             }
-            Err(e) => return Err(self.broken("reading an answer", e)),
+            let ack: Ack = match parse(&self.line) {
+                Ok(ack) => ack,
+                Err(e) => return Err(self.broken("reading an answer", e)),
+            };
+            anyhow::ensure!(
+                ack.id == sent.id,
+                "the agent answered {} where {} was due",
+                ack.id,
+                sent.id
+            );
+            let Some(position) = sent.records else {
+                self.requests -= 1;
+                return Ok(ack);
+            };
+            match (ack.error, ack.record) {
+                (None, Some(record)) => self.acked = Some(Acked { record, position }),
+                (error, _) if !self.record_failed => {
+                    // Not fatal: the next connection finds an older record
+                    // (or none) and a full sync is done then. Said once.
+                    self.record_failed = true;
+                    crate::log_warn!(
+                        "the agent could not record what was applied ({}): \
+                         a reconnect will mean a full sync",
+                        error.as_deref().unwrap_or("no record named")
+                    );
+                }
+                _ => {}
+            }
         }
-        let ack: Ack = match parse(&self.line) {
-            Ok(ack) => ack,
-            Err(e) => return Err(self.broken("reading an answer", e)),
-        };
-        anyhow::ensure!(
-            ack.id == want,
-            "the agent answered {} where {want} was due",
-            ack.id
-        );
-        Ok(ack)
     }
 
     /// Brings `rel` on the target to its state under `source` (a file

@@ -3,7 +3,8 @@
 //! small files inline, renames, deletions, directories and metadata — each
 //! acknowledged by id so a pusher can pipeline them and still know exactly
 //! which paths landed. The protocol is in [`proto`] and docs/protocol.md,
-//! the serving side in [`serve`], the pushing side in [`client`].
+//! the serving side in [`serve`] (its record of what was applied in
+//! [`record`]), the pushing side in [`client`] and [`push`].
 //!
 //! Why not `bisync --serve`: its verbs are compare-and-swap on a scanned
 //! state (every change names the entry it expects; a rename needs a free
@@ -15,4 +16,5 @@
 pub mod client;
 pub mod proto;
 pub mod push;
+pub mod record;
 pub mod serve;

@@ -8,9 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::path::WirePath;
 
-/// The protocol spoken; a hello with another version is refused by the
-/// agent, and the pusher falls back to rsync saying which to install.
-pub const VERSION: u32 = 1;
+/// The protocol spoken. 2 added what the agent last applied (the hello's
+/// `applied`, the `applied` request). The agent also serves a pusher of
+/// [`OLDEST`] on; a pusher meeting an agent that refuses its version falls
+/// back to rsync, saying which to install.
+pub const VERSION: u32 = 2;
+
+/// The oldest pusher protocol the agent still serves (without records).
+pub const OLDEST: u32 = 1;
 
 /// What a created or updated entry gets: permission bits, modification
 /// time and (as root, when the pusher asks for owners) its owner.
@@ -94,6 +99,14 @@ pub enum Request {
         size: u64,
         meta: Meta,
     },
+    /// Everything of `stream` up to `seq` is applied on the target: the
+    /// agent records it (outside DIR) before answering; its answer names
+    /// the record (`record`). Version 2.
+    Applied {
+        id: u64,
+        stream: String,
+        seq: u64,
+    },
     /// Whether DIR is still the directory the agent opened (not removed or
     /// replaced); when not, the agent answers an error and exits, so
     /// nothing after it lands in a deleted directory.
@@ -109,6 +122,20 @@ pub struct HelloReply {
     pub producer: String,
     /// The agent runs as root (owners can be kept).
     pub root_user: bool,
+    /// What the last `applied` recorded for DIR as it is now (version 2);
+    /// `None`: nothing recorded, or DIR is another directory than then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Recorded>,
+}
+
+/// The agent's record of what was last applied beneath DIR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Made at random when the record was first written for this directory:
+    /// another machine, or DIR removed and made again, has another one.
+    pub record: String,
+    pub stream: String,
+    pub seq: u64,
 }
 
 /// A refused hello: what the agent speaks, and why.
@@ -126,6 +153,9 @@ pub struct Ack {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bytes: u64,
+    /// The record an `applied` wrote to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -144,6 +174,7 @@ impl Request {
             | Request::Rename { id, .. }
             | Request::Delete { id, .. }
             | Request::Same { id, .. }
+            | Request::Applied { id, .. }
             | Request::Check { id } => Some(*id),
         }
     }

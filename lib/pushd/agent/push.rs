@@ -16,10 +16,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::client::{Agent, Sent, Unavailable};
+use super::client::{Acked, Agent, Sent, Unavailable};
+use super::proto::Recorded;
 use crate::location::{Location, Target};
 use crate::pushd::plan::Rename;
-use crate::pushd::rsync::Stats;
+use crate::pushd::rsync::{RsyncSettings, Stats};
+use crate::pushd::state::Position;
 use crate::ssh::SshSettings;
 use crate::wire::path::WirePath;
 
@@ -52,75 +54,255 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 enum Slot {
     /// Connected, not in use by a batch right now.
-    Idle(Agent),
+    Idle(Box<Agent>),
     /// The link failed: no new try before `until`.
     Waiting { until: Instant, delay: Duration },
     /// No agent there (missing, or another version): rsync only, said once.
     Never,
 }
 
-static POOL: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
+/// One ssh target's agent and what is known of the target's position.
+struct Entry {
+    slot: Slot,
+    /// Where pushd stands on this target (what `--state` holds): told by
+    /// the worker at the stream's start and after every transfer.
+    applied: Option<Position>,
+    /// The last record an agent acknowledged writing for this target.
+    acked: Option<Acked>,
+    /// The agent's record did not vouch for the target: a full sync is due
+    /// (said to the worker once), and nothing is recorded until it is done.
+    full_due: Option<String>,
+    in_doubt: bool,
+}
 
-/// The target's agent, connecting when due; `None`: use rsync alone.
+static POOL: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
+
+/// Runs `f` on `target`'s entry (made when missing).
+fn with_entry<T>(target: &Target, f: impl FnOnce(&mut Entry) -> T) -> T {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = pool
+        .get_or_insert_with(HashMap::new)
+        .entry(target.name.clone())
+        .or_insert(Entry {
+            slot: Slot::Waiting {
+                until: Instant::now(),
+                delay: Duration::ZERO,
+            },
+            applied: None,
+            acked: None,
+            full_due: None,
+            in_doubt: false,
+        });
+    f(entry)
+}
+
+/// What an agent's record says of the target, against what pushd knows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It holds at least what pushd applied: resume from there.
+    InStep,
+    /// Its record is the one this pushd last had acknowledged, and what was
+    /// applied since went by rsync while the agent was away: resume, and
+    /// bring the record up to date.
+    Behind,
+    /// Unknown, another stream, or a record other than the one this pushd
+    /// wrote (another machine, a directory made again): full sync.
+    Full(String),
+}
+
+/// The resume rule (pure), as for the stream's own resume: `applied` is
+/// where pushd stands (`None`: a full sync is pending anyway, nothing to
+/// judge), `recorded` what the agent says it last applied, `acked` the
+/// last record this pushd saw it write.
+pub fn judge(
+    recorded: Option<&Recorded>,
+    applied: Option<&Position>,
+    acked: Option<&Acked>,
+) -> Verdict {
+    let Some(applied) = applied else {
+        return Verdict::InStep;
+    };
+    let Some(r) = recorded else {
+        return Verdict::Full("the agent has no record of what it applied there".into());
+    };
+    if r.stream == applied.stream && r.seq >= applied.seq {
+        return Verdict::InStep;
+    }
+    let ours = acked.is_some_and(|a| {
+        a.record == r.record && a.position.stream == r.stream && r.seq >= a.position.seq
+    });
+    if ours && r.stream == applied.stream {
+        return Verdict::Behind;
+    }
+    Verdict::Full(if r.stream != applied.stream {
+        format!(
+            "the agent last applied seq {} of another stream ({})",
+            r.seq, r.stream
+        )
+    } else {
+        format!(
+            "the agent last applied seq {} where seq {} was, in a record this pushd did not write",
+            r.seq, applied.seq
+        )
+    })
+}
+
+/// The target's agent, connecting when due; `None`: use rsync alone. A
+/// new connection is judged against what pushd applied ([`judge`]).
 fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<Agent> {
     let Location::Ssh { user, host, path } = &target.location else {
         return None;
     };
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = pool.get_or_insert_with(HashMap::new);
-    let delay = match pool.remove(&target.name) {
-        Some(Slot::Idle(agent)) => return Some(agent),
-        Some(Slot::Never) => {
-            pool.insert(target.name.clone(), Slot::Never);
-            return None;
+    let delay = with_entry(target, |entry| {
+        match std::mem::replace(&mut entry.slot, Slot::Never) {
+            Slot::Idle(agent) => Err(Some(agent)),
+            Slot::Never => Err(None),
+            Slot::Waiting { until, delay } if Instant::now() < until => {
+                entry.slot = Slot::Waiting { until, delay };
+                Err(None)
+            }
+            Slot::Waiting { delay, .. } => Ok(delay),
         }
-        Some(Slot::Waiting { until, delay }) if Instant::now() < until => {
-            pool.insert(target.name.clone(), Slot::Waiting { until, delay });
-            return None;
-        }
-        Some(Slot::Waiting { delay, .. }) => delay,
-        None => Duration::ZERO,
+    });
+    let delay = match delay {
+        Ok(delay) => delay,
+        Err(agent) => return agent.map(|a| *a),
     };
     let destination = match user {
         Some(u) => format!("{u}@{host}"),
         None => host.clone(),
     };
     let owners = nix::unistd::geteuid().is_root();
-    match Agent::connect(&destination, path, ssh, &settings.program, owners) {
-        Ok(agent) => {
+    // Connecting takes a login: the pool is not locked meanwhile (the slot
+    // says Never until then, so no other caller connects too).
+    let connected = Agent::connect(&destination, path, ssh, &settings.program, owners);
+    with_entry(target, |entry| match connected {
+        Ok(mut agent) => {
+            let at = match &agent.recorded {
+                Some(r) => format!("it last applied seq {} of stream {}", r.seq, r.stream),
+                None => "it has no record of what it applied".into(),
+            };
             crate::log_info!(
-                "{target}: agent {} connected: small files, renames and deletions go inline",
+                "{target}: agent {} connected ({at}): small files, renames and deletions go inline",
                 agent.producer
             );
+            if entry.in_doubt {
+                return Some(agent);
+            }
+            match judge(
+                agent.recorded.as_ref(),
+                entry.applied.as_ref(),
+                entry.acked.as_ref(),
+            ) {
+                Verdict::InStep => {}
+                Verdict::Behind => {
+                    let applied = entry.applied.clone().expect("judged");
+                    crate::log_info!(
+                        "{target}: resuming after seq {}: the agent's record is brought up to \
+                         date (seqs after {} went by rsync)",
+                        applied.seq,
+                        agent.recorded.as_ref().map_or(0, |r| r.seq)
+                    );
+                    if agent.record(&applied).is_err() {
+                        entry.slot = backoff(BACKOFF_MIN);
+                        return None;
+                    }
+                }
+                Verdict::Full(why) => {
+                    entry.full_due = Some(why);
+                    entry.in_doubt = true;
+                }
+            }
             Some(agent)
         }
         Err(Unavailable::Missing(why) | Unavailable::Refused(why)) => {
             crate::log_notice!("{target}: {why}; using rsync over ssh");
-            pool.insert(target.name.clone(), Slot::Never);
+            entry.slot = Slot::Never;
             None
         }
         Err(Unavailable::Link(why)) => {
             let delay = (delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
             crate::log_info!("{target}: {why}; rsync alone, agent again in {delay:?}");
-            let until = Instant::now() + delay;
-            pool.insert(target.name.clone(), Slot::Waiting { until, delay });
+            entry.slot = backoff(delay);
             None
         }
+    })
+}
+
+fn backoff(delay: Duration) -> Slot {
+    Slot::Waiting {
+        until: Instant::now() + delay,
+        delay,
     }
 }
 
-/// Puts a healthy agent back, or records a broken one's backoff.
-fn give_back(target: &Target, agent: Option<Agent>) {
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = pool.get_or_insert_with(HashMap::new);
-    let slot = match agent {
-        Some(agent) => Slot::Idle(agent),
-        None => Slot::Waiting {
-            until: Instant::now() + BACKOFF_MIN,
-            delay: BACKOFF_MIN,
-        },
+/// Puts a healthy agent back, or drops a broken one and waits before the
+/// next try; what it acknowledged recording is kept either way.
+fn give_back(target: &Target, agent: Agent, healthy: bool) {
+    let acked = agent.acked.clone();
+    let agent = if healthy {
+        Some(agent)
+    } else {
+        drop(agent);
+        None
     };
-    pool.insert(target.name.clone(), slot);
+    with_entry(target, |entry| {
+        if acked.is_some() {
+            entry.acked = acked;
+        }
+        entry.slot = match agent {
+            Some(agent) => Slot::Idle(Box::new(agent)),
+            None => backoff(BACKOFF_MIN),
+        };
+    });
+}
+
+/// The agent settings that apply to `target`: an ssh target, the agent on,
+/// not a dry run (a dry run asks rsync only: the agent would really write).
+pub fn for_target<'a>(target: &Target, settings: &'a RsyncSettings) -> Option<&'a AgentSettings> {
+    let ssh = matches!(target.location, Location::Ssh { .. });
+    settings.agent.as_ref().filter(|_| ssh && !settings.dry_run)
+}
+
+/// Where pushd stands on `target` as a stream starts: the position
+/// `--state` resumed, or `None` (a full sync is pending).
+pub fn starting_at(target: &Target, settings: &RsyncSettings, position: Option<Position>) {
+    if for_target(target, settings).is_some() {
+        with_entry(target, |entry| entry.applied = position);
+    }
+}
+
+/// Before a transfer: connects the agent when due and says why a full sync
+/// is due when its record does not vouch for the target (said once).
+pub fn full_sync_due(target: &Target, settings: &RsyncSettings) -> Option<String> {
+    let agent_settings = for_target(target, settings)?;
+    if let Some(agent) = take(target, &settings.ssh, agent_settings) {
+        give_back(target, agent, true);
+    }
+    with_entry(target, |entry| entry.full_due.take())
+}
+
+/// A transfer succeeded: `target` is applied up to `position` (`full`: by
+/// a full sync). The agent records it, unless a full sync is still due.
+pub fn applied(target: &Target, settings: &RsyncSettings, position: Position, full: bool) {
+    if for_target(target, settings).is_none() {
+        return;
+    }
+    with_entry(target, |entry| {
+        if full {
+            entry.in_doubt = false;
+            entry.full_due = None;
+        }
+        entry.applied = Some(position.clone());
+        if entry.in_doubt {
+            return;
+        }
+        if let Slot::Idle(agent) = &mut entry.slot {
+            if agent.record(&position).is_err() {
+                entry.slot = backoff(BACKOFF_MIN);
+            }
+        }
+    });
 }
 
 /// Closes every agent when dropped (pushd is ending): declared after the
@@ -158,13 +340,12 @@ pub fn paths(
     let mut agent = take(target, ssh, settings)?;
     match send_paths(&mut agent, settings, source, list, delete, renamed) {
         Ok(pushed) => {
-            give_back(target, Some(agent));
+            give_back(target, agent, true);
             Some(pushed)
         }
         Err(e) => {
             crate::log_warn!("{target}: {e:#}; sending this batch with rsync");
-            drop(agent);
-            give_back(target, None);
+            give_back(target, agent, false);
             None
         }
     }
@@ -263,14 +444,79 @@ pub fn renames(
     })();
     match result {
         Ok(done) => {
-            give_back(target, Some(agent));
+            give_back(target, agent, true);
             Some(done)
         }
         Err(e) => {
             crate::log_warn!("{target}: {e:#}; sending the renamed data with rsync");
-            drop(agent);
-            give_back(target, None);
+            give_back(target, agent, false);
             Some(Err(format!("{e:#}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(stream: &str, seq: u64) -> Position {
+        Position {
+            stream: stream.into(),
+            seq,
+        }
+    }
+
+    fn rec(record: &str, stream: &str, seq: u64) -> Recorded {
+        Recorded {
+            record: record.into(),
+            stream: stream.into(),
+            seq,
+        }
+    }
+
+    fn acked(record: &str, stream: &str, seq: u64) -> Acked {
+        Acked {
+            record: record.into(),
+            position: at(stream, seq),
+        }
+    }
+
+    #[test]
+    fn the_agent_vouches_for_what_it_recorded_and_nothing_else() {
+        let full = |v: Verdict| matches!(v, Verdict::Full(_));
+        // Nothing to judge: a full sync is pending anyway.
+        assert_eq!(judge(None, None, None), Verdict::InStep);
+        // Where pushd stands, or past it (pushd was killed before --state).
+        let p = at("s", 10);
+        assert_eq!(
+            judge(Some(&rec("r", "s", 10)), Some(&p), None),
+            Verdict::InStep
+        );
+        assert_eq!(
+            judge(Some(&rec("x", "s", 12)), Some(&p), None),
+            Verdict::InStep
+        );
+        // Unknown, another stream: full sync.
+        assert!(full(judge(None, Some(&p), None)));
+        assert!(full(judge(Some(&rec("r", "t", 10)), Some(&p), None)));
+        // Behind: only when it is the record this pushd saw written, not
+        // below what it acknowledged (rsync applied the rest meanwhile).
+        let mine = acked("r", "s", 7);
+        assert_eq!(
+            judge(Some(&rec("r", "s", 7)), Some(&p), Some(&mine)),
+            Verdict::Behind
+        );
+        assert_eq!(
+            judge(Some(&rec("r", "s", 8)), Some(&p), Some(&mine)),
+            Verdict::Behind
+        );
+        assert!(full(judge(Some(&rec("r", "s", 6)), Some(&p), Some(&mine))));
+        assert!(full(judge(Some(&rec("q", "s", 7)), Some(&p), Some(&mine))));
+        assert!(full(judge(Some(&rec("r", "s", 7)), Some(&p), None)));
+        assert!(full(judge(
+            Some(&rec("r", "t", 7)),
+            Some(&p),
+            Some(&acked("r", "t", 7))
+        )));
     }
 }

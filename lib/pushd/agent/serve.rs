@@ -17,6 +17,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use super::proto::{self, Ack, Meta, Request};
+use super::record::{Records, Unusable};
 use crate::bisync::proto::{copy_exact, parse, read_line, write_line};
 use crate::os::beneath::{self, kind_of, p, remove_at, stat_at, Handle, Root};
 use crate::pushd::direct::{remove, replace, temp_name};
@@ -27,7 +28,9 @@ use crate::wire::path::WirePath;
 /// root, when the pusher asks: a key restricted to the agent must not let a
 /// client plant setuid-root files.
 pub fn serve(root: &Path, allow_owners: bool) -> anyhow::Result<()> {
-    serve_on(root, allow_owners, io::stdin().lock(), io::stdout().lock())
+    let state = super::record::state_dir();
+    let (input, out) = (io::stdin().lock(), io::stdout().lock());
+    serve_on(root, allow_owners, state.as_deref(), input, out)
 }
 
 /// How the agent applies what it is sent.
@@ -36,6 +39,8 @@ struct Applier {
     /// Owners are set (the agent is root and the pusher asked for them);
     /// otherwise set-id bits are stripped, as `bisync --serve` does.
     owners: bool,
+    /// What was last applied (protocol 2, a usable state directory).
+    records: Option<Records>,
 }
 
 /// `pushd --serve DIR --restricted`: the forced command of a key limited
@@ -107,9 +112,12 @@ fn unquote(text: &[u8]) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// [`serve`] on `input` and `out`, with its records in `state` (see
+/// [`super::record`]).
 pub fn serve_on(
     root: &Path,
     allow_owners: bool,
+    state: Option<&Path>,
     input: impl Read,
     out: impl Write,
 ) -> anyhow::Result<()> {
@@ -129,13 +137,14 @@ pub fn serve_on(
             let Request::Hello { v, owners, .. } = request else {
                 anyhow::bail!("the pusher sent a request before hello");
             };
-            if v != proto::VERSION {
+            if !(proto::OLDEST..=proto::VERSION).contains(&v) {
                 write_line(
                     &mut out,
                     &proto::HelloRefused {
                         error: format!(
-                            "the pusher speaks agent protocol {v}, this agent ({}) {}",
+                            "the pusher speaks agent protocol {v}, this agent ({}) {}..={}",
                             producer(),
+                            proto::OLDEST,
                             proto::VERSION
                         ),
                         v: proto::VERSION,
@@ -143,13 +152,30 @@ pub fn serve_on(
                 )?;
                 out.flush()?;
                 anyhow::bail!(
-                    "the pusher speaks agent protocol {v}, not {}",
+                    "the pusher speaks agent protocol {v}, not {}..={}",
+                    proto::OLDEST,
                     proto::VERSION
                 );
             }
             let root_user = nix::unistd::geteuid().is_root();
-            let opened = Root::open(root).with_context(|| format!("opening {}", root.display()));
-            let opened = match opened {
+            let opened = Root::open(root)
+                .with_context(|| format!("opening {}", root.display()))
+                .and_then(|opened| {
+                    // Records from version 2 on; none (said here) when the
+                    // state directory cannot be used: every reconnect is
+                    // then a full sync, as nothing is known.
+                    let records = match (v >= 2).then(|| Records::open(state, root, &opened)) {
+                        None => None,
+                        Some(Ok(r)) => Some(r),
+                        Some(Err(Unusable::NoState(why))) => {
+                            eprintln!("pushd --serve: no records of what was applied: {why}");
+                            None
+                        }
+                        Some(Err(e @ Unusable::Busy(_))) => return Err(e.into()),
+                    };
+                    Ok((opened, records))
+                });
+            let (opened, records) = match opened {
                 Ok(r) => r,
                 Err(e) => {
                     write_line(
@@ -166,15 +192,17 @@ pub fn serve_on(
             write_line(
                 &mut out,
                 &proto::HelloReply {
-                    v: proto::VERSION,
+                    v,
                     producer: producer(),
                     root_user,
+                    applied: records.as_ref().and_then(Records::read),
                 },
             )?;
             out.flush()?;
             applier = Some(Applier {
                 root: opened,
                 owners: owners && root_user && allow_owners,
+                records,
             });
             continue;
         };
@@ -184,6 +212,7 @@ pub fn serve_on(
             None => anyhow::bail!("a second hello"),
         };
         let mut bytes = 0;
+        let mut record = None;
         let result = match request {
             Request::Put {
                 path, size, meta, ..
@@ -215,6 +244,15 @@ pub fn serve_on(
             Request::Same {
                 path, size, meta, ..
             } => app.same(&path, size, meta),
+            Request::Applied { stream, seq, .. } => match &mut app.records {
+                // Only what came before it in this connection is known
+                // applied: every earlier request was answered already.
+                Some(records) => records
+                    .write(stream, seq)
+                    .map(|r| record = Some(r))
+                    .map_err(|e| format!("recording what was applied: {e}")),
+                None => Err("this agent keeps no records (see its log)".to_string()),
+            },
             Request::Check { .. } => {
                 if let Err(why) = app.check() {
                     write_line(
@@ -223,6 +261,7 @@ pub fn serve_on(
                             id,
                             error: Some(why.clone()),
                             bytes: 0,
+                            record: None,
                         },
                     )?;
                     out.flush()?;
@@ -237,11 +276,13 @@ pub fn serve_on(
                 id,
                 error: None,
                 bytes,
+                record,
             },
             Err(error) => Ack {
                 id,
                 error: Some(error),
                 bytes: 0,
+                record: None,
             },
         };
         write_line(&mut out, &ack)?;
@@ -498,7 +539,8 @@ mod tests {
 
     fn run(root: &Path, input: &[u8]) -> (bool, Vec<String>) {
         let mut out = Vec::new();
-        let ok = serve_on(root, false, input, &mut out).is_ok();
+        let state = tempfile::tempdir().unwrap();
+        let ok = serve_on(root, false, Some(state.path()), input, &mut out).is_ok();
         let text = String::from_utf8(out).unwrap();
         (ok, text.lines().map(str::to_string).collect())
     }
@@ -596,7 +638,7 @@ mod tests {
         line(&mut input, &Request::Bye);
         let (ok, lines) = run(root, &input);
         assert!(ok, "{lines:?}");
-        assert!(lines[0].contains("\"v\":1"), "{lines:?}");
+        assert!(lines[0].contains("\"v\":2"), "{lines:?}");
         let acks: Vec<Ack> = lines[1..]
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -717,7 +759,8 @@ mod tests {
         assert!(!ok);
         let refused: proto::HelloRefused = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(refused.v, proto::VERSION);
-        assert!(refused.error.contains("protocol 2"), "{}", refused.error);
+        let asked = format!("protocol {}", proto::VERSION + 1);
+        assert!(refused.error.contains(&asked), "{}", refused.error);
     }
 
     #[test]
@@ -751,5 +794,78 @@ mod tests {
             "{lines:?}"
         );
         assert!(!dir.path().join("file").exists());
+    }
+
+    #[test]
+    fn what_was_applied_is_recorded_outside_the_directory_and_said_at_hello() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+        fs::create_dir(&root).unwrap();
+        let session = |requests: &[Request]| {
+            let mut input = Vec::new();
+            line(&mut input, &hello(proto::VERSION));
+            for r in requests {
+                line(&mut input, r);
+            }
+            let mut out = Vec::new();
+            serve_on(&root, false, Some(&state), &input[..], &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let mut lines = text.lines();
+            let reply: proto::HelloReply = serde_json::from_str(lines.next().unwrap()).unwrap();
+            let acks: Vec<Ack> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+            (reply, acks)
+        };
+        let applied = |id, seq| Request::Applied {
+            id,
+            stream: "s1".into(),
+            seq,
+        };
+        let (reply, acks) = session(&[applied(1, 5), applied(2, 9)]);
+        assert_eq!(reply.applied, None, "nothing recorded yet");
+        let record = acks[0].record.clone().unwrap();
+        assert_eq!(acks[1].record.as_deref(), Some(&record[..]), "one record");
+        let (reply, _) = session(&[]);
+        assert_eq!(
+            reply.applied,
+            Some(proto::Recorded {
+                record: record.clone(),
+                stream: "s1".into(),
+                seq: 9
+            })
+        );
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "no marker inside");
+        // A pusher of protocol 1 is served, without records.
+        let mut input = Vec::new();
+        line(&mut input, &hello(1));
+        line(&mut input, &applied(1, 10));
+        let (ok, lines) = run(&root, &input);
+        assert!(ok && lines[0].contains("\"v\":1") && !lines[0].contains("applied"));
+        assert!(lines[1].contains("error"), "{lines:?}");
+        // The directory made again is another one: nothing is vouched for.
+        fs::remove_dir(&root).unwrap();
+        fs::create_dir(&root).unwrap();
+        let (reply, acks) = session(&[applied(1, 3)]);
+        assert_eq!(reply.applied, None);
+        assert_ne!(acks[0].record.as_deref(), Some(&record[..]), "a new record");
+        // One agent per directory: a second one waits, then refuses.
+        let key = fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "lock"))
+            .unwrap()
+            .path();
+        let held = nix::fcntl::Flock::lock(
+            fs::File::open(&key).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let mut input = Vec::new();
+        line(&mut input, &hello(proto::VERSION));
+        let mut out = Vec::new();
+        let started = std::time::Instant::now();
+        assert!(serve_on(&root, false, Some(&state), &input[..], &mut out).is_err());
+        assert!(started.elapsed() >= super::super::record::LOCK_WAIT);
+        assert!(String::from_utf8_lossy(&out).contains("another agent"));
+        drop(held);
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::fs;
 
-use syncpipe::wire::event::ChangeOp;
+use syncpipe::wire::event::{Applied, ChangeOp};
 
 use super::harness::*;
 use crate::support::sshd::Sshd;
@@ -200,6 +200,149 @@ fn a_killed_agent_and_dropped_connections_still_converge() {
     );
     step(&mut p);
     assert_eq!(p.finish(), Some(0));
+}
+
+/// Every result for `target` until one applied `seq` (failed ones too).
+fn results_until(p: &mut Pushd, target: &str, seq: u64) -> Vec<Applied> {
+    let mut all = Vec::new();
+    loop {
+        let a = p.result(target);
+        let done = a.last_seq >= seq && a.status == "ok";
+        all.push(a);
+        if done {
+            return all;
+        }
+    }
+}
+
+#[test]
+fn sshd_killed_mid_stream_and_restarted_resumes_without_a_full_sync() {
+    let mut sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = format!("127.0.0.1:{}", dst.path().display());
+    let log = scratch.path().join("stderr");
+    let mut args = agent_flags(&sshd, scratch.path());
+    args.push(target.clone().into());
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_with_stderr(src.path(), &args, scratch.path(), &log);
+    p.header();
+    assert!(p.result(&target).full, "the start-up sync");
+    write(src.path(), b"a", b"a");
+    let seq = p.batch(vec![change(ChangeOp::Update, b"a")]);
+    assert_eq!(p.applied(&target, seq).status, "ok");
+    assert_eq!(agents(dst.path()).len(), 1);
+    // A batch large enough to be in flight when the server dies, then more
+    // changes of every kind while it is down.
+    let names: Vec<Vec<u8>> = (0..400).map(|i| format!("d/f{i}").into_bytes()).collect();
+    for n in &names {
+        write(src.path(), n, &[b'x'; 4096]);
+    }
+    p.batch(names.iter().map(|n| change(ChangeOp::Update, n)).collect());
+    sshd.stop();
+    write(src.path(), b"a", b"rewritten");
+    write(src.path(), b"b", b"b");
+    fs::remove_file(src.path().join("d/f1")).unwrap();
+    fs::rename(src.path().join("d/f2"), src.path().join("moved")).unwrap();
+    let last = p.batch(vec![
+        change(ChangeOp::Update, b"a"),
+        change(ChangeOp::Update, b"b"),
+        change(ChangeOp::Delete, b"d/f1"),
+        moved(b"d/f2", b"moved", false),
+    ]);
+    // pushd notices (a failed try), then the server comes back on its port.
+    let mut results = Vec::new();
+    while !results.iter().any(|a: &Applied| a.status == "failed") {
+        results.push(p.result(&target));
+    }
+    sshd.restart();
+    results.extend(results_until(&mut p, &target, last));
+    assert_same(src.path(), dst.path());
+    // Later batches find a new agent (after its backoff) that says what it
+    // last applied: resumed, never a full sync.
+    let mut n = 0;
+    assert!(
+        wait_until(TIMEOUT, || {
+            n += 1;
+            let name = format!("after{n}");
+            write(src.path(), name.as_bytes(), b"1");
+            let seq = p.batch(vec![change(ChangeOp::Update, name.as_bytes())]);
+            results.extend(results_until(&mut p, &target, seq));
+            agents(dst.path()).len() == 1
+        }),
+        "a new agent"
+    );
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+    let fulls: Vec<&Applied> = results.iter().filter(|a| a.full).collect();
+    assert!(
+        fulls.is_empty(),
+        "no full sync after the restart: {fulls:?}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("doing a full sync"), "{text}");
+    let asked = text
+        .lines()
+        .filter(|l| l.contains("connected (it last applied seq"))
+        .count();
+    assert!(asked >= 1, "the new agent said what it applied: {text}");
+}
+
+#[test]
+fn a_resumed_pushd_trusts_the_agents_record_and_a_replaced_root_gets_a_full_sync() {
+    let sshd = Sshd::start();
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let copy = dst.path().join("copy");
+    let target = format!("127.0.0.1:{}", copy.display());
+    let state = scratch.path().join("state.json");
+    let log = scratch.path().join("stderr");
+    let mut args = agent_flags(&sshd, scratch.path());
+    args.extend([
+        "--state".into(),
+        state.clone().into(),
+        target.clone().into(),
+    ]);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert!(p.result(&target).full);
+    for name in [&b"a"[..], b"b"] {
+        write(src.path(), name, name);
+        let seq = p.batch(vec![change(ChangeOp::Update, name)]);
+        assert_eq!(p.applied(&target, seq).status, "ok");
+    }
+    assert_eq!(p.finish(), Some(0));
+    // Records live outside the target, in the remote user's state dir.
+    assert!(fs::read_dir(sshd.state_home().join("syncpipe/agent")).is_ok_and(|d| d.count() > 0));
+    let (stream, seq) = (p.stream.clone(), p.seq);
+    let again = |p: &mut Pushd| {
+        let mut next = Pushd::start_with_stderr(src.path(), &args, scratch.path(), &log);
+        next.stream = p.stream.clone();
+        next.seq = p.seq;
+        next.header();
+        write(src.path(), b"c", b"c");
+        let seq = next.batch(vec![change(ChangeOp::Update, b"c")]);
+        let results = results_until(&mut next, &target, seq);
+        assert_same(src.path(), &copy);
+        assert_eq!(next.finish(), Some(0));
+        *p = next;
+        results
+    };
+    // The same stream, the agent in step: no full sync.
+    let results = again(&mut p);
+    assert!(results.iter().all(|a| !a.full), "{results:?}");
+    assert_eq!((p.stream.clone(), p.seq), (stream, seq + 1));
+    // The target root replaced behind pushd's back (restored, another
+    // disk): its agent has no record of it, so a full sync puts back what
+    // the batches alone would not.
+    fs::remove_dir_all(&copy).unwrap();
+    fs::create_dir(&copy).unwrap();
+    let results = again(&mut p);
+    assert!(results.iter().any(|a| a.full), "{results:?}");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no record of what it applied there"),
+        "{text}"
+    );
 }
 
 #[test]

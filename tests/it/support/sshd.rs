@@ -71,7 +71,9 @@ impl Sshd {
                  PasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\n\
-                 LogLevel ERROR\n",
+                 LogLevel ERROR\n\
+                 SetEnv XDG_STATE_HOME={state}\n",
+                state = d.join("state").display(),
                 hk = d.join("host_key").display(),
                 ak = d.join("authorized_keys").display(),
                 extra = extra.iter().map(|l| format!("{l}\n")).collect::<String>(),
@@ -128,6 +130,12 @@ impl Sshd {
     /// The server's public host key (`ssh-ed25519 AAAA… comment`).
     pub fn host_key_pub(&self) -> PathBuf {
         self.dir.path().join("host_key.pub")
+    }
+
+    /// `XDG_STATE_HOME` of the sessions (where pushd's agent keeps its
+    /// records), private to this server.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn authorized_keys(&self) -> PathBuf {
