@@ -336,7 +336,10 @@ impl<'a> Worker<'a> {
             h.full_sync |= whole;
         });
         let (shared, index) = (self.shared, self.index);
-        let report_progress = move |p: crate::health::target::Progress| {
+        // On a terminal the full sync's numbers are a bar as well.
+        let bar = crate::cli::progress::Bar::default();
+        let report_progress = |p: crate::health::target::Progress| {
+            bar.show_progress(&self.target.name, &p);
             shared.update(index, |h| h.progress = Some(p));
         };
         let checks = Checks {
@@ -362,6 +365,7 @@ impl<'a> Worker<'a> {
             Some(&report_progress),
         );
         self.shared.release();
+        drop(bar); // cleared before the transfer's log line
         let mut held_now = false;
         let mut record = Applied {
             target: self.target.name.clone(),

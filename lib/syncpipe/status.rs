@@ -1,7 +1,8 @@
 //! `syncpipe status [NAME]`: every sync on this host, one line per target
-//! (state, lag, last error), read from the status files pushd writes under
-//! /run/syncpipe/NAME/; exit 17 when any target fails or holds deletions,
-//! or a configured sync has no fresh status file — a monitoring check.
+//! (state, lag, last error), read from the status files pushd (or, for a
+//! two-way pair, `bisync --watch`) writes under /run/syncpipe/NAME/; exit 17
+//! when any target fails or holds deletions, or a configured sync has no
+//! fresh status file — a monitoring check.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -15,6 +16,8 @@ use crate::health::target::{human_bytes, one_line, rfc3339, State};
 
 /// The file name pushd's unit gives `--status-file` in each sync's directory.
 pub const PUSHD_FILE: &str = "pushd.json";
+/// The same for bisync-watch@'s `bisync --watch` (a two-way pair).
+pub const BISYNC_FILE: &str = "bisync.json";
 /// A status file older than this is stale: pushd rewrites it every few
 /// seconds even when idle (lib/health/publish.rs), so it stopped or hangs.
 pub const STALE_SECS: f64 = 30.0;
@@ -42,11 +45,28 @@ pub struct Sync {
 impl Sync {
     fn healthy(&self) -> bool {
         self.problem.is_none()
-            && self
-                .status
-                .as_ref()
-                .is_some_and(|s| s.targets.iter().all(|t| !t.state.needs_attention()))
+            && self.status.as_ref().is_some_and(|s| {
+                s.targets.iter().all(|t| !t.state.needs_attention())
+                    && pair_state(s).is_none_or(|state| !state.needs_attention())
+            })
     }
+}
+
+/// A two-way pair's state, from what `bisync --watch` writes: failing
+/// after a failed or refused run, syncing-initial before its first sync
+/// ended, in sync after; `None` for pushd's file.
+fn pair_state(doc: &StatusDoc) -> Option<State> {
+    if doc.program != "bisync" {
+        return None;
+    }
+    let failures = doc.numbers.get("consecutive_failures");
+    Some(if failures.and_then(|n| n.as_u64()).unwrap_or(0) > 0 {
+        State::Failing
+    } else if !doc.ready {
+        State::SyncingInitial
+    } else {
+        State::InSync
+    })
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<Code> {
@@ -78,7 +98,9 @@ pub fn gather(opts: &Options, now: SystemTime) -> anyhow::Result<Vec<Sync>> {
     match &opts.name {
         Some(name) => names.push(name.clone()),
         None => {
-            names.extend(dir_names(&opts.run_dir, |p| p.join(PUSHD_FILE).exists())?);
+            names.extend(dir_names(&opts.run_dir, |p| {
+                p.join(PUSHD_FILE).exists() || p.join(BISYNC_FILE).exists()
+            })?);
             names.extend(configured(&opts.conf_dir)?);
             names.sort();
             names.dedup();
@@ -91,11 +113,16 @@ pub fn gather(opts: &Options, now: SystemTime) -> anyhow::Result<Vec<Sync>> {
 }
 
 fn read_sync(run_dir: &Path, name: String, now: SystemTime) -> Sync {
-    let path = run_dir.join(&name).join(PUSHD_FILE);
+    let dir = run_dir.join(&name);
+    let pair = !dir.join(PUSHD_FILE).exists() && dir.join(BISYNC_FILE).exists();
+    let path = dir.join(if pair { BISYNC_FILE } else { PUSHD_FILE });
     let (status, problem) = match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             None,
-            Some(format!("no {} (pushd not running?)", path.display())),
+            Some(format!(
+                "no {PUSHD_FILE} or {BISYNC_FILE} in {} (not running?)",
+                dir.display()
+            )),
         ),
         Err(e) => (None, Some(format!("{}: {e}", path.display()))),
         Ok(bytes) => match serde_json::from_slice::<StatusDoc>(&bytes) {
@@ -112,8 +139,8 @@ fn read_sync(run_dir: &Path, name: String, now: SystemTime) -> Sync {
                 let age = doc.age(now);
                 let problem = (age > STALE_SECS).then(|| {
                     format!(
-                        "stale: pushd (pid {}) last wrote its status {:.0}s ago; stopped or hung",
-                        doc.pid, age
+                        "stale: {} (pid {}) last wrote its status {:.0}s ago; stopped or hung",
+                        doc.program, doc.pid, age
                     )
                 });
                 (Some(doc), problem)
@@ -146,7 +173,9 @@ fn dir_names(dir: &Path, keep: impl Fn(&Path) -> bool) -> anyhow::Result<Vec<Str
 }
 
 /// Syncs configured in `conf_dir`: NAME.conf files with a TARGETS= line
-/// (bisync's configs name replicas instead, and have no pushd).
+/// (pushd) or a REPLICA_A= line (a two-way pair: bisync-watch@NAME; one run
+/// by the timer instead, bisync@NAME, keeps no status file and shows as
+/// not running).
 fn configured(conf_dir: &Path) -> anyhow::Result<Vec<String>> {
     let entries = match std::fs::read_dir(conf_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -163,10 +192,10 @@ fn configured(conf_dir: &Path) -> anyhow::Result<Vec<String>> {
             continue;
         };
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.trim_start().strip_prefix("TARGETS=").is_some())
-        {
+        if text.lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("TARGETS=") || l.starts_with("REPLICA_A=")
+        }) {
             names.push(name.to_string());
         }
     }
@@ -196,6 +225,19 @@ pub fn lines(syncs: &[Sync]) -> Vec<String> {
                 state.into(),
                 "-".into(),
                 problem.clone(),
+            ]);
+        }
+        if let Some(state) = sync.status.as_ref().and_then(pair_state) {
+            let doc = sync.status.as_ref().expect("a pair's status");
+            rows.push([
+                sync.name.clone(),
+                "(two-way pair)".into(),
+                state.as_str().into(),
+                "-".into(),
+                match state {
+                    State::InSync => "-".into(),
+                    _ => one_line(&doc.summary, 160),
+                },
             ]);
         }
         for t in targets {
@@ -309,6 +351,27 @@ mod tests {
         write_doc(&run, "mail", &[ok.clone(), dead], at(0));
         std::fs::write(conf.join("gone.conf"), "SOURCE=/x\nTARGETS=/y\n").unwrap();
         std::fs::write(conf.join("pair.conf"), "REPLICA_A=/a\n").unwrap();
+        // Two bisync --watch pairs: one that failed its last run.
+        let pair = |name: &str, ready: bool, failures: u64, summary: &str| {
+            let mut doc = StatusDoc::new("bisync", at(0), ready, summary.into());
+            doc.numbers
+                .insert("consecutive_failures".into(), failures.into());
+            std::fs::create_dir_all(run.join(name)).unwrap();
+            let text = serde_json::to_vec(&doc).unwrap();
+            std::fs::write(run.join(name).join(BISYNC_FILE), text).unwrap();
+        };
+        pair(
+            "pair",
+            true,
+            0,
+            "watching /a and peer:/a; last run: in sync",
+        );
+        pair(
+            "share",
+            true,
+            2,
+            "last run failed: peer: connection refused",
+        );
         let opts = |name: Option<&str>| Options {
             name: name.map(String::from),
             json: false,
@@ -317,23 +380,38 @@ mod tests {
         };
         let syncs = gather(&opts(None), at(5)).unwrap();
         let names: Vec<_> = syncs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["gone", "mail", "web"]);
+        assert_eq!(names, ["gone", "mail", "pair", "share", "web"]);
         let text = lines(&syncs);
         assert_eq!(
             text[0],
-            "SYNC  TARGET    STATE        LAG           LAST ERROR"
+            "SYNC   TARGET          STATE        LAG           LAST ERROR"
         );
         assert!(
-            text[1].starts_with("gone  -         not-running  -"),
+            text[1].starts_with("gone   -               not-running  -"),
             "{text:?}"
         );
-        assert_eq!(text[2], "mail  /copy     in-sync      0 events, 0s  -");
+        assert_eq!(
+            text[2],
+            "mail   /copy           in-sync      0 events, 0s  -"
+        );
         assert_eq!(
             text[3],
-            "mail  nas:/srv  failing      3 events, 0s  since 2027-01-15T08:00:00.000Z (4 tries): rsync exit 255: ssh: no route"
+            "mail   nas:/srv        failing      3 events, 0s  since 2027-01-15T08:00:00.000Z (4 tries): rsync exit 255: ssh: no route"
         );
-        assert_eq!(text[4], "web   /copy     in-sync      0 events, 0s  -");
-        assert!(!syncs[1].healthy() && syncs[2].healthy() && !syncs[0].healthy());
+        assert_eq!(
+            text[4],
+            "pair   (two-way pair)  in-sync      -             -"
+        );
+        assert_eq!(
+            text[5],
+            "share  (two-way pair)  failing      -             last run failed: peer: connection refused"
+        );
+        assert_eq!(
+            text[6],
+            "web    /copy           in-sync      0 events, 0s  -"
+        );
+        let healthy: Vec<bool> = syncs.iter().map(Sync::healthy).collect();
+        assert_eq!(healthy, [false, false, true, false, true]);
 
         let web = gather(&opts(Some("web")), at(5)).unwrap();
         assert!(web.len() == 1 && web[0].healthy());

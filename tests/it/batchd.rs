@@ -218,6 +218,12 @@ fn sigusr1_writes_the_pending_batch_and_goes_on() {
     // The warning proves batchd has taken both lines in.
     b.wait_stderr("line 3");
     b.proc.signal(Signal::SIGUSR1);
+    // The status summary in the log, as every program's SIGUSR1 gives.
+    let said = b.wait_stderr("SIGUSR1: ");
+    assert!(
+        said.contains("events folded into") && said.contains("writing what is pending"),
+        "{said}"
+    );
     let batch = b.next_batch();
     assert_eq!(batch.last_seq, 1);
     assert_eq!(ops(&batch), ["rescan ."]);
