@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::resume::{Follower, Kind, Meta, Start};
 use super::{headers, Common, Signal};
+use crate::wire::event::Record;
 use crate::{log_info, log_notice, log_warn};
 
 #[derive(Clone, Debug)]
@@ -70,15 +71,29 @@ pub(super) async fn run(
     let mut logged = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
     loop {
-        let (consumer, start) = tokio::select! {
+        let (stream, consumer, start) = tokio::select! {
             r = setup(&js, &config) => r?,
             _ = super::stopped(&mut signals) => return Ok(()),
         };
+        let process_start = follower.is_none();
         match &mut follower {
             None => follower = Some(Follower::new(start)),
             Some(f) => f.restart(start),
         }
         let f = follower.as_mut().expect("set above");
+        if let (true, Start::After(acked)) = (process_start, start) {
+            if let Some((meta, payload)) = last_acknowledged(&stream, acked).await {
+                log_info!(
+                    "writing the last event acknowledged (JetStream message {}, seq {}) again: the pipeline that read it may not have applied it",
+                    meta.js_seq,
+                    meta.seq
+                );
+                write_lines(&mut out, &f.replayed(&meta, &payload).lines)?;
+                lag.js_seq = meta.js_seq;
+                lag.seq = meta.seq;
+                lag.stream = meta.stream;
+            }
+        }
         let mut messages = consumer
             .messages()
             .await
@@ -97,7 +112,7 @@ pub(super) async fn run(
                 m = messages.next() => match m {
                     Some(Ok(msg)) => {
                         let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-                        let meta = meta_of(&msg, info.stream_sequence);
+                        let meta = meta_of(msg.headers.as_ref(), info.stream_sequence);
                         let step = f.accept(&meta, &msg.payload);
                         if let Some(why) = &step.rescan {
                             log_warn!("full sync: {why}; writing a rescan of the root");
@@ -105,11 +120,7 @@ pub(super) async fn run(
                         if let Some(why) = &step.warning {
                             log_notice!("{why}");
                         }
-                        for line in &step.lines {
-                            out.write_all(line).context("writing stdout")?;
-                            out.write_all(b"\n").context("writing stdout")?;
-                        }
-                        out.flush().context("writing stdout")?;
+                        write_lines(&mut out, &step.lines)?;
                         if let Err(e) = msg.ack().await {
                             log_warn!("acknowledging JetStream message {}: {e}", meta.js_seq);
                         }
@@ -172,12 +183,50 @@ async fn refresh(consumer: &consumer::PullConsumer, lag: &mut Lag) {
     }
 }
 
+/// Writes `lines` and flushes: acknowledging comes after.
+fn write_lines(out: &mut impl Write, lines: &[Vec<u8>]) -> anyhow::Result<()> {
+    for line in lines {
+        out.write_all(line).context("writing stdout")?;
+        out.write_all(b"\n").context("writing stdout")?;
+    }
+    out.flush().context("writing stdout")
+}
+
+/// The last event at or before JetStream message `acked`, looking back past
+/// pass-through records and `end`s (at most 64 messages, and never past a
+/// header: nothing with a change came since). `None` when there is none or
+/// it is gone (trimmed): then the next message proves continuity or not.
+async fn last_acknowledged(
+    stream: &jetstream::stream::Stream,
+    acked: u64,
+) -> Option<(Meta, Vec<u8>)> {
+    for js_seq in (acked.saturating_sub(63).max(1)..=acked).rev() {
+        let msg = match stream.get_raw_message(js_seq).await {
+            Ok(m) => m,
+            Err(e) => {
+                log_notice!(
+                    "the last message acknowledged ({js_seq}) cannot be read again ({e}); the next one shows whether anything was skipped"
+                );
+                return None;
+            }
+        };
+        let meta = meta_of(Some(&msg.headers), js_seq);
+        match meta.kind {
+            Kind::Header => return None,
+            Kind::Seq if matches!(Record::parse(&msg.payload), Ok(Record::Event(_))) => {
+                return Some((meta, msg.payload.to_vec()))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The syncpipe identity relayd publish put in the headers; a message from
 /// elsewhere counts as a pass-through record of no stream.
-fn meta_of(msg: &jetstream::Message, js_seq: u64) -> Meta {
+fn meta_of(headers: Option<&async_nats::HeaderMap>, js_seq: u64) -> Meta {
     let get = |name: &str| {
-        msg.headers
-            .as_ref()
+        headers
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_string())
     };
@@ -200,7 +249,7 @@ fn meta_of(msg: &jetstream::Message, js_seq: u64) -> Meta {
 async fn setup(
     js: &jetstream::Context,
     config: &SubscribeConfig,
-) -> anyhow::Result<(consumer::PullConsumer, Start)> {
+) -> anyhow::Result<(jetstream::stream::Stream, consumer::PullConsumer, Start)> {
     let name = &config.common.broker.stream;
     let mut waited = false;
     let mut stream = loop {
@@ -253,5 +302,5 @@ async fn setup(
         )
         .await
         .with_context(|| format!("creating consumer {}", config.durable))?;
-    Ok((consumer, start))
+    Ok((stream, consumer, start))
 }

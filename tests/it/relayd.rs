@@ -218,9 +218,14 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
     assert_eq!(publish(&url, &more), Some(0));
 
     let mut sub = subscribe(&url, "web1", None);
-    let got = sub.take(11);
+    let got = sub.take(12);
     assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
-    assert_eq!(got[1..], more[1..], "exactly the records after the cursor");
+    assert_eq!(got[1], first[10], "the last event acknowledged, once more");
+    assert_eq!(
+        got[2..],
+        more[1..],
+        "then exactly the records after the cursor"
+    );
     assert!(got.iter().all(|r| is_rescan(r).is_none()));
     assert!(sub.out.next(Duration::from_millis(500)).is_none());
     sub.stop();
@@ -639,4 +644,163 @@ fn two_tiers_converge_under_churn() {
         },
     );
     assert_eq!(fs::read(t2.join("hot file")).unwrap(), b"round 5");
+}
+
+/// `relayd subscribe | batchd | pushd --state` as three processes, their
+/// logs in one file.
+struct Pipeline {
+    relayd: Running,
+    batchd: Running,
+    pushd: Running,
+    log: tempfile::NamedTempFile,
+}
+
+impl Pipeline {
+    fn start(url: &str, delay: &str, state: &Path, dst: &Path, notify: Option<&Path>) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut relayd = Command::new(bin("relayd"));
+        relayd
+            .args(["subscribe", url, "--durable", "replica", "-v"])
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap());
+        if let Some(n) = notify {
+            relayd.env("NOTIFY_SOCKET", n);
+        }
+        let mut relayd = relayd.spawn().unwrap();
+        let mut batchd = Command::new(bin("batchd"))
+            .args(["-d", delay])
+            .stdin(relayd.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let pushd = Command::new(bin("pushd"))
+            .args(["-v", "--state"])
+            .arg(state)
+            .arg(dst)
+            .stdin(batchd.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Pipeline {
+            relayd: Running { child: relayd },
+            batchd: Running { child: batchd },
+            pushd: Running { child: pushd },
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        for run in [&self.relayd, &self.batchd, &self.pushd] {
+            run.signal(Signal::SIGTERM);
+        }
+        for run in [&mut self.relayd, &mut self.batchd, &mut self.pushd] {
+            run.wait_exit();
+        }
+    }
+}
+
+/// relayd acknowledges a record when it writes it, not when pushd applied
+/// it: a pipeline killed in between (batchd holding the batch) must not
+/// make the next one skip it. relayd writes the last event it acknowledged
+/// again at start, and pushd, seeing it past its stored position + 1,
+/// syncs the whole root at once; a restart that lost nothing stays exact.
+#[test]
+fn records_written_but_not_applied_are_not_skipped_after_a_restart() {
+    use std::os::unix::ffi::OsStrExt;
+    let nats = NatsServer::start();
+    let url = nats.url("gap");
+    let (src, dst, dir) = (tempdir(), tempdir(), tempdir());
+    let state = dir.path().join("pushd.state");
+    let mut publisher = Running {
+        child: Command::new(bin("relayd"))
+            .args(["publish", &url])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut stdin = publisher.child.stdin.take().unwrap();
+    let Record::Header(mut h) = header("g") else {
+        unreachable!()
+    };
+    h.root = WirePath::from_bytes(src.path().as_os_str().as_bytes().to_vec());
+    writeln!(stdin, "{}", Record::Header(h).to_line()).unwrap();
+    let mut create = |seq: u64, name: &str| {
+        write(src.path(), name.as_bytes(), name.as_bytes());
+        let record = Record::Event(Event {
+            seq,
+            ts: Timestamp::now(),
+            kind: EventKind::Create,
+            path: WirePath::from_bytes(name.as_bytes().to_vec()),
+            dir: false,
+            from: None,
+        });
+        writeln!(stdin, "{}", record.to_line()).unwrap();
+        stdin.flush().unwrap();
+    };
+    create(1, "a");
+    let applied = |seq: u64| {
+        wait_until(TIMEOUT, || {
+            fs::read_to_string(&state).is_ok_and(|s| s.contains(&format!("\"seq\": {seq}")))
+        })
+    };
+
+    let first = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    assert!(applied(1), "{}", first.log());
+    first.stop();
+
+    // b and c reach batchd, which holds them (1 h): relayd has acknowledged
+    // them; then the pipeline dies before pushd sees them.
+    let notify = NotifySocket::new();
+    let mut second = Pipeline::start(&url, "1h", &state, dst.path(), Some(notify.path()));
+    create(2, "b");
+    create(3, "c");
+    notify.wait_for("applied JetStream seq 4 (stream g seq 3)");
+    second.batchd.signal(Signal::SIGKILL);
+    second.relayd.signal(Signal::SIGTERM);
+    assert_eq!(second.relayd.wait_exit(), Some(0), "{}", second.log());
+    second.pushd.wait_exit();
+    assert!(
+        !dst.path().join("b").exists() && applied(1),
+        "setup: b and c not applied"
+    );
+
+    // The source stays quiet: the restart alone must bring b and c.
+    let third = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    assert!(
+        wait_until(TIMEOUT, || tree(src.path()) == tree(dst.path())),
+        "{}",
+        third.log()
+    );
+    assert!(
+        third
+            .log()
+            .contains("resumed after seq 1 but the stream goes on at seq 3"),
+        "{}",
+        third.log()
+    );
+    assert!(applied(3), "{}", third.log());
+    third.stop();
+
+    // Nothing lost this time: exact, no full sync.
+    let fourth = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    create(4, "d");
+    assert!(
+        wait_until(TIMEOUT, || tree(src.path()) == tree(dst.path())),
+        "{}",
+        fourth.log()
+    );
+    assert!(applied(4), "{}", fourth.log());
+    let log = fourth.log();
+    assert!(log.contains("resuming stream after seq 3"), "{log}");
+    assert!(!log.contains("whole root"), "{log}");
+    fourth.stop();
+    drop(stdin);
+    assert_eq!(publisher.wait_exit(), Some(0));
 }
