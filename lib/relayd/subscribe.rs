@@ -23,6 +23,9 @@ pub struct SubscribeConfig {
     /// `--log-lag`: also log the lag this often (where `STATUS=` is taken
     /// by another stage, as in syncpipe-replica@.service).
     pub log_lag: Option<Duration>,
+    /// `--status-file`, `--metrics-file`: the lag for `syncpipe status`
+    /// and node_exporter (lib/health/).
+    pub health: crate::health::publish::HealthFiles,
 }
 
 /// How far this replica is behind, as the server counts it.
@@ -34,24 +37,79 @@ struct Lag {
     js_seq: u64,
     stream: String,
     seq: u64,
-    /// When the server received the last message written.
-    published_ns: Option<i128>,
+    /// When the server stored the oldest message this consumer has not
+    /// acknowledged (None: nothing pending, or not known yet).
+    oldest_ns: Option<i128>,
+    /// Rescans of the root written after gaps.
+    rescans: u64,
 }
 
 impl Lag {
-    fn describe(&self, durable: &str) -> String {
-        let behind = match (self.pending, self.published_ns) {
+    /// Age of the oldest message not acknowledged: 0 when nothing is pending.
+    fn seconds(&self, now: std::time::SystemTime) -> f64 {
+        match (self.pending, self.oldest_ns) {
             (0, _) | (_, None) => 0.0,
             (_, Some(t)) => {
-                let now = std::time::SystemTime::now()
+                let now = now
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128);
                 ((now - t) as f64 / 1e9).max(0.0)
             }
-        };
+        }
+    }
+
+    /// The status file and metrics: the consumer's own numbers.
+    fn views(
+        &self,
+        durable: &str,
+        stream: &str,
+        ready: bool,
+        now: std::time::SystemTime,
+    ) -> (crate::health::status::StatusDoc, String) {
+        use crate::health::status::{program_views, Number, StatusDoc};
+        let mut doc = StatusDoc::new("relayd", now, ready, self.describe(durable));
+        let metrics = program_views(
+            &mut doc,
+            &[("durable", durable), ("stream", stream)],
+            &[
+                Number::gauge(
+                    "pending_messages",
+                    "Messages of the stream this replica's consumer has not acknowledged (num_pending + num_ack_pending)",
+                    self.pending as f64,
+                ),
+                Number::gauge(
+                    "behind_seconds",
+                    "Age of the oldest message not acknowledged (0 when none is pending)",
+                    self.seconds(now),
+                ),
+                Number::gauge(
+                    "written_jetstream_seq",
+                    "JetStream sequence of the last message written downstream",
+                    self.js_seq as f64,
+                ),
+                Number::gauge(
+                    "written_seq",
+                    "syncpipe seq of the last record with a seq written downstream",
+                    self.seq as f64,
+                ),
+                Number::counter(
+                    "rescans_total",
+                    "Full syncs asked for (a rescan of the root written after a gap)",
+                    self.rescans,
+                ),
+            ],
+        );
+        (doc, metrics)
+    }
+
+    fn describe(&self, durable: &str) -> String {
         format!(
-            "{durable}: applied JetStream seq {} (stream {} seq {}); {} pending, {behind:.1}s behind",
-            self.js_seq, self.stream, self.seq, self.pending
+            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind",
+            self.js_seq,
+            self.stream,
+            self.seq,
+            self.pending,
+            self.seconds(std::time::SystemTime::now())
         )
     }
 }
@@ -70,6 +128,8 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut logged = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
+    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    let (durable, stream_name) = (config.durable.as_str(), broker.stream.as_str());
     loop {
         let (stream, consumer, start) = tokio::select! {
             r = setup(&js, &config) => r?,
@@ -116,6 +176,7 @@ pub(super) async fn run(
                         let step = f.accept(&meta, &msg.payload);
                         if let Some(why) = &step.rescan {
                             log_warn!("full sync: {why}; writing a rescan of the root");
+                            lag.rescans += 1;
                         }
                         if let Some(why) = &step.warning {
                             log_notice!("{why}");
@@ -128,8 +189,8 @@ pub(super) async fn run(
                             lag.js_seq = meta.js_seq;
                             lag.stream = meta.stream;
                             if meta.kind == Kind::Seq { lag.seq = meta.seq; }
-                            lag.published_ns = Some(info.published.unix_timestamp_nanos());
                         }
+                        // The next refresh finds the oldest one left.
                         lag.pending = info.pending;
                     }
                     Some(Err(e)) => {
@@ -149,11 +210,12 @@ pub(super) async fn run(
                 },
                 signal = signals.recv() => match signal {
                     Some(Signal::Usr1) => {
-                        refresh(&consumer, &mut lag).await;
+                        refresh(&stream, &consumer, &mut lag).await;
                         log_notice!("{}", lag.describe(&config.durable));
                     }
                     _ => {
                         sd.stopping("stopping");
+                        publisher.tick(true, |now| lag.views(durable, stream_name, ready, now));
                         // The last acknowledgements must reach the server,
                         // or the next start writes those records again.
                         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
@@ -161,9 +223,11 @@ pub(super) async fn run(
                     }
                 },
                 _ = tick.tick() => {
-                    refresh(&consumer, &mut lag).await;
+                    refresh(&stream, &consumer, &mut lag).await;
                     sd.status(&lag.describe(&config.durable), false);
                     sd.tick();
+                    publisher.changed();
+                    publisher.tick(false, |now| lag.views(durable, stream_name, ready, now));
                     if config.log_lag.is_some_and(|every| logged.elapsed() >= every) {
                         logged = std::time::Instant::now();
                         log_notice!("{}", lag.describe(&config.durable));
@@ -174,12 +238,40 @@ pub(super) async fn run(
     }
 }
 
-/// The consumer's own numbers: what it has yet to deliver and what awaits acks.
+/// The consumer's own numbers: what it has yet to deliver and what awaits
+/// acks, and when the server stored the oldest of them (the message after
+/// the ack floor, or the stream's first when that one was trimmed).
 /// Bounded in time: while the server is away the loop must stay responsive.
-async fn refresh(consumer: &consumer::PullConsumer, lag: &mut Lag) {
+async fn refresh(
+    stream: &jetstream::stream::Stream,
+    consumer: &consumer::PullConsumer,
+    lag: &mut Lag,
+) {
     let mut consumer = consumer.clone();
-    if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(1), consumer.info()).await {
-        lag.pending = info.num_pending + info.num_ack_pending as u64;
+    let numbers = async {
+        let info = consumer.info().await.ok()?;
+        let pending = info.num_pending + info.num_ack_pending as u64;
+        if pending == 0 {
+            return Some((0, None));
+        }
+        let next = info.ack_floor.stream_sequence + 1;
+        let oldest = match stream.get_raw_message(next).await {
+            Ok(m) => Some(m.time),
+            Err(_) => {
+                let first = stream.clone().info().await.ok()?.state.first_sequence;
+                stream
+                    .get_raw_message(first.max(next))
+                    .await
+                    .ok()
+                    .map(|m| m.time)
+            }
+        };
+        Some((pending, oldest.map(|t| t.unix_timestamp_nanos())))
+    };
+    if let Ok(Some((pending, oldest))) = tokio::time::timeout(Duration::from_secs(1), numbers).await
+    {
+        lag.pending = pending;
+        lag.oldest_ns = oldest;
     }
 }
 

@@ -201,12 +201,12 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
     let mut sub = subscribe(&url, "web1", Some(notify.path()));
     assert_eq!(sub.take(11), first);
     notify.wait_for("READY=1");
-    notify.wait_for("applied JetStream seq 11 (stream s seq 10); 0 pending");
+    notify.wait_for("wrote JetStream seq 11 (stream s seq 10); 0 pending");
     sub.run.signal(Signal::SIGUSR1);
     assert!(
         wait_until(TIMEOUT, || sub
             .log()
-            .contains("web1: applied JetStream seq 11")),
+            .contains("web1: wrote JetStream seq 11")),
         "SIGUSR1 logs the lag: {}",
         sub.log()
     );
@@ -761,7 +761,7 @@ fn records_written_but_not_applied_are_not_skipped_after_a_restart() {
     let mut second = Pipeline::start(&url, "1h", &state, dst.path(), Some(notify.path()));
     create(2, "b");
     create(3, "c");
-    notify.wait_for("applied JetStream seq 4 (stream g seq 3)");
+    notify.wait_for("wrote JetStream seq 4 (stream g seq 3)");
     second.batchd.signal(Signal::SIGKILL);
     second.relayd.signal(Signal::SIGTERM);
     assert_eq!(second.relayd.wait_exit(), Some(0), "{}", second.log());
@@ -803,4 +803,78 @@ fn records_written_but_not_applied_are_not_skipped_after_a_restart() {
     fourth.stop();
     drop(stdin);
     assert_eq!(publisher.wait_exit(), Some(0));
+}
+
+/// `--status-file`/`--metrics-file`: the consumer's own numbers. With a
+/// backlog and nobody reading, the file shows messages pending and the age
+/// of the oldest one; once read, nothing pending and the last seq written.
+#[test]
+fn the_status_file_shows_the_replicas_lag() {
+    let nats = NatsServer::start();
+    let url = nats.url("lag");
+    let mut input = vec![header("s")];
+    input.extend(events(1..=1000));
+    assert_eq!(publish(&url, &input), Some(0));
+    let dir = tempdir();
+    let (status, metrics) = (
+        dir.path().join("relayd.json"),
+        dir.path().join("relayd.prom"),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut run = Running {
+        child: Command::new(bin("relayd"))
+            .args(["subscribe", &url, "--durable", "web1", "--status-file"])
+            .arg(&status)
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let numbers = || -> Option<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&status).ok()?).ok()?;
+        assert_eq!(doc["program"], "relayd");
+        Some(doc["numbers"].clone())
+    };
+    // Nobody reads yet: the pipe fills, the backlog waits.
+    let mut seen = None;
+    assert!(
+        wait_until(TIMEOUT, || {
+            seen = numbers();
+            seen.as_ref().is_some_and(|n| {
+                n["pending_messages"].as_u64() > Some(0) && n["behind_seconds"].as_f64() > Some(0.0)
+            })
+        }),
+        "{seen:?}"
+    );
+    let mut out = RecordStream::new(run.child.stdout.take().unwrap());
+    for _ in 0..input.len() {
+        assert!(out.next(TIMEOUT).is_some(), "every record comes");
+    }
+    assert!(
+        wait_until(TIMEOUT, || {
+            seen = numbers();
+            seen.as_ref().is_some_and(|n| {
+                n["pending_messages"] == 0
+                    && n["behind_seconds"] == 0
+                    && n["written_seq"] == 1000
+                    && n["written_jetstream_seq"] == 1001
+            })
+        }),
+        "{seen:?}"
+    );
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("syncpipe_relayd_pending_messages{durable=\"web1\",stream=\"lag\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("syncpipe_relayd_behind_seconds{"), "{text}");
+    run.signal(Signal::SIGTERM);
+    assert_eq!(
+        run.wait_exit(),
+        Some(0),
+        "{}",
+        fs::read_to_string(log.path()).unwrap()
+    );
 }
