@@ -42,6 +42,8 @@ struct Lag {
     oldest_ns: Option<i128>,
     /// Rescans of the root written after gaps.
     rescans: u64,
+    /// The server answered the last look at the consumer.
+    reachable: bool,
 }
 
 impl Lag {
@@ -97,19 +99,32 @@ impl Lag {
                     "Full syncs asked for (a rescan of the root written after a gap)",
                     self.rescans,
                 ),
+                Number::gauge(
+                    "broker_up",
+                    "1 when the server answered the last look at the consumer (every 2 s)",
+                    f64::from(u8::from(self.reachable)),
+                ),
             ],
         );
+        // Who this is, for `syncpipe status`.
+        doc.numbers.insert("durable".into(), durable.into());
+        doc.numbers.insert("stream".into(), stream.into());
         (doc, metrics)
     }
 
     fn describe(&self, durable: &str) -> String {
         format!(
-            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind",
+            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind{}",
             self.js_seq,
             self.stream,
             self.seq,
             self.pending,
-            self.seconds(std::time::SystemTime::now())
+            self.seconds(std::time::SystemTime::now()),
+            if self.reachable {
+                ""
+            } else {
+                "; the server does not answer"
+            }
         )
     }
 }
@@ -159,6 +174,7 @@ pub(super) async fn run(
             .await
             .context("pulling from the consumer")?;
         if !ready {
+            refresh(&stream, &consumer, &mut lag).await;
             sd.ready(&lag.describe(&config.durable));
             ready = true;
         }
@@ -268,10 +284,13 @@ async fn refresh(
         };
         Some((pending, oldest.map(|t| t.unix_timestamp_nanos())))
     };
-    if let Ok(Some((pending, oldest))) = tokio::time::timeout(Duration::from_secs(1), numbers).await
-    {
-        lag.pending = pending;
-        lag.oldest_ns = oldest;
+    match tokio::time::timeout(Duration::from_secs(1), numbers).await {
+        Ok(Some((pending, oldest))) => {
+            lag.pending = pending;
+            lag.oldest_ns = oldest;
+            lag.reachable = true;
+        }
+        _ => lag.reachable = false,
     }
 }
 

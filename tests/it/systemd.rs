@@ -669,5 +669,33 @@ fn a_pull_replica_converges(c: &Container, work: &Path) {
             "{file}"
         );
     }
+    // The operator view: the feed (relayd's lag) above the target (pushd's).
+    let mut shown = (None, String::new());
+    let listed = wait_until(Duration::from_secs(30), || {
+        let out = c.run(&["/usr/local/bin/syncpipe", "status", "rep"]);
+        shown = (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        );
+        let rows: Vec<Vec<&str>> = shown
+            .1
+            .lines()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        rows.len() == 3
+            && rows[1].len() == 5
+            && rows[1][..4] == ["rep", "broker www as rep", "following", "0 messages, 0s"]
+            && rows[1][4].starts_with("wrote seq ")
+            && rows[2][2] == "in-sync"
+    });
+    assert!(
+        listed && shown.0 == Some(0),
+        "syncpipe status rep:\n{shown:?}"
+    );
     c.ok(&["stop", "syncpipe-replica@rep", "publisher", "nats"]);
 }
