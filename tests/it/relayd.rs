@@ -68,6 +68,19 @@ fn publish(url: &str, records: &[Record]) -> Option<i32> {
     run.wait_exit()
 }
 
+/// `relayd publish` reading what the test writes to the returned stdin.
+fn live_publisher(url: &str, extra: &[&str]) -> (Running, std::process::ChildStdin) {
+    let mut child = Command::new(bin("relayd"))
+        .args(["publish", url])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (Running { child }, stdin)
+}
+
 struct Sub {
     run: Running,
     out: RecordStream,
@@ -235,15 +248,7 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
 fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
     let mut nats = NatsServer::start();
     let url = nats.url("trim");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url, "--max-msgs", "5"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &["--max-msgs", "5"]);
     let mut send = |records: &[Record]| {
         for r in records {
             writeln!(stdin, "{}", r.to_line()).unwrap();
@@ -285,15 +290,7 @@ fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
 fn killed_server_loses_no_change() {
     let mut nats = NatsServer::start();
     let url = nats.url("kill");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
     let mut input = vec![header("k")];
     input.extend(events(1..=60));
     let mut sub = subscribe(&url, "r", None);
@@ -317,15 +314,7 @@ fn killed_server_loses_no_change() {
 fn sigterm_stops_a_publisher_waiting_for_a_lost_server() {
     let mut nats = NatsServer::start();
     let url = nats.url("away");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
     writeln!(stdin, "{}", header("a").to_line()).unwrap();
     stdin.flush().unwrap();
     let mut sub = subscribe(&url, "r", None);
@@ -717,15 +706,7 @@ fn records_written_but_not_applied_are_not_skipped_after_a_restart() {
     let url = nats.url("gap");
     let (src, dst, dir) = (tempdir(), tempdir(), tempdir());
     let state = dir.path().join("pushd.state");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
     let Record::Header(mut h) = header("g") else {
         unreachable!()
     };
