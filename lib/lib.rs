@@ -9,7 +9,7 @@
 //!   watchd/    inotify/fanotify watch tree -> event records
 //!   batchd/    coalesces events into batches (the pure Batcher + its loop)
 //!   pushd/     applies batches to targets: the reader and one worker per
-//!              target over pure parts (pending, retry, status); plan,
+//!              target over pure parts (pending, retry, the health table); plan,
 //!              guards, rsync, --direct, state, --dry-run preview, pull
 //!              (--from); agent/ (pushd --serve on ssh targets, its client)
 //! bisync/      two-way sync of two replicas (planner, scan, exec, --watch)

@@ -21,18 +21,16 @@ use super::backup;
 use super::entry::{Entry, Hash, Kind};
 use super::planner::Scan;
 use super::proto::pad;
-use super::replica::{Applied, Change, Fill, Replica};
+use super::replica::{Applied, Change, Fill, Replica, Who};
 use super::scan::{self, entry_from_stat, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::exclude::Excludes;
 use crate::os::beneath::Handle;
 use crate::wire::path::WirePath;
 
 pub struct LocalReplica {
-    name: String,
+    who: Who,
     root: PathBuf,
     excludes: Excludes,
-    host: String,
-    root_user: bool,
     owners: bool,
     /// Whether owners and set-id bits may be taken from the other side at
     /// all: always for a local replica (the user runs both ends); for
@@ -49,11 +47,13 @@ pub struct LocalReplica {
 impl LocalReplica {
     pub fn new(name: &str, root: &Path, excludes: Excludes) -> LocalReplica {
         LocalReplica {
-            name: name.to_string(),
+            who: Who {
+                name: name.to_string(),
+                host: local_host(),
+                root_user: nix::unistd::geteuid().is_root(),
+            },
             root: root.to_path_buf(),
             excludes,
-            host: local_host(),
-            root_user: nix::unistd::geteuid().is_root(),
             owners: false,
             trust_owners: true,
             cached: None,
@@ -228,14 +228,7 @@ impl LocalReplica {
                         return Ok(Applied::Skipped(why));
                     }
                     if self.owners {
-                        // Not following: at worst another entry of the replica.
-                        fchownat(
-                            &dir,
-                            p(&name),
-                            Some(Uid::from_raw(src.uid)),
-                            Some(Gid::from_raw(src.gid)),
-                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                        )?;
+                        chown_at(&dir, &name, src)?;
                     }
                     return Ok(Applied::Done(stat_at(&dir, &name)?));
                 }
@@ -328,13 +321,7 @@ impl LocalReplica {
             return discard("the source changed while it was copied".into());
         }
         if src.kind == Kind::Symlink && self.owners {
-            fchownat(
-                &dir,
-                p(&temp),
-                Some(Uid::from_raw(src.uid)),
-                Some(Gid::from_raw(src.gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
+            chown_at(&dir, &temp, src)?;
         }
         // Check again right before the rename: the copy took time.
         match expect {
@@ -372,20 +359,12 @@ impl LocalReplica {
 }
 
 impl Replica for LocalReplica {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn host(&self) -> &str {
-        &self.host
-    }
-
-    fn is_root(&self) -> bool {
-        self.root_user
+    fn who(&self) -> &Who {
+        &self.who
     }
 
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
-        self.owners = owners && self.root_user && self.trust_owners;
+        self.owners = owners && self.who.root_user && self.trust_owners;
         Ok(())
     }
 
@@ -516,6 +495,18 @@ fn open_regular(dir: &OwnedFd, name: &[u8]) -> nix::Result<Option<OwnedFd>> {
     // Back to blocking reads for the data.
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok(Some(fd))
+}
+
+/// Gives `name` in `dir` the owner and group of `src`, not following a
+/// symlink: at worst another entry of the replica changes owner.
+fn chown_at(dir: &OwnedFd, name: &[u8], src: &Entry) -> nix::Result<()> {
+    fchownat(
+        dir,
+        p(name),
+        Some(Uid::from_raw(src.uid)),
+        Some(Gid::from_raw(src.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 fn p(name: &[u8]) -> &Path {

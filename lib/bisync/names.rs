@@ -267,14 +267,8 @@ impl Mapped<'_> {
 }
 
 impl Replica for Mapped<'_> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-    fn is_root(&self) -> bool {
-        self.inner.is_root()
+    fn who(&self) -> &super::replica::Who {
+        self.inner.who()
     }
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
         self.inner.set_owners(owners)

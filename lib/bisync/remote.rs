@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use super::entry::{Entry, Hash};
 use super::planner::Scan;
 use super::proto::{self, Counting, Reply, Request};
-use super::replica::{Applied, Change, Fill, Replica, Transport};
+use super::replica::{Applied, Change, Fill, Replica, Transport, Who};
 use crate::cli::exit::{coded, Code};
 use crate::exclude::Excludes;
 use crate::os::child;
@@ -21,9 +21,7 @@ use crate::ssh::{quote_for_shell, SshSettings};
 use crate::wire::path::WirePath;
 
 pub struct RemoteReplica {
-    name: String,
-    host: String,
-    root_user: bool,
+    who: Who,
     child: Child,
     to: BufWriter<ChildStdin>,
     from: BufReader<ChildStdout>,
@@ -69,9 +67,11 @@ impl RemoteReplica {
         let to = BufWriter::with_capacity(256 * 1024, child.stdin.take().expect("piped"));
         let from = BufReader::with_capacity(256 * 1024, child.stdout.take().expect("piped"));
         let mut replica = RemoteReplica {
-            name: name.to_string(),
-            host: host.to_string(),
-            root_user: false,
+            who: Who {
+                name: name.to_string(),
+                host: host.to_string(),
+                root_user: false,
+            },
             child,
             to,
             from,
@@ -88,8 +88,8 @@ impl RemoteReplica {
                 String::from_utf8_lossy(&remote_command(program, path))
             ))
         })?;
-        replica.host = hello.host;
-        replica.root_user = hello.root_user;
+        replica.who.host = hello.host;
+        replica.who.root_user = hello.root_user;
         Ok(replica)
     }
 
@@ -101,7 +101,7 @@ impl RemoteReplica {
         };
         anyhow::Error::new(Transport(format!(
             "connection to {} lost while {what}: {err}{status}",
-            self.name
+            self.who.name
         )))
     }
 
@@ -139,16 +139,8 @@ fn remote_error(e: proto::ErrorReply) -> anyhow::Error {
 }
 
 impl Replica for RemoteReplica {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn host(&self) -> &str {
-        &self.host
-    }
-
-    fn is_root(&self) -> bool {
-        self.root_user
+    fn who(&self) -> &Who {
+        &self.who
     }
 
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
@@ -160,7 +152,7 @@ impl Replica for RemoteReplica {
         self.send(&Request::Backup { backup })?;
         self.reply::<proto::Intact>()
             .map(|_| ())
-            .with_context(|| format!("turning on backups on {}", self.name))
+            .with_context(|| format!("turning on backups on {}", self.who.name))
     }
 
     fn scan(&mut self, checksum: bool) -> anyhow::Result<Scan> {
@@ -184,7 +176,7 @@ impl Replica for RemoteReplica {
         anyhow::ensure!(
             reply.hashes.len() == paths.len(),
             "{}: {} hashes for {} paths",
-            self.name,
+            self.who.name,
             reply.hashes.len(),
             paths.len()
         );

@@ -52,13 +52,32 @@ pub enum Applied {
 /// while it was read, and the write must be dropped.
 pub type Fill<'a> = dyn FnMut(&mut dyn Write) -> anyhow::Result<bool> + 'a;
 
-pub trait Replica {
+/// Who a replica is, the same for every kind of replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
     /// The replica as the user wrote it.
-    fn name(&self) -> &str;
+    pub name: String,
     /// The host the replica is on, for conflict copies' names.
-    fn host(&self) -> &str;
+    pub host: String,
     /// Whether changes there run as root (owners can be kept).
-    fn is_root(&self) -> bool;
+    pub root_user: bool,
+}
+
+pub trait Replica {
+    /// Who the replica is (the accessors below read it).
+    fn who(&self) -> &Who;
+    /// The replica as the user wrote it.
+    fn name(&self) -> &str {
+        &self.who().name
+    }
+    /// The host the replica is on, for conflict copies' names.
+    fn host(&self) -> &str {
+        &self.who().host
+    }
+    /// Whether changes there run as root (owners can be kept).
+    fn is_root(&self) -> bool {
+        self.who().root_user
+    }
     /// Copy owner and group from now on (both replicas run as root).
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()>;
     /// Keep what this run replaces or deletes there (`--backup-dir-a/-b`);

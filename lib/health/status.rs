@@ -120,8 +120,14 @@ impl TargetReport {
     }
 }
 
-/// One metric family of every target: name, help, how to read the value.
-type Reading<'a, T> = (&'a str, &'a str, &'a dyn Fn(&TargetHealth) -> T);
+/// One metric family of every target: name, kind, help, how to read the
+/// value (`None`: no sample, e.g. a time that never was).
+type Reading<'a> = (
+    &'a str,
+    Kind,
+    &'a str,
+    &'a dyn Fn(&TargetHealth) -> Option<f64>,
+);
 
 /// pushd's metrics: one family per number, a `target` label on each.
 pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) -> String {
@@ -146,105 +152,105 @@ pub fn target_metrics(targets: &[TargetHealth], ready: bool, now: SystemTime) ->
         "1 for the state the target is in (failing, held, never-synced, syncing-initial, behind, in-sync)",
         &states,
     );
-    let per = |f: &dyn Fn(&TargetHealth) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
-        targets
-            .iter()
-            .map(|t| (vec![("target", t.name.as_str())], f(t)))
-            .collect()
-    };
-    let gauges: [Reading<f64>; 8] = [
+    let time = |t: Option<SystemTime>| t.map(unix);
+    let families: [Reading; 15] = [
         (
             "syncpipe_pushd_lag_events",
+            Kind::Gauge,
             "Stream seqs received and not applied yet",
-            &|t| t.lag_events() as f64,
+            &|t| Some(t.lag_events() as f64),
         ),
         (
             "syncpipe_pushd_lag_seconds",
+            Kind::Gauge,
             "Age of the oldest change not applied yet (0 when none)",
-            &|t| t.lag_seconds(now),
+            &|t| Some(t.lag_seconds(now)),
         ),
         (
             "syncpipe_pushd_applied_seq",
+            Kind::Gauge,
             "Last stream seq applied",
-            &|t| t.applied_seq as f64,
+            &|t| Some(t.applied_seq as f64),
         ),
         (
             "syncpipe_pushd_pending_paths",
+            Kind::Gauge,
             "Distinct paths waiting to be sent (a full sync counts as one)",
-            &|t| t.pending_paths as f64,
+            &|t| Some(t.pending_paths as f64),
         ),
         (
             "syncpipe_pushd_full_sync",
+            Kind::Gauge,
             "1 while a full sync is pending or running",
-            &|t| f64::from(u8::from(t.full_sync)),
+            &|t| Some(f64::from(u8::from(t.full_sync))),
         ),
         (
             "syncpipe_pushd_transfer_in_flight",
+            Kind::Gauge,
             "1 while a transfer runs",
-            &|t| f64::from(u8::from(t.in_flight.is_some())),
+            &|t| Some(f64::from(u8::from(t.in_flight.is_some()))),
         ),
         (
             "syncpipe_pushd_consecutive_failures",
+            Kind::Gauge,
             "Failed transfers since the last success",
-            &|t| f64::from(t.consecutive_failures),
+            &|t| Some(f64::from(t.consecutive_failures)),
         ),
         (
             "syncpipe_pushd_deletions_held",
+            Kind::Gauge,
             "Deletions a guard refuses right now (SIGUSR2 releases)",
-            &|t| t.deletions_held as f64,
+            &|t| Some(t.deletions_held as f64),
         ),
-    ];
-    for (name, help, f) in gauges {
-        e.family(name, Kind::Gauge, help, &per(f));
-    }
-    let times: [Reading<Option<SystemTime>>; 2] = [
         (
             "syncpipe_pushd_last_success_timestamp_seconds",
+            Kind::Gauge,
             "When a transfer last succeeded (absent: never)",
-            &|t| t.last_success,
+            &|t| time(t.last_success),
         ),
         (
             "syncpipe_pushd_last_error_timestamp_seconds",
+            Kind::Gauge,
             "When a transfer last failed (absent: never)",
-            &|t| t.last_error_at,
+            &|t| time(t.last_error_at),
         ),
-    ];
-    for (name, help, f) in times {
-        let samples: Vec<_> = targets
-            .iter()
-            .filter_map(|t| f(t).map(|at| (vec![("target", t.name.as_str())], unix(at))))
-            .collect();
-        e.family(name, Kind::Gauge, help, &samples);
-    }
-    let counters: [Reading<f64>; 5] = [
         (
             "syncpipe_pushd_transfers_total",
+            Kind::Counter,
             "Transfers ended, failed ones included",
-            &|t| t.transfers as f64,
+            &|t| Some(t.transfers as f64),
         ),
         (
             "syncpipe_pushd_failures_total",
+            Kind::Counter,
             "Transfers that failed",
-            &|t| t.failures as f64,
+            &|t| Some(t.failures as f64),
         ),
         (
             "syncpipe_pushd_files_sent_total",
+            Kind::Counter,
             "Files whose data was sent",
-            &|t| t.files_sent as f64,
+            &|t| Some(t.files_sent as f64),
         ),
         (
             "syncpipe_pushd_bytes_sent_total",
+            Kind::Counter,
             "Size of the files whose data was sent",
-            &|t| t.bytes_sent as f64,
+            &|t| Some(t.bytes_sent as f64),
         ),
         (
             "syncpipe_pushd_deleted_total",
+            Kind::Counter,
             "Entries deleted on the target",
-            &|t| t.deleted as f64,
+            &|t| Some(t.deleted as f64),
         ),
     ];
-    for (name, help, f) in counters {
-        e.family(name, Kind::Counter, help, &per(f));
+    for (name, kind, help, read) in families {
+        let samples: Vec<_> = targets
+            .iter()
+            .filter_map(|t| read(t).map(|v| (vec![("target", t.name.as_str())], v)))
+            .collect();
+        e.family(name, kind, help, &samples);
     }
     e.finish()
 }

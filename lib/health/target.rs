@@ -135,6 +135,11 @@ pub struct TargetHealth {
     pub deleted: u64,
     /// Deletions a guard refuses right now.
     pub deletions_held: u64,
+    /// pushd: the start-up sync has ended (succeeded, or failed and
+    /// retrying); `READY=1` waits for every target's.
+    pub started: bool,
+    /// pushd: the input ended with deletions still held here (exit 12).
+    pub held_at_end: bool,
 }
 
 impl TargetHealth {
@@ -161,6 +166,8 @@ impl TargetHealth {
             bytes_sent: 0,
             deleted: 0,
             deletions_held: 0,
+            started: false,
+            held_at_end: false,
         }
     }
 

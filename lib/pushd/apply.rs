@@ -294,6 +294,130 @@ impl Report {
     pub fn held(&self) -> bool {
         self.held_everything || !self.held_paths.is_empty() || !self.held_subtrees.is_empty()
     }
+
+    /// A run that decides the outcome (a weighing dry run that failed, a
+    /// transfer): its exit code, outcome and message are the report's.
+    pub(crate) fn decided_by(&mut self, code: Option<i32>, outcome: Outcome, stderr: String) {
+        self.code = code;
+        self.outcome = Some(outcome);
+        if outcome != Outcome::Success || !stderr.is_empty() {
+            self.message = stderr;
+        }
+    }
+
+    /// The root deletions come from is not the one the stream started
+    /// with (`why`): nothing is applied, every change is held.
+    pub(crate) fn hold_everything(&mut self, why: &str, target: &Target, refused: u64) {
+        self.held_everything = true;
+        self.refused_deletes = refused;
+        self.refusal = Some(format!(
+            "{why}: holding every change for {target}, nothing applied (SIGUSR2 to release once checked)"
+        ));
+    }
+
+    /// The application begun at `started` ends here.
+    pub(crate) fn ended(mut self, started: Instant) -> anyhow::Result<Report> {
+        self.duration = started.elapsed();
+        Ok(self)
+    }
+}
+
+/// What differs between pushing a plan to a target ([`Applier`]) and
+/// pulling it into a replica ([`crate::pushd::pull::Puller`]): how rsync
+/// runs and how a subtree sync's deletions are bounded and weighed. The
+/// steps both take ([`run`], [`sync_subtrees`]) are written once over it.
+pub(crate) trait Side {
+    /// `--dry-run`: runs itemize what they would do.
+    fn previews(&self) -> bool;
+    /// One rsync over `list` from `root` (the source for a push, the
+    /// replica's own root for a pull); `dry_run` to weigh deletions.
+    fn rsync(
+        &self,
+        root: &Path,
+        transfer: Transfer,
+        dry_run: bool,
+        list: &[WirePath],
+    ) -> anyhow::Result<rsync::RunResult>;
+    /// True when the subtrees' deletions cannot trip a guard whatever the
+    /// source holds, so the dry run that weighs them is skipped.
+    fn cannot_trip(&self, root: &Path, subtrees: &[WirePath], empty: bool, checks: Checks) -> bool;
+    /// The guard's verdict on syncing subtrees that would delete
+    /// `deleted` entries and create `created`: `Some(why)` holds their
+    /// deletions.
+    fn weigh_subtrees(
+        &self,
+        root: &Path,
+        deleted: u64,
+        created: u64,
+        empty: bool,
+        checks: Checks,
+    ) -> Option<String>;
+}
+
+/// Runs one transfer and counts it in `report`, whose outcome it decides.
+pub(crate) fn run(
+    side: &impl Side,
+    root: &Path,
+    transfer: Transfer,
+    list: &[WirePath],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let result = side.rsync(root, transfer, false, list)?;
+    report.rsync_runs += 1;
+    if side.previews() {
+        report
+            .would
+            .extend(result.items.into_iter().map(Preview::item));
+    }
+    report.created_root |= result.created_root;
+    report.stats.add(result.stats);
+    report.decided_by(result.code, result.outcome, result.stderr);
+    Ok(())
+}
+
+/// A plan's last step: syncs `subtrees`, deleting (when `delete`) what the
+/// source no longer has. Unless released, or they cannot trip a guard,
+/// their deletions are weighed first by a dry run; refused ones are held
+/// (the subtrees are synced without deleting, and named in the report).
+pub(crate) fn sync_subtrees(
+    side: &impl Side,
+    root: &Path,
+    subtrees: &[WirePath],
+    mut delete: bool,
+    empty: bool,
+    checks: Checks,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if delete && !checks.released && !side.cannot_trip(root, subtrees, empty, checks) {
+        let dry = side.rsync(root, Transfer::Subtrees { delete: true }, true, subtrees)?;
+        report.rsync_runs += 1;
+        if dry.outcome != Outcome::Success {
+            report.decided_by(dry.code, dry.outcome, dry.stderr);
+            return Ok(());
+        }
+        let (deleted, created) = (dry.stats.deleted, dry.stats.created);
+        if let Some(why) = side.weigh_subtrees(root, deleted, created, empty, checks) {
+            delete = false;
+            report.refused_deletes += deleted;
+            report.refusal = Some(why);
+            report.held_subtrees = subtrees.to_vec();
+            if side.previews() {
+                // The weighing run itemized what the guard refuses.
+                report
+                    .would
+                    .extend(
+                        dry.items
+                            .into_iter()
+                            .filter(|i| i.op() == "delete")
+                            .map(|i| Preview {
+                                op: "hold",
+                                ..Preview::item(i)
+                            }),
+                    );
+            }
+        }
+    }
+    run(side, root, Transfer::Subtrees { delete }, subtrees, report)
 }
 
 /// One target with everything needed to apply plans to it.
@@ -327,8 +451,7 @@ impl Applier<'_> {
             Err(why) => {
                 report.outcome = Some(Outcome::Fail);
                 report.message = format!("{why}; nothing applied, will retry");
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         };
         // Every application that may delete first makes sure the source is
@@ -336,23 +459,18 @@ impl Applier<'_> {
         // replaced directory would otherwise delete what the batch lists.
         if let (true, false, Some(before)) = (delete, checks.released, &checks.identity) {
             if let Some(why) = before.recheck(source) {
-                report.held_everything = true;
-                report.refused_deletes = plan
+                let refused = plan
                     .paths
                     .iter()
                     .filter(|p| matches!(source_state(source, p), Ok(false)))
                     .count() as u64;
-                report.refusal = Some(format!(
-                    "{why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
-                    self.target
-                ));
+                report.hold_everything(&why, self.target, refused);
                 if self.settings.dry_run {
                     let held = plan.renames.iter().flat_map(|r| [&r.from, &r.to]);
                     let held = held.chain(&plan.paths).chain(&plan.subtrees);
                     report.would = held.map(|p| Preview::of("hold", p)).collect();
                 }
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         }
         // A rename removes the old name on the target: with deletions off
@@ -421,29 +539,14 @@ impl Applier<'_> {
                         self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
                     report.rsync_runs += 1;
                     if dry.outcome != Outcome::Success {
-                        report.code = dry.code;
-                        report.outcome = Some(dry.outcome);
-                        report.message = dry.stderr;
-                        report.duration = started.elapsed();
-                        return Ok(report);
+                        report.decided_by(dry.code, dry.outcome, dry.stderr);
+                        return report.ended(started);
                     }
                     dry.stats.deleted.max(missing.len() as u64)
                 } else {
                     missing.len() as u64
                 };
-                // The source's size only matters to a percentage over the floor.
-                let source_now = match self.guards.max_delete {
-                    MaxDelete::Percent(_) if n > PERCENT_FLOOR => {
-                        count_entries(source).saturating_sub(1)
-                    }
-                    _ => 0,
-                };
-                let case = DeleteCase {
-                    deletes: n,
-                    source_now,
-                    empty_now: empty,
-                    empty_at_start: checks.identity.is_some_and(|i| i.empty),
-                };
+                let case = self.weighed(source, n, empty, checks);
                 let verdict = if checks.released {
                     None
                 } else {
@@ -481,8 +584,7 @@ impl Applier<'_> {
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
                         report.message = why;
-                        report.duration = started.elapsed();
-                        return Ok(report);
+                        return report.ended(started);
                     }
                 }
                 list.clear();
@@ -521,8 +623,7 @@ impl Applier<'_> {
                         Err(why) => {
                             report.outcome = Some(Outcome::Fail);
                             report.message = why;
-                            report.duration = started.elapsed();
-                            return Ok(report);
+                            return report.ended(started);
                         }
                     }
                 }
@@ -537,200 +638,51 @@ impl Applier<'_> {
                 } else if let Err(why) = self.delete_without_rsync(&missing, &mut plan.subtrees) {
                     report.outcome = Some(Outcome::Fail);
                     report.message = why;
-                    report.duration = started.elapsed();
-                    return Ok(report);
+                    return report.ended(started);
                 }
                 report.stats.deleted += missing.len() as u64;
                 list = present;
                 delete_listed = false;
             }
             if !list.is_empty() {
-                self.run(
-                    source,
-                    Transfer::Paths {
-                        delete: delete_listed,
-                    },
-                    &list,
-                    &mut report,
-                )?;
+                let transfer = Transfer::Paths {
+                    delete: delete_listed,
+                };
+                run(self, source, transfer, &list, &mut report)?;
                 if !report.succeeded() {
-                    report.duration = started.elapsed();
-                    return Ok(report);
+                    return report.ended(started);
                 }
             }
         }
         if !plan.subtrees.is_empty() {
-            let mut delete = delete;
-            if delete
-                && !checks.released
-                && !self.cannot_trip(source, &plan.subtrees, empty, checks)
-            {
-                let dry = self.rsync(
-                    source,
-                    Transfer::Subtrees { delete: true },
-                    true,
-                    &plan.subtrees,
-                )?;
-                report.rsync_runs += 1;
-                if dry.outcome != Outcome::Success {
-                    report.code = dry.code;
-                    report.outcome = Some(dry.outcome);
-                    report.message = dry.stderr;
-                    report.duration = started.elapsed();
-                    return Ok(report);
-                }
-                if dry.stats.deleted > 0 {
-                    if let Some(why) = self.weigh_subtrees(
-                        source,
-                        dry.stats.deleted,
-                        dry.stats.created,
-                        empty,
-                        checks,
-                    ) {
-                        delete = false;
-                        report.refused_deletes += dry.stats.deleted;
-                        report.refusal = Some(why);
-                    }
-                }
-                if !delete {
-                    report.held_subtrees = plan.subtrees.clone();
-                    if self.settings.dry_run {
-                        // The weighing run itemized what the guard refuses.
-                        report.would.extend(
-                            dry.items
-                                .into_iter()
-                                .filter(|i| i.op() == "delete")
-                                .map(|i| Preview {
-                                    op: "hold",
-                                    ..Preview::item(i)
-                                }),
-                        );
-                    }
-                }
-            }
-            self.run(
+            sync_subtrees(
+                self,
                 source,
-                Transfer::Subtrees { delete },
                 &plan.subtrees,
+                delete,
+                empty,
+                checks,
                 &mut report,
             )?;
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        report.ended(started)
     }
 
-    /// The guard's verdict on syncing subtrees that would delete `deleted`
-    /// entries and create `created` (a dry run's counts, or [`expand`]'s):
-    /// `Some(why)` holds their deletions. What counts is the net loss: a
-    /// renamed directory (a restart after `mv big big2`) deletes and
-    /// creates the same entries, nothing is lost; an emptied or shrunken
-    /// source creates nothing and trips it.
-    fn weigh_subtrees(
-        &self,
-        source: &Path,
-        deleted: u64,
-        created: u64,
-        empty: bool,
-        checks: Checks,
-    ) -> Option<String> {
-        if deleted == 0 {
-            return None;
-        }
-        if empty && !self.guards.allow_empty_source {
-            // An unmounted disk looks empty: never wipe a replica from it.
-            // (A batch's explicit deletes still apply: the last file of a
-            // tree can be deleted.)
-            return Some(format!(
-                "source root {} is empty but {deleted} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
-                source.display(),
-                self.target
-            ));
-        }
-        let loss = deleted.saturating_sub(created);
-        // Weighed against the whole tree, as a batch's deletes are: a
-        // rescanned subtree is only part of the target.
+    /// The guards' case for `deletes` from `source`: its size now only
+    /// matters to a percentage over the floor, so it is counted only then.
+    fn weighed(&self, source: &Path, deletes: u64, empty: bool, checks: Checks) -> DeleteCase {
         let source_now = match self.guards.max_delete {
-            MaxDelete::Percent(_) if loss > PERCENT_FLOOR => {
+            MaxDelete::Percent(_) if deletes > PERCENT_FLOOR => {
                 count_entries(source).saturating_sub(1)
             }
             _ => 0,
         };
-        let case = DeleteCase {
-            deletes: loss,
+        DeleteCase {
+            deletes,
             source_now,
             empty_now: empty,
             empty_at_start: checks.identity.is_some_and(|i| i.empty),
-        };
-        judge_deletes(self.guards, case).map(|why| {
-            format!(
-                "refusing to delete {deleted} entries on {} ({why}; a sync losing {loss} of {} entries)",
-                self.target,
-                source_now + loss
-            )
-        })
-    }
-
-    /// True when the subtrees' deletions cannot trip a guard whatever the
-    /// source holds, so the dry run that weighs them can be skipped (one
-    /// rsync less per batch that rescans a directory): on a local target
-    /// what is there bounds what can go, and the guard is monotonic (more
-    /// deletions, or fewer entries left on the source, never pass where
-    /// fewer, or more, are refused), so that bound against a lower bound
-    /// of the source's size passing means the real figures pass. Remote
-    /// targets always weigh.
-    fn cannot_trip(
-        &self,
-        source: &Path,
-        subtrees: &[WirePath],
-        empty: bool,
-        checks: Checks,
-    ) -> bool {
-        /// Past this many entries below the subtrees a dry run is cheaper
-        /// than counting.
-        const COUNT_CAP: u64 = 10_000;
-        let Location::Local(root) = &self.target.location else {
-            return false;
-        };
-        if empty && !self.guards.allow_empty_source {
-            // Any deletion at all is held then: only none passes.
-            return subtrees
-                .iter()
-                .all(|p| !p.is_root() && count_entries_upto(&join(root, p), 1) == 0);
         }
-        let mut bound = 0;
-        for p in subtrees {
-            // The root itself is never deleted.
-            let skip = u64::from(p.is_root());
-            bound += count_entries_upto(&join(root, p), COUNT_CAP + skip + 1).saturating_sub(skip);
-            if bound > COUNT_CAP {
-                return false;
-            }
-        }
-        let needed = match self.guards.max_delete {
-            MaxDelete::Percent(_) if bound <= PERCENT_FLOOR => 0,
-            // d > (s + d) p/100  <=>  d (100 - p) > s p: enough source
-            // entries to pass, plus one.
-            MaxDelete::Percent(p) if p > 0.0 => {
-                ((bound as f64) * (100.0 - p) / p).ceil().max(0.0) as u64 + 1
-            }
-            MaxDelete::Percent(_) => u64::MAX,
-            MaxDelete::Count(_) => 0,
-        };
-        if needed > COUNT_CAP {
-            return false;
-        }
-        let source_now = if needed == 0 {
-            0
-        } else {
-            count_entries_upto(source, needed + 1).saturating_sub(1)
-        };
-        let case = DeleteCase {
-            deletes: bound,
-            source_now,
-            empty_now: empty,
-            empty_at_start: checks.identity.is_some_and(|i| i.empty),
-        };
-        judge_deletes(self.guards, case).is_none()
     }
 
     /// The plan's subtrees as a list of names for the paths' rsync, when
@@ -758,71 +710,6 @@ impl Applier<'_> {
             x.walk(source, &target, s)?;
         }
         Some(x)
-    }
-
-    fn rsync(
-        &self,
-        source: &Path,
-        transfer: Transfer,
-        dry_run: bool,
-        list: &[WirePath],
-    ) -> anyhow::Result<rsync::RunResult> {
-        let dry_run = dry_run || self.settings.dry_run;
-        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
-        if self.settings.dry_run {
-            // --dry-run: every run names what it would do.
-            args.insert(0, rsync::ITEMIZE.into());
-        }
-        // On a remote target only rsync sees the root: with names listed it
-        // says when it had to create it (a batch's names, never a full
-        // sync's; rsync escapes newlines in names, so no name fakes a line).
-        if !dry_run
-            && matches!(transfer, Transfer::Paths { .. })
-            && !matches!(self.target.location, Location::Local(_))
-        {
-            args.insert(0, "--info=name1".into());
-        }
-        let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
-        let result = match self.progress {
-            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
-                args.insert(0, "--info=progress2".into());
-                rsync::run_watched(self.settings.program(), &args, &names, Some(report))
-            }
-            _ => rsync::run(self.settings.program(), &args, &names),
-        }?;
-        crate::log_debug!(
-            "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
-            self.target,
-            if dry_run { " dry run" } else { "" },
-            list.len(),
-            result.duration.as_millis(),
-            result.code
-        );
-        Ok(result)
-    }
-
-    fn run(
-        &self,
-        source: &Path,
-        transfer: Transfer,
-        list: &[WirePath],
-        report: &mut Report,
-    ) -> anyhow::Result<()> {
-        let result = self.rsync(source, transfer, false, list)?;
-        report.rsync_runs += 1;
-        if self.settings.dry_run {
-            report
-                .would
-                .extend(result.items.into_iter().map(Preview::item));
-        }
-        report.created_root |= result.created_root;
-        report.stats.add(result.stats);
-        report.code = result.code;
-        report.outcome = Some(result.outcome);
-        if result.outcome != Outcome::Success || !result.stderr.is_empty() {
-            report.message = result.stderr;
-        }
-        Ok(())
     }
 
     /// `--dry-run`'s [`Self::rename`]: names the renames that would work
@@ -932,6 +819,156 @@ impl Applier<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+impl Side for Applier<'_> {
+    fn previews(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    fn rsync(
+        &self,
+        source: &Path,
+        transfer: Transfer,
+        dry_run: bool,
+        list: &[WirePath],
+    ) -> anyhow::Result<rsync::RunResult> {
+        let dry_run = dry_run || self.settings.dry_run;
+        let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
+        if self.settings.dry_run {
+            // --dry-run: every run names what it would do.
+            args.insert(0, rsync::ITEMIZE.into());
+        }
+        // On a remote target only rsync sees the root: with names listed it
+        // says when it had to create it (a batch's names, never a full
+        // sync's; rsync escapes newlines in names, so no name fakes a line).
+        if !dry_run
+            && matches!(transfer, Transfer::Paths { .. })
+            && !matches!(self.target.location, Location::Local(_))
+        {
+            args.insert(0, "--info=name1".into());
+        }
+        let names: Vec<&[u8]> = list.iter().map(WirePath::as_bytes).collect();
+        let result = match self.progress {
+            Some(report) if !dry_run && matches!(transfer, Transfer::Subtrees { .. }) => {
+                args.insert(0, "--info=progress2".into());
+                rsync::run_watched(self.settings.program(), &args, &names, Some(report))
+            }
+            _ => rsync::run(self.settings.program(), &args, &names),
+        }?;
+        crate::log_debug!(
+            "{}: rsync {transfer:?}{} of {} names took {} ms (exit {:?})",
+            self.target,
+            if dry_run { " dry run" } else { "" },
+            list.len(),
+            result.duration.as_millis(),
+            result.code
+        );
+        Ok(result)
+    }
+
+    /// The guard's verdict on syncing subtrees that would delete `deleted`
+    /// entries and create `created` (a dry run's counts, or [`expand`]'s):
+    /// `Some(why)` holds their deletions. What counts is the net loss: a
+    /// renamed directory (a restart after `mv big big2`) deletes and
+    /// creates the same entries, nothing is lost; an emptied or shrunken
+    /// source creates nothing and trips it.
+    fn weigh_subtrees(
+        &self,
+        source: &Path,
+        deleted: u64,
+        created: u64,
+        empty: bool,
+        checks: Checks,
+    ) -> Option<String> {
+        if deleted == 0 {
+            return None;
+        }
+        if empty && !self.guards.allow_empty_source {
+            // An unmounted disk looks empty: never wipe a replica from it.
+            // (A batch's explicit deletes still apply: the last file of a
+            // tree can be deleted.)
+            return Some(format!(
+                "source root {} is empty but {deleted} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
+                source.display(),
+                self.target
+            ));
+        }
+        let loss = deleted.saturating_sub(created);
+        // Weighed against the whole tree, as a batch's deletes are: a
+        // rescanned subtree is only part of the target.
+        let case = self.weighed(source, loss, empty, checks);
+        judge_deletes(self.guards, case).map(|why| {
+            format!(
+                "refusing to delete {deleted} entries on {} ({why}; a sync losing {loss} of {} entries)",
+                self.target,
+                case.source_now + loss
+            )
+        })
+    }
+
+    /// True when the subtrees' deletions cannot trip a guard whatever the
+    /// source holds, so the dry run that weighs them can be skipped (one
+    /// rsync less per batch that rescans a directory): on a local target
+    /// what is there bounds what can go, and the guard is monotonic (more
+    /// deletions, or fewer entries left on the source, never pass where
+    /// fewer, or more, are refused), so that bound against a lower bound
+    /// of the source's size passing means the real figures pass. Remote
+    /// targets always weigh.
+    fn cannot_trip(
+        &self,
+        source: &Path,
+        subtrees: &[WirePath],
+        empty: bool,
+        checks: Checks,
+    ) -> bool {
+        /// Past this many entries below the subtrees a dry run is cheaper
+        /// than counting.
+        const COUNT_CAP: u64 = 10_000;
+        let Location::Local(root) = &self.target.location else {
+            return false;
+        };
+        if empty && !self.guards.allow_empty_source {
+            // Any deletion at all is held then: only none passes.
+            return subtrees
+                .iter()
+                .all(|p| !p.is_root() && count_entries_upto(&join(root, p), 1) == 0);
+        }
+        let mut bound = 0;
+        for p in subtrees {
+            // The root itself is never deleted.
+            let skip = u64::from(p.is_root());
+            bound += count_entries_upto(&join(root, p), COUNT_CAP + skip + 1).saturating_sub(skip);
+            if bound > COUNT_CAP {
+                return false;
+            }
+        }
+        let needed = match self.guards.max_delete {
+            MaxDelete::Percent(_) if bound <= PERCENT_FLOOR => 0,
+            // d > (s + d) p/100  <=>  d (100 - p) > s p: enough source
+            // entries to pass, plus one.
+            MaxDelete::Percent(p) if p > 0.0 => {
+                ((bound as f64) * (100.0 - p) / p).ceil().max(0.0) as u64 + 1
+            }
+            MaxDelete::Percent(_) => u64::MAX,
+            MaxDelete::Count(_) => 0,
+        };
+        if needed > COUNT_CAP {
+            return false;
+        }
+        let source_now = if needed == 0 {
+            0
+        } else {
+            count_entries_upto(source, needed + 1).saturating_sub(1)
+        };
+        let case = DeleteCase {
+            deletes: bound,
+            source_now,
+            empty_now: empty,
+            empty_at_start: checks.identity.is_some_and(|i| i.empty),
+        };
+        judge_deletes(self.guards, case).is_none()
     }
 }
 
@@ -1375,22 +1412,9 @@ mod tests {
         std::fs::write(dst.join("gone/deep/f"), b"x").unwrap();
         std::fs::write(dst.join("-file"), b"x").unwrap();
         std::fs::write(src.join("kept/new"), b"n").unwrap();
-        let target = Target {
-            name: "t".into(),
-            location: Location::Local(dst.clone()),
-        };
-        let settings = RsyncSettings {
-            delete_missing_args_works: false,
-            ..RsyncSettings::default()
-        };
-        let guards = Guards::default();
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let mut parts = Parts::local(&dst);
+        parts.settings.delete_missing_args_works = false;
+        let applier = parts.applier();
         let plan = Plan::from_changes(&[
             crate::wire::event::Change {
                 op: crate::wire::event::ChangeOp::Delete,
@@ -1442,12 +1466,35 @@ mod tests {
         out
     }
 
-    fn local_applier_parts(dst: &Path) -> (Target, RsyncSettings, Guards) {
-        let target = Target {
-            name: "t".into(),
-            location: Location::Local(dst.to_path_buf()),
-        };
-        (target, RsyncSettings::default(), Guards::default())
+    /// What an [`Applier`] to a local directory borrows.
+    struct Parts {
+        target: Target,
+        settings: RsyncSettings,
+        guards: Guards,
+    }
+
+    impl Parts {
+        fn local(dst: &Path) -> Parts {
+            let target = Target {
+                name: "t".into(),
+                location: Location::Local(dst.to_path_buf()),
+            };
+            Parts {
+                target,
+                settings: RsyncSettings::default(),
+                guards: Guards::default(),
+            }
+        }
+
+        fn applier(&self) -> Applier<'_> {
+            Applier {
+                target: &self.target,
+                settings: &self.settings,
+                guards: &self.guards,
+                direct: false,
+                progress: None,
+            }
+        }
     }
 
     #[test]
@@ -1478,14 +1525,8 @@ mod tests {
             std::fs::write(src.join(format!("kept/{i}")), b"k").unwrap();
             std::fs::write(dst.join(format!("kept/{i}")), b"k").unwrap();
         }
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             paths: vec!["x".into()],
             subtrees: vec!["d".into(), "link".into()],
@@ -1514,14 +1555,8 @@ mod tests {
         for i in 0..30 {
             std::fs::write(dst.join(format!("big/{i}")), b"old").unwrap();
         }
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             subtrees: vec!["big".into()],
             ..Plan::default()
@@ -1562,14 +1597,8 @@ mod tests {
                 .unwrap();
             f.set_modified(at(nanos)).unwrap();
         };
-        let (target, settings, guards) = local_applier_parts(&dst);
-        let applier = Applier {
-            target: &target,
-            settings: &settings,
-            guards: &guards,
-            direct: false,
-            progress: None,
-        };
+        let parts = Parts::local(&dst);
+        let applier = parts.applier();
         let plan = Plan {
             paths: vec!["f".into()],
             ..Plan::default()

@@ -12,8 +12,8 @@
 //! pending   pure: pending changes and the stream position -> the next batch
 //! retry     pure: when to try again (backoff with jitter)
 //! guards    held changes (rechecked, released, never dropped); target root check
-//! status    pure: the per-target status table (READY=1)
-//! health    every target's state and numbers (lib/health/): STATUS=, status file, metrics
+//! health    pure: one table of every target's state and numbers (lib/health/):
+//!           READY=1, STATUS=, the status file and the metrics are said from it
 //! progress  rsync --info=progress2 lines -> a full sync's progress
 //! shared    what the workers share: output, --state, --max-procs, stop, status
 //! plan      a batch's changes -> renames, paths to re-read, subtrees to sync
@@ -42,7 +42,6 @@ pub mod rsync;
 mod run;
 mod shared;
 pub mod state;
-mod status;
 mod worker;
 
 pub use retry::Retry;

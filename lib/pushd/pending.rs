@@ -109,11 +109,6 @@ impl Pending {
         self.seen
     }
 
-    /// Seqs received but not applied.
-    pub(crate) fn lag(&self) -> u64 {
-        self.seen.saturating_sub(self.applied)
-    }
-
     /// Records that `first..=last` arrived, before its changes are pushed.
     pub(crate) fn note_seqs(&mut self, first: u64, last: u64) -> Seqs {
         let backwards = self.received.is_some_and(|r| first <= r || last < first);
@@ -231,6 +226,11 @@ mod tests {
     use super::*;
     use crate::wire::event::ChangeOp;
 
+    /// Seqs received but not applied (the health table's `lag_events`).
+    fn lag(p: &Pending) -> u64 {
+        p.seen().saturating_sub(p.applied_seq())
+    }
+
     fn update(path: &str) -> Change {
         Change {
             op: ChangeOp::Update,
@@ -261,13 +261,13 @@ mod tests {
     #[test]
     fn batches_that_arrive_while_busy_merge_into_one() {
         let mut p = fed(&[(1, 3, "a"), (4, 9, "b"), (10, 10, "a")]);
-        assert_eq!(p.lag(), 10);
+        assert_eq!(lag(&p), 10);
         let batch = p.take(None);
         assert_eq!((batch.first_seq, batch.last_seq), (1, 10));
         assert_eq!(paths(&batch), ["Update a", "Update b"]);
         assert!(p.is_empty());
         assert_eq!(p.applied(batch.last_seq, None), 10);
-        assert_eq!(p.lag(), 0);
+        assert_eq!(lag(&p), 0);
     }
 
     #[test]
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(p.note_seqs(3, 3), Seqs::New);
         p.push(update("b"));
         p.put_back(batch);
-        assert_eq!(p.lag(), 3);
+        assert_eq!(lag(&p), 3);
         let again = p.take(None);
         assert_eq!((again.first_seq, again.last_seq), (1, 3));
         assert_eq!(paths(&again), ["Update a", "Update b"]);
@@ -287,11 +287,11 @@ mod tests {
     fn replayed_seqs_are_skipped_after_a_resume() {
         let mut p = Pending::new(100);
         p.start(Some(5));
-        assert_eq!(p.lag(), 0);
+        assert_eq!(lag(&p), 0);
         assert_eq!(p.note_seqs(1, 5), Seqs::Replayed);
         assert_eq!(p.note_seqs(6, 7), Seqs::New);
         assert_eq!(p.seen(), 7);
-        assert_eq!(p.lag(), 2);
+        assert_eq!(lag(&p), 2);
         let batch = p.take(None);
         assert_eq!((batch.first_seq, batch.last_seq), (6, 7));
     }
@@ -373,7 +373,7 @@ mod tests {
         assert_eq!((batch.first_seq, batch.last_seq), (3, 9));
         // Held again from seq 3: --state stays at 2.
         assert_eq!(p.applied(batch.last_seq, Some(3)), 2);
-        assert_eq!(p.lag(), 7);
+        assert_eq!(lag(&p), 7);
         // Held from a seq after the batch: the whole batch counts.
         assert_eq!(p.applied(9, Some(20)), 9);
     }
@@ -393,7 +393,7 @@ mod tests {
         let mut p = fed(&[(1, 4, "a")]);
         p.start(None);
         assert!(p.is_empty());
-        assert_eq!((p.seen(), p.lag()), (0, 0));
+        assert_eq!((p.seen(), lag(&p)), (0, 0));
         assert_eq!(p.note_seqs(1, 1), Seqs::New, "seq 1 again is news");
         p.discard();
         assert!(p.is_empty());

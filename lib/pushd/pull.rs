@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::pushd::apply::{
-    check_source, count_entries, count_entries_upto, judge_deletes, rename_local, Checks,
-    DeleteCase, Guards, Identity, Report, RootId, PERCENT_FLOOR,
+    check_source, count_entries, count_entries_upto, judge_deletes, rename_local, run,
+    sync_subtrees, Checks, DeleteCase, Guards, Identity, Report, RootId, Side, PERCENT_FLOOR,
 };
 use crate::pushd::plan::Plan;
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Transfer};
@@ -284,7 +284,17 @@ pub struct Puller<'a> {
     pub guards: &'a Guards,
 }
 
-impl Puller<'_> {
+impl<'a> Puller<'a> {
+    /// `target`'s puller from `upstream` with pushd's settings and guards.
+    fn of(config: &'a crate::pushd::Config, upstream: &'a Upstream, target: &'a Target) -> Self {
+        Puller {
+            upstream,
+            target,
+            settings: &config.rsync,
+            guards: &config.guards,
+        }
+    }
+
     fn root(&self) -> anyhow::Result<&Path> {
         match &self.target.location {
             Location::Local(root) => Ok(root),
@@ -345,8 +355,7 @@ impl Puller<'_> {
             Ok(probe) => probe,
             Err(e) => {
                 e.into_report(&mut report);
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         };
         let empty = probe.identity.empty;
@@ -354,14 +363,9 @@ impl Puller<'_> {
             if let Some(why) =
                 before.changed(&probe.identity, Path::new(&self.upstream.location.name))
             {
-                report.held_everything = true;
-                report.refused_deletes = (plan.paths.len() + plan.subtrees.len()) as u64;
-                report.refusal = Some(format!(
-                    "upstream {why}: holding every change for {}, nothing applied (SIGUSR2 to release once checked)",
-                    self.target
-                ));
-                report.duration = started.elapsed();
-                return Ok(report);
+                let refused = (plan.paths.len() + plan.subtrees.len()) as u64;
+                report.hold_everything(&format!("upstream {why}"), self.target, refused);
+                return report.ended(started);
             }
         }
         if !delete {
@@ -381,19 +385,6 @@ impl Puller<'_> {
         }
         // A held path is rechecked later as an update: missing upstream
         // then means delete, present means copy.
-        let limit = match self.guards.max_delete {
-            _ if empty && !self.guards.allow_empty_source => 0,
-            MaxDelete::Percent(_) => PERCENT_FLOOR,
-            MaxDelete::Count(n) => n,
-        };
-        let weighed = |deletes: u64| DeleteCase {
-            deletes,
-            source_now: count_entries(&root)
-                .saturating_sub(1)
-                .saturating_sub(deletes),
-            empty_now: empty,
-            empty_at_start: checks.identity.is_some_and(|i| i.empty),
-        };
         if !plan.paths.is_empty() {
             let list = plan.paths.clone();
             let mut delete_listed = delete;
@@ -408,102 +399,62 @@ impl Puller<'_> {
                 }
                 delete_listed = false;
             }
-            if delete_listed && !checks.released && !self.bounded(&root, &list, limit) {
+            if delete_listed && !checks.released && !self.cannot_trip(&root, &list, empty, checks) {
                 let dry = self.rsync(&root, Transfer::Paths { delete: true }, true, &list)?;
+                report.rsync_runs += 1;
                 if dry.outcome != Outcome::Success {
-                    report.code = dry.code;
-                    report.outcome = Some(dry.outcome);
-                    report.message = dry.stderr;
-                    report.duration = started.elapsed();
-                    return Ok(report);
+                    report.decided_by(dry.code, dry.outcome, dry.stderr);
+                    return report.ended(started);
                 }
                 let n = dry.stats.deleted;
-                if let Some(why) = judge_deletes(self.guards, weighed(n)) {
+                if let Some(why) = judge_deletes(self.guards, self.weighed(&root, n, checks, empty))
+                {
                     report.refused_deletes += n;
                     report.refusal = Some(format!("{why} on {}; the rest is applied", self.target));
                     report.held_paths = list.clone();
                     delete_listed = false;
                 }
             }
-            self.run(
-                &root,
-                Transfer::Paths {
-                    delete: delete_listed,
-                },
-                &list,
-                &mut report,
-            )?;
+            let transfer = Transfer::Paths {
+                delete: delete_listed,
+            };
+            run(self, &root, transfer, &list, &mut report)?;
             if !report.succeeded() {
-                report.duration = started.elapsed();
-                return Ok(report);
+                return report.ended(started);
             }
         }
         if !plan.subtrees.is_empty() {
-            let mut delete = delete;
-            if delete && !checks.released && !self.bounded(&root, &plan.subtrees, limit) {
-                let dry = self.rsync(
-                    &root,
-                    Transfer::Subtrees { delete: true },
-                    true,
-                    &plan.subtrees,
-                )?;
-                if dry.outcome != Outcome::Success {
-                    report.code = dry.code;
-                    report.outcome = Some(dry.outcome);
-                    report.message = dry.stderr;
-                    report.duration = started.elapsed();
-                    return Ok(report);
-                }
-                // What the sync would lose: deletions net of what it creates
-                // (a renamed directory deletes and creates the same entries).
-                let loss = dry.stats.deleted.saturating_sub(dry.stats.created);
-                let refusal = if dry.stats.deleted == 0 {
-                    None
-                } else if empty && !self.guards.allow_empty_source {
-                    Some(format!(
-                        "the upstream root {} is empty but {} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
-                        self.upstream.location.name, dry.stats.deleted, self.target
-                    ))
-                } else {
-                    judge_deletes(self.guards, weighed(loss)).map(|why| {
-                        format!(
-                            "refusing to delete {} entries on {} ({why})",
-                            dry.stats.deleted, self.target
-                        )
-                    })
-                };
-                if let Some(why) = refusal {
-                    delete = false;
-                    report.refused_deletes += dry.stats.deleted;
-                    report.refusal = Some(why);
-                    report.held_subtrees = plan.subtrees.clone();
-                }
-            }
-            self.run(
+            sync_subtrees(
+                self,
                 &root,
-                Transfer::Subtrees { delete },
                 &plan.subtrees,
+                delete,
+                empty,
+                checks,
                 &mut report,
             )?;
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        report.ended(started)
     }
 
-    /// True when what `list` covers on this replica cannot exceed `limit`
-    /// entries, so no deletion among them can trip a guard and the dry run
-    /// that would count them is skipped (the root itself never goes).
-    fn bounded(&self, root: &Path, list: &[WirePath], limit: u64) -> bool {
-        let mut bound = 0;
-        for p in list {
-            let skip = u64::from(p.is_root());
-            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
-                .saturating_sub(skip);
-            if bound > limit {
-                return false;
-            }
+    /// The guards' case for `deletes` on this replica: what it holds
+    /// after them is what the upstream holds now.
+    fn weighed(&self, root: &Path, deletes: u64, checks: Checks, empty: bool) -> DeleteCase {
+        DeleteCase {
+            deletes,
+            source_now: count_entries(root)
+                .saturating_sub(1)
+                .saturating_sub(deletes),
+            empty_now: empty,
+            empty_at_start: checks.identity.is_some_and(|i| i.empty),
         }
-        true
+    }
+}
+
+impl Side for Puller<'_> {
+    /// A pull is never previewed (pushd refuses `--dry-run` with `--from`).
+    fn previews(&self) -> bool {
+        false
     }
 
     fn rsync(
@@ -524,21 +475,54 @@ impl Puller<'_> {
         rsync::run(self.settings.program(), &args, &list)
     }
 
-    fn run(
+    /// True when what `list` covers on this replica cannot exceed the
+    /// most deletions a guard lets through (none from an empty upstream),
+    /// so no deletion among them can trip one and the dry run that would
+    /// count them is skipped (the root itself never goes).
+    fn cannot_trip(&self, root: &Path, list: &[WirePath], empty: bool, _: Checks) -> bool {
+        let limit = match self.guards.max_delete {
+            _ if empty && !self.guards.allow_empty_source => 0,
+            MaxDelete::Percent(_) => PERCENT_FLOOR,
+            MaxDelete::Count(n) => n,
+        };
+        let mut bound = 0;
+        for p in list {
+            let skip = u64::from(p.is_root());
+            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
+                .saturating_sub(skip);
+            if bound > limit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// What the sync would lose: deletions net of what it creates (a
+    /// renamed directory deletes and creates the same entries).
+    fn weigh_subtrees(
         &self,
         root: &Path,
-        transfer: Transfer,
-        list: &[WirePath],
-        report: &mut Report,
-    ) -> anyhow::Result<()> {
-        let result = self.rsync(root, transfer, false, list)?;
-        report.stats.add(result.stats);
-        report.code = result.code;
-        report.outcome = Some(result.outcome);
-        if result.outcome != Outcome::Success || !result.stderr.is_empty() {
-            report.message = result.stderr;
+        deleted: u64,
+        created: u64,
+        empty: bool,
+        checks: Checks,
+    ) -> Option<String> {
+        let loss = deleted.saturating_sub(created);
+        if deleted == 0 {
+            None
+        } else if empty && !self.guards.allow_empty_source {
+            Some(format!(
+                "the upstream root {} is empty but {deleted} entries would go on {}: not deleting, holding them (--allow-empty-source to allow)",
+                self.upstream.location.name, self.target
+            ))
+        } else {
+            judge_deletes(self.guards, self.weighed(root, loss, checks, empty)).map(|why| {
+                format!(
+                    "refusing to delete {deleted} entries on {} ({why})",
+                    self.target
+                )
+            })
         }
-        Ok(())
     }
 }
 
@@ -567,13 +551,9 @@ pub(crate) fn apply_for(
         upto,
     } = step;
     match &config.pull {
-        Some(upstream) => Puller {
-            upstream,
-            target,
-            settings: &config.rsync,
-            guards: &config.guards,
+        Some(upstream) => {
+            Puller::of(config, upstream, target).apply(plan, delete, checks, Some(&upto))
         }
-        .apply(plan, delete, checks, Some(&upto)),
         None => crate::pushd::apply::Applier {
             target,
             settings: &config.rsync,
@@ -593,13 +573,7 @@ pub(crate) fn identity_for(
     source: &Path,
 ) -> Result<Identity, String> {
     match &config.pull {
-        Some(upstream) => Puller {
-            upstream,
-            target,
-            settings: &config.rsync,
-            guards: &config.guards,
-        }
-        .identity(),
+        Some(upstream) => Puller::of(config, upstream, target).identity(),
         None => Identity::of(source),
     }
 }

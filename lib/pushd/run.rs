@@ -12,11 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
+use crate::health::publish::Publisher;
 use crate::os::interruptible::{is_stop, Interruptible};
 use crate::os::signals::Signals;
 use crate::os::systemd::Systemd;
+use crate::pushd::health::HealthTable;
 use crate::pushd::state::StateFile;
-use crate::pushd::status::StatusTable;
 use crate::wire::event::Record;
 use crate::wire::path::WirePath;
 use crate::wire::reader::{Item, RecordReader};
@@ -96,12 +97,9 @@ pub(crate) fn run_with(
         output,
         state,
         config.max_procs,
-        StatusTable::new(config.targets.iter().map(|t| t.name.clone())),
+        HealthTable::new(config.targets.iter().map(|t| t.name.clone())),
+        Publisher::new(&config.health),
         Systemd::from_env(),
-        crate::pushd::health::Health::new(
-            config.targets.iter().map(|t| t.name.clone()),
-            &config.health,
-        ),
     ));
     let config = Arc::new(config);
     let mut senders = Vec::new();
@@ -137,7 +135,7 @@ pub(crate) fn run_with(
                 let _ = tx.send(Work::Release);
             }
         } else if signal == Signal::SIGUSR1 {
-            log_notice!("SIGUSR1: {}", teller.health.summary());
+            log_notice!("SIGUSR1: {}", teller.summary());
         } else {
             log_info!("ignoring {signal}");
         }
@@ -153,7 +151,7 @@ pub(crate) fn run_with(
     let teller = Arc::clone(&shared);
     let mut on_signal: crate::os::interruptible::OnSignal = Some(Box::new(move |signal| {
         if signal == Signal::SIGUSR1 {
-            log_notice!("SIGUSR1: {}", teller.health.summary());
+            log_notice!("SIGUSR1: {}", teller.summary());
         } else {
             log_info!("ignoring {signal}");
         }
@@ -184,7 +182,7 @@ pub(crate) fn run_with(
     }
     if matches!(read, Ok(None)) {
         while !handles.iter().all(|h| h.is_finished()) {
-            shared.health.tick(false);
+            shared.publish();
             match crate::os::interruptible::wait_for_stop(
                 &mut signals,
                 &mut on_signal,

@@ -1,15 +1,18 @@
 //! What the targets' workers share: the result output, the state file, the
-//! `--max-procs` slots, the stop flag, and the status table with what
-//! systemd is told from it (one lock for all of pushd's per-target status).
+//! `--max-procs` slots, the stop flag, and the targets' health table with
+//! what systemd and the status files are told from it (one lock for all of
+//! pushd's per-target state).
 
 use std::io::Write;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::health::publish::Publisher;
+use crate::health::target::TargetHealth;
 use crate::log_notice;
 use crate::os::systemd::Systemd;
+use crate::pushd::health::HealthTable;
 use crate::pushd::state::StateFile;
-use crate::pushd::status::StatusTable;
 use crate::wire::event::Record;
 
 /// State shared by the workers and the reader.
@@ -24,15 +27,15 @@ pub(crate) struct Shared {
     stop: (Mutex<bool>, Condvar),
     /// Everything pushd reports, under one lock.
     status: Mutex<Status>,
-    /// Every target's state and numbers: `STATUS=`, the status files.
-    pub(crate) health: crate::pushd::health::Health,
 }
 
-/// What pushd reports, kept together so that `STATUS=` is always said from
-/// the table as it is.
+/// What pushd reports, kept together so that `STATUS=` and the status
+/// files are always said from the table as it is.
 pub(crate) struct Status {
     /// Every target's row.
-    pub(crate) table: StatusTable,
+    pub(crate) table: HealthTable,
+    /// `--status-file`, `--metrics-file`.
+    publisher: Publisher,
     pub(crate) systemd: Systemd,
     /// A target that never synced failed for good (see `Config::insist`):
     /// pushd ends with this error.
@@ -44,9 +47,9 @@ impl Shared {
         output: Box<dyn Write + Send>,
         state: Option<StateFile>,
         max_procs: usize,
-        table: StatusTable,
+        table: HealthTable,
+        publisher: Publisher,
         systemd: Systemd,
-        health: crate::pushd::health::Health,
     ) -> Self {
         Shared {
             out: Mutex::new(Some(output)),
@@ -55,10 +58,10 @@ impl Shared {
             stop: (Mutex::new(false), Condvar::new()),
             status: Mutex::new(Status {
                 table,
+                publisher,
                 systemd,
                 gave_up: None,
             }),
-            health,
         }
     }
 
@@ -119,17 +122,36 @@ impl Shared {
         cv.notify_one();
     }
 
-    /// Records a target's lag (seqs behind) and held deletions, and updates
-    /// `STATUS=` from the targets' health: at once when a target falls
-    /// behind or catches up, its hold changes or its state changed
-    /// (`urgent`), else at most every few seconds.
-    pub(crate) fn set_lag(&self, index: usize, lag: u64, held: u64, urgent: bool) {
+    /// Changes one target's numbers; the status files follow at their
+    /// next tick. True when `STATUS=` should say so at once (see
+    /// [`HealthTable::update`]).
+    pub(crate) fn update(&self, index: usize, change: impl FnOnce(&mut TargetHealth)) -> bool {
         let mut status = self.status();
-        let changed = status.table.set_lag(index, lag, held) || urgent;
+        status.publisher.changed();
+        status.table.update(index, change)
+    }
+
+    /// Changes one target's numbers and updates `STATUS=`: at once when
+    /// the target falls behind or catches up, its hold changes or its
+    /// state changed (or `urgent`), else at most every few seconds.
+    pub(crate) fn report(&self, index: usize, change: impl FnOnce(&mut TargetHealth)) {
+        let mut status = self.status();
+        status.publisher.changed();
+        let changed = status.table.update(index, change);
         if changed || status.systemd.status_due() {
-            let text = self.health.summary();
+            let text = status.table.summary(SystemTime::now());
             status.systemd.status(&text, changed);
         }
+    }
+
+    /// A copy of one target's numbers.
+    pub(crate) fn get(&self, index: usize) -> TargetHealth {
+        self.status().table.get(index).clone()
+    }
+
+    /// `STATUS=`: the targets, worst first.
+    pub(crate) fn summary(&self) -> String {
+        self.status().table.summary(SystemTime::now())
     }
 
     /// One target's start-up sync has ended; the last one tells systemd
@@ -139,22 +161,30 @@ impl Shared {
         if status.table.started(index) {
             // A target whose first transfer failed is shown failing, never
             // synced (README "READY=1 and a target that cannot sync").
-            let text = self.health.summary();
-            self.health.set_ready();
+            let text = status.table.summary(SystemTime::now());
+            status.publisher.changed();
             status.systemd.ready(&text);
         }
     }
 
-    /// Once a second from the reader: pings the watchdog and, while a
-    /// start-up sync of a large tree runs (it outlasts any fixed start
-    /// timeout), asks systemd for more time.
+    /// Writes the status files when due.
+    pub(crate) fn publish(&self) {
+        let status = &mut *self.status();
+        let table = &status.table;
+        status.publisher.tick(false, |now| table.views(now));
+    }
+
+    /// Once a second from the reader: writes the status files when due,
+    /// pings the watchdog and, while a start-up sync of a large tree runs
+    /// (it outlasts any fixed start timeout), asks systemd for more time.
     pub(crate) fn tick(&self) {
-        self.health.tick(false);
-        let mut status = self.status();
+        let status = &mut *self.status();
+        let table = &status.table;
+        status.publisher.tick(false, |now| table.views(now));
         status.systemd.tick();
         // Lags in seconds grow while nothing happens.
         if status.systemd.status_due() {
-            let text = self.health.summary();
+            let text = status.table.summary(SystemTime::now());
             status.systemd.status(&text, false);
         }
         if status

@@ -46,7 +46,7 @@ pub(crate) enum Work {
 pub(crate) struct Worker<'a> {
     config: &'a Config,
     shared: &'a Shared,
-    /// This target's row in the status table.
+    /// This target's row in the health table.
     index: usize,
     target: &'a Target,
     stream: Option<String>,
@@ -251,9 +251,7 @@ impl<'a> Worker<'a> {
         }
         if !self.has_work() {
             // Resuming, or no start-up sync asked for: in step now.
-            self.shared
-                .health
-                .update(self.index, |h| h.in_step_once = true);
+            self.shared.update(self.index, |h| h.in_step_once = true);
             self.start_done();
         }
     }
@@ -323,16 +321,16 @@ impl<'a> Worker<'a> {
         }
         let attempt = self.backoff.begin();
         let started = std::time::SystemTime::now();
-        self.shared.health.update(self.index, |h| {
+        self.shared.update(self.index, |h| {
             h.in_flight = Some(crate::health::target::InFlight {
                 started,
                 full: whole,
             });
             h.full_sync |= whole;
         });
-        let (health, index) = (&self.shared.health, self.index);
+        let (shared, index) = (self.shared, self.index);
         let report_progress = move |p: crate::health::target::Progress| {
-            health.update(index, |h| h.progress = Some(p));
+            shared.update(index, |h| h.progress = Some(p));
         };
         let checks = Checks {
             identity: self.identity,
@@ -558,7 +556,7 @@ impl<'a> Worker<'a> {
     fn report(&self) {
         let now = std::time::SystemTime::now();
         let unapplied = self.has_work() || !self.held.is_empty();
-        let changed = self.shared.health.update(self.index, |h| {
+        self.shared.report(self.index, |h| {
             h.stream = self.stream.clone();
             h.applied_seq = self.pending.applied_seq();
             h.seen_seq = self.pending.seen();
@@ -571,15 +569,13 @@ impl<'a> Worker<'a> {
                 h.unapplied_since = Some(now);
             }
         });
-        self.shared
-            .set_lag(self.index, self.pending.lag(), self.held.count(), changed);
     }
 
     /// Counts a transfer that ended; says so at `-v`, and at notice level
     /// when the target works again after failures.
     fn note_outcome(&self, ok: bool, record: &Applied) {
         let now = std::time::SystemTime::now();
-        let before = self.shared.health.get(self.index);
+        let before = self.shared.get(self.index);
         if ok {
             if before.consecutive_failures > 0 {
                 log_notice!(
@@ -620,7 +616,7 @@ impl<'a> Worker<'a> {
                 record.duration_ms
             );
         }
-        self.shared.health.update(self.index, |h| {
+        self.shared.update(self.index, |h| {
             h.in_flight = None;
             h.progress = None;
             h.transfers += 1;

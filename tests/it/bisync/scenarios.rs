@@ -151,14 +151,8 @@ impl Meddler {
 }
 
 impl Replica for Meddler {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-    fn is_root(&self) -> bool {
-        self.inner.is_root()
+    fn who(&self) -> &syncpipe::bisync::replica::Who {
+        self.inner.who()
     }
     fn set_owners(&mut self, owners: bool) -> anyhow::Result<()> {
         self.inner.set_owners(owners)
