@@ -845,9 +845,13 @@ fn the_status_file_shows_the_replicas_lag() {
         }),
         "{seen:?}"
     );
-    let text = fs::read_to_string(&metrics).unwrap();
+    // The metrics file is renamed into place right after the status file.
+    let mut text = String::new();
     assert!(
-        text.contains("syncpipe_relayd_pending_messages{durable=\"web1\",stream=\"lag\"} 0"),
+        wait_until(TIMEOUT, || {
+            text = fs::read_to_string(&metrics).unwrap();
+            text.contains("syncpipe_relayd_pending_messages{durable=\"web1\",stream=\"lag\"} 0")
+        }),
         "{text}"
     );
     assert!(text.contains("syncpipe_relayd_behind_seconds{"), "{text}");
