@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::health::metrics::{Exposition, Kind};
-use crate::health::target::{Progress, State, TargetHealth};
+use crate::health::target::{rfc3339, State, TargetHealth};
 
 /// Version of the status file's layout; a reader refuses a higher one.
 pub const VERSION: u32 = 1;
@@ -58,64 +58,30 @@ impl StatusDoc {
     }
 }
 
-/// One target in the status file.
+/// One target in the status file: its numbers (the [`TargetHealth`]
+/// itself, which says what it carries) and what they put it in when the
+/// file was written, so a reader needs no clock and no pushd internals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetReport {
-    pub name: String,
+    #[serde(flatten)]
+    pub target: TargetHealth,
     pub state: State,
     /// The target's clause of `STATUS=`.
     pub words: String,
-    pub stream: Option<String>,
-    pub applied_seq: u64,
-    pub seen_seq: u64,
+    /// Stream seqs received and not applied yet.
     pub lag_events: u64,
     /// Age of the oldest change not applied yet.
     pub lag_seconds: f64,
-    pub pending_paths: u64,
-    /// A full sync is pending or running.
-    pub full_sync: bool,
-    /// When the transfer in flight started, if one is.
-    pub in_flight_since: Option<String>,
-    pub progress: Option<Progress>,
-    pub last_success: Option<String>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-    pub failing_since: Option<String>,
-    pub consecutive_failures: u32,
-    pub transfers: u64,
-    pub failures: u64,
-    pub files_sent: u64,
-    pub bytes_sent: u64,
-    pub deleted: u64,
-    pub deletions_held: u64,
 }
 
 impl TargetReport {
     pub fn of(t: &TargetHealth, now: SystemTime) -> Self {
         TargetReport {
-            name: t.name.clone(),
+            target: t.clone(),
             state: t.state(),
             words: t.words(now),
-            stream: t.stream.clone(),
-            applied_seq: t.applied_seq,
-            seen_seq: t.seen_seq,
             lag_events: t.lag_events(),
             lag_seconds: t.lag_seconds(now),
-            pending_paths: t.pending_paths,
-            full_sync: t.full_sync,
-            in_flight_since: t.in_flight.as_ref().map(|f| rfc3339(f.started)),
-            progress: t.progress.clone(),
-            last_success: t.last_success.map(rfc3339),
-            last_error: t.last_error.clone(),
-            last_error_at: t.last_error_at.map(rfc3339),
-            failing_since: t.failing_since.map(rfc3339),
-            consecutive_failures: t.consecutive_failures,
-            transfers: t.transfers,
-            failures: t.failures,
-            files_sent: t.files_sent,
-            bytes_sent: t.bytes_sent,
-            deleted: t.deleted,
-            deletions_held: t.deletions_held,
         }
     }
 }
@@ -303,10 +269,6 @@ pub fn program_views(doc: &mut StatusDoc, labels: &[(&str, &str)], numbers: &[Nu
     e.finish()
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 pub fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -342,11 +304,44 @@ mod tests {
             text.contains("\"failing_since\":\"2027-01-15T08:00:01.000Z\""),
             "{text}"
         );
+        assert!(text.contains("\"in_flight_since\":null"), "{text}");
+        assert!(!text.contains("unapplied_since"), "pushd's own: {text}");
         let back: StatusDoc = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, doc);
-        assert_eq!(back.targets[0].lag_seconds, 10.0);
-        assert_eq!(back.targets[0].lag_events, 4);
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let read = &back.targets[0];
+        assert_eq!(read.state, State::Failing);
+        assert_eq!(read.target.failing_since, Some(at(1)));
+        assert_eq!(read.target.last_error_at, Some(at(2)));
+        assert_eq!(read.lag_seconds, 10.0);
+        assert_eq!(read.lag_events, 4);
         assert_eq!(back.age(at(13)), 3.0);
+    }
+
+    /// A record in the order the separate report type wrote it reads the
+    /// same: readers go by key names, never by order.
+    #[test]
+    fn a_record_in_the_earlier_key_order_reads_the_same() {
+        let text = r#"{"name":"/copy","state":"behind","words":"/copy: 2 behind, oldest 3s",
+            "stream":"s","applied_seq":1,"seen_seq":3,"lag_events":2,"lag_seconds":3.5,
+            "pending_paths":2,"full_sync":false,"in_flight_since":"2027-01-15T08:00:02.000Z",
+            "progress":{"files":1,"bytes":20},"last_success":"2027-01-15T08:00:01.000Z",
+            "last_error":null,"last_error_at":null,"failing_since":null,"consecutive_failures":0,
+            "transfers":1,"failures":0,"files_sent":1,"bytes_sent":20,"deleted":0,
+            "deletions_held":0}"#;
+        let read: TargetReport = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (read.state, read.lag_events, read.lag_seconds),
+            (State::Behind, 2, 3.5)
+        );
+        assert_eq!(
+            read.target.in_flight.as_ref().map(|f| f.started),
+            Some(at(2))
+        );
+        assert_eq!(read.target.last_success, Some(at(1)));
+        assert_eq!(read.target.progress.as_ref().map(|p| p.bytes), Some(20));
+        let again: serde_json::Value = serde_json::to_value(&read).unwrap();
+        let earlier: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(again, earlier);
     }
 
     #[test]

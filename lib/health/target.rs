@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The states a target can be in, worst first (the order `STATUS=` uses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -100,7 +100,16 @@ pub struct InFlight {
 }
 
 /// Everything known about one target, updated by its worker.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Serialised, it is the target's record in the status file (beside the
+/// state, words and lag it is in when written: `status::TargetReport`):
+/// times as RFC 3339 text or `null`, the transfer in flight as
+/// `in_flight_since`. What only pushd needs (`unapplied_since`,
+/// `in_step_once`, `started`, `held_at_end`, whether the transfer in flight
+/// is the full sync) stays out, so a record read back has those at their
+/// defaults: a reader takes the state and the lag from the report, never
+/// derives them again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetHealth {
     pub name: String,
     /// The stream being applied; `None` until one arrives.
@@ -110,7 +119,9 @@ pub struct TargetHealth {
     /// Highest seq received on the stream.
     pub seen_seq: u64,
     /// When the oldest change not yet applied (pending, in flight, held)
-    /// arrived; `None` when everything is applied.
+    /// arrived; `None` when everything is applied. The file says it as
+    /// the report's `lag_seconds`.
+    #[serde(skip)]
     pub unapplied_since: Option<SystemTime>,
     /// Distinct paths waiting (a full sync counts as one).
     pub pending_paths: u64,
@@ -118,14 +129,20 @@ pub struct TargetHealth {
     pub full_sync: bool,
     /// The target was in step with a stream at least once: a transfer
     /// succeeded, or a resumed position or `--no-init` vouches for it.
+    #[serde(skip)]
     pub in_step_once: bool,
+    /// In the file: when the transfer in flight started.
+    #[serde(rename = "in_flight_since", with = "in_flight_since", default)]
     pub in_flight: Option<InFlight>,
     /// Progress of the transfer in flight, when it reports any.
     pub progress: Option<Progress>,
+    #[serde(with = "time_text", default)]
     pub last_success: Option<SystemTime>,
     pub last_error: Option<String>,
+    #[serde(with = "time_text", default)]
     pub last_error_at: Option<SystemTime>,
     /// When the current run of failures began.
+    #[serde(with = "time_text", default)]
     pub failing_since: Option<SystemTime>,
     pub consecutive_failures: u32,
     pub transfers: u64,
@@ -137,9 +154,51 @@ pub struct TargetHealth {
     pub deletions_held: u64,
     /// pushd: the start-up sync has ended (succeeded, or failed and
     /// retrying); `READY=1` waits for every target's.
+    #[serde(skip)]
     pub started: bool,
     /// pushd: the input ended with deletions still held here (exit 12).
+    #[serde(skip)]
     pub held_at_end: bool,
+}
+
+/// A time as the status file writes it: RFC 3339, UTC, milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `Option<SystemTime>` as [`rfc3339`] text, `null` for none.
+mod time_text {
+    use super::*;
+    use serde::de::Error as _;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        t.map(rfc3339).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_rfc3339(&text).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// The transfer in flight as the time it started ([`time_text`]); read
+/// back, whether it is the full sync is not known (`full_sync` says one is
+/// due or running).
+mod in_flight_since {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(f: &Option<InFlight>, s: S) -> Result<S::Ok, S::Error> {
+        time_text::serialize(&f.as_ref().map(|f| f.started), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<InFlight>, D::Error> {
+        let started = time_text::deserialize(d)?;
+        Ok(started.map(|started| InFlight {
+            started,
+            full: false,
+        }))
+    }
 }
 
 impl TargetHealth {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::cli::exit::Code;
 use crate::health::status::{StatusDoc, TargetReport};
-use crate::health::target::{human_bytes, one_line, State};
+use crate::health::target::{human_bytes, one_line, rfc3339, State};
 
 /// The file name pushd's unit gives `--status-file` in each sync's directory.
 pub const PUSHD_FILE: &str = "pushd.json";
@@ -245,7 +245,7 @@ pub fn lines(syncs: &[Sync]) -> Vec<String> {
         for t in targets {
             rows.push([
                 sync.name.clone(),
-                t.name.clone(),
+                t.target.name.clone(),
                 t.state.as_str().into(),
                 lag(t),
                 last_error(t),
@@ -321,9 +321,9 @@ fn lag(t: &TargetReport) -> String {
     if t.state == State::NeverSynced {
         return "-".into();
     }
-    if t.full_sync {
+    if t.target.full_sync {
         let mut s = String::from("full sync");
-        if let Some(p) = &t.progress {
+        if let Some(p) = &t.target.progress {
             s.push_str(&format!(" ({} files, {})", p.files, human_bytes(p.bytes)));
         }
         return format!("{s}, {:.0}s", t.lag_seconds);
@@ -332,19 +332,20 @@ fn lag(t: &TargetReport) -> String {
 }
 
 fn last_error(t: &TargetReport) -> String {
+    let h = &t.target;
     match t.state {
         State::Failing => format!(
             "since {} ({} tries): {}",
-            t.failing_since.as_deref().unwrap_or("?"),
-            t.consecutive_failures,
-            one_line(t.last_error.as_deref().unwrap_or("?"), 160)
+            h.failing_since.map_or("?".into(), rfc3339),
+            h.consecutive_failures,
+            one_line(h.last_error.as_deref().unwrap_or("?"), 160)
         ),
         State::Held => format!(
             "{} deletions held by a guard (kill -USR2 the pushd, or --release-held)",
-            t.deletions_held
+            h.deletions_held
         ),
-        _ => match (&t.last_error, &t.last_error_at) {
-            (Some(e), Some(at)) => format!("recovered; at {at}: {}", one_line(e, 120)),
+        _ => match (&h.last_error, h.last_error_at) {
+            (Some(e), Some(at)) => format!("recovered; at {}: {}", rfc3339(at), one_line(e, 120)),
             _ => "-".into(),
         },
     }
@@ -353,7 +354,9 @@ fn last_error(t: &TargetReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::target::TargetHealth;
+    use crate::health::publish::{HealthFiles, Publisher};
+    use crate::health::target::{InFlight, Progress, TargetHealth};
+    use crate::pushd::health::HealthTable;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64) -> SystemTime {
@@ -498,5 +501,157 @@ mod tests {
             "{:?}",
             lines(&syncs)
         );
+    }
+
+    /// A status file as pushd writes it (its health table through the
+    /// publisher) reads back as the same document, with the key names the
+    /// README documents, and `syncpipe status` says each target from it.
+    #[test]
+    fn reads_back_what_pushd_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("web")).unwrap();
+        let mut table = HealthTable::new(["/copy", "nas:/srv", "/big"].map(String::from));
+        table.update(0, |h| {
+            h.stream = Some("s".into());
+            h.in_step_once = true;
+            (h.applied_seq, h.seen_seq, h.transfers) = (5, 5, 2);
+            h.last_success = Some(at(3));
+            h.last_error = Some("rsync exit 23".into());
+            h.last_error_at = Some(at(0));
+        });
+        table.update(1, |h| {
+            h.stream = Some("s".into());
+            h.seen_seq = 3;
+            h.consecutive_failures = 2;
+            h.failing_since = Some(at(1));
+            h.last_error = Some("ssh: no route\nport 22".into());
+        });
+        let full_sync_since = |started| InFlight {
+            started,
+            full: true,
+        };
+        table.update(2, |h| {
+            h.stream = Some("s".into());
+            h.in_step_once = true;
+            (h.full_sync, h.pending_paths) = (true, 1);
+            h.in_flight = Some(full_sync_since(at(2)));
+            h.progress = Some(Progress {
+                files: 1200,
+                bytes: 35_200_000,
+                ..Progress::default()
+            });
+        });
+        let path = run.join("web").join(PUSHD_FILE);
+        let mut publisher = Publisher::new(&HealthFiles {
+            status: Some(path.clone()),
+            metrics: None,
+        });
+        let mut written = None;
+        publisher.tick(true, |now| {
+            let views = table.views(now);
+            written = Some(views.0.clone());
+            views
+        });
+
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut keys: Vec<_> = raw["targets"][2]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "applied_seq",
+                "bytes_sent",
+                "consecutive_failures",
+                "deleted",
+                "deletions_held",
+                "failing_since",
+                "failures",
+                "files_sent",
+                "full_sync",
+                "in_flight_since",
+                "lag_events",
+                "lag_seconds",
+                "last_error",
+                "last_error_at",
+                "last_success",
+                "name",
+                "pending_paths",
+                "progress",
+                "seen_seq",
+                "state",
+                "stream",
+                "transfers",
+                "words",
+            ]
+        );
+        assert_eq!(
+            raw["targets"][2]["in_flight_since"],
+            "2027-01-15T08:00:02.000Z"
+        );
+        assert_eq!(
+            raw["targets"][0]["last_success"],
+            "2027-01-15T08:00:03.000Z"
+        );
+        assert_eq!(raw["targets"][1]["consecutive_failures"], 2);
+
+        let opts = Options {
+            name: None,
+            json: false,
+            run_dir: run,
+            conf_dir: dir.path().join("conf"),
+        };
+        let syncs = gather(&opts, SystemTime::now()).unwrap();
+        assert!(syncs.len() == 1 && syncs[0].problem.is_none(), "{syncs:?}");
+        let read = syncs[0].status.as_ref().unwrap();
+        assert_eq!(
+            serde_json::to_value(read).unwrap(),
+            serde_json::to_value(written.unwrap()).unwrap(),
+            "the document reads back as written"
+        );
+        assert_eq!(serde_json::to_value(read).unwrap(), raw);
+        let text = lines(&syncs);
+        let cells: Vec<Vec<&str>> = text[1..]
+            .iter()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                vec![
+                    "web",
+                    "/copy",
+                    "in-sync",
+                    "0 events, 0s",
+                    "recovered; at 2027-01-15T08:00:00.000Z: rsync exit 23",
+                ],
+                vec![
+                    "web",
+                    "nas:/srv",
+                    "failing",
+                    "3 events, 0s",
+                    "since 2027-01-15T08:00:01.000Z (2 tries): ssh: no route / port 22",
+                ],
+                vec![
+                    "web",
+                    "/big",
+                    "behind",
+                    "full sync (1200 files, 35.2 MB), 0s",
+                    "-",
+                ],
+            ]
+        );
+        assert!(!syncs[0].healthy(), "a failing target");
     }
 }
