@@ -1,8 +1,10 @@
 //! `syncpipe status [NAME]`: every sync on this host, one line per target
 //! (state, lag, last error), read from the status files pushd (or, for a
-//! two-way pair, `bisync --watch`) writes under /run/syncpipe/NAME/; exit 17
-//! when any target fails or holds deletions, or a configured sync has no
-//! fresh status file — a monitoring check.
+//! two-way pair, `bisync --watch`) writes under /run/syncpipe/NAME/, and for
+//! a pull replica one line for the broker's feed (relayd's file beside it);
+//! exit 17 when any target fails or holds deletions, a replica's broker does
+//! not answer, or a configured sync has no fresh status file — a monitoring
+//! check.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -18,6 +20,8 @@ use crate::health::target::{human_bytes, one_line, rfc3339, State};
 pub const PUSHD_FILE: &str = "pushd.json";
 /// The same for bisync-watch@'s `bisync --watch` (a two-way pair).
 pub const BISYNC_FILE: &str = "bisync.json";
+/// relayd subscribe's, in a pull replica's (syncpipe-replica@.service).
+pub const RELAYD_FILE: &str = "relayd.json";
 /// A status file older than this is stale: pushd rewrites it every few
 /// seconds even when idle (lib/health/publish.rs), so it stopped or hangs.
 pub const STALE_SECS: f64 = 30.0;
@@ -40,6 +44,27 @@ pub struct Sync {
     /// Why there is nothing to trust (no file, unreadable, stale).
     pub problem: Option<String>,
     pub status: Option<StatusDoc>,
+    /// A pull replica's feed: relayd's file (absent for other syncs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayd: Option<Feed>,
+}
+
+/// relayd subscribe's status file, as found.
+#[derive(Debug, Serialize)]
+pub struct Feed {
+    pub problem: Option<String>,
+    pub status: Option<StatusDoc>,
+}
+
+impl Feed {
+    fn number(&self, name: &str) -> Option<&serde_json::Value> {
+        self.status.as_ref().and_then(|s| s.numbers.get(name))
+    }
+
+    /// The server answered relayd's last look at its consumer.
+    fn broker_up(&self) -> bool {
+        self.number("broker_up").and_then(|v| v.as_f64()) == Some(1.0)
+    }
 }
 
 impl Sync {
@@ -49,6 +74,10 @@ impl Sync {
                 s.targets.iter().all(|t| !t.state.needs_attention())
                     && pair_state(s).is_none_or(|state| !state.needs_attention())
             })
+            && self
+                .relayd
+                .as_ref()
+                .is_none_or(|f| f.problem.is_none() && f.broker_up())
     }
 }
 
@@ -115,14 +144,31 @@ pub fn gather(opts: &Options, now: SystemTime) -> anyhow::Result<Vec<Sync>> {
 fn read_sync(run_dir: &Path, name: String, now: SystemTime) -> Sync {
     let dir = run_dir.join(&name);
     let pair = !dir.join(PUSHD_FILE).exists() && dir.join(BISYNC_FILE).exists();
-    let path = dir.join(if pair { BISYNC_FILE } else { PUSHD_FILE });
-    let (status, problem) = match std::fs::read(&path) {
+    let (status, problem) = if pair {
+        read_doc(&dir.join(BISYNC_FILE), "bisync", now)
+    } else {
+        read_doc(&dir.join(PUSHD_FILE), "pushd", now)
+    };
+    let relayd_path = dir.join(RELAYD_FILE);
+    // Only a pull replica has one; its unit starts relayd with pushd.
+    let relayd = relayd_path.exists().then(|| {
+        let (status, problem) = read_doc(&relayd_path, "relayd", now);
+        Feed { problem, status }
+    });
+    Sync {
+        name,
+        problem,
+        status,
+        relayd,
+    }
+}
+
+/// One program's status file: the document, or why it cannot be trusted.
+fn read_doc(path: &Path, program: &str, now: SystemTime) -> (Option<StatusDoc>, Option<String>) {
+    match std::fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             None,
-            Some(format!(
-                "no {PUSHD_FILE} or {BISYNC_FILE} in {} (not running?)",
-                dir.display()
-            )),
+            Some(format!("no {} ({program} not running?)", path.display())),
         ),
         Err(e) => (None, Some(format!("{}: {e}", path.display()))),
         Ok(bytes) => match serde_json::from_slice::<StatusDoc>(&bytes) {
@@ -139,18 +185,13 @@ fn read_sync(run_dir: &Path, name: String, now: SystemTime) -> Sync {
                 let age = doc.age(now);
                 let problem = (age > STALE_SECS).then(|| {
                     format!(
-                        "stale: {} (pid {}) last wrote its status {:.0}s ago; stopped or hung",
-                        doc.program, doc.pid, age
+                        "stale: {program} (pid {}) last wrote its status {:.0}s ago; stopped or hung",
+                        doc.pid, age
                     )
                 });
                 (Some(doc), problem)
             }
         },
-    };
-    Sync {
-        name,
-        problem,
-        status,
     }
 }
 
@@ -173,9 +214,9 @@ fn dir_names(dir: &Path, keep: impl Fn(&Path) -> bool) -> anyhow::Result<Vec<Str
 }
 
 /// Syncs configured in `conf_dir`: NAME.conf files with a TARGETS= line
-/// (pushd) or a REPLICA_A= line (a two-way pair: bisync-watch@NAME; one run
-/// by the timer instead, bisync@NAME, keeps no status file and shows as
-/// not running).
+/// (pushd), a BROKER= line (a pull replica) or a REPLICA_A= line (a two-way
+/// pair: bisync-watch@NAME; one run by the timer instead, bisync@NAME, keeps
+/// no status file and shows as not running).
 fn configured(conf_dir: &Path) -> anyhow::Result<Vec<String>> {
     let entries = match std::fs::read_dir(conf_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -194,7 +235,7 @@ fn configured(conf_dir: &Path) -> anyhow::Result<Vec<String>> {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         if text.lines().any(|l| {
             let l = l.trim_start();
-            l.starts_with("TARGETS=") || l.starts_with("REPLICA_A=")
+            l.starts_with("TARGETS=") || l.starts_with("BROKER=") || l.starts_with("REPLICA_A=")
         }) {
             names.push(name.to_string());
         }
@@ -213,6 +254,9 @@ pub fn lines(syncs: &[Sync]) -> Vec<String> {
     ]];
     for sync in syncs {
         let targets = sync.status.as_ref().map_or(&[][..], |s| &s.targets[..]);
+        if let Some(feed) = &sync.relayd {
+            rows.push(feed_row(&sync.name, feed));
+        }
         if let Some(problem) = &sync.problem {
             let state = if sync.status.is_some() {
                 "stale"
@@ -269,6 +313,49 @@ pub fn lines(syncs: &[Sync]) -> Vec<String> {
             line.trim_end().to_string()
         })
         .collect()
+}
+
+/// A pull replica's feed: `broker STREAM as DURABLE`, `following` (nothing
+/// pending), `behind` or `no-broker`, the consumer's pending messages and
+/// the age of the oldest, and the last seq written to the pipeline.
+fn feed_row(sync: &str, feed: &Feed) -> [String; 5] {
+    let text = |name: &str| {
+        feed.number(name)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+            .unwrap_or_else(|| "?".into())
+    };
+    let Some(status) = &feed.status else {
+        return [
+            sync.into(),
+            "broker".into(),
+            "not-running".into(),
+            "-".into(),
+            feed.problem.clone().unwrap_or_default(),
+        ];
+    };
+    let pending = feed.number("pending_messages").and_then(|v| v.as_u64());
+    let state = match (&feed.problem, feed.broker_up(), pending) {
+        (Some(_), _, _) => "stale",
+        (None, false, _) => "no-broker",
+        (None, true, Some(0)) => "following",
+        (None, true, _) => "behind",
+    };
+    let seconds = feed
+        .number("behind_seconds")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    let note = match (&feed.problem, feed.broker_up()) {
+        (Some(problem), _) => problem.clone(),
+        (None, false) => format!("the broker does not answer: {}", status.summary),
+        (None, true) => format!("wrote seq {}", text("written_seq")),
+    };
+    [
+        sync.into(),
+        format!("broker {} as {}", text("stream"), text("durable")),
+        state.into(),
+        format!("{} messages, {seconds:.0}s", text("pending_messages")),
+        note,
+    ]
 }
 
 /// `7 events, 12s`, or the full sync's progress: never "0" while one runs.
@@ -422,6 +509,75 @@ mod tests {
             lines(&stale)[1].contains("stale: pushd"),
             "{:?}",
             lines(&stale)
+        );
+    }
+
+    #[test]
+    fn a_pull_replica_lists_its_feed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, conf) = (dir.path().join("run"), dir.path().join("conf"));
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("rep.conf"), "BROKER=nats://b/www\nTARGET=/srv\n").unwrap();
+        let ok = TargetHealth {
+            stream: Some("s".into()),
+            in_step_once: true,
+            ..TargetHealth::new("/srv")
+        };
+        write_doc(&run, "rep", std::slice::from_ref(&ok), at(0));
+        let feed = |pending: u64, behind: f64, up: u64| {
+            let mut doc = StatusDoc::new("relayd", at(0), true, "rep: wrote …".into());
+            for (k, v) in [
+                ("durable", serde_json::json!("rep")),
+                ("stream", serde_json::json!("www")),
+                ("pending_messages", pending.into()),
+                ("behind_seconds", behind.into()),
+                ("written_seq", 41.into()),
+                ("broker_up", up.into()),
+            ] {
+                doc.numbers.insert(k.into(), v);
+            }
+            std::fs::write(
+                run.join("rep").join(RELAYD_FILE),
+                serde_json::to_vec(&doc).unwrap(),
+            )
+            .unwrap();
+        };
+        let opts = Options {
+            name: None,
+            json: false,
+            run_dir: run.clone(),
+            conf_dir: conf.clone(),
+        };
+        feed(7, 12.4, 1);
+        let syncs = gather(&opts, at(5)).unwrap();
+        let text = lines(&syncs);
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert_eq!(
+            text[1],
+            "rep   broker www as rep  behind   7 messages, 12s  wrote seq 41"
+        );
+        assert!(text[2].starts_with("rep   /srv"), "{text:?}");
+        assert!(syncs[0].healthy(), "behind is not a failure");
+        feed(0, 0.0, 1);
+        let text = lines(&gather(&opts, at(5)).unwrap());
+        assert!(text[1].contains("following  0 messages, 0s"), "{text:?}");
+        feed(3, 4.0, 0);
+        let syncs = gather(&opts, at(5)).unwrap();
+        assert!(
+            lines(&syncs)[1].contains("no-broker"),
+            "{:?}",
+            lines(&syncs)
+        );
+        assert!(
+            !syncs[0].healthy(),
+            "a broker that does not answer fails the check"
+        );
+        // relayd stopped writing: stale, whatever pushd says.
+        let syncs = gather(&opts, at(60)).unwrap();
+        assert!(
+            lines(&syncs)[1].contains("stale: relayd"),
+            "{:?}",
+            lines(&syncs)
         );
     }
 
