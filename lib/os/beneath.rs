@@ -245,11 +245,6 @@ impl Handle {
         })
     }
 
-    /// The descriptor, to resolve further below a directory.
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-
     pub fn is_dir(&self) -> bool {
         kind_of(&self.stat) == SFlag::S_IFDIR
     }
@@ -301,32 +296,111 @@ impl Handle {
     }
 }
 
+/// What [`make_dirs_with`] does with an entry that is not a directory (a
+/// planted symlink, a file) where it needs one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InTheWay {
+    /// Stop with its error (`ENOTDIR`/`ELOOP`): the caller decides.
+    Refuse,
+    /// Remove it (a symlink itself, never what it points to) and make the
+    /// directory: the source has a directory there.
+    Remove,
+}
+
+/// Where [`make_dirs_with`] stopped: what it was doing (`"opening"`,
+/// `"removing"`, `"creating"`, or what `on_created` says), on which path
+/// below the root, and the error itself, unchanged for callers that
+/// branch on it (`is_not_beneath`).
+#[derive(Debug)]
+pub struct DirsError {
+    pub doing: &'static str,
+    pub at: Vec<u8>,
+    pub error: io::Error,
+}
+
+impl DirsError {
+    pub fn new(doing: &'static str, at: &[u8], error: io::Error) -> DirsError {
+        DirsError {
+            doing,
+            at: at.to_vec(),
+            error,
+        }
+    }
+}
+
+impl From<DirsError> for io::Error {
+    fn from(e: DirsError) -> io::Error {
+        e.error
+    }
+}
+
 /// The directory `rel` beneath `root`, creating missing components (mode
 /// 0755 before the umask) one at a time without following symlinks; a
 /// component that is not a directory is an error (`ENOTDIR`/`ELOOP`).
 pub fn make_dirs(root: &Root, rel: &WirePath) -> io::Result<OwnedFd> {
-    let mut fd = root.fd().try_clone()?;
+    Ok(make_dirs_with(
+        root,
+        rel,
+        0o755,
+        InTheWay::Refuse,
+        |_, _| Ok(()),
+    )?)
+}
+
+/// The one walker that makes the directory `rel` beneath `root`: each
+/// component is opened with `O_NOFOLLOW | O_DIRECTORY` from its parent's
+/// descriptor, made with `mkdirat(mode)` when missing (before the umask),
+/// and what is in the way is refused or removed as `in_the_way` says.
+/// `on_created` gets the path so far and the descriptor of each directory
+/// this call made (or found made by someone else in between), before the
+/// walk goes below it — pushd's `--direct` copies the source twin's owner,
+/// mode and times there. `.`, `..` and empty components are refused before
+/// anything is made.
+pub fn make_dirs_with(
+    root: &Root,
+    rel: &WirePath,
+    mode: u32,
+    in_the_way: InTheWay,
+    mut on_created: impl FnMut(&[u8], &OwnedFd) -> Result<(), DirsError>,
+) -> Result<OwnedFd, DirsError> {
+    let mut fd = root
+        .fd()
+        .try_clone()
+        .map_err(|e| DirsError::new("opening", b".", e))?;
     if rel.is_root() {
         return Ok(fd);
     }
+    let bytes = rel.as_bytes();
+    if bytes.split(|&b| b == b'/').any(bad_component) {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing path {rel:?}"),
+        );
+        return Err(DirsError::new("resolving", bytes, e));
+    }
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    for comp in rel.as_bytes().split(|&b| b == b'/') {
-        if bad_component(comp) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("refusing path {rel:?}"),
-            ));
-        }
-        fd = match openat(&fd, p(comp), flags, Mode::empty()) {
-            Err(Errno::ENOENT) => {
-                match nix::sys::stat::mkdirat(&fd, p(comp), Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                openat(&fd, p(comp), flags, Mode::empty())?
+    let mut end = 0;
+    for comp in bytes.split(|&b| b == b'/') {
+        end += usize::from(end > 0) + comp.len();
+        let so_far = &bytes[..end];
+        match openat(&fd, p(comp), flags, Mode::empty()) {
+            Ok(next) => {
+                fd = next;
+                continue;
             }
-            r => r?,
-        };
+            Err(Errno::ENOENT) => {}
+            Err(Errno::ENOTDIR | Errno::ELOOP) if in_the_way == InTheWay::Remove => {
+                remove_at(&fd, comp).map_err(|e| DirsError::new("removing", so_far, e))?;
+            }
+            Err(e) => return Err(DirsError::new("opening", so_far, e.into())),
+        }
+        match nix::sys::stat::mkdirat(&fd, p(comp), Mode::from_bits_truncate(mode)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(DirsError::new("creating", so_far, e.into())),
+        }
+        fd = openat(&fd, p(comp), flags, Mode::empty())
+            .map_err(|e| DirsError::new("opening", so_far, e.into()))?;
+        on_created(so_far, &fd)?;
     }
     Ok(fd)
 }
@@ -383,5 +457,102 @@ mod tests {
         );
         std::os::unix::fs::symlink(outside.join("victim"), root.join("l2")).unwrap();
         assert!(Handle::open(r.fd(), b"l2").is_err());
+    }
+
+    #[test]
+    fn make_dirs_refuses_or_removes_what_is_in_the_way_never_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("keep")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"v").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("keep/link")).unwrap();
+        fs::write(root.join("file"), b"f").unwrap();
+        let r = Root::open(&root).unwrap();
+        let outside_before = || {
+            let mut names: Vec<_> = fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = outside_before();
+
+        // Refuse: the symlink and the file stay, nothing is made through them.
+        let e = make_dirs(&r, &WirePath::from("keep/link/x")).unwrap_err();
+        assert!(is_not_beneath(&e), "{e}");
+        let e = make_dirs(&r, &WirePath::from("file/x")).unwrap_err();
+        assert!(is_not_beneath(&e), "{e}");
+        assert!(fs::symlink_metadata(root.join("keep/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(root.join("file").is_file());
+        assert!(make_dirs(&r, &WirePath::from("keep/../x")).is_err());
+        assert!(!root.join("keep/x").exists() && !dir.path().join("x").exists());
+
+        // Remove: the symlink itself goes, a real directory takes its place,
+        // and only the directories made here are reported, each once.
+        let mut made = Vec::new();
+        let fd = make_dirs_with(
+            &r,
+            &WirePath::from("keep/link/x"),
+            0o700,
+            InTheWay::Remove,
+            |so_far, d| {
+                assert_eq!(kind_of(&fstat(d).unwrap()), SFlag::S_IFDIR);
+                made.push(String::from_utf8(so_far.to_vec()).unwrap());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(made, ["keep/link", "keep/link/x"]);
+        let st = fstat(&fd).unwrap();
+        let real = fs::symlink_metadata(root.join("keep/link/x")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.st_dev, st.st_ino), (real.dev(), real.ino()));
+        assert!(fs::symlink_metadata(root.join("keep/link"))
+            .unwrap()
+            .file_type()
+            .is_dir());
+        // A file in the way goes too.
+        make_dirs_with(
+            &r,
+            &WirePath::from("file"),
+            0o755,
+            InTheWay::Remove,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        assert!(root.join("file").is_dir());
+        // The outside is untouched.
+        assert_eq!(outside_before(), before);
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"v");
+
+        // A second walk makes nothing; on_created's error stops the walk.
+        let mut again = 0;
+        make_dirs_with(
+            &r,
+            &WirePath::from("keep/link/x"),
+            0o700,
+            InTheWay::Remove,
+            |_, _| {
+                again += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(again, 0);
+        let e = make_dirs_with(
+            &r,
+            &WirePath::from("new/deeper"),
+            0o755,
+            InTheWay::Remove,
+            |at, _| Err(DirsError::new("refusing", at, Errno::EPERM.into())),
+        )
+        .unwrap_err();
+        assert_eq!((e.doing, e.at.as_slice()), ("refusing", &b"new"[..]));
+        assert!(!root.join("new/deeper").exists());
     }
 }

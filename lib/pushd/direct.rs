@@ -16,7 +16,7 @@ use nix::sys::stat::{mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-use crate::os::beneath::{self, kind_of, p, remove_at, stat_at, Handle, Root};
+use crate::os::beneath::{self, kind_of, p, remove_at, stat_at, DirsError, Handle, InTheWay, Root};
 use crate::wire::path::WirePath;
 
 /// What a direct application did.
@@ -347,10 +347,11 @@ fn link_unnamed(file: &fs::File, dir: &OwnedFd, tmp: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Creates missing ancestors of `rel` on the target like their source
-/// twins, one component at a time without following links; anything but a
-/// directory in the way (a planted symlink) is removed, never followed.
-/// Returns the parent directory of `rel`.
+/// Creates missing ancestors of `rel` on the target (0700 until their
+/// source twin's owner, mode and times are copied on), one component at a
+/// time without following links; anything but a directory in the way (a
+/// planted symlink) is removed, never followed. Returns the parent
+/// directory of `rel`.
 fn make_parents(
     root: &Root,
     source: &Path,
@@ -358,44 +359,19 @@ fn make_parents(
     owner: bool,
 ) -> Result<OwnedFd, String> {
     let (parent, _) = beneath::split(rel).map_err(|e| e.to_string())?;
-    let mut fd = root.fd().try_clone().map_err(|e| e.to_string())?;
-    if parent.is_root() {
-        return Ok(fd);
-    }
-    let mut so_far: Vec<u8> = Vec::new();
-    for comp in parent.as_bytes().split(|&b| b == b'/') {
-        if !so_far.is_empty() {
-            so_far.push(b'/');
+    beneath::make_dirs_with(root, &parent, 0o700, InTheWay::Remove, |so_far, dir| {
+        // "." of the new directory's own descriptor: that very inode.
+        let h = Handle::open(dir, b".").map_err(|e| DirsError::new("opening", so_far, e))?;
+        if let Ok(meta) = fs::symlink_metadata(source.join(p(so_far))) {
+            copy_meta(&meta, &h, owner)
+                .map_err(|e| DirsError::new("setting metadata of", so_far, e))?;
         }
-        so_far.extend_from_slice(comp);
-        let here = join(root.path(), &WirePath::from_bytes(so_far.clone()));
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        match openat(&fd, p(comp), flags, Mode::empty()) {
-            Ok(next) => {
-                fd = next;
-                continue;
-            }
-            Err(Errno::ENOENT) => {}
-            Err(Errno::ENOTDIR | Errno::ELOOP) => {
-                // A symlink or file where the source has a directory.
-                remove_at(&fd, comp).map_err(|e| at("removing", &here, e))?;
-            }
-            Err(e) => return Err(at("opening", &here, e.into())),
-        }
-        match mkdirat(&fd, p(comp), Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(at("creating", &here, e.into())),
-        }
-        let h = Handle::open(&fd, comp).map_err(|e| at("opening", &here, e))?;
-        if !h.is_dir() {
-            return Err(format!("{}: not a directory any more", here.display()));
-        }
-        if let Ok(meta) = fs::symlink_metadata(source.join(p(&so_far))) {
-            copy_meta(&meta, &h, owner).map_err(|e| at("setting metadata of", &here, e))?;
-        }
-        fd = h.into_fd();
-    }
-    Ok(fd)
+        Ok(())
+    })
+    .map_err(|e| {
+        let here = join(root.path(), &WirePath::from_bytes(e.at));
+        at(e.doing, &here, e.error)
+    })
 }
 
 /// Owner (as root), mode and times of `meta` onto the entry open as `h`.

@@ -19,7 +19,7 @@ use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use super::proto::{self, Ack, Meta, Request};
 use super::record::{Records, Unusable};
 use crate::bisync::proto::{copy_exact, parse, read_line, write_line};
-use crate::os::beneath::{self, kind_of, p, remove_at, stat_at, Handle, Root};
+use crate::os::beneath::{self, kind_of, p, remove_at, stat_at, Handle, InTheWay, Root};
 use crate::pushd::direct::{remove, replace, temp_name};
 use crate::wire::path::WirePath;
 
@@ -320,29 +320,8 @@ impl Applier {
     /// a directory in their way — never following it.
     fn parent(&self, rel: &WirePath) -> io::Result<(OwnedFd, Vec<u8>)> {
         let (parent, name) = beneath::split(rel)?;
-        let mut fd = self.root.fd().try_clone()?;
-        if parent.is_root() {
-            return Ok((fd, name));
-        }
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        for comp in parent.as_bytes().split(|&b| b == b'/') {
-            match openat(&fd, p(comp), flags, Mode::empty()) {
-                Ok(next) => {
-                    fd = next;
-                    continue;
-                }
-                Err(Errno::ENOENT) => {}
-                Err(Errno::ENOTDIR | Errno::ELOOP) => {
-                    remove_at(&fd, comp)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            match mkdirat(&fd, p(comp), Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-            fd = openat(&fd, p(comp), flags, Mode::empty())?;
-        }
+        let fd =
+            beneath::make_dirs_with(&self.root, &parent, 0o755, InTheWay::Remove, |_, _| Ok(()))?;
         Ok((fd, name))
     }
 
