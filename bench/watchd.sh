@@ -57,10 +57,28 @@ command -v inotifywait >/dev/null || die "inotifywait is missing: apt-get instal
 [[ $BURST_DIRS -ge 1 && $BURST_DIRS -le 1000 ]] || die "BURST_DIRS must be 1..1000"
 [[ $REPEAT -ge 1 ]] || die "REPEAT must be at least 1"
 # One watcher at a time holds the tree's watches; the account's other
-# inotify users (tests running alongside) need some too.
+# inotify users (tests running alongside) need some too. With RAISE_WATCHES=1
+# (root) a bigger tree is allowed: fs.inotify.max_user_watches is raised only
+# while an inotify-based peer runs and put back right after (and on exit), so
+# watchd-fanotify always runs with the machine's own limit.
 max_watches=$(</proc/sys/fs/inotify/max_user_watches)
-((DIRS + 1000 <= max_watches)) ||
-    die "DIRS=$DIRS needs more inotify watches than fs.inotify.max_user_watches ($max_watches) leaves: lower DIRS or raise it"
+RAISE_WATCHES=${RAISE_WATCHES:-0}
+if ((DIRS + 1000 > max_watches)); then
+    [[ $RAISE_WATCHES == 1 ]] ||
+        die "DIRS=$DIRS needs more inotify watches than fs.inotify.max_user_watches ($max_watches) leaves: lower DIRS, or RAISE_WATCHES=1 (root) to raise it for the inotify peers only"
+    [[ -w /proc/sys/fs/inotify/max_user_watches ]] || die "RAISE_WATCHES=1 needs root"
+else
+    RAISE_WATCHES=0
+fi
+# watches_for TOOL: the limit TOOL runs with (raised for inotify users only).
+watches_for() {
+    [[ $RAISE_WATCHES == 1 ]] || return 0
+    if [[ $1 == watchd-fanotify ]]; then
+        echo "$max_watches" >/proc/sys/fs/inotify/max_user_watches
+    else
+        echo $((DIRS + 100000)) >/proc/sys/fs/inotify/max_user_watches
+    fi
+}
 
 if [[ -z ${WATCHD:-} ]]; then
     cargo build --release --quiet --bin watchd || die "cargo build --release failed"
@@ -100,6 +118,7 @@ cleanup() {
         kill "$WATCHER_PID" 2>/dev/null || true
         wait "$WATCHER_PID" 2>/dev/null || true
     fi
+    [[ $RAISE_WATCHES != 1 ]] || echo "$max_watches" >/proc/sys/fs/inotify/max_user_watches
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -163,7 +182,7 @@ is_ready() {
 # make_tree ROOT N: about N directories under ROOT, 10 x 100 x (N / 1000),
 # so the tree has three depths and a mix of fan-outs.
 make_tree() {
-    local root=$1 n=$2 top=10 mid=100 leaf=0 i
+    local root=$1 n=$2 top=10 mid=100 leaf=0 i j
     if ((n >= 1010)); then
         leaf=$(((n - 1010 + 500) / 1000))
     else
@@ -172,8 +191,11 @@ make_tree() {
     mkdir -p "$root"
     for ((i = 0; i < top; i++)); do
         if ((leaf > 0)); then
-            # one mkdir per top-level directory keeps the argument list small
-            eval "mkdir -p \"\$root/t$i\"/m{0..$((mid - 1))}/l{0..$((leaf - 1))}"
+            # one mkdir per middle directory keeps the argument list small
+            # (a million directories do not fit in one)
+            for ((j = 0; j < mid; j++)); do
+                eval "mkdir -p \"\$root/t$i/m$j\"/l{0..$((leaf - 1))}"
+            done
         else
             eval "mkdir -p \"\$root/t$i\"/m{0..$((mid - 1))}"
         fi
@@ -182,20 +204,34 @@ make_tree() {
 
 slab_kib() { awk '$1 == "Slab:" { print $2 }' /proc/meminfo; }
 
-# measure_setup TOOL ROOT: sets SECS, RSS, HWM and SLAB (KiB). Results come back in
-# globals, not on stdout, so the watcher is this shell's child and the trap
-# can stop it.
+# measure_setup TOOL ROOT: sets SECS, RSS, HWM and SLAB (KiB), and CAPPED=1
+# when TOOL was not ready within READY_TIMEOUT (SECS is then the cap, and the
+# memory what it held by then). Results come back in globals, not on stdout,
+# so the watcher is this shell's child and the trap can stop it.
 measure_setup() {
-    local tool=$1 root=$2 start end line pid slab0
+    local tool=$1 root=$2 start end line pid slab0 deadline
+    CAPPED=0
+    watches_for "$tool"
     sync
     slab0=$(slab_kib)
     start=$EPOCHREALTIME
+    deadline=$((SECONDS + READY_TIMEOUT))
+    # not_ready: the read timed out (the tool is still setting up: capped),
+    # or the tool ended (a failure).
+    not_ready() {
+        kill -0 "$pid" 2>/dev/null || die "$tool ended before it was ready"
+        ((SECONDS >= deadline)) || die "$tool: unexpected end of its output"
+        CAPPED=1
+    }
     case $tool in
     watchd-*)
         coproc SETUP { exec "$WATCHD" --backend "${tool#watchd-}" "$root" 2>/dev/null; }
         pid=$SETUP_PID WATCHER_PID=$SETUP_PID
-        IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}" || die "watchd gave no header"
-        [[ $line == '{"type":"header"'* ]] || die "watchd's first line is not a header: $line"
+        if IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}"; then
+            [[ $line == '{"type":"header"'* ]] || die "watchd's first line is not a header: $line"
+        else
+            not_ready
+        fi
         ;;
     lsyncd)
         # Watches only: no action runs at start-up (no startup rsync), and
@@ -207,7 +243,10 @@ measure_setup() {
         coproc SETUP { exec lsyncd "$WORK/lsyncd.lua" 2>&1; }
         pid=$SETUP_PID WATCHER_PID=$SETUP_PID
         while true; do
-            IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}" || die "lsyncd did not get ready"
+            IFS= read -r -t $((deadline - SECONDS > 0 ? deadline - SECONDS : 1)) line <&"${SETUP[0]}" || {
+                not_ready
+                break
+            }
             [[ $line == *'Normal: READY' ]] && break
             [[ $line == *'Normal: --- Startup ---' ]] || die "lsyncd: $line"
         done
@@ -216,7 +255,10 @@ measure_setup() {
         coproc SETUP { exec inotifywait -r -m "$root" 2>&1 >/dev/null; }
         pid=$SETUP_PID WATCHER_PID=$SETUP_PID
         while true; do
-            IFS= read -r -t "$READY_TIMEOUT" line <&"${SETUP[0]}" || die "inotifywait did not get ready"
+            IFS= read -r -t $((deadline - SECONDS > 0 ? deadline - SECONDS : 1)) line <&"${SETUP[0]}" || {
+                not_ready
+                break
+            }
             [[ $line == 'Watches established.'* ]] && break
             [[ $line == 'Setting up watches.'* ]] || die "inotifywait: $line"
         done
@@ -230,13 +272,14 @@ measure_setup() {
     read -r CPU_USER CPU_SYS < <(cpu_secs "$pid")
     stop_watcher
     SECS=$(calc "$end - $start")
+    watches_for watchd-fanotify # back to the machine's own limit
 }
 
 # setup_compare TITLE TREE: both tools' set-up on TREE, interleaved, REPEAT
 # times; the medians and ratios.
 setup_compare() {
-    local title=$1 tree=$2 r tool dirs SECS RSS HWM SLAB CPU_USER CPU_SYS
-    local -A t=() m=() h=() u=() k=() sl=()
+    local title=$1 tree=$2 r tool dirs SECS RSS HWM SLAB CPU_USER CPU_SYS CAPPED
+    local -A t=() m=() h=() u=() k=() sl=() capped=()
     dirs=$(find "$tree" -type d | wc -l)
     say ""
     say "== $title: $dirs directories (tmpfs), median of $REPEAT =="
@@ -244,7 +287,9 @@ setup_compare() {
         for tool in $SETUP_TOOLS; do
             measure_setup "$tool" "$tree"
             t[$tool]+=" $SECS" m[$tool]+=" $RSS" h[$tool]+=" $HWM" u[$tool]+=" $CPU_USER" k[$tool]+=" $CPU_SYS" sl[$tool]+=" $SLAB"
-            say "   run $r $(printf '%-16s' "$tool") ${SECS} s  VmRSS $((RSS / 1024)) MiB  VmHWM $((HWM / 1024)) MiB" \
+            ((CAPPED == 0)) || capped[$tool]=1
+            say "   run $r $(printf '%-16s' "$tool") ${SECS} s$( ((CAPPED == 0)) || echo " (NOT READY: capped at READY_TIMEOUT=$READY_TIMEOUT s)")" \
+                " VmRSS $((RSS / 1024)) MiB  VmHWM $((HWM / 1024)) MiB" \
                 " slab +$((SLAB / 1024)) MiB  cpu user ${CPU_USER} s sys ${CPU_SYS} s"
         done
     done
@@ -258,7 +303,7 @@ setup_compare() {
         ts=$(median ${t[$tool]}) rs=$(median ${m[$tool]}) ss=$(median ${sl[$tool]})
         say "   $(printf '%-16s %10s %9s %10s %9s %10s %9s %10s %8s' "$tool" "$ts" "$(calc "$ts / $ti")" \
             "$(calc "$rs / 1024")" "$(calc "$rs / $ri")" "$(calc "$ss / 1024")" "$(calc "$ss / ($si == 0 ? 1 : $si)")" \
-            "$(calc "($rs + $ss) / 1024")" "$(calc "($rs + $ss) / ($ri + $si)")")"
+            "$(calc "($rs + $ss) / 1024")" "$(calc "($rs + $ss) / ($ri + $si)")")$([[ -z ${capped[$tool]:-} ]] || echo "  capped: at least this")"
     done
     say "   (ratios against inotifywait; per directory: inotifywait $(calc "$ti * 1e6 / $dirs") us," \
         "$(calc "($ri + $si) * 1024 / $dirs") B of RSS+slab)"
@@ -388,7 +433,8 @@ part_burst() {
 # ---------------------------------------------------------------- main
 
 say "watchd benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "   command: DIRS=$DIRS WIDE=$WIDE FILES=$FILES BURST_DIRS=$BURST_DIRS REPEAT=$REPEAT bench/watchd.sh"
+say "   command: DIRS=$DIRS WIDE=$WIDE FILES=$FILES BURST_DIRS=$BURST_DIRS REPEAT=$REPEAT PARTS=\"$PARTS\"" \
+    "RAISE_WATCHES=$RAISE_WATCHES READY_TIMEOUT=$READY_TIMEOUT bench/watchd.sh"
 say "   machine: $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)," \
     "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
     "trees in $(stat -f -c %T "$WORK")"

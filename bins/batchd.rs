@@ -17,9 +17,11 @@ use syncpipe::wire::transport;
 /// modifies become one update, a file created and deleted again vanishes, a
 /// deleted directory swallows what happened below it, a rename stays a rename
 /// where a target can do it). Other records pass through in order. A batch
-/// is written DELAY after its first event, as soon as MAX changes are pending,
-/// at end of input, on SIGUSR1 (which also logs the counts), and before
-/// stopping on SIGTERM or SIGINT.
+/// is written once the input has been quiet for SETTLE (50 ms), DELAY after
+/// its first event at the latest, as soon as MAX changes are pending, at end
+/// of input, on SIGUSR1 (which also logs the counts), and before stopping on
+/// SIGTERM or SIGINT. `--settle 0` makes every batch wait the whole DELAY,
+/// as lsyncd's `delay` does.
 ///
 /// $ watchd /data | batchd -d 15 | env pushd backup:/srv/data
 ///
@@ -27,9 +29,16 @@ use syncpipe::wire::transport;
 #[derive(Parser, Debug)]
 #[command(name = "batchd", version, after_help = cli::exit_codes_help("batchd"))]
 struct Args {
-    /// Write a batch this long after its first event (15s, 500ms, 2m; a bare number is seconds)
+    /// Write a batch this long after its first event at the latest: the
+    /// longest a change waits (15s, 500ms, 2m; a bare number is seconds)
     #[arg(short, long, value_name = "DURATION", default_value = "15s", value_parser = cli::parse_duration)]
     delay: Duration,
+
+    /// Write a batch early once no event came for this long, so a source
+    /// that went quiet does not wait out the delay (0: off, every batch
+    /// waits the whole delay, as lsyncd's)
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = cli::parse_duration)]
+    settle: Duration,
 
     /// Write a batch early once this many changes are pending (after folding)
     #[arg(short = 'n', long, value_name = "MAX", value_parser = cli::parse_count)]
@@ -61,6 +70,7 @@ impl Args {
     fn config(&self) -> Config {
         Config {
             delay: self.delay,
+            settle: (!self.settle.is_zero()).then_some(self.settle),
             max_events: self.max_events.map(NonZeroUsize::get),
             connect: self.connect.clone(),
             output: transport::Output {
@@ -94,6 +104,9 @@ mod tests {
         let args = Args::try_parse_from(["batchd", "-d", "15", "-n", "3"]).unwrap();
         assert_eq!(args.config().delay, Duration::from_secs(15));
         assert_eq!(args.config().max_events, Some(3));
+        assert_eq!(args.config().settle, Some(Duration::from_millis(50)));
+        let off = Args::try_parse_from(["batchd", "--settle", "0"]).unwrap();
+        assert_eq!(off.config().settle, None);
         assert!(Args::try_parse_from(["batchd", "-n", "0"]).is_err());
         assert!(Args::try_parse_from(["batchd", "-d", "soon"]).is_err());
     }

@@ -85,6 +85,12 @@ struct Args {
     /// instead of rsync (full syncs still use rsync)
     #[arg(long, help_heading = "Sync")]
     direct: bool,
+    /// Local targets, as root: a batch of at most N paths is applied like
+    /// --direct, without starting rsync, unless rsync flags ask for more
+    /// (filters, --rsync-opt, --checksum, --inplace, --partial, --bwlimit,
+    /// --rsync-binary); 0: always rsync
+    #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Sync")]
+    direct_max: usize,
     /// Which transfers may delete on the target
     #[arg(long, value_enum, default_value = "true", help_heading = "Sync")]
     delete: DeleteMode,
@@ -311,6 +317,7 @@ impl Args {
                         .map_or_else(|| "env pushd".into(), Into::into),
                     ..AgentSettings::default()
                 }),
+                in_process_max: self.direct_max,
             },
             guards: Guards {
                 max_delete: self.max_delete,

@@ -56,8 +56,9 @@ enum Cmd {
     },
     /// Follow JetStream stream STREAM and write the stream on stdout
     ///
-    /// SIGUSR1 logs this replica's lag (the consumer's pending count and the
-    /// last seq written); under systemd STATUS= shows it too.
+    /// SIGUSR1 logs this replica's lag (the consumer's pending count, the
+    /// age of the oldest message not acknowledged, the last seq written);
+    /// STATUS= under systemd and --status-file/--metrics-file show it too.
     Subscribe {
         /// nats://HOST:PORT/STREAM or nats+tls://HOST:PORT/STREAM
         url: String,
@@ -70,6 +71,8 @@ enum Cmd {
         log_lag: Option<Duration>,
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        health: cli::HealthArgs,
     },
 }
 
@@ -142,10 +145,12 @@ impl Args {
                 durable,
                 conn,
                 log_lag,
+                health,
             } => Command::Subscribe(SubscribeConfig {
                 common: conn.common(url)?,
                 durable: durable.clone(),
                 log_lag: *log_lag,
+                health: health.files(&std::env::current_dir().unwrap_or_default()),
             }),
         })
     }

@@ -29,10 +29,15 @@ enum Command {
     /// units put it in /run/syncpipe/NAME/pushd.json) and lists every
     /// target: its state (in-sync, behind, syncing-initial, never-synced,
     /// held, failing), its lag in events and seconds, and the last error
-    /// with since when it fails. A sync configured in /etc/syncpipe with
+    /// with since when it fails; a pull replica also its feed (relayd.json:
+    /// the consumer's pending messages, seconds behind, last seq written).
+    /// A two-way pair (bisync-watch@NAME, /run/syncpipe/NAME/bisync.json)
+    /// is one line: in-sync, syncing-initial or failing. A sync configured
+    /// in /etc/syncpipe with
     /// no status file, or one not rewritten for 30 s, is `not-running` or
-    /// `stale`. Exit code 17 when any target is failing or held or a sync
-    /// is not running: usable as a monitoring check.
+    /// `stale`. Exit code 17 when any target is failing or held, a
+    /// replica's broker does not answer, or a sync is not running: usable
+    /// as a monitoring check.
     ///
     /// $ syncpipe status
     ///

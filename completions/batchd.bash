@@ -23,7 +23,7 @@ _batchd() {
 
     case "${cmd}" in
         batchd)
-            opts="-d -n -v -q -h -V --delay --max-events --connect --listen --backlog --status-file --metrics-file --verbose --quiet --log-file --help --version"
+            opts="-d -n -v -q -h -V --delay --settle --max-events --connect --listen --backlog --status-file --metrics-file --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,10 @@ _batchd() {
                     return 0
                     ;;
                 -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --settle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,4 +1,5 @@
-complete -c batchd -s d -l delay -d 'Write a batch this long after its first event (15s, 500ms, 2m; a bare number is seconds)' -r
+complete -c batchd -s d -l delay -d 'Write a batch this long after its first event at the latest: the longest a change waits (15s, 500ms, 2m; a bare number is seconds)' -r
+complete -c batchd -l settle -d 'Write a batch early once no event came for this long, so a source that went quiet does not wait out the delay (0: off, every batch waits the whole delay, as lsyncd\'s)' -r
 complete -c batchd -s n -l max-events -d 'Write a batch early once this many changes are pending (after folding)' -r
 complete -c batchd -l connect -d 'Read the stream from a writer\'s unix socket (`watchd --listen PATH`) instead of stdin; when the writer goes away, reconnect and resume' -r -F
 complete -c batchd -l listen -d 'Serve batches on a unix socket at PATH instead of stdout, for any number of readers (`pushd --connect PATH`) that resume where they left off' -r -F

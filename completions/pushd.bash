@@ -23,7 +23,7 @@ _pushd() {
 
     case "${cmd}" in
         pushd)
-            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --serve --owners --restricted --agent-path --no-agent --direct --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --status-file --metrics-file --verbose --quiet --log-file --help --version"
+            opts="-n -z -c -p -i -o -v -q -h -V --from --upstream-state --serve --owners --restricted --agent-path --no-agent --direct --direct-max --delete --no-init --dry-run --connect --state --max-procs --max-pending --retry-min --retry-max --io-timeout --retry-jitter --max-delete --allow-empty-source --release-held --insist --require-mount --sentinel --compress --bwlimit --checksum --inplace --partial --rsync-path --rsync-binary --rsync-opt --password-file --port --identity --ssh-opt --exclude --excludes --exclude-from --status-file --metrics-file --verbose --quiet --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _pushd() {
                     return 0
                     ;;
                 --agent-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --direct-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,6 +49,8 @@ complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l creds -d 'NA
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-ca -d 'CA certificate that signed the server\'s (implies TLS)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-cert -d 'Client certificate for mutual TLS (with --tls-key)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l tls-key -d 'Client key for mutual TLS (with --tls-cert)' -r -F
+complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l status-file -d 'Keep a JSON status file at FILE (rewritten atomically on changes, at most once a second, and every 5 s while idle; `syncpipe status` reads it)' -r -F
+complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l metrics-file -d 'Keep Prometheus metrics (text format, `syncpipe_` names) at FILE, for node_exporter\'s textfile collector (name it *.prom in its directory)' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -l log-file -d 'Append the log lines to FILE too, each after its time (lsyncd\'s logfile); a rotated FILE is noticed and opened again' -r -F
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -s v -l verbose -d 'Say more on stderr (repeat for debug output)'
 complete -c relayd -n "__fish_relayd_using_subcommand subscribe" -s q -l quiet -d 'Say only warnings and errors'

@@ -22,7 +22,8 @@
 //! exclude      the --exclude syntax of watchd and bisync
 //! limit        --max-delete, one type for pushd and bisync
 //! os/          signals, systemd notify, mounts, interruptible waits, beneath
-//! cli/         what every main shares: logging, exit codes, man pages
+//! cli/         what every main shares: logging, exit codes, man pages,
+//!              the terminal progress bar
 //! health/      target states, STATUS= words, status file, metrics text
 //! ```
 

@@ -7,15 +7,20 @@ use foldhash::fast::RandomState;
 use hashbrown::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::fold::Fold;
+use crate::fold::{Fold, Key};
 use crate::wire::event::{Batch, Event, EventKind, Record, Timestamp};
 use crate::wire::path::WirePath;
 
 /// How long and how large a batch may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// A batch closes this long after its first event.
+    /// A batch closes this long after its first event at the latest: the
+    /// longest a change waits here (lsyncd's `delay`).
     pub delay: Duration,
+    /// A batch closes early once no event came for this long: a source
+    /// that went quiet does not wait out the delay. `None`: never early,
+    /// every batch waits the whole delay (lsyncd's way).
+    pub settle: Option<Duration>,
     /// A batch closes as soon as this many changes are pending after folding
     /// (lsyncd's `maxDelays`). `None`: no limit.
     pub max_changes: Option<usize>,
@@ -44,6 +49,8 @@ pub struct Batcher {
     first_seq: Option<u64>,
     /// When the open batch started; `None` when no batch is open.
     opened: Option<Instant>,
+    /// When the open batch last took an event (or a malformed line).
+    last_input: Option<Instant>,
     header_seen: bool,
     /// Paths with a `create` in the open batch, and in the batch before it.
     /// A watcher may report a new entry twice (listed, then seen by its new
@@ -51,8 +58,10 @@ pub struct Batcher {
     /// second is not news: the target holds the entry from the first batch,
     /// so a rename of it can stay a rename. (A delete of it reaches the
     /// target either way: the fold never drops one.)
-    created: HashSet<Vec<u8>, RandomState>,
-    created_before: HashSet<Vec<u8>, RandomState>,
+    /// (Short paths inline, as in the fold: a lookup then compares bytes in
+    /// the table itself instead of following a pointer to the heap.)
+    created: HashSet<Key, RandomState>,
+    created_before: HashSet<Key, RandomState>,
 }
 
 impl Batcher {
@@ -65,6 +74,7 @@ impl Batcher {
             last_seq: 0,
             first_seq: None,
             opened: None,
+            last_input: None,
             header_seen: false,
             created: HashSet::default(),
             created_before: HashSet::default(),
@@ -124,7 +134,7 @@ impl Batcher {
         self.first_seq.get_or_insert(ev.seq);
         if ev.kind == EventKind::Create {
             let path = ev.path.as_bytes();
-            if self.created_before.contains(path) {
+            if !self.created_before.is_empty() && self.created_before.contains(path) {
                 // Possibly the second report of an entry the last batch made.
                 let again = Event {
                     kind: EventKind::Modify,
@@ -134,7 +144,7 @@ impl Batcher {
             } else {
                 self.fold.push_event(ev);
             }
-            self.created.get_or_insert_with(path, <[u8]>::to_vec);
+            self.created.get_or_insert_with(path, Key::from_slice);
         } else {
             self.fold.push_event(ev);
         }
@@ -155,9 +165,16 @@ impl Batcher {
         self.fold.rescan_all();
     }
 
-    /// When the open batch is due, if one is open.
+    /// When the open batch is due, if one is open: `delay` after it
+    /// opened, or `settle` after its last input if that comes first.
     pub fn deadline(&self) -> Option<Instant> {
-        self.opened.map(|t| t + self.limits.delay)
+        let latest = self.opened? + self.limits.delay;
+        let quiet = self
+            .limits
+            .settle
+            .zip(self.last_input)
+            .map(|(settle, last)| last + settle);
+        Some(quiet.map_or(latest, |q| q.min(latest)))
     }
 
     /// Closes the open batch if it is due at `now`.
@@ -171,6 +188,7 @@ impl Batcher {
     /// A batch whose events folded into nothing is still written: it tells
     /// the consumer how far the stream has been read.
     pub fn flush(&mut self, out: &mut Vec<Out>) {
+        self.last_input = None;
         if self.opened.take().is_none() {
             return;
         }
@@ -190,6 +208,7 @@ impl Batcher {
 
     fn open(&mut self, now: Instant) {
         self.opened.get_or_insert(now);
+        self.last_input = Some(now);
     }
 }
 
@@ -235,8 +254,43 @@ mod tests {
     fn batcher(delay: Duration, max: Option<usize>) -> Batcher {
         Batcher::new(Limits {
             delay,
+            settle: None,
             max_changes: max,
         })
+    }
+
+    #[test]
+    fn a_quiet_source_closes_the_batch_after_the_settle() {
+        const MS: Duration = Duration::from_millis(1);
+        let t0 = Instant::now();
+        let mut b = Batcher::new(Limits {
+            delay: 200 * MS,
+            settle: Some(30 * MS),
+            max_changes: None,
+        });
+        let mut out = Vec::new();
+        b.record(header("s"), t0, &mut out);
+        b.record(modify(1, "a"), t0, &mut out);
+        assert_eq!(b.deadline(), Some(t0 + 30 * MS));
+        // Each event pushes the quiet deadline on...
+        b.record(modify(2, "b"), t0 + 20 * MS, &mut out);
+        assert_eq!(b.deadline(), Some(t0 + 50 * MS));
+        b.tick(t0 + 49 * MS, &mut out);
+        assert!(batches(&out).is_empty());
+        b.tick(t0 + 50 * MS, &mut out);
+        assert_eq!(batches(&out), [(1, 2, 2)]);
+        // ...but never past the delay after the batch's first event: a
+        // source that never goes quiet still gets a batch per delay.
+        for (i, seq) in (3..=20).enumerate() {
+            let at = t0 + 100 * MS + 20 * MS * i as u32;
+            b.tick(at, &mut out);
+            b.record(modify(seq, "c"), at, &mut out);
+        }
+        assert_eq!(batches(&out), [(1, 2, 2), (3, 12, 1)], "closed at 300 ms");
+        assert_eq!(b.deadline(), Some(t0 + 470 * MS));
+        b.tick(t0 + 470 * MS, &mut out);
+        assert_eq!(batches(&out), [(1, 2, 2), (3, 12, 1), (13, 20, 1)]);
+        assert_eq!(b.deadline(), None);
     }
 
     #[test]

@@ -28,8 +28,10 @@ use crate::wire::transport::{Output, Sink};
 /// Settings, checked: what the command line asked for.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// A batch is written this long after its first event.
+    /// A batch is written this long after its first event at the latest.
     pub delay: Duration,
+    /// A batch is written early once the input was quiet this long.
+    pub settle: Option<Duration>,
     /// A batch is written as soon as this many changes are pending.
     pub max_events: Option<usize>,
     /// Read from a writer's socket (`--connect`) instead of stdin.
@@ -91,11 +93,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut batcher = Batcher::new(Limits {
         delay: config.delay,
+        settle: config.settle,
         max_changes: config.max_events,
     });
     let mut writer = Sink::open(&config.output)?;
     let mut systemd = Systemd::from_env();
-    systemd.ready(&format!("batching with a delay of {:?}", config.delay));
+    systemd.ready(&match config.settle {
+        Some(settle) => format!(
+            "batching with a delay of {:?} (early after {settle:?} quiet)",
+            config.delay
+        ),
+        None => format!("batching with a delay of {:?}", config.delay),
+    });
     let mut out = Vec::new();
     let mut stats = Stats::default();
     let mut publisher = crate::health::publish::Publisher::new(&config.health);

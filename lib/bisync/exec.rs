@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::entry::{Entry, Hash, HashingWriter, Kind, Side};
 use super::planner::{Action, Op, Plan};
+use super::progress::Tally;
 use super::replica::{Applied, Change, Replica, Transport};
 use crate::wire::path::WirePath;
 
@@ -98,6 +99,7 @@ fn run_one(
     a: &mut dyn Replica,
     b: &mut dyn Replica,
     hash_copies: bool,
+    tally: &Tally,
 ) -> anyhow::Result<(Applied, Option<WirePath>)> {
     let (here, there) = pick(action.side, a, b);
     match &action.op {
@@ -107,6 +109,7 @@ fn run_one(
             // archive knows the content of what was copied.
             let mut hash = None;
             let mut applied = here.write(path, src, expect.as_ref(), &mut |out| {
+                let out = &mut tally.counting(out);
                 if !hash_copies {
                     return there.read(path, src, out);
                 }
@@ -137,20 +140,22 @@ fn is_transport(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.downcast_ref::<Transport>().is_some())
 }
 
-/// Runs every step of `plan`; `report` hears of each as it ends.
-/// `hash_copies` (--checksum) records the hash of each file copied.
+/// Runs every step of `plan`; `report` hears of each as it ends, `tally`
+/// counts the data copied. `hash_copies` (--checksum) records the hash of
+/// each file copied.
 pub fn execute(
     plan: &Plan,
     a: &mut dyn Replica,
     b: &mut dyn Replica,
     hash_copies: bool,
+    tally: &Tally,
     mut report: impl FnMut(&Action, &Status),
 ) -> Executed {
     let mut out = Executed::default();
     let mut made_dirs: Vec<(Side, WirePath, Entry)> = Vec::new();
     let mut steps = plan.actions.iter();
     for action in steps.by_ref() {
-        let status = match run_one(action, a, b, hash_copies) {
+        let status = match run_one(action, a, b, hash_copies, tally) {
             Ok((Applied::Done(entry), at)) => {
                 if let (Some(entry), Some(at)) = (entry, at) {
                     if let Op::Mkdir { entry: want } = &action.op {
@@ -263,7 +268,8 @@ mod tests {
         fs::write(rb.join("edit-dst"), b"written on b meanwhile").unwrap();
         fs::write(ra.join("edit-src"), b"from a, longer now").unwrap();
         let mut seen = Vec::new();
-        let done = execute(&plan, &mut a, &mut b, false, |act, st| {
+        let tally = Tally::new(std::time::Instant::now());
+        let done = execute(&plan, &mut a, &mut b, false, &tally, |act, st| {
             seen.push((act.path.to_string(), st.clone()))
         });
         assert_eq!(done.done, 1);

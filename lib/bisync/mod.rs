@@ -9,7 +9,7 @@
 //! - [`replica`]: what the executor asks of any replica;
 //! - [`remote`], [`serve`], [`proto`]: a replica over ssh, both ends and
 //!   the protocol between them;
-//! - [`exec`]: carrying out a plan;
+//! - [`exec`]: carrying out a plan; [`progress`]: how far a run has got;
 //! - [`archive`]: the last synchronised state, and the pair's lock;
 //! - [`backup`]: keeping what a sync replaces or deletes (`--backup-dir-a/-b`);
 //! - [`report`]: records and lines about the plan and its results;
@@ -26,6 +26,7 @@ pub(crate) mod feed;
 pub mod local;
 pub mod names;
 pub mod planner;
+pub mod progress;
 pub(crate) mod proto;
 pub(crate) mod remote;
 pub mod replica;

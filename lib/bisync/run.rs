@@ -13,6 +13,7 @@ use super::exec::{self, Status};
 use super::local::LocalReplica;
 use super::names;
 use super::planner::{self, Archive, Op, Policy, Refusal, Scan};
+use super::progress::{self, Tally};
 use super::remote::RemoteReplica;
 use super::replica::Replica;
 use super::report::{Outcome, Reporter, Summary};
@@ -38,9 +39,22 @@ fn open(spec: &Spec, config: &Config) -> anyhow::Result<Box<dyn Replica + Send>>
     })
 }
 
-/// Runs one sync; the exit code tells how it ended.
+/// Runs one sync; the exit code tells how it ended. On a terminal its
+/// copying shows as a progress bar (the first sync's always, once at its
+/// end at least; any other run's when it lasts).
 pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
-    let started = Instant::now();
+    let tally = Tally::new(Instant::now());
+    let bar = crate::cli::progress::Bar::default();
+    let tick = |last: bool| {
+        if !last || tally.is_first() {
+            tally.show_on(&bar, Instant::now());
+        }
+    };
+    progress::ticking(tick, || once_with(config, &tally))
+}
+
+fn once_with(config: Config, tally: &Tally) -> anyhow::Result<Code> {
+    let started = tally.started;
     let store = store(&config)?;
     let _lock = store.lock()?;
     let (mut a, mut b, owners) = open_pair(&config)?;
@@ -49,6 +63,9 @@ pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
         let ta = s.spawn(|| a.scan(config.checksum));
         let tb = s.spawn(|| b.scan(config.checksum));
         let old = store.load();
+        if old.is_none() {
+            tally.set_first();
+        }
         crate::log_debug!("archive loaded at {} ms", started.elapsed().as_millis());
         (old, join(ta), join(tb))
     });
@@ -72,7 +89,7 @@ pub(crate) fn once(config: Config) -> anyhow::Result<Code> {
         owners,
         old,
         &mut scans,
-        started,
+        tally,
         false,
     )?;
     Ok(match settled.code {
@@ -167,8 +184,8 @@ pub struct Settled {
 
 /// The rest of a run once both replicas are scanned: hash where the plan
 /// needs it, plan, report, execute, save the archive. `scans` get the hashes
-/// read on the way. `watching`: a run of `--watch`, whose "in sync" runs are
-/// not worth a line in the log.
+/// read on the way; `tally` hears how far the run got. `watching`: a run of
+/// `--watch`, whose "in sync" runs are not worth a line in the log.
 #[allow(clippy::too_many_arguments)]
 pub fn settle(
     config: &Config,
@@ -177,9 +194,10 @@ pub fn settle(
     owners: bool,
     old: Option<Archive>,
     scans: &mut [Scan; 2],
-    started: Instant,
+    tally: &Tally,
     watching: bool,
 ) -> anyhow::Result<Settled> {
+    let started = tally.started;
     let [a, b] = reps;
     // --size-only: equal sizes are equal content, nothing to hash.
     let need = if config.size_only {
@@ -189,6 +207,7 @@ pub fn settle(
     };
     if !need.is_empty() {
         crate::log_info!("hashing {} files changed on both sides", need.len());
+        tally.hashing();
         for (i, rep) in [&mut *a, &mut *b].into_iter().enumerate() {
             let hashes = rep.hash(&need)?;
             for (path, hash) in need.iter().zip(hashes) {
@@ -279,10 +298,22 @@ pub fn settle(
         a.set_backup(config.backup[0].clone())?;
         b.set_backup(config.backup[1].clone())?;
     }
+    let (files, bytes) = plan
+        .actions
+        .iter()
+        .filter_map(|action| match &action.op {
+            Op::Copy { src, .. } => Some(src.size),
+            _ => None,
+        })
+        .fold((0, 0), |(n, sum), size| (n + 1, sum + size));
+    tally.copying(files, bytes, Instant::now());
     let mut report_err = None;
-    let executed = exec::execute(&plan, a, b, config.checksum, |action, status| {
+    let executed = exec::execute(&plan, a, b, config.checksum, tally, |action, status| {
         if *status == Status::Done {
             count(&mut summary, &action.op);
+            if matches!(action.op, Op::Copy { .. }) {
+                tally.file_copied();
+            }
         }
         if let Err(e) = reporter.action(action, Some(status)) {
             report_err.get_or_insert(e);

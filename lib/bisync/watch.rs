@@ -21,11 +21,13 @@ use super::config::{Config, Spec, WatchSettings};
 use super::entry::Side;
 use super::feed::{Feed, Launch, Note};
 use super::planner::{Archive, Scan};
+use super::progress::{self, Tally};
 use super::replica::Transport;
 use super::report::{Outcome, Summary};
 use super::run::{self, Boxed};
 use super::scan::tops;
 use crate::cli::exit::{coded, Code};
+use crate::health::publish::Publisher;
 use crate::os::signals::Signals;
 use crate::os::systemd::Systemd;
 use crate::wire::path::WirePath;
@@ -77,8 +79,6 @@ pub fn run(config: Config, settings: WatchSettings) -> anyhow::Result<Code> {
         dirty: BTreeSet::new(),
         streams: [None, None],
         due: None,
-        failures: 0,
-        ready: false,
         systemd: Systemd::from_env(),
         publisher: crate::health::publish::Publisher::new(&settings.health),
         totals: Totals::default(),
@@ -132,18 +132,19 @@ struct Watch {
     streams: [Option<String>; 2],
     /// When the next run starts.
     due: Option<Instant>,
-    /// Failed runs in a row.
-    failures: usize,
-    ready: bool,
     systemd: Systemd,
     /// `--status-file`, `--metrics-file`.
-    publisher: crate::health::publish::Publisher,
+    publisher: Publisher,
     totals: Totals,
 }
 
 /// What the runs of this process did, for the status file and metrics.
 #[derive(Default)]
 struct Totals {
+    /// The first full sync is done (`READY=1`).
+    ready: bool,
+    /// Failed runs in a row.
+    failures: usize,
     runs: u64,
     failed_runs: u64,
     copied: u64,
@@ -225,7 +226,7 @@ impl Watch {
             Note::Started { side, stream } => {
                 crate::log_debug!("replica {side}: watching, stream {stream}");
                 self.streams[side as usize] = Some(stream);
-                if self.ready {
+                if self.totals.ready {
                     self.full_scan(&format!("replica {side}: a new event stream"));
                 } else {
                     // The first full sync starts as soon as both watch.
@@ -269,53 +270,10 @@ impl Watch {
 
     /// Writes the status file and metrics when due (lib/health/).
     fn publish(&mut self) {
-        use crate::health::status::{program_views, unix, Number, StatusDoc};
-        let (t, ready, failures) = (&self.totals, self.ready, self.failures);
-        let (a, b) = (self.config.a.key(), self.config.b.key());
-        let text = format!("{}; {}", self.status_text(), t.said);
-        self.publisher.tick(false, |now| {
-            let mut doc = StatusDoc::new("bisync", now, ready, text);
-            let mut numbers = vec![
-                Number::counter("runs_total", "Runs ended, failed ones included", t.runs),
-                Number::counter(
-                    "failed_runs_total",
-                    "Runs that failed or were refused",
-                    t.failed_runs,
-                ),
-                Number::counter(
-                    "copied_total",
-                    "Entries copied between the replicas",
-                    t.copied,
-                ),
-                Number::counter("deleted_total", "Entries deleted on a replica", t.deleted),
-                Number::counter("renamed_total", "Renames applied on a replica", t.renamed),
-                Number::counter(
-                    "conflicts_total",
-                    "Conflicts kept as NAME.conflict-… copies",
-                    t.conflicts,
-                ),
-                Number::gauge(
-                    "consecutive_failures",
-                    "Failed runs since the last success",
-                    failures as f64,
-                ),
-                Number::gauge(
-                    "ready",
-                    "1 once the first full sync is done (READY=1)",
-                    f64::from(u8::from(ready)),
-                ),
-            ];
-            if let Some(at) = t.last_success {
-                numbers.push(Number::gauge(
-                    "last_success_timestamp_seconds",
-                    "When a run last succeeded",
-                    unix(at),
-                ));
-            }
-            let metrics =
-                program_views(&mut doc, &[("replica_a", &a), ("replica_b", &b)], &numbers);
-            (doc, metrics)
-        });
+        let text = format!("{}; {}", self.status_text(), self.totals.said);
+        let names = [self.config.a.key(), self.config.b.key()];
+        self.publisher
+            .tick(false, |now| views(&self.totals, &names, text, None, now));
     }
 
     fn status_text(&self) -> String {
@@ -336,17 +294,55 @@ impl Watch {
         )
     }
 
-    /// One run: re-read what changed (or everything), plan, execute.
+    /// One run: re-read what changed (or everything), plan, execute. While
+    /// it works, a ticker keeps `STATUS=`, the status file and, on a
+    /// terminal, a progress bar saying how far it got.
     fn sync(&mut self) {
         self.due = None;
-        let started = Instant::now();
+        let tally = Tally::new(Instant::now());
+        if self.archive.is_none() {
+            tally.set_first();
+        }
         let full = self.scans.is_none();
         let paths: Vec<WirePath> = std::mem::take(&mut self.dirty).into_iter().collect();
-        match self.attempt(&paths, started) {
+        let result = {
+            let Watch {
+                config,
+                store,
+                replicas,
+                archive,
+                scans,
+                systemd,
+                publisher,
+                totals,
+                ..
+            } = self;
+            let names = [config.a.key(), config.b.key()];
+            let mut told = Told {
+                systemd,
+                publisher,
+                totals,
+                names: &names,
+                bar: crate::cli::progress::Bar::default(),
+                phase: None,
+            };
+            let pair = Pair {
+                config,
+                store,
+                replicas,
+                archive,
+                scans,
+            };
+            progress::ticking(
+                |last| told.tick(&tally, last),
+                || pair.attempt(&paths, &tally),
+            )
+        };
+        match result {
             Ok(settled) => {
-                self.failures = 0;
                 let s = &settled.summary;
                 let t = &mut self.totals;
+                t.failures = 0;
                 t.runs += 1;
                 t.copied += s.copied;
                 t.deleted += s.deleted;
@@ -363,10 +359,10 @@ impl Watch {
                 }
                 let text = status_of(&settled.summary, full);
                 self.totals.said = text.clone();
-                if self.ready {
+                if self.totals.ready {
                     self.systemd.status(&text, true);
                 } else {
-                    self.ready = true;
+                    self.totals.ready = true;
                     crate::log_info!("first full sync done; watching both replicas");
                     self.systemd.ready(&text);
                 }
@@ -381,11 +377,12 @@ impl Watch {
                 // full scans.
                 self.archive = self.store.load();
                 self.scans = None;
-                let wait = Duration::from_secs(RETRY[self.failures.min(RETRY.len() - 1)]);
-                self.failures += 1;
+                let t = &mut self.totals;
+                let wait = Duration::from_secs(RETRY[t.failures.min(RETRY.len() - 1)]);
+                t.failures += 1;
+                t.runs += 1;
+                t.failed_runs += 1;
                 self.schedule(wait.max(self.delay));
-                self.totals.runs += 1;
-                self.totals.failed_runs += 1;
                 self.publisher.changed();
                 let outcome = if matches!(
                     crate::cli::exit::code_of(&e),
@@ -405,10 +402,21 @@ impl Watch {
             }
         }
     }
+}
 
-    fn attempt(&mut self, paths: &[WirePath], started: Instant) -> anyhow::Result<run::Settled> {
+/// What a run works on: the pair, its archive and the scans kept.
+struct Pair<'w> {
+    config: &'w Config,
+    store: &'w Store,
+    replicas: &'w mut Option<(Boxed, Boxed, bool)>,
+    archive: &'w mut Option<Archive>,
+    scans: &'w mut Option<[Scan; 2]>,
+}
+
+impl Pair<'_> {
+    fn attempt(self, paths: &[WirePath], tally: &Tally) -> anyhow::Result<run::Settled> {
         if self.replicas.is_none() {
-            self.replicas = Some(run::open_pair(&self.config)?);
+            *self.replicas = Some(run::open_pair(self.config)?);
         }
         let (a, b, owners) = self.replicas.as_mut().expect("opened above");
         let checksum = self.config.checksum;
@@ -442,18 +450,148 @@ impl Watch {
             }
         };
         let settled = run::settle(
-            &self.config,
-            &self.store,
+            self.config,
+            self.store,
             [a.as_mut(), b.as_mut()],
             *owners,
             self.archive.take(),
             &mut scans,
-            started,
+            tally,
             true,
         )?;
-        self.scans = Some(scans);
+        *self.scans = Some(scans);
         Ok(settled)
     }
+}
+
+/// What the ticker tells while a run works.
+struct Told<'w> {
+    systemd: &'w mut Systemd,
+    publisher: &'w mut Publisher,
+    totals: &'w Totals,
+    names: &'w [String; 2],
+    bar: crate::cli::progress::Bar,
+    /// The phase last told: a new one is told at once.
+    phase: Option<progress::Phase>,
+}
+
+impl Told<'_> {
+    /// Every [`progress::TICK`] while a run works (`last`: once after):
+    /// the watchdog, and how far the run got in `STATUS=`, the status file
+    /// and the bar. A run that ends within a tick says nothing; the first
+    /// sync says its end too.
+    fn tick(&mut self, tally: &Tally, last: bool) {
+        self.systemd.tick();
+        if last && !tally.is_first() {
+            return;
+        }
+        let now = Instant::now();
+        let text = tally.words(now);
+        let progress = tally.progress(now);
+        let phase = Some(tally.phase());
+        let news = phase != self.phase || last;
+        self.phase = phase;
+        self.systemd.status(&text, news);
+        tally.show_on(&self.bar, now);
+        self.publisher.changed();
+        let at_the_end = last && progress.is_some();
+        self.publisher.tick(at_the_end, |now| {
+            views(self.totals, self.names, text, Some(tally), now)
+        });
+    }
+}
+
+/// The status file and metrics: the totals, and how far a run in progress
+/// got.
+fn views(
+    t: &Totals,
+    names: &[String; 2],
+    text: String,
+    run: Option<&Tally>,
+    now: std::time::SystemTime,
+) -> (crate::health::status::StatusDoc, String) {
+    use crate::health::status::{program_views, unix, Number, StatusDoc};
+    let mut doc = StatusDoc::new("bisync", now, t.ready, text);
+    let mut numbers = vec![
+        Number::counter("runs_total", "Runs ended, failed ones included", t.runs),
+        Number::counter(
+            "failed_runs_total",
+            "Runs that failed or were refused",
+            t.failed_runs,
+        ),
+        Number::counter(
+            "copied_total",
+            "Entries copied between the replicas",
+            t.copied,
+        ),
+        Number::counter("deleted_total", "Entries deleted on a replica", t.deleted),
+        Number::counter("renamed_total", "Renames applied on a replica", t.renamed),
+        Number::counter(
+            "conflicts_total",
+            "Conflicts kept as NAME.conflict-… copies",
+            t.conflicts,
+        ),
+        Number::gauge(
+            "consecutive_failures",
+            "Failed runs since the last success",
+            t.failures as f64,
+        ),
+        Number::gauge(
+            "ready",
+            "1 once the first full sync is done (READY=1)",
+            f64::from(u8::from(t.ready)),
+        ),
+        Number::gauge(
+            "run_in_progress",
+            "1 while a run scans, hashes or copies",
+            f64::from(u8::from(run.is_some())),
+        ),
+    ];
+    if let Some(at) = t.last_success {
+        numbers.push(Number::gauge(
+            "last_success_timestamp_seconds",
+            "When a run last succeeded",
+            unix(at),
+        ));
+    }
+    let progress = run.and_then(|tally| Some((tally, tally.progress(Instant::now())?)));
+    if let Some((tally, p)) = &progress {
+        let (files, bytes) = tally.planned();
+        numbers.extend([
+            Number::gauge(
+                "run_files_planned",
+                "Files the run in progress copies",
+                files as f64,
+            ),
+            Number::gauge(
+                "run_bytes_planned",
+                "Bytes the run in progress copies",
+                bytes as f64,
+            ),
+            Number::gauge(
+                "run_files_copied",
+                "Files the run in progress copied so far",
+                p.files as f64,
+            ),
+            Number::gauge(
+                "run_bytes_copied",
+                "Bytes the run in progress copied so far",
+                p.bytes as f64,
+            ),
+        ]);
+    }
+    let metrics = program_views(
+        &mut doc,
+        &[("replica_a", &names[0]), ("replica_b", &names[1])],
+        &numbers,
+    );
+    if let Some((_, p)) = progress {
+        // The same shape as a pushd target's progress.
+        if let Ok(value) = serde_json::to_value(p) {
+            doc.numbers.insert("progress".into(), value);
+        }
+    }
+    (doc, metrics)
 }
 
 /// Replaces what `scan` holds at and below each of `tops` with `fresh`.

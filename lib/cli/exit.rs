@@ -129,7 +129,7 @@ impl Code {
         ),
         (
             Code::Unhealthy,
-            "syncpipe status: a target failing or held, or a sync not running",
+            "syncpipe status: a target failing or held, a replica's broker not answering, or a sync not running",
         ),
     ];
 

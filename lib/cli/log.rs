@@ -151,8 +151,10 @@ pub fn write(level: Level, args: fmt::Arguments) {
         plain.clone()
     };
     // One write per line so lines from threads do not interleave; a failing
-    // stderr has nowhere left to report to.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    // stderr has nowhere left to report to. Above any progress bar.
+    crate::cli::progress::suspend(|| {
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    });
     if let Some(file) = &logger.file {
         file.lock()
             .unwrap_or_else(|e| e.into_inner())

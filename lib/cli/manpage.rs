@@ -143,25 +143,25 @@ fn sections(bin: &str) -> Sections {
     let conf = "/etc/syncpipe/NAME.conf\tThe configuration of instance NAME for the systemd units (keys documented in example.conf.sample next to it).";
     match bin {
         "watchd" => Sections {
-            signals: "SIGTERM, SIGINT\tWrite an end record and exit 0.\n\nSIGHUP\tRebuild the watches and write a rescan of the root (systemctl reload).",
+            signals: "SIGTERM, SIGINT\tWrite an end record and exit 0.\n\nSIGHUP\tRebuild the watches and write a rescan of the root (systemctl reload).\n\nSIGUSR1\tLog the status summary (with --wait while waiting: what it waits for).",
             files: leak(format!("{conf}\n\nwatchd@.service, watchd@.socket\tThe units that run watchd for an instance (in lib/systemd/system under the prefix).\n\n{LOG_FILE}")),
             environment: leak(format!("{NOTIFY_ENV}\n\nLISTEN_FDS, LISTEN_FDNAMES\tA socket handed over by systemd for --listen.\n\n{LOG_ENV}")),
             see_also: see,
         },
         "batchd" => Sections {
-            signals: "SIGTERM, SIGINT, SIGHUP\tWrite the pending batch, then exit 0.\n\nSIGUSR1\tWrite the pending batch now and go on.",
+            signals: "SIGTERM, SIGINT, SIGHUP\tWrite the pending batch, then exit 0.\n\nSIGUSR1\tLog the status summary, write the pending batch now and go on.",
             files: leak(format!("{conf}\n\nbatchd@.service\tThe unit that runs batchd for an instance.\n\n{LOG_FILE}")),
             environment: leak(format!("{NOTIFY_ENV}\n\n{LOG_ENV}")),
             see_also: see,
         },
         "pushd" => Sections {
-            signals: "SIGTERM, SIGINT\tStop once the transfers in progress end, keeping --state right; exit 0.\n\nSIGUSR2\tRelease the deletions the guards hold (the source was checked).\n\nSIGHUP, SIGUSR1\tIgnored (logged with -v).",
+            signals: "SIGTERM, SIGINT\tStop once the transfers in progress end, keeping --state right; exit 0.\n\nSIGUSR2\tRelease the deletions the guards hold (the source was checked).\n\nSIGUSR1\tLog every target's status summary (the STATUS= text).\n\nSIGHUP\tIgnored (logged with -v).",
             files: leak(format!("{conf}\n\nsyncpipe@.service\tThe unit that runs pushd for an instance; its state is /var/lib/syncpipe/NAME/pushd.state. USER= in the config runs the instance's three units as that user (lib/systemd/system-generators/syncpipe-generator).\n\n--state FILE\tWhere pushd records the stream and seq it applied, to resume after a restart.\n\n/etc/bash_completion.d/syncpipe-pushd, /etc/profile.d/syncpipe-pushd.sh, share/syncpipe/pushd-function.sh\tThe shell function that makes `... | pushd TARGET` run this program at an interactive bash or zsh prompt instead of the builtin.\n\n{LOG_FILE}")),
             environment: leak(format!("{NOTIFY_ENV}\n\nSSH_AUTH_SOCK\tHanded to ssh for ssh targets.\n\nPATH\tWhere rsync and ssh are found; --rsync-binary (RSYNC_BINARY= in the config) names another local rsync.\n\n{LOG_ENV}")),
             see_also: see,
         },
         "bisync" => Sections {
-            signals: "SIGTERM, SIGINT\tStop after the step in progress; the next run picks up the rest.\n\nSIGHUP\tWith --watch: rescan both replicas in full (systemctl reload).",
+            signals: "SIGTERM, SIGINT\tStop after the step in progress; the next run picks up the rest.\n\nSIGHUP\tWith --watch: rescan both replicas in full (systemctl reload).\n\nSIGUSR1\tWith --watch: log the status summary and the last run's outcome (after a run in progress ends).",
             files: leak(format!("$XDG_STATE_HOME/syncpipe/bisync/\tThe archive and lock of each replica pair (default ~/.local/state/syncpipe/bisync/; --state-dir).\n\n{conf}\n\nbisync@.service, bisync@.timer, bisync-watch@.service\tThe units that run bisync for an instance.\n\n{LOG_FILE}")),
             environment: leak(format!("BISYNC_STATE_DIR\tThe same as --state-dir.\n\nXDG_STATE_HOME, HOME\tWhere the archive lives by default.\n\n{NOTIFY_ENV}\n\n{LOG_ENV}")),
             see_also: see,

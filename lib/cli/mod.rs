@@ -1,10 +1,12 @@
 //! What every binary's `main` shares: logging set-up, running the library
 //! call, turning its error into one message and a documented exit code, and
-//! the argument parsers clap uses for durations.
+//! the argument parsers clap uses for durations, and the progress bar of
+//! long work on a terminal.
 
 pub mod exit;
 pub mod log;
 pub(crate) mod manpage;
+pub(crate) mod progress;
 
 use std::process::ExitCode;
 use std::time::Duration;

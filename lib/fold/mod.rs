@@ -57,7 +57,7 @@
 //! the fold's start in these ways, and to batches applied while the source
 //! keeps changing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
@@ -124,7 +124,7 @@ struct Entry {
 /// path up compares bytes already in the hash table's cache line instead of
 /// following a pointer to the heap (that miss was a fifth of the fold's time
 /// at 100,000 paths), and a new path costs no allocation.
-type Key = SmallVec<[u8; 24]>;
+pub(crate) type Key = SmallVec<[u8; 24]>;
 
 #[derive(Clone, Debug)]
 struct Rec {
@@ -149,13 +149,20 @@ pub struct Fold {
     /// into one bucket.
     index: HashMap<Key, Entry, RandomState>,
     /// The index's paths in byte order: everything below a directory is one
-    /// range. (The hash map serves the many lookups of single paths.)
-    keys: BTreeSet<Key>,
+    /// range. (The hash map serves the many lookups of single paths.) Built
+    /// the first time a subtree with something in it is listed, and kept from
+    /// then on: a stream of file changes never needs it, and keeping it
+    /// sorted was a fifth of the fold's time (a B-tree insert per new path).
+    keys: Option<BTreeSet<Key>>,
+    /// How many indexed paths lie strictly below each directory that has
+    /// any (the root not counted): "is anything pending below this path?"
+    /// in one lookup in a table as small as the number of such directories.
+    under: HashMap<Key, u32, RandomState>,
     live: usize,
-    /// Indexed records that cover their subtree (a `rescan`, a kept move of
-    /// a directory) / kept moves: when zero, the walks that look for them
-    /// are skipped.
-    covers: usize,
+    /// The paths of indexed records that cover their subtree (a `rescan`, a
+    /// kept move of a directory), and the number of kept moves: when none,
+    /// the walks that look for them are skipped.
+    coverers: HashSet<Key, RandomState>,
     moves: usize,
     /// Records no longer in the index (degraded moves). A stream as a file
     /// system writes it leaves at most one per path that existed when the
@@ -372,7 +379,7 @@ impl Fold {
         let found = self.kind(path);
         if self.covered_at(path, found) {
             // A rescan of the path itself, nothing above: say what happened.
-            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.ancestors_have(path, covers) {
+            if found.is_some_and(|e| e.kind == Kind::Rescan) && !self.covered_above(path) {
                 self.requeue(path, true, Op::Delete, true);
             }
             return;
@@ -487,18 +494,19 @@ impl Fold {
         }
     }
 
-    fn can_keep(&self, from: &[u8], to: &[u8]) -> bool {
+    fn can_keep(&mut self, from: &[u8], to: &[u8]) -> bool {
         match self.kind(from).map(|e| e.kind) {
             None | Some(Kind::Update(Base::Present)) => {}
             Some(_) => return false,
         }
-        if self.index.contains_key(to) || self.below(to).next().is_some() {
+        if self.index.contains_key(to) || self.has_below(to) {
             return false;
         }
         if self.moves > 0
             && self
                 .below(from)
-                .any(|(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
+                .iter()
+                .any(|&(_, slot)| matches!(self.rec(slot).op, Op::Move { .. }))
         {
             return false;
         }
@@ -516,8 +524,7 @@ impl Fold {
         // pending at or below the old path is covered by that.
         self.unindex(from);
         if dir {
-            let below: Vec<Key> = self.below(from).map(|(key, _)| key.clone()).collect();
-            for key in below {
+            for (key, _) in self.below(from) {
                 self.unindex(&key);
             }
         }
@@ -535,8 +542,7 @@ impl Fold {
     /// Drops every record below `path` (its subtree is re-read or deleted as a
     /// whole); a kept move into it turns into a delete of its old path.
     fn swallow_below(&mut self, path: &[u8]) {
-        let keys: Vec<Key> = self.below(path).map(|(key, _)| key.clone()).collect();
-        for key in keys {
+        for (key, _) in self.below(path) {
             if self.index[&key].kind == Kind::Move {
                 self.degrade_move(&key);
             } else {
@@ -551,9 +557,11 @@ impl Fold {
     fn degrade_move(&mut self, to: &[u8]) {
         let entry = self.index.remove(to).expect("caller saw the record");
         let slot = entry.slot;
-        self.keys.remove(to);
+        self.forget_key(to);
         self.moves -= 1;
-        self.covers -= usize::from(entry.dir);
+        if entry.dir {
+            self.coverers.remove(to);
+        }
         let rec = self.log[slot].as_mut().expect("indexed slots are live");
         let Op::Move { from, .. } = std::mem::replace(&mut rec.op, Op::Delete) else {
             unreachable!("caller saw a move")
@@ -566,10 +574,10 @@ impl Fold {
     /// Removes the record that speaks for `path`, returning it.
     fn unindex(&mut self, path: &[u8]) -> Option<Rec> {
         let slot = self.index.remove(path)?.slot;
-        self.keys.remove(path);
+        self.forget_key(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&rec.op, rec.dir, false);
+        self.count(&rec.op, rec.dir, false, &rec.path);
         Some(rec)
     }
 
@@ -596,7 +604,36 @@ impl Fold {
             .index
             .insert(Key::from_slice(path), Entry { slot, kind, dir });
         debug_assert!(old.is_none(), "append over a live record");
-        self.keys.insert(Key::from_slice(path));
+        self.note_key(path);
+    }
+
+    /// Keeps `keys` (when built) and `under` in step with a path just indexed.
+    fn note_key(&mut self, path: &[u8]) {
+        if let Some(keys) = &mut self.keys {
+            keys.insert(Key::from_slice(path));
+        }
+        for dir in parents(path) {
+            match self.under.get_mut(dir) {
+                Some(n) => *n += 1,
+                None => {
+                    self.under.insert(Key::from_slice(dir), 1);
+                }
+            }
+        }
+    }
+
+    /// Keeps `keys` (when built) and `under` in step with a path just unindexed.
+    fn forget_key(&mut self, path: &[u8]) {
+        if let Some(keys) = &mut self.keys {
+            keys.remove(path);
+        }
+        for dir in parents(path) {
+            let n = self.under.get_mut(dir).expect("counted when indexed");
+            *n -= 1;
+            if *n == 0 {
+                self.under.remove(dir);
+            }
+        }
     }
 
     /// Replaces the record that speaks for `path` with a new one at the end
@@ -606,7 +643,7 @@ impl Fold {
         let slot = self.index[path].slot;
         let old = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
-        self.count(&old.op, old.dir, false);
+        self.count(&old.op, old.dir, false, path);
         let kind = op.kind();
         // The old record's path is this path: keep its bytes.
         debug_assert_eq!(&old.path[..], path);
@@ -623,7 +660,7 @@ impl Fold {
     }
 
     fn push_rec_owned(&mut self, path: Key, dir: bool, op: Op, stale: bool) -> usize {
-        self.count(&op, dir, true);
+        self.count(&op, dir, true, &path);
         self.log.push(Some(Rec {
             path,
             dir,
@@ -653,17 +690,23 @@ impl Fold {
         }
     }
 
-    fn count(&mut self, op: &Op, dir: bool, add: bool) {
+    /// Keeps `coverers` and `moves` in step with a record of `path` that
+    /// speaks for it from now on (`add`) or no longer does.
+    fn count(&mut self, op: &Op, dir: bool, add: bool, path: &[u8]) {
         let (covers, moves) = match op {
-            Op::Rescan => (1, 0),
-            Op::Move { .. } => (usize::from(dir), 1),
+            Op::Rescan => (true, 0),
+            Op::Move { .. } => (dir, 1),
             _ => return,
         };
         if add {
-            self.covers += covers;
+            if covers {
+                self.coverers.insert(Key::from_slice(path));
+            }
             self.moves += moves;
         } else {
-            self.covers -= covers;
+            if covers {
+                self.coverers.remove(path);
+            }
             self.moves -= moves;
         }
     }
@@ -685,12 +728,22 @@ impl Fold {
     /// kept move of a directory (also rescanned): anything that happens there
     /// is re-read anyway.
     fn covered(&self, path: &[u8]) -> bool {
-        self.covers > 0 && self.covered_at(path, self.kind(path))
+        !self.coverers.is_empty() && self.covered_at(path, self.kind(path))
     }
 
     /// [`covered`](Self::covered) when the caller has looked `path` up already.
     fn covered_at(&self, path: &[u8], found: Option<Entry>) -> bool {
-        self.covers > 0 && (found.as_ref().is_some_and(covers) || self.ancestors_have(path, covers))
+        !self.coverers.is_empty()
+            && (found.as_ref().is_some_and(covers) || self.covered_above(path))
+    }
+
+    /// True when a strict ancestor of `path` (the root included) has a
+    /// covering record: asked of the small set of those, not of the index
+    /// (a miss in the big table per parent, for every event, once one rescan
+    /// was pending).
+    fn covered_above(&self, path: &[u8]) -> bool {
+        path != ROOT
+            && (self.coverers.contains(ROOT) || parents(path).any(|p| self.coverers.contains(p)))
     }
 
     /// True when a strict ancestor of `path` (the root included) has a record
@@ -700,16 +753,27 @@ impl Fold {
             return false;
         }
         let hit = |key: &[u8]| self.index.get(key).is_some_and(&pred);
-        hit(ROOT)
-            || path
-                .iter()
-                .enumerate()
-                .any(|(i, &b)| b == b'/' && hit(&path[..i]))
+        hit(ROOT) || parents(path).any(hit)
     }
 
-    /// Indexed records strictly below `path`.
-    fn below<'a>(&'a self, path: &[u8]) -> impl Iterator<Item = (&'a Key, usize)> {
+    /// True when an indexed record lies strictly below `path`.
+    fn has_below(&self, path: &[u8]) -> bool {
+        if path == ROOT {
+            self.index.len() > usize::from(self.index.contains_key(ROOT))
+        } else {
+            self.under.contains_key(path)
+        }
+    }
+
+    /// Indexed records strictly below `path` (in byte order).
+    fn below(&mut self, path: &[u8]) -> Vec<(Key, usize)> {
         use std::ops::Bound;
+        if !self.has_below(path) {
+            return Vec::new();
+        }
+        let keys = self
+            .keys
+            .get_or_insert_with(|| self.index.keys().cloned().collect());
         let range = if path == ROOT {
             (Bound::Unbounded, Bound::Unbounded)
         } else {
@@ -719,16 +783,25 @@ impl Fold {
             hi.push(b'/' + 1);
             (Bound::Included(lo), Bound::Excluded(hi))
         };
-        self.keys
-            .range::<Key, _>(range)
+        keys.range::<Key, _>(range)
             .filter(|key| key.as_slice() != ROOT)
-            .map(|key| (key, self.index[key].slot))
+            .map(|key| (key.clone(), self.index[key].slot))
+            .collect()
     }
 }
 
 /// A record that makes everything at and below its path re-read.
 fn covers(e: &Entry) -> bool {
     e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir)
+}
+
+/// The directories above `path` as its prefixes, nearest last (`a`, `a/b`
+/// for `a/b/c`); the root is not among them.
+fn parents(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'/')
+        .map(move |(i, _)| &path[..i])
 }
 
 /// True when `path` lies strictly below `dir`.

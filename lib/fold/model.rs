@@ -714,20 +714,34 @@ proptest! {
 fn assert_consistent(f: &Fold) {
     let live = f.log.iter().flatten().count();
     assert_eq!(live, f.len(), "live count");
-    assert_eq!(f.index.len(), f.keys.len(), "index and key set");
-    let (mut covers, mut moves) = (0, 0);
+    if let Some(keys) = &f.keys {
+        assert_eq!(f.index.len(), keys.len(), "index and key set");
+    }
+    let mut under: std::collections::HashMap<Vec<u8>, u32> = Default::default();
+    let (mut covers, mut moves) = (std::collections::HashSet::new(), 0);
     for (key, e) in &f.index {
-        assert!(f.keys.contains(key), "key set misses {key:?}");
+        if let Some(keys) = &f.keys {
+            assert!(keys.contains(key), "key set misses {key:?}");
+        }
+        for dir in super::parents(key) {
+            *under.entry(dir.to_vec()).or_default() += 1;
+        }
         let rec = f.log[e.slot]
             .as_ref()
             .expect("index points at a live record");
         assert_eq!(&rec.path, key);
         assert_eq!(rec.op.kind(), e.kind);
         assert_eq!(rec.dir, e.dir);
-        covers += usize::from(e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir));
+        if e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir) {
+            covers.insert(key.to_vec());
+        }
         moves += usize::from(e.kind == Kind::Move);
     }
-    assert_eq!((covers, moves), (f.covers, f.moves), "counters");
+    let coverers = f.coverers.iter().map(|k| k.to_vec()).collect();
+    assert_eq!((covers, moves), (coverers, f.moves), "counters");
+    let counted: std::collections::HashMap<Vec<u8>, u32> =
+        f.under.iter().map(|(k, n)| (k.to_vec(), *n)).collect();
+    assert_eq!(under, counted, "counts below directories");
 }
 
 /// Any input at all, consistent or not, events or changes: no panic, and the

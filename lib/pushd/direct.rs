@@ -268,22 +268,27 @@ fn copy_file(
         Err(e) => return Err(e),
     };
     let tmp = temp_name(name);
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(0o600);
-    let fd = match openat(dir, p(&tmp), flags, mode) {
-        // A leftover of a killed run of this pid.
-        Err(Errno::EEXIST) => {
-            unlinkat(dir, p(&tmp), UnlinkatFlags::NoRemoveDir)?;
-            openat(dir, p(&tmp), flags, mode)?
+    // The data goes into a file without a name first where the file system
+    // can (O_TMPFILE), named only just before the rename: a pushd killed
+    // with -9 mid-copy leaves nothing behind on the target (a named
+    // temporary file would stay there, an entry the source never had).
+    let unnamed = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let (fd, named) = match openat(dir, ".", unnamed, mode) {
+        Ok(fd) => (fd, false),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+            (create_excl(dir, &tmp, mode)?, true)
         }
-        r => r?,
+        Err(e) => return Err(e.into()),
     };
     let mut out = fs::File::from(fd);
     let result = (|| -> io::Result<u64> {
         let n = io::copy(&mut input, &mut out)?;
         let h = Handle::from_file(&out)?;
         copy_meta(meta, &h, owner)?;
+        if !named {
+            link_unnamed(&out, dir, &tmp)?;
+        }
         Ok(n)
     })();
     match result {
@@ -292,9 +297,53 @@ fn copy_file(
             Ok(Some(n))
         }
         Err(e) => {
-            let _ = unlinkat(dir, p(&tmp), UnlinkatFlags::NoRemoveDir);
+            if named {
+                let _ = unlinkat(dir, p(&tmp), UnlinkatFlags::NoRemoveDir);
+            }
             Err(e)
         }
+    }
+}
+
+/// A new file `tmp` in `dir`, never through a link; a leftover of a killed
+/// run of this pid is replaced.
+fn create_excl(dir: &OwnedFd, tmp: &[u8], mode: Mode) -> io::Result<OwnedFd> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(dir, p(tmp), flags, mode) {
+        Err(Errno::EEXIST) => {
+            unlinkat(dir, p(tmp), UnlinkatFlags::NoRemoveDir)?;
+            Ok(openat(dir, p(tmp), flags, mode)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// Gives the O_TMPFILE file `file` the name `tmp` in `dir` (a leftover of
+/// this pid is replaced): by its descriptor as root, through /proc
+/// otherwise (linkat's AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH).
+fn link_unnamed(file: &fs::File, dir: &OwnedFd, tmp: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = || {
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::linkat(file, "", dir, p(tmp), AtFlags::AT_EMPTY_PATH)
+        } else {
+            let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                proc.as_str(),
+                dir,
+                p(tmp),
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        }
+    };
+    match link() {
+        Err(Errno::EEXIST) => {
+            unlinkat(dir, p(tmp), UnlinkatFlags::NoRemoveDir)?;
+            Ok(link()?)
+        }
+        r => Ok(r?),
     }
 }
 

@@ -25,6 +25,11 @@ pub(crate) enum Seqs {
     /// The stream went backwards after seq `after` (malformed input): a
     /// full sync is pending now, and the positions start over.
     Backwards { after: u64 },
+    /// The first news after a resume skips past the resumed position
+    /// `after`: the records between were lost before they were applied
+    /// (written to a pipe that died, as `relayd subscribe` acknowledges on
+    /// write), so a full sync is pending now.
+    Gap { after: u64 },
 }
 
 /// A target's pending changes and position in the current stream.
@@ -41,6 +46,9 @@ pub(crate) struct Pending {
     /// the stream it resumed: records up to it are replayed by the writer and
     /// skipped here. 0 when nothing was resumed.
     resumed_upto: u64,
+    /// Resumed, and no news yet: the first range past `resumed_upto` must
+    /// start right after it, or something between was lost.
+    check_gap: bool,
     /// Highest seq received on the current stream.
     seen: u64,
     /// The last seq this process received on the current stream, to notice
@@ -57,6 +65,7 @@ impl Pending {
             first: None,
             applied: 0,
             resumed_upto: 0,
+            check_gap: false,
             seen: 0,
             received: None,
             max,
@@ -73,6 +82,7 @@ impl Pending {
         self.applied = at;
         self.seen = at;
         self.resumed_upto = at;
+        self.check_gap = resumed.is_some();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -111,6 +121,7 @@ impl Pending {
             let after = self.seen;
             self.changes.rescan_all();
             self.resumed_upto = 0;
+            self.check_gap = false;
             self.seen = last;
             self.applied = self.applied.min(last);
             self.first = Some(first.min(last));
@@ -122,6 +133,12 @@ impl Pending {
         self.seen = self.seen.max(last);
         if self.first.is_none() {
             self.first = Some(first);
+        }
+        if std::mem::take(&mut self.check_gap) && first > self.resumed_upto + 1 {
+            self.changes.rescan_all();
+            return Seqs::Gap {
+                after: self.resumed_upto,
+            };
         }
         Seqs::New
     }
@@ -280,10 +297,40 @@ mod tests {
     }
 
     #[test]
+    fn news_past_the_resumed_position_plus_one_is_a_gap() {
+        // Records 6..=8 were lost between the writer and this process.
+        let mut p = Pending::new(100);
+        p.start(Some(5));
+        assert_eq!(p.note_seqs(5, 5), Seqs::Replayed, "the writer's replay");
+        assert_eq!(p.note_seqs(9, 9), Seqs::Gap { after: 5 });
+        p.push(update("i"));
+        let batch = p.take(None);
+        assert_eq!(paths(&batch), ["Rescan ."]);
+        assert_eq!((batch.first_seq, batch.last_seq), (9, 9));
+        // Only the first news after the resume is checked (rule 5 allows gaps).
+        assert_eq!(p.note_seqs(12, 12), Seqs::New);
+
+        // Exactly the next seq, or a range reaching back over it: exact.
+        for (first, last) in [(6, 6), (3, 9)] {
+            let mut p = Pending::new(100);
+            p.start(Some(5));
+            assert_eq!(p.note_seqs(first, last), Seqs::New);
+            assert!(!p.is_full());
+        }
+        // A stored position of 0 expects seq 1; no stored position, anything.
+        let mut p = Pending::new(100);
+        p.start(Some(0));
+        assert_eq!(p.note_seqs(2, 2), Seqs::Gap { after: 0 });
+        let mut p = Pending::new(100);
+        p.start(None);
+        assert_eq!(p.note_seqs(40, 40), Seqs::New);
+    }
+
+    #[test]
     fn a_stream_going_backwards_means_a_full_sync_from_there() {
         let mut p = Pending::new(100);
         p.start(Some(5));
-        assert_eq!(p.note_seqs(u64::MAX, u64::MAX), Seqs::New);
+        assert_eq!(p.note_seqs(u64::MAX, u64::MAX), Seqs::Gap { after: 5 });
         assert_eq!(p.note_seqs(2, 2), Seqs::Backwards { after: u64::MAX });
         // Seqs up to the old resume point are news again.
         assert_eq!(p.note_seqs(3, 3), Seqs::New);

@@ -50,6 +50,10 @@ pub struct RsyncSettings {
     /// ssh targets: small files, renames and deletions through pushd's
     /// agent on the far side (`None`: `--no-agent`, rsync alone).
     pub agent: Option<crate::pushd::agent::push::AgentSettings>,
+    /// `--direct-max`: a batch of at most this many paths to a local
+    /// target is applied in this process, as `--direct` does, when nothing
+    /// asks rsync for more (see `Applier::in_process`); 0: always rsync.
+    pub in_process_max: usize,
 }
 
 impl Default for RsyncSettings {
@@ -70,6 +74,7 @@ impl Default for RsyncSettings {
             rsync_binary: None,
             dry_run: false,
             agent: None,
+            in_process_max: 0,
         }
     }
 }
@@ -109,15 +114,28 @@ pub fn build_args(
         src.push(b'/');
     }
     let mut a = common_args(settings, transfer, dry_run, &target.location);
-    if let (Transfer::Paths { .. }, Location::Local(_)) = (transfer, &target.location) {
-        // Every listed path changed, but rsync's quick check compares
-        // mtimes in whole seconds: a file rewritten with as many bytes
-        // within the second of its last copy was skipped, and the target
-        // kept the old content for good (bench/churn.sh, lsyncd too).
-        // Nanoseconds tell them apart; a natively renamed file keeps its
-        // mtime and is still not resent. Local only: a remote receiver
-        // older than 3.1.3, or rrsync, may not take a negative window.
-        a.push("--modify-window=-1".into());
+    // Every listed path changed, but rsync's quick check compares mtimes in
+    // whole seconds: a file rewritten with as many bytes within the second
+    // of its last copy was skipped, and the target kept the old content for
+    // good (bench/churn.sh, lsyncd too).
+    match (transfer, &target.location) {
+        (Transfer::Paths { .. }, Location::Local(_)) => {
+            // Nanoseconds tell them apart; a natively renamed file keeps
+            // its mtime and is still not resent.
+            a.push("--modify-window=-1".into());
+        }
+        (Transfer::Paths { .. }, _) => {
+            // A remote receiver gets a negative window as `-@-1`, which
+            // rrsync refuses ("invalid rsync-command syntax or options")
+            // and a receiver older than 3.1.3 does not know: the listed
+            // files skip the quick check instead, which every receiver
+            // takes. What changed is sent as a delta either way; a listed
+            // file whose data did not change (a chmod, a touch) costs a
+            // checksum pass on both ends. Whole subtrees (a full sync)
+            // keep the quick check.
+            a.push("--ignore-times".into());
+        }
+        (Transfer::Subtrees { .. }, _) => {}
     }
     a.push(OsString::from_vec(src));
     a.push(target.rsync_dest());
@@ -713,6 +731,7 @@ mod tests {
             rsync_binary: Some("/opt/rsync/bin/rsync".into()),
             dry_run: false,
             agent: None,
+            in_process_max: 0,
         };
         let a = strings(&build_args(
             &settings,
@@ -757,6 +776,36 @@ mod tests {
         assert!(d.iter().any(|x| x == "--password-file=/pw"));
         assert!(d.iter().any(|x| x == "--delete"));
         assert!(!d.iter().any(|x| x.starts_with("--rsh")));
+    }
+
+    #[test]
+    fn listed_paths_skip_the_whole_second_quick_check_on_every_target() {
+        let args = |transfer, to| {
+            strings(&build_args(
+                &RsyncSettings::default(),
+                transfer,
+                false,
+                Path::new("/src"),
+                &target(to),
+            ))
+        };
+        let paths = Transfer::Paths { delete: true };
+        let whole = Transfer::Subtrees { delete: true };
+        assert!(args(paths, "/dst").contains(&"--modify-window=-1".into()));
+        for remote in ["u@h:/dst", "rsync://h/m"] {
+            let a = args(paths, remote);
+            assert!(a.contains(&"--ignore-times".into()), "{a:?}");
+            // rrsync refuses the `-@-1` a negative window becomes.
+            assert!(!a.iter().any(|x| x.starts_with("--modify-window")), "{a:?}");
+        }
+        for to in ["/dst", "u@h:/dst", "rsync://h/m"] {
+            let a = args(whole, to);
+            assert!(
+                !a.iter()
+                    .any(|x| x == "--ignore-times" || x.starts_with("--modify-window")),
+                "a full sync keeps the quick check: {a:?}"
+            );
+        }
     }
 
     #[test]

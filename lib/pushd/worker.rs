@@ -248,14 +248,9 @@ impl<'a> Worker<'a> {
         self.stream = Some(stream);
         self.pending.start(resumed);
         if let Some(seq) = resumed {
+            // Exact only if the next news is seq + 1 (or before it):
+            // note_seqs turns a jump past it into a full sync.
             log_info!("{}: resuming stream after seq {seq}", self.target);
-            if self.config.pull.is_some() {
-                // relayd acknowledges what it wrote to the pipe, not what
-                // was applied: a pull replica's resume could skip records
-                // that died in the pipe, so it pulls everything once
-                // (rsync sends only differences).
-                self.pending.rescan_all();
-            }
         } else if !first || self.config.init || stale {
             self.pending.rescan_all();
         }
@@ -272,6 +267,15 @@ impl<'a> Worker<'a> {
         match self.pending.note_seqs(first, last) {
             Seqs::New => true,
             Seqs::Replayed => false,
+            Seqs::Gap { after } => {
+                log_warn!(
+                    "{}: resumed after seq {after} but the stream goes on at seq {first}: \
+                     what came between was lost before it was applied (a writer such as \
+                     relayd subscribe handed it to a pipeline that stopped); syncing the whole root",
+                    self.target
+                );
+                true
+            }
             Seqs::Backwards { after } => {
                 // A rescan batch from batchd may repeat the seq it reached:
                 // not worth a warning.
@@ -336,7 +340,10 @@ impl<'a> Worker<'a> {
             h.full_sync |= whole;
         });
         let (shared, index) = (self.shared, self.index);
-        let report_progress = move |p: crate::health::target::Progress| {
+        // On a terminal the full sync's numbers are a bar as well.
+        let bar = crate::cli::progress::Bar::default();
+        let report_progress = |p: crate::health::target::Progress| {
+            bar.show_progress(&self.target.name, &p);
             shared.update(index, |h| h.progress = Some(p));
         };
         let checks = Checks {
@@ -362,6 +369,7 @@ impl<'a> Worker<'a> {
             Some(&report_progress),
         );
         self.shared.release();
+        drop(bar); // cleared before the transfer's log line
         let mut held_now = false;
         let mut record = Applied {
             target: self.target.name.clone(),

@@ -114,6 +114,25 @@ impl Follower {
         }
     }
 
+    /// At a process start on a consumer that had acknowledged messages:
+    /// writes `meta`, the last event it acknowledged (and its header), once
+    /// more. It was acknowledged when it was written, not when it was
+    /// applied, so the pipeline that died with the last process may have
+    /// lost it and what came before; a consumer downstream that stored its
+    /// position (`pushd --state`) skips it when it applied it, and when it
+    /// did not, sees its seq past its own position + 1 and does a full sync
+    /// at once, not only when the next change comes.
+    pub fn replayed(&mut self, meta: &Meta, line: &[u8]) -> Step {
+        let mut step = Step::default();
+        if let Some(header) = &meta.header {
+            step.lines.push(header.clone());
+        }
+        step.lines.push(line.to_vec());
+        self.written_stream = Some(meta.stream.clone());
+        self.written_seq = meta.seq;
+        step
+    }
+
     /// The JetStream seq of the last message written.
     pub fn last_js(&self) -> u64 {
         self.last_js
@@ -253,6 +272,21 @@ mod tests {
         let s = f.accept(&meta(6, "a", 5, Kind::Seq), b"e5");
         assert_eq!(texts(&s), ["Ha", "e5"]);
         assert!(s.rescan.is_none());
+    }
+
+    #[test]
+    fn a_replayed_record_then_the_next_ones() {
+        let mut f = Follower::new(Start::After(5));
+        let s = f.replayed(&meta(5, "a", 4, Kind::Seq), b"e4");
+        assert_eq!(texts(&s), ["Ha", "e4"]);
+        // The header is not written twice; the cursor still expects 6.
+        let s = f.accept(&meta(6, "a", 5, Kind::Seq), b"e5");
+        assert_eq!(texts(&s), ["e5"]);
+        assert!(s.rescan.is_none());
+        let mut f = Follower::new(Start::After(5));
+        f.replayed(&meta(5, "a", 4, Kind::Seq), b"e4");
+        let s = f.accept(&meta(8, "a", 7, Kind::Seq), b"e7");
+        assert_eq!(texts(&s), ["rescan@6", "e7"]);
     }
 
     #[test]

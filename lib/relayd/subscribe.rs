@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::resume::{Follower, Kind, Meta, Start};
 use super::{headers, Common, Signal};
+use crate::wire::event::Record;
 use crate::{log_info, log_notice, log_warn};
 
 #[derive(Clone, Debug)]
@@ -22,6 +23,9 @@ pub struct SubscribeConfig {
     /// `--log-lag`: also log the lag this often (where `STATUS=` is taken
     /// by another stage, as in syncpipe-replica@.service).
     pub log_lag: Option<Duration>,
+    /// `--status-file`, `--metrics-file`: the lag for `syncpipe status`
+    /// and node_exporter (lib/health/).
+    pub health: crate::health::publish::HealthFiles,
 }
 
 /// How far this replica is behind, as the server counts it.
@@ -33,24 +37,94 @@ struct Lag {
     js_seq: u64,
     stream: String,
     seq: u64,
-    /// When the server received the last message written.
-    published_ns: Option<i128>,
+    /// When the server stored the oldest message this consumer has not
+    /// acknowledged (None: nothing pending, or not known yet).
+    oldest_ns: Option<i128>,
+    /// Rescans of the root written after gaps.
+    rescans: u64,
+    /// The server answered the last look at the consumer.
+    reachable: bool,
 }
 
 impl Lag {
-    fn describe(&self, durable: &str) -> String {
-        let behind = match (self.pending, self.published_ns) {
+    /// Age of the oldest message not acknowledged: 0 when nothing is pending.
+    fn seconds(&self, now: std::time::SystemTime) -> f64 {
+        match (self.pending, self.oldest_ns) {
             (0, _) | (_, None) => 0.0,
             (_, Some(t)) => {
-                let now = std::time::SystemTime::now()
+                let now = now
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128);
                 ((now - t) as f64 / 1e9).max(0.0)
             }
-        };
+        }
+    }
+
+    /// The status file and metrics: the consumer's own numbers.
+    fn views(
+        &self,
+        durable: &str,
+        stream: &str,
+        ready: bool,
+        now: std::time::SystemTime,
+    ) -> (crate::health::status::StatusDoc, String) {
+        use crate::health::status::{program_views, Number, StatusDoc};
+        let mut doc = StatusDoc::new("relayd", now, ready, self.describe(durable));
+        let metrics = program_views(
+            &mut doc,
+            &[("durable", durable), ("stream", stream)],
+            &[
+                Number::gauge(
+                    "pending_messages",
+                    "Messages of the stream this replica's consumer has not acknowledged (num_pending + num_ack_pending)",
+                    self.pending as f64,
+                ),
+                Number::gauge(
+                    "behind_seconds",
+                    "Age of the oldest message not acknowledged (0 when none is pending)",
+                    self.seconds(now),
+                ),
+                Number::gauge(
+                    "written_jetstream_seq",
+                    "JetStream sequence of the last message written downstream",
+                    self.js_seq as f64,
+                ),
+                Number::gauge(
+                    "written_seq",
+                    "syncpipe seq of the last record with a seq written downstream",
+                    self.seq as f64,
+                ),
+                Number::counter(
+                    "rescans_total",
+                    "Full syncs asked for (a rescan of the root written after a gap)",
+                    self.rescans,
+                ),
+                Number::gauge(
+                    "broker_up",
+                    "1 when the server answered the last look at the consumer (every 2 s)",
+                    f64::from(u8::from(self.reachable)),
+                ),
+            ],
+        );
+        // Who this is, for `syncpipe status`.
+        doc.numbers.insert("durable".into(), durable.into());
+        doc.numbers.insert("stream".into(), stream.into());
+        (doc, metrics)
+    }
+
+    fn describe(&self, durable: &str) -> String {
         format!(
-            "{durable}: applied JetStream seq {} (stream {} seq {}); {} pending, {behind:.1}s behind",
-            self.js_seq, self.stream, self.seq, self.pending
+            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind{}",
+            self.js_seq,
+            self.stream,
+            self.seq,
+            self.pending,
+            self.seconds(std::time::SystemTime::now()),
+            if self.reachable {
+                ""
+            } else {
+                "; the server does not answer"
+            }
         )
     }
 }
@@ -69,21 +143,38 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut logged = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
+    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    let (durable, stream_name) = (config.durable.as_str(), broker.stream.as_str());
     loop {
-        let (consumer, start) = tokio::select! {
+        let (stream, consumer, start) = tokio::select! {
             r = setup(&js, &config) => r?,
             _ = super::stopped(&mut signals) => return Ok(()),
         };
+        let process_start = follower.is_none();
         match &mut follower {
             None => follower = Some(Follower::new(start)),
             Some(f) => f.restart(start),
         }
         let f = follower.as_mut().expect("set above");
+        if let (true, Start::After(acked)) = (process_start, start) {
+            if let Some((meta, payload)) = last_acknowledged(&stream, acked).await {
+                log_info!(
+                    "writing the last event acknowledged (JetStream message {}, seq {}) again: the pipeline that read it may not have applied it",
+                    meta.js_seq,
+                    meta.seq
+                );
+                write_lines(&mut out, &f.replayed(&meta, &payload).lines)?;
+                lag.js_seq = meta.js_seq;
+                lag.seq = meta.seq;
+                lag.stream = meta.stream;
+            }
+        }
         let mut messages = consumer
             .messages()
             .await
             .context("pulling from the consumer")?;
         if !ready {
+            refresh(&stream, &consumer, &mut lag).await;
             sd.ready(&lag.describe(&config.durable));
             ready = true;
         }
@@ -97,19 +188,16 @@ pub(super) async fn run(
                 m = messages.next() => match m {
                     Some(Ok(msg)) => {
                         let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-                        let meta = meta_of(&msg, info.stream_sequence);
+                        let meta = meta_of(msg.headers.as_ref(), info.stream_sequence);
                         let step = f.accept(&meta, &msg.payload);
                         if let Some(why) = &step.rescan {
                             log_warn!("full sync: {why}; writing a rescan of the root");
+                            lag.rescans += 1;
                         }
                         if let Some(why) = &step.warning {
                             log_notice!("{why}");
                         }
-                        for line in &step.lines {
-                            out.write_all(line).context("writing stdout")?;
-                            out.write_all(b"\n").context("writing stdout")?;
-                        }
-                        out.flush().context("writing stdout")?;
+                        write_lines(&mut out, &step.lines)?;
                         if let Err(e) = msg.ack().await {
                             log_warn!("acknowledging JetStream message {}: {e}", meta.js_seq);
                         }
@@ -117,8 +205,8 @@ pub(super) async fn run(
                             lag.js_seq = meta.js_seq;
                             lag.stream = meta.stream;
                             if meta.kind == Kind::Seq { lag.seq = meta.seq; }
-                            lag.published_ns = Some(info.published.unix_timestamp_nanos());
                         }
+                        // The next refresh finds the oldest one left.
                         lag.pending = info.pending;
                     }
                     Some(Err(e)) => {
@@ -138,11 +226,12 @@ pub(super) async fn run(
                 },
                 signal = signals.recv() => match signal {
                     Some(Signal::Usr1) => {
-                        refresh(&consumer, &mut lag).await;
+                        refresh(&stream, &consumer, &mut lag).await;
                         log_notice!("{}", lag.describe(&config.durable));
                     }
                     _ => {
                         sd.stopping("stopping");
+                        publisher.tick(true, |now| lag.views(durable, stream_name, ready, now));
                         // The last acknowledgements must reach the server,
                         // or the next start writes those records again.
                         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
@@ -150,9 +239,11 @@ pub(super) async fn run(
                     }
                 },
                 _ = tick.tick() => {
-                    refresh(&consumer, &mut lag).await;
+                    refresh(&stream, &consumer, &mut lag).await;
                     sd.status(&lag.describe(&config.durable), false);
                     sd.tick();
+                    publisher.changed();
+                    publisher.tick(false, |now| lag.views(durable, stream_name, ready, now));
                     if config.log_lag.is_some_and(|every| logged.elapsed() >= every) {
                         logged = std::time::Instant::now();
                         log_notice!("{}", lag.describe(&config.durable));
@@ -163,21 +254,90 @@ pub(super) async fn run(
     }
 }
 
-/// The consumer's own numbers: what it has yet to deliver and what awaits acks.
+/// The consumer's own numbers: what it has yet to deliver and what awaits
+/// acks, and when the server stored the oldest of them (the message after
+/// the ack floor, or the stream's first when that one was trimmed).
 /// Bounded in time: while the server is away the loop must stay responsive.
-async fn refresh(consumer: &consumer::PullConsumer, lag: &mut Lag) {
+async fn refresh(
+    stream: &jetstream::stream::Stream,
+    consumer: &consumer::PullConsumer,
+    lag: &mut Lag,
+) {
     let mut consumer = consumer.clone();
-    if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(1), consumer.info()).await {
-        lag.pending = info.num_pending + info.num_ack_pending as u64;
+    let numbers = async {
+        let info = consumer.info().await.ok()?;
+        let pending = info.num_pending + info.num_ack_pending as u64;
+        if pending == 0 {
+            return Some((0, None));
+        }
+        let next = info.ack_floor.stream_sequence + 1;
+        let oldest = match stream.get_raw_message(next).await {
+            Ok(m) => Some(m.time),
+            Err(_) => {
+                let first = stream.clone().info().await.ok()?.state.first_sequence;
+                stream
+                    .get_raw_message(first.max(next))
+                    .await
+                    .ok()
+                    .map(|m| m.time)
+            }
+        };
+        Some((pending, oldest.map(|t| t.unix_timestamp_nanos())))
+    };
+    match tokio::time::timeout(Duration::from_secs(1), numbers).await {
+        Ok(Some((pending, oldest))) => {
+            lag.pending = pending;
+            lag.oldest_ns = oldest;
+            lag.reachable = true;
+        }
+        _ => lag.reachable = false,
     }
+}
+
+/// Writes `lines` and flushes: acknowledging comes after.
+fn write_lines(out: &mut impl Write, lines: &[Vec<u8>]) -> anyhow::Result<()> {
+    for line in lines {
+        out.write_all(line).context("writing stdout")?;
+        out.write_all(b"\n").context("writing stdout")?;
+    }
+    out.flush().context("writing stdout")
+}
+
+/// The last event at or before JetStream message `acked`, looking back past
+/// pass-through records and `end`s (at most 64 messages, and never past a
+/// header: nothing with a change came since). `None` when there is none or
+/// it is gone (trimmed): then the next message proves continuity or not.
+async fn last_acknowledged(
+    stream: &jetstream::stream::Stream,
+    acked: u64,
+) -> Option<(Meta, Vec<u8>)> {
+    for js_seq in (acked.saturating_sub(63).max(1)..=acked).rev() {
+        let msg = match stream.get_raw_message(js_seq).await {
+            Ok(m) => m,
+            Err(e) => {
+                log_notice!(
+                    "the last message acknowledged ({js_seq}) cannot be read again ({e}); the next one shows whether anything was skipped"
+                );
+                return None;
+            }
+        };
+        let meta = meta_of(Some(&msg.headers), js_seq);
+        match meta.kind {
+            Kind::Header => return None,
+            Kind::Seq if matches!(Record::parse(&msg.payload), Ok(Record::Event(_))) => {
+                return Some((meta, msg.payload.to_vec()))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The syncpipe identity relayd publish put in the headers; a message from
 /// elsewhere counts as a pass-through record of no stream.
-fn meta_of(msg: &jetstream::Message, js_seq: u64) -> Meta {
+fn meta_of(headers: Option<&async_nats::HeaderMap>, js_seq: u64) -> Meta {
     let get = |name: &str| {
-        msg.headers
-            .as_ref()
+        headers
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_string())
     };
@@ -200,7 +360,7 @@ fn meta_of(msg: &jetstream::Message, js_seq: u64) -> Meta {
 async fn setup(
     js: &jetstream::Context,
     config: &SubscribeConfig,
-) -> anyhow::Result<(consumer::PullConsumer, Start)> {
+) -> anyhow::Result<(jetstream::stream::Stream, consumer::PullConsumer, Start)> {
     let name = &config.common.broker.stream;
     let mut waited = false;
     let mut stream = loop {
@@ -253,5 +413,5 @@ async fn setup(
         )
         .await
         .with_context(|| format!("creating consumer {}", config.durable))?;
-    Ok((consumer, start))
+    Ok((stream, consumer, start))
 }

@@ -58,25 +58,49 @@ pub struct Config {
 const MOVE_PAIR_WAIT: Duration = Duration::from_millis(10);
 const READ_BUFFER: usize = 256 << 10;
 
+/// During a burst, how long to let the kernel queue fill before reading it
+/// again. A reader waiting in poll(2) is woken by every event, and the
+/// wake-up (an inter-processor interrupt, a VM exit on a virtual machine) is
+/// paid by the process that made the change, in its own time: the writer of
+/// a burst ran slower the faster watchd read. Sleeping instead of polling
+/// takes the reader off the kernel's wait queue, so queueing an event costs
+/// the writer no wake-up, and the next read takes hundreds of events at
+/// once. Only after a read that found a burst (`BUSY_READ` records or more):
+/// a single change is still read the moment it happens. A millisecond holds
+/// far fewer events than the kernel queue (16,384 by default) even at the
+/// fastest writers, so it cannot cause an overflow; it is nothing next to
+/// batchd's delay. `WATCHD_COALESCE_US` overrides it (0: off), for the
+/// benchmark (bench/watchd.sh W2).
+const COALESCE: Duration = Duration::from_millis(1);
+const BUSY_READ: usize = 32;
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::standard()?;
     let mut systemd = Systemd::from_env();
-    let Some(root) = find_root(&config, &mut signals, &mut systemd)? else {
+    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    let Some(root) = find_root(&config, &mut signals, &mut systemd, &mut publisher)? else {
         return Ok(()); // stopped while waiting
     };
     let mut writer = Sink::open(&config.output)?.originating();
 
     let started = Instant::now();
-    systemd.status(&format!("setting up watches on {}", root.display()), true);
+    let setting_up =
+        |n: usize| format!("setting up watches on {}: {n} directories", root.display());
+    systemd.status(&setting_up(0), true);
+    publisher.changed();
+    publisher.tick(false, |now| {
+        starting_views(&root, setting_up(0), false, 0, now)
+    });
     let mut last_extend = Instant::now();
     let mut progress = |n: usize| {
         if last_extend.elapsed() >= Duration::from_secs(1) {
             last_extend = Instant::now();
             systemd.extend_timeout(Duration::from_secs(30));
-            systemd.status(
-                &format!("setting up watches on {}: {n} directories", root.display()),
-                true,
-            );
+            systemd.status(&setting_up(n), true);
+            publisher.changed();
+            publisher.tick(false, |now| {
+                starting_views(&root, setting_up(n), false, n, now)
+            });
         }
     };
     let mut watcher = Backend::start(
@@ -108,7 +132,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         overflows: 0,
         rescans: 0,
     };
-    let mut publisher = crate::health::publish::Publisher::new(&config.health);
+    publisher.changed();
     let mut published_seq = 0;
     systemd.ready(&stats.status(&watcher));
     crate::log_info!(
@@ -122,7 +146,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut buf_a = vec![0u8; READ_BUFFER];
     let mut buf_b = vec![0u8; READ_BUFFER];
+    let coalesce = std::env::var("WATCHD_COALESCE_US")
+        .ok()
+        .and_then(|us| us.parse().ok())
+        .map_or(COALESCE, Duration::from_micros);
+    let mut busy = false;
     loop {
+        if busy && !coalesce.is_zero() {
+            // See COALESCE: off the wait queue while the burst goes on.
+            std::thread::sleep(coalesce);
+        }
+        busy = false;
         systemd.tick();
         if systemd.status_due() {
             systemd.status(&stats.status(&watcher), false);
@@ -201,7 +235,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         if inotify_ready && outcome == Outcome::Continue {
             outcome = watcher.read_and_handle(&mut buf_a, &mut buf_b)?;
-            stats.emit(&mut writer, watcher.take_seen())?;
+            let seen = watcher.take_seen();
+            busy = seen.len() >= BUSY_READ;
+            stats.emit(&mut writer, seen)?;
         }
         {
             match outcome {
@@ -364,6 +400,7 @@ impl Stats {
                     "Directories watched (inotify; fanotify: marks)",
                     watcher.watched() as f64,
                 ),
+                waiting_gauge(false),
             ],
         );
         (doc, metrics)
@@ -384,14 +421,16 @@ fn poll_timeout(d: Duration) -> PollTimeout {
     PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
 }
 
-/// Checks the root, or waits for it with `--wait`. `Ok(None)`: a stop signal
-/// came while waiting.
+/// Checks the root, or waits for it with `--wait`, saying so in `STATUS=`,
+/// the status file (kept fresh while waiting) and on SIGUSR1. `Ok(None)`: a
+/// stop signal came while waiting.
 fn find_root(
     config: &Config,
     signals: &mut Signals,
     systemd: &mut Systemd,
+    publisher: &mut crate::health::publish::Publisher,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let mut announced = false;
+    let mut announced: Option<String> = None;
     loop {
         match check_root(&config.root, config.require_mount) {
             Ok(root) => return Ok(Some(root)),
@@ -405,22 +444,66 @@ fn find_root(
                 ))
             }
             Err(RootProblem::NotYet(why)) => {
-                if !announced {
-                    announced = true;
+                if announced.as_deref() != Some(why.as_str()) {
                     crate::log_notice!("{why}; waiting for it (--wait)");
                     systemd.status(&format!("waiting: {why}"), true);
+                    publisher.changed();
+                    announced = Some(why);
                 }
             }
         }
+        let why = announced.as_deref().unwrap_or_default();
+        publisher.tick(false, |now| {
+            let text = format!("waiting: {why} (--wait)");
+            starting_views(&config.root, text, true, 0, now)
+        });
         systemd.tick();
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, poll_timeout(Duration::from_millis(500)));
         while let Some(signal) = signals.pending()? {
-            if matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
-                return Ok(None);
+            match signal {
+                Signal::SIGTERM | Signal::SIGINT => return Ok(None),
+                Signal::SIGUSR1 => crate::log_notice!("{signal}: waiting: {why} (--wait)"),
+                _ => {}
             }
         }
     }
+}
+
+/// The status file and metrics before the watches are in place (not
+/// ready): while `--wait` waits for the root (`waiting`), then while the
+/// watches are set up.
+fn starting_views(
+    root: &Path,
+    summary: String,
+    waiting: bool,
+    watches: usize,
+    now: std::time::SystemTime,
+) -> (crate::health::status::StatusDoc, String) {
+    use crate::health::status::{program_views, Number, StatusDoc};
+    let mut doc = StatusDoc::new("watchd", now, false, summary);
+    let root = root.to_string_lossy();
+    let metrics = program_views(
+        &mut doc,
+        &[("root", &root)],
+        &[
+            Number::gauge(
+                "watches",
+                "Directories watched (inotify; fanotify: marks)",
+                watches as f64,
+            ),
+            waiting_gauge(waiting),
+        ],
+    );
+    (doc, metrics)
+}
+
+fn waiting_gauge(waiting: bool) -> crate::health::status::Number {
+    crate::health::status::Number::gauge(
+        "waiting",
+        "1 while --wait waits for the root to appear or be mounted",
+        f64::from(u8::from(waiting)),
+    )
 }
 
 enum RootProblem {

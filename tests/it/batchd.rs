@@ -113,7 +113,9 @@ fn ops(batch: &Batch) -> Vec<String> {
         .collect()
 }
 
-const NEVER: &[&str] = &["-d", "1h"];
+/// No batch before end of input, a signal or `-n`: neither the delay nor
+/// the quiet settle comes.
+const NEVER: &[&str] = &["-d", "1h", "--settle", "0"];
 
 #[test]
 fn end_of_input_writes_the_pending_batch_and_records_keep_their_order() {
@@ -153,7 +155,7 @@ fn end_of_input_writes_the_pending_batch_and_records_keep_their_order() {
 
 #[test]
 fn a_batch_is_written_after_the_delay() {
-    let mut b = Batchd::start(&["-d", "0.2"]);
+    let mut b = Batchd::start(&["-d", "0.2", "--settle", "0"]);
     b.send(&[&header("s1")]);
     b.out
         .wait_for("the header", |r| matches!(r, Record::Header(_)));
@@ -174,8 +176,27 @@ fn a_batch_is_written_after_the_delay() {
 }
 
 #[test]
+fn a_quiet_input_writes_its_batch_without_waiting_out_the_delay() {
+    // The default settle: with an hour's delay, a batch still comes once
+    // the input went quiet, and the stage goes on.
+    let mut b = Batchd::start(&["-d", "1h"]);
+    b.send(&[
+        &header("s1"),
+        &event(1, "modify", "x", false),
+        &event(2, "modify", "y", false),
+    ]);
+    let batch = b.next_batch();
+    assert_eq!((batch.first_seq, batch.last_seq), (1, 2));
+    assert_eq!(ops(&batch), ["update x", "update y"]);
+    b.send(&[&event(3, "delete", "x", false)]);
+    let batch = b.next_batch();
+    assert_eq!((batch.first_seq, batch.last_seq), (3, 3));
+    assert_eq!(ops(&batch), ["delete x"]);
+}
+
+#[test]
 fn a_batch_is_written_once_max_changes_are_pending() {
-    let mut b = Batchd::start(&["-d", "1h", "-n", "3"]);
+    let mut b = Batchd::start(&["-d", "1h", "-n", "3", "--settle", "0"]);
     b.send(&[&header("s1")]);
     // Four events on one path are one change; the third path makes three.
     for seq in 1..=4 {
@@ -197,6 +218,12 @@ fn sigusr1_writes_the_pending_batch_and_goes_on() {
     // The warning proves batchd has taken both lines in.
     b.wait_stderr("line 3");
     b.proc.signal(Signal::SIGUSR1);
+    // The status summary in the log, as every program's SIGUSR1 gives.
+    let said = b.wait_stderr("SIGUSR1: ");
+    assert!(
+        said.contains("events folded into") && said.contains("writing what is pending"),
+        "{said}"
+    );
     let batch = b.next_batch();
     assert_eq!(batch.last_seq, 1);
     assert_eq!(ops(&batch), ["rescan ."]);

@@ -24,7 +24,7 @@ fn status(path: &Path) -> Option<Value> {
 }
 
 /// Waits until the status file satisfies `pred`; returns it.
-fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = None;
     let ok = wait_until(TIMEOUT, || {
         last = status(path);
@@ -36,7 +36,7 @@ fn wait_status(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
 
 /// `promtool check metrics` (Debian's `prometheus`) accepts the file as
 /// it is, lint warnings included.
-fn promtool_accepts(path: &Path) {
+pub(crate) fn promtool_accepts(path: &Path) {
     let text = fs::read(path).unwrap();
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -424,4 +424,63 @@ fn a_start_up_sync_in_progress_is_never_zero_behind_and_shows_progress() {
 
 fn target_of(s: &Value) -> &Value {
     &s["targets"][0]
+}
+
+/// `watchd --wait` keeps a status file while it waits for its root: not
+/// ready, saying what it waits for, rewritten while it waits, SIGUSR1 says
+/// the same in the log; once the root is there the file (and SIGUSR1) says
+/// it watches.
+#[test]
+fn watchd_says_what_it_waits_for_in_its_status_file() {
+    let (dir, run) = (tempdir(), tempdir());
+    let root = dir.path().join("late disk");
+    let (status, metrics) = (
+        run.path().join("watchd.json"),
+        run.path().join("watchd.prom"),
+    );
+    let log = run.path().join("watchd.log");
+    let mut cmd = Command::new(bin("watchd"));
+    cmd.arg("--wait")
+        .arg("--status-file")
+        .arg(&status)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    let w = Running::spawn(&mut cmd);
+    let waiting = format!("waiting: {} does not exist (--wait)", root.display());
+    let s = wait_status(&status, "waiting", |s| s["summary"] == waiting.as_str());
+    assert_eq!(s["ready"], false, "{s:#}");
+    assert_eq!(s["numbers"]["waiting"], 1, "{s:#}");
+    let m = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains(&format!(
+            "syncpipe_watchd_waiting{{root=\"{}\"}} 1\n",
+            root.display()
+        )),
+        "{m}"
+    );
+    promtool_accepts(&metrics);
+    refreshed_while_idle(&status);
+    usr1_logs(&w, &log, &format!("SIGUSR1: {waiting}"));
+    fs::create_dir(&root).unwrap();
+    let s = wait_status(&status, "watching", |s| s["ready"] == true);
+    assert!(
+        s["summary"].as_str().unwrap().starts_with("watching "),
+        "{s:#}"
+    );
+    assert_eq!(s["numbers"]["waiting"], 0, "{s:#}");
+    usr1_logs(&w, &log, &format!("SIGUSR1: watching {}", root.display()));
+}
+
+/// SIGUSR1 to `run`: its log (stderr in the file `log`) gets `said`.
+pub(crate) fn usr1_logs(run: &Running, log: &Path, said: &str) {
+    run.signal(nix::sys::signal::Signal::SIGUSR1);
+    let logged = wait_until(TIMEOUT, || fs::read_to_string(log).unwrap().contains(said));
+    assert!(
+        logged,
+        "no {said:?} in {}",
+        fs::read_to_string(log).unwrap()
+    );
 }

@@ -11,6 +11,7 @@ mod keysetup;
 mod logging;
 mod pipeline;
 mod privatetmp;
+mod progress;
 mod pushd;
 #[cfg(feature = "relay")]
 mod relayd;

@@ -68,6 +68,19 @@ fn publish(url: &str, records: &[Record]) -> Option<i32> {
     run.wait_exit()
 }
 
+/// `relayd publish` reading what the test writes to the returned stdin.
+fn live_publisher(url: &str, extra: &[&str]) -> (Running, std::process::ChildStdin) {
+    let mut child = Command::new(bin("relayd"))
+        .args(["publish", url])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (Running { child }, stdin)
+}
+
 struct Sub {
     run: Running,
     out: RecordStream,
@@ -201,12 +214,12 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
     let mut sub = subscribe(&url, "web1", Some(notify.path()));
     assert_eq!(sub.take(11), first);
     notify.wait_for("READY=1");
-    notify.wait_for("applied JetStream seq 11 (stream s seq 10); 0 pending");
+    notify.wait_for("wrote JetStream seq 11 (stream s seq 10); 0 pending");
     sub.run.signal(Signal::SIGUSR1);
     assert!(
         wait_until(TIMEOUT, || sub
             .log()
-            .contains("web1: applied JetStream seq 11")),
+            .contains("web1: wrote JetStream seq 11")),
         "SIGUSR1 logs the lag: {}",
         sub.log()
     );
@@ -218,9 +231,14 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
     assert_eq!(publish(&url, &more), Some(0));
 
     let mut sub = subscribe(&url, "web1", None);
-    let got = sub.take(11);
+    let got = sub.take(12);
     assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
-    assert_eq!(got[1..], more[1..], "exactly the records after the cursor");
+    assert_eq!(got[1], first[10], "the last event acknowledged, once more");
+    assert_eq!(
+        got[2..],
+        more[1..],
+        "then exactly the records after the cursor"
+    );
     assert!(got.iter().all(|r| is_rescan(r).is_none()));
     assert!(sub.out.next(Duration::from_millis(500)).is_none());
     sub.stop();
@@ -230,15 +248,7 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
 fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
     let mut nats = NatsServer::start();
     let url = nats.url("trim");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url, "--max-msgs", "5"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &["--max-msgs", "5"]);
     let mut send = |records: &[Record]| {
         for r in records {
             writeln!(stdin, "{}", r.to_line()).unwrap();
@@ -280,15 +290,7 @@ fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
 fn killed_server_loses_no_change() {
     let mut nats = NatsServer::start();
     let url = nats.url("kill");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
     let mut input = vec![header("k")];
     input.extend(events(1..=60));
     let mut sub = subscribe(&url, "r", None);
@@ -312,15 +314,7 @@ fn killed_server_loses_no_change() {
 fn sigterm_stops_a_publisher_waiting_for_a_lost_server() {
     let mut nats = NatsServer::start();
     let url = nats.url("away");
-    let mut publisher = Running {
-        child: Command::new(bin("relayd"))
-            .args(["publish", &url])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let mut stdin = publisher.child.stdin.take().unwrap();
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
     writeln!(stdin, "{}", header("a").to_line()).unwrap();
     stdin.flush().unwrap();
     let mut sub = subscribe(&url, "r", None);
@@ -639,4 +633,233 @@ fn two_tiers_converge_under_churn() {
         },
     );
     assert_eq!(fs::read(t2.join("hot file")).unwrap(), b"round 5");
+}
+
+/// `relayd subscribe | batchd | pushd --state` as three processes, their
+/// logs in one file.
+struct Pipeline {
+    relayd: Running,
+    batchd: Running,
+    pushd: Running,
+    log: tempfile::NamedTempFile,
+}
+
+impl Pipeline {
+    fn start(url: &str, delay: &str, state: &Path, dst: &Path, notify: Option<&Path>) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut relayd = Command::new(bin("relayd"));
+        relayd
+            .args(["subscribe", url, "--durable", "replica", "-v"])
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap());
+        if let Some(n) = notify {
+            relayd.env("NOTIFY_SOCKET", n);
+        }
+        let mut relayd = relayd.spawn().unwrap();
+        let mut batchd = Command::new(bin("batchd"))
+            .args(["-d", delay])
+            .stdin(relayd.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let pushd = Command::new(bin("pushd"))
+            .args(["-v", "--state"])
+            .arg(state)
+            .arg(dst)
+            .stdin(batchd.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Pipeline {
+            relayd: Running { child: relayd },
+            batchd: Running { child: batchd },
+            pushd: Running { child: pushd },
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        for run in [&self.relayd, &self.batchd, &self.pushd] {
+            run.signal(Signal::SIGTERM);
+        }
+        for run in [&mut self.relayd, &mut self.batchd, &mut self.pushd] {
+            run.wait_exit();
+        }
+    }
+}
+
+/// relayd acknowledges a record when it writes it, not when pushd applied
+/// it: a pipeline killed in between (batchd holding the batch) must not
+/// make the next one skip it. relayd writes the last event it acknowledged
+/// again at start, and pushd, seeing it past its stored position + 1,
+/// syncs the whole root at once; a restart that lost nothing stays exact.
+#[test]
+fn records_written_but_not_applied_are_not_skipped_after_a_restart() {
+    use std::os::unix::ffi::OsStrExt;
+    let nats = NatsServer::start();
+    let url = nats.url("gap");
+    let (src, dst, dir) = (tempdir(), tempdir(), tempdir());
+    let state = dir.path().join("pushd.state");
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
+    let Record::Header(mut h) = header("g") else {
+        unreachable!()
+    };
+    h.root = WirePath::from_bytes(src.path().as_os_str().as_bytes().to_vec());
+    writeln!(stdin, "{}", Record::Header(h).to_line()).unwrap();
+    let mut create = |seq: u64, name: &str| {
+        write(src.path(), name.as_bytes(), name.as_bytes());
+        let record = Record::Event(Event {
+            seq,
+            ts: Timestamp::now(),
+            kind: EventKind::Create,
+            path: WirePath::from_bytes(name.as_bytes().to_vec()),
+            dir: false,
+            from: None,
+        });
+        writeln!(stdin, "{}", record.to_line()).unwrap();
+        stdin.flush().unwrap();
+    };
+    create(1, "a");
+    let applied = |seq: u64| {
+        wait_until(TIMEOUT, || {
+            fs::read_to_string(&state).is_ok_and(|s| s.contains(&format!("\"seq\": {seq}")))
+        })
+    };
+
+    let first = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    assert!(applied(1), "{}", first.log());
+    first.stop();
+
+    // b and c reach batchd, which holds them (1 h): relayd has acknowledged
+    // them; then the pipeline dies before pushd sees them.
+    let notify = NotifySocket::new();
+    let mut second = Pipeline::start(&url, "1h", &state, dst.path(), Some(notify.path()));
+    create(2, "b");
+    create(3, "c");
+    notify.wait_for("wrote JetStream seq 4 (stream g seq 3)");
+    second.batchd.signal(Signal::SIGKILL);
+    second.relayd.signal(Signal::SIGTERM);
+    assert_eq!(second.relayd.wait_exit(), Some(0), "{}", second.log());
+    second.pushd.wait_exit();
+    assert!(
+        !dst.path().join("b").exists() && applied(1),
+        "setup: b and c not applied"
+    );
+
+    // The source stays quiet: the restart alone must bring b and c.
+    let third = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    assert!(
+        wait_until(TIMEOUT, || tree(src.path()) == tree(dst.path())),
+        "{}",
+        third.log()
+    );
+    assert!(
+        third
+            .log()
+            .contains("resumed after seq 1 but the stream goes on at seq 3"),
+        "{}",
+        third.log()
+    );
+    assert!(applied(3), "{}", third.log());
+    third.stop();
+
+    // Nothing lost this time: exact, no full sync.
+    let fourth = Pipeline::start(&url, "100ms", &state, dst.path(), None);
+    create(4, "d");
+    assert!(
+        wait_until(TIMEOUT, || tree(src.path()) == tree(dst.path())),
+        "{}",
+        fourth.log()
+    );
+    assert!(applied(4), "{}", fourth.log());
+    let log = fourth.log();
+    assert!(log.contains("resuming stream after seq 3"), "{log}");
+    assert!(!log.contains("whole root"), "{log}");
+    fourth.stop();
+    drop(stdin);
+    assert_eq!(publisher.wait_exit(), Some(0));
+}
+
+/// `--status-file`/`--metrics-file`: the consumer's own numbers. With a
+/// backlog and nobody reading, the file shows messages pending and the age
+/// of the oldest one; once read, nothing pending and the last seq written.
+#[test]
+fn the_status_file_shows_the_replicas_lag() {
+    let nats = NatsServer::start();
+    let url = nats.url("lag");
+    let mut input = vec![header("s")];
+    input.extend(events(1..=1000));
+    assert_eq!(publish(&url, &input), Some(0));
+    let dir = tempdir();
+    let (status, metrics) = (
+        dir.path().join("relayd.json"),
+        dir.path().join("relayd.prom"),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut run = Running {
+        child: Command::new(bin("relayd"))
+            .args(["subscribe", &url, "--durable", "web1", "--status-file"])
+            .arg(&status)
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let numbers = || -> Option<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&status).ok()?).ok()?;
+        assert_eq!(doc["program"], "relayd");
+        Some(doc["numbers"].clone())
+    };
+    // Nobody reads yet: the pipe fills, the backlog waits.
+    let mut seen = None;
+    assert!(
+        wait_until(TIMEOUT, || {
+            seen = numbers();
+            seen.as_ref().is_some_and(|n| {
+                n["pending_messages"].as_u64() > Some(0) && n["behind_seconds"].as_f64() > Some(0.0)
+            })
+        }),
+        "{seen:?}"
+    );
+    let mut out = RecordStream::new(run.child.stdout.take().unwrap());
+    for _ in 0..input.len() {
+        assert!(out.next(TIMEOUT).is_some(), "every record comes");
+    }
+    assert!(
+        wait_until(TIMEOUT, || {
+            seen = numbers();
+            seen.as_ref().is_some_and(|n| {
+                n["pending_messages"] == 0
+                    && n["behind_seconds"] == 0
+                    && n["written_seq"] == 1000
+                    && n["written_jetstream_seq"] == 1001
+            })
+        }),
+        "{seen:?}"
+    );
+    // The metrics file is renamed into place right after the status file.
+    let mut text = String::new();
+    assert!(
+        wait_until(TIMEOUT, || {
+            text = fs::read_to_string(&metrics).unwrap();
+            text.contains("syncpipe_relayd_pending_messages{durable=\"web1\",stream=\"lag\"} 0")
+        }),
+        "{text}"
+    );
+    assert!(text.contains("syncpipe_relayd_behind_seconds{"), "{text}");
+    run.signal(Signal::SIGTERM);
+    assert_eq!(
+        run.wait_exit(),
+        Some(0),
+        "{}",
+        fs::read_to_string(log.path()).unwrap()
+    );
 }

@@ -582,4 +582,120 @@ fn syncpipe_status_under_a_real_systemd() {
         );
     }
     c.ok(&["stop", "syncpipe@web", "syncpipe@dead"]);
+    if cfg!(feature = "relay") {
+        a_pull_replica_converges(&c, work.path());
+    }
+}
+
+/// `syncpipe-replica@rep` as a user enables it (BROKER=, UPSTREAM=,
+/// TARGET=): a broker and the source's `watchd | relayd publish` run as
+/// transient units in the same container (its network is private, so port
+/// 4222 is free); the replica pulls from the source's directory. Started,
+/// it has done its start-up pull (READY=1 comes after it); a change on the
+/// source arrives through the broker; relayd's and pushd's status files are
+/// in /run/syncpipe/rep/.
+fn a_pull_replica_converges(c: &Container, work: &Path) {
+    let (src, dst) = (work.join("replica source"), work.join("replica target"));
+    fs::create_dir_all(src.join("sub dir")).unwrap();
+    fs::write(src.join("sub dir/first"), b"there before").unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let url = "nats://127.0.0.1:4222/www";
+    let run = |args: &[&str]| {
+        let mut all = vec!["systemd-run", "--quiet", "--collect"];
+        all.extend_from_slice(args);
+        let out = c.run(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "--unit=nats",
+        "--property=StateDirectory=nats",
+        "/usr/sbin/nats-server",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "4222",
+        "-js",
+        "-sd",
+        "/var/lib/nats",
+    ]);
+    let source = format!("{WORK}/replica source");
+    run(&[
+        "--unit=publisher",
+        // Until the broker listens.
+        "--property=Restart=on-failure",
+        "--property=RestartSec=200ms",
+        "/bin/sh",
+        "-c",
+        "/usr/local/bin/watchd \"$0\" | /usr/local/bin/relayd publish \"$1\"",
+        &source,
+        url,
+    ]);
+    let made = wait_until(Duration::from_secs(30), || {
+        c.host_path("/var/lib/nats/jetstream/$G/streams/www")
+            .exists()
+    });
+    assert!(
+        made,
+        "the publisher made no stream\n{}",
+        c.journal(&["-n", "40"])
+    );
+    c.write(
+        "/etc/syncpipe/rep.conf",
+        format!("BROKER={url}\nUPSTREAM={source}\nTARGET={WORK}/replica target\nDELAY=100ms\n")
+            .as_bytes(),
+    );
+    c.ok(&["enable", "--now", "syncpipe-replica@rep"]);
+    assert_eq!(
+        tree(&src),
+        tree(&dst),
+        "`systemctl start` returned before the start-up pull\n{}",
+        c.journal(&["-n", "40"])
+    );
+    fs::write(src.join("sub dir/first"), b"changed").unwrap();
+    fs::write(src.join("new"), b"new").unwrap();
+    let same = wait_until(Duration::from_secs(60), || tree(&src) == tree(&dst));
+    assert!(
+        same,
+        "the change never arrived\n{}",
+        c.journal(&["-n", "60"])
+    );
+    for file in ["relayd.json", "relayd.prom", "pushd.json", "pushd.prom"] {
+        assert!(
+            c.host_path(&format!("/run/syncpipe/rep/{file}")).exists(),
+            "{file}"
+        );
+    }
+    // The operator view: the feed (relayd's lag) above the target (pushd's).
+    let mut shown = (None, String::new());
+    let listed = wait_until(Duration::from_secs(30), || {
+        let out = c.run(&["/usr/local/bin/syncpipe", "status", "rep"]);
+        shown = (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        );
+        let rows: Vec<Vec<&str>> = shown
+            .1
+            .lines()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .collect();
+        rows.len() == 3
+            && rows[1].len() == 5
+            && rows[1][..4] == ["rep", "broker www as rep", "following", "0 messages, 0s"]
+            && rows[1][4].starts_with("wrote seq ")
+            && rows[2][2] == "in-sync"
+    });
+    assert!(
+        listed && shown.0 == Some(0),
+        "syncpipe status rep:\n{shown:?}"
+    );
+    c.ok(&["stop", "syncpipe-replica@rep", "publisher", "nats"]);
 }

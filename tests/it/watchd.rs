@@ -46,6 +46,17 @@ fn backend_usable() -> bool {
     if backend() != "fanotify" {
         return true;
     }
+    match fanotify_unusable() {
+        None => true,
+        Some(why) => {
+            eprintln!("SKIPPED (fanotify): {why}");
+            false
+        }
+    }
+}
+
+/// Why `watchd --backend fanotify` cannot run here (its message), or `None`.
+fn fanotify_unusable() -> Option<&'static str> {
     static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let why = WHY.get_or_init(|| {
         let dir = tempdir();
@@ -68,13 +79,7 @@ fn backend_usable() -> bool {
         (out.status.code() != Some(0))
             .then(|| String::from_utf8_lossy(&out.stderr).trim().to_string())
     });
-    match why {
-        None => true,
-        Some(why) => {
-            eprintln!("SKIPPED (fanotify): {why}");
-            false
-        }
-    }
+    why.as_deref()
 }
 
 struct Watchd {
@@ -158,6 +163,27 @@ fn header_names_the_root_and_a_fresh_stream() {
     assert_ne!(a.header.stream, b.header.stream);
     assert!(!a.header.host.is_empty());
     assert_eq!(a.header.backend.as_deref(), Some(backend()));
+}
+
+/// `--backend auto` takes fanotify where `--backend fanotify` runs and
+/// inotify elsewhere, and says which on stderr and in the header.
+#[test]
+fn auto_says_which_backend_it_took() {
+    let dir = tempdir();
+    let mut w = Watchd::start(dir.path(), &["--backend", "auto"]);
+    let expected = if fanotify_unusable().is_none() {
+        "fanotify"
+    } else {
+        "inotify"
+    };
+    assert_eq!(w.header.backend.as_deref(), Some(expected));
+    // It still works: a change is reported.
+    fs::write(dir.path().join("f"), b"x").unwrap();
+    w.expect(EventKind::Create, b"f");
+    w.proc.signal(Signal::SIGTERM);
+    assert_eq!(w.proc.wait_exit(), Some(0));
+    let stderr = w.stderr();
+    assert!(stderr.contains(&format!("using {expected}")), "{stderr}");
 }
 
 #[test]

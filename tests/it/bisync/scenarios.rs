@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use syncpipe::bisync::entry::Entry;
 use syncpipe::bisync::local::LocalReplica;
 use syncpipe::bisync::planner::Scan;
+use syncpipe::bisync::progress::Tally;
 use syncpipe::bisync::replica::{Applied, Change, Fill, Replica};
 use syncpipe::bisync::report::Outcome;
 use syncpipe::bisync::{run, Config, Spec};
@@ -457,7 +458,7 @@ impl Scenario {
             false,
             old,
             &mut scans,
-            Instant::now(),
+            &Tally::new(Instant::now()),
             false,
         )
         .map_err(|e| format!("{e:#}"))?;

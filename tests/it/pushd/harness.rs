@@ -63,13 +63,19 @@ impl Pushd {
 
     /// Like [`start_in`](Self::start_in), with stderr written to `log`.
     pub fn start_with_stderr(root: &Path, args: &[&OsStr], cwd: &Path, log: &Path) -> Pushd {
+        let file = fs::File::create(log).unwrap();
+        Self::start_with_stdio(root, args, cwd, Stdio::from(file))
+    }
+
+    /// Like [`start_in`](Self::start_in), with stderr going to `stderr`
+    /// (a terminal, say).
+    pub fn start_with_stdio(root: &Path, args: &[&OsStr], cwd: &Path, stderr: Stdio) -> Pushd {
         let mut all: Vec<&OsStr> = ["--retry-min", "50ms", "--retry-max", "400ms"]
             .into_iter()
             .map(OsStr::new)
             .collect();
         all.extend_from_slice(args);
-        let file = fs::File::create(log).unwrap();
-        Self::spawn(root, &all, cwd, &[], Stdio::from(file))
+        Self::spawn(root, &all, cwd, &[], stderr)
     }
 
     fn spawn(

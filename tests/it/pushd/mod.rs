@@ -12,5 +12,6 @@ mod input;
 mod kinds;
 mod never_worked;
 mod pull;
+mod quickcheck;
 mod remote;
 mod servers;

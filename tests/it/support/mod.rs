@@ -22,6 +22,7 @@ use syncpipe::wire::event::Record;
 pub mod container;
 #[cfg(feature = "relay")]
 pub mod nats;
+pub mod pty;
 pub mod rsyncd;
 pub mod sshd;
 pub mod users;
