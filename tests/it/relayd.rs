@@ -656,8 +656,9 @@ impl Pipeline {
             relayd.env("NOTIFY_SOCKET", n);
         }
         let mut relayd = relayd.spawn().unwrap();
+        // `--settle 0`: the delay alone decides, so "1h" really holds.
         let mut batchd = Command::new(bin("batchd"))
-            .args(["-d", delay])
+            .args(["-d", delay, "--settle", "0"])
             .stdin(relayd.stdout.take().unwrap())
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())
