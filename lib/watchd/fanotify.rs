@@ -11,8 +11,10 @@
 //! So a directory handle is resolved to a path once (`open_by_handle_at` on
 //! the file system's mount point, then `readlink` of `/proc/self/fd/N`) and
 //! the answer cached: inside the root at this relative path, excluded,
-//! outside, or gone. Creates, renames and deletes seen later keep the cache
-//! right (a renamed directory relabels every cached path below it). A
+//! outside, or gone. Creates and deletes seen later keep the cache right; a
+//! directory renamed into, inside or out of the root empties it of every
+//! path inside the root (see `forget_paths` for why relabelling is not
+//! enough). A
 //! directory already deleted when its events are read (ESTALE, or a
 //! "(deleted)" link) needs nothing reported about what happened inside it:
 //! its own deletion, or that of a directory above it, or its move out of the
@@ -353,7 +355,7 @@ impl Watcher {
         match (from, to) {
             (Loc::Inside(from), Loc::Inside(to)) => {
                 if is_dir {
-                    self.relabel(&from, &to);
+                    self.forget_paths(false);
                     if let Some(key) = key {
                         self.remember(key, Loc::Inside(to.clone()));
                     }
@@ -362,7 +364,7 @@ impl Watcher {
             }
             (Loc::Inside(from), to) => {
                 if is_dir {
-                    self.forget_below(&from);
+                    self.forget_paths(false);
                     if let Some(key) = key {
                         self.remember(key, to);
                     }
@@ -371,8 +373,11 @@ impl Watcher {
             }
             (_, Loc::Inside(to)) => {
                 if is_dir {
-                    // Directories cached as outside may be below it now.
-                    self.cache.retain(|_, loc| matches!(loc, Loc::Inside(_)));
+                    // Directories cached as outside may be below it now, and
+                    // when it came from a directory that is gone (replaced,
+                    // deleted) it may have been inside: its old path is
+                    // unknown, so are the cached paths below it.
+                    self.forget_paths(true);
                     if let Some(key) = key {
                         self.remember(key, Loc::Inside(to.clone()));
                     }
@@ -479,18 +484,22 @@ impl Watcher {
         self.cache.insert(key.into(), loc);
     }
 
-    /// A directory moved inside the root: every cached path below it moves.
-    fn relabel(&mut self, from: &WirePath, to: &WirePath) {
-        let cut = from.as_bytes().len();
-        for loc in self.cache.values_mut() {
-            if let Loc::Inside(p) = loc {
-                if p.starts_with(from) {
-                    let mut bytes = to.as_bytes().to_vec();
-                    bytes.extend_from_slice(&p.as_bytes()[cut..]);
-                    *p = WirePath::from_bytes(bytes);
-                }
-            }
-        }
+    /// A directory was renamed: forget every cached place inside the root
+    /// (and, with `outside`, outside it too; only `Gone` is for good).
+    ///
+    /// Rewriting the cached paths below the old name is not enough: a path
+    /// asked of the kernel is today's, ahead of the event being read, so in
+    /// `touch c/d/f; mv a b; mv c a` read late, d is cached as `a/d` and the
+    /// move of a to b would carry it to `b/d`; and when the old directory is
+    /// gone (`mv p/x y; mv q p`), the old name of what moved is unknown. A
+    /// wrong cached path silently misplaces every later event below it, while
+    /// a forgotten one costs a lookup.
+    fn forget_paths(&mut self, outside: bool) {
+        self.cache.retain(|_, loc| match loc {
+            Loc::Gone => true,
+            Loc::Outside => !outside,
+            Loc::Inside(_) | Loc::Excluded => false,
+        });
     }
 
     fn forget_below(&mut self, path: &WirePath) {
