@@ -292,6 +292,10 @@ fn a_resumed_pushd_trusts_the_agents_record_and_a_replaced_root_gets_a_full_sync
     let sshd = Sshd::start();
     let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
     let copy = dst.path().join("copy");
+    // The root exists before pushd starts: an agent that found no root would
+    // leave the first batches to rsync (and retry a second later), and those
+    // write no record for the assertion below.
+    fs::create_dir(&copy).unwrap();
     let target = format!("127.0.0.1:{}", copy.display());
     let state = scratch.path().join("state.json");
     let log = scratch.path().join("stderr");
