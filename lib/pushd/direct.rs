@@ -7,7 +7,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -262,11 +262,24 @@ fn copy_file(
     meta: &fs::Metadata,
     owner: bool,
 ) -> io::Result<Option<u64>> {
-    let mut input = match fs::File::open(src) {
+    // The file checked a moment ago, or nothing: a name swapped for a
+    // symlink (ELOOP) or a FIFO (O_NONBLOCK: no hang on open) in between is
+    // not read — it is not what `meta` describes, and the swap's own events
+    // follow.
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src);
+    let mut input = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e),
     };
+    let now = input.metadata()?;
+    if !now.file_type().is_file() || (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+        return Ok(None);
+    }
     let tmp = temp_name(name);
     let mode = Mode::from_bits_truncate(0o600);
     // The data goes into a file without a name first where the file system
@@ -396,6 +409,42 @@ fn times(meta: &fs::Metadata) -> (TimeSpec, TimeSpec) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_source_swapped_after_its_check_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&dst).unwrap();
+        fs::write(dir.path().join("secret"), b"secret").unwrap();
+        fs::write(src.join("f"), b"data").unwrap();
+        let checked = fs::symlink_metadata(src.join("f")).unwrap();
+        // A second name keeps the checked inode in use: the file system
+        // cannot give its number to the files made below.
+        fs::hard_link(src.join("f"), dir.path().join("keep")).unwrap();
+        let root = Root::open(&dst).unwrap();
+        // Swapped for a link to a file outside the source, then for a FIFO
+        // (whose open would block without O_NONBLOCK), then for another
+        // regular file: none of them is the file checked.
+        fs::remove_file(src.join("f")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), src.join("f")).unwrap();
+        let copied = copy_file(&src.join("f"), root.fd(), b"f", &checked, false).unwrap();
+        assert_eq!(copied, None);
+        fs::remove_file(src.join("f")).unwrap();
+        nix::unistd::mkfifo(&src.join("f"), Mode::from_bits_truncate(0o600)).unwrap();
+        let copied = copy_file(&src.join("f"), root.fd(), b"f", &checked, false).unwrap();
+        assert_eq!(copied, None);
+        fs::write(src.join("g"), b"other").unwrap();
+        fs::rename(src.join("g"), src.join("f")).unwrap();
+        let copied = copy_file(&src.join("f"), root.fd(), b"f", &checked, false).unwrap();
+        assert_eq!(copied, None);
+        assert!(!dst.join("f").exists(), "nothing was written to the target");
+        // The file itself is copied.
+        let now = fs::symlink_metadata(src.join("f")).unwrap();
+        let copied = copy_file(&src.join("f"), root.fd(), b"f", &now, false).unwrap();
+        assert_eq!(copied, Some(5));
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"other");
+    }
 
     #[test]
     fn copies_keeps_metadata_replaces_and_deletes() {
