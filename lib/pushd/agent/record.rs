@@ -55,6 +55,11 @@ pub struct Records {
     file: PathBuf,
     root: WirePath,
     id: String,
+    /// The file system keeps the directory's birth time. Without it a
+    /// directory removed and made again (ext4 and tmpfs hand its inode
+    /// number out again at once) looks like the one recorded, so no
+    /// record is trusted: every reconnect is a full sync.
+    born: bool,
     /// The record id, once known (read, or made by the first write).
     record: Option<String>,
     _lock: Flock<File>,
@@ -112,10 +117,12 @@ impl Records {
                 }
             }
         };
+        let root_id = RootId::of(&meta);
         let mut records = Records {
             file: dir.join(format!("{key}.json")),
             root: WirePath::from_bytes(bytes.to_vec()),
-            id: RootId::of(&meta).to_string(),
+            id: root_id.to_string(),
+            born: root_id.born.is_some(),
             record: None,
             _lock: lock,
         };
@@ -125,6 +132,9 @@ impl Records {
 
     /// What was last recorded for this directory as it is now.
     pub fn read(&self) -> Option<Recorded> {
+        if !self.born {
+            return None;
+        }
         let bytes = std::fs::read(&self.file).ok()?;
         let file: OnDisk = serde_json::from_slice(&bytes).ok()?;
         (file.id == self.id && file.root == self.root).then_some(file.recorded)
