@@ -142,6 +142,10 @@ impl<'a> Worker<'a> {
             }
             if self.due().is_some_and(|at| Instant::now() >= at) {
                 let succeeded = self.transfer();
+                // An agent that reconnected during that transfer may have
+                // found it cannot vouch for the target: the full sync is
+                // due now, not at the next change (which may never come).
+                self.full_sync_if_the_agent_asks();
                 if !succeeded && !open && self.backoff.at_max() {
                     log_error!(
                         "{}: giving up at the end of input with changes up to seq {} not applied",
@@ -301,6 +305,16 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// An ssh target's agent says what it last applied (issue 15); when
+    /// that does not vouch for the target, everything is synced again.
+    fn full_sync_if_the_agent_asks(&mut self) {
+        if let Some(why) = crate::pushd::agent::push::full_sync_due(self.target, &self.config.rsync)
+        {
+            log_warn!("{}: {why}: doing a full sync", self.target);
+            self.pending.rescan_all();
+        }
+    }
+
     /// One attempt at everything pending. Returns whether it succeeded.
     fn transfer(&mut self) -> bool {
         let Some(stream) = self.stream.clone() else {
@@ -310,12 +324,7 @@ impl<'a> Worker<'a> {
         if self.target_root.changed(self.target) {
             self.pending.rescan_all();
         }
-        // An ssh target's agent says what it last applied (issue 15).
-        if let Some(why) = crate::pushd::agent::push::full_sync_due(self.target, &self.config.rsync)
-        {
-            log_warn!("{}: {why}: doing a full sync", self.target);
-            self.pending.rescan_all();
-        }
+        self.full_sync_if_the_agent_asks();
         let with_held = self.held.weighs_now(Instant::now());
         let mut batch = self.pending.take(with_held.then(|| self.held.take()));
         batch.changes =
