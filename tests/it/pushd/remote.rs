@@ -419,5 +419,9 @@ fn a_key_restricted_to_the_agent_pushes_into_its_directory_only() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "another directory is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may only push into"),
+        "refused by the key's restriction, not failing for another reason"
+    );
     assert!(!std::path::Path::new("/tmp/pwned-by-key").exists());
 }
