@@ -738,6 +738,14 @@ fn find_renames(plan: &mut Plan, ar: &Archive, owners: bool) {
             }
         }
     }
+    // A directory removed where the copy lands goes at the rmdir stage,
+    // after renames: a rename there would find the directory still in place.
+    let rmdirs: BTreeSet<(Side, &WirePath)> = plan
+        .actions
+        .iter()
+        .filter(|x| matches!(x.op, Op::Rmdir { .. }))
+        .map(|x| (x.side, &x.path))
+        .collect();
     let removes: HashMap<(Side, WirePath), usize> = plan
         .actions
         .iter()
@@ -767,6 +775,7 @@ fn find_renames(plan: &mut Plan, ar: &Archive, owners: bool) {
             unreachable!()
         };
         if used.contains(&ri)
+            || rmdirs.contains(&(copy.side, &copy.path))
             || plan.finals.contains_key(*old_path)
             || !src.same_content_as_before(old.on(from_side))
             || !expect.same_content_as_before(old.on(copy.side))

@@ -1150,3 +1150,18 @@ proptest! {
         run_live_model(&before, &during, masks);
     }
 }
+
+/// Shrunk failure (CI): B replaced the directory b/a by renaming file a onto
+/// it. The plan for A turned "rmdir b/a, copy b/a" into a rename of a, but
+/// renames run before rmdirs, so the rename found the directory in place.
+#[test]
+fn regression_a_rename_onto_a_removed_directory() {
+    run_model(
+        &[
+            vec![(false, ModelOp::Mkdir(85))],
+            vec![(false, ModelOp::Mkdir(18)), (false, ModelOp::WriteBoth(36))],
+            vec![(true, ModelOp::Delete(78)), (true, ModelOp::Rename(180, 42))],
+        ],
+        Prefer::Keep,
+    );
+}
