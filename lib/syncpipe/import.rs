@@ -1205,6 +1205,24 @@ mod tests {
         assert!(!imp.anything_lost());
     }
 
+    /// A target with a space is carried, written so systemd reads it back
+    /// as one word (lib/syncpipe/words.rs); one with a quote is not.
+    #[test]
+    fn a_target_with_a_space_is_quoted_for_the_unit() {
+        let rec = super::super::lua::evaluate(
+            br#"sync { default.rsync, source = "/s", target = "/mnt/usb disk/s" }
+                sync { default.rsync, source = "/q", target = "/it's" }"#,
+            "f.lua",
+        )
+        .unwrap();
+        let imp = import(&rec, "f.lua", &Naming::default(), Path::new("/")).unwrap();
+        let targets = imp.confs[0].get("TARGETS").unwrap();
+        assert_eq!(targets, r#"\"/mnt/usb disk/s\""#);
+        assert_eq!(super::super::words::split(targets), ["/mnt/usb disk/s"]);
+        assert!(imp.anything_lost(), "the quoted one is not carried");
+        assert_eq!(imp.confs.len(), 1);
+    }
+
     #[test]
     fn names_from_sources() {
         assert_eq!(name_from_source("/srv/www"), "srv-www");
