@@ -340,7 +340,7 @@ impl Watch {
                 bar: crate::cli::progress::Bar::default(),
                 phase: None,
                 seen: progress::Seen::default(),
-                usr1: &**usr1,
+                usr1,
             };
             let pair = Pair {
                 config,
