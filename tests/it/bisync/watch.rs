@@ -171,11 +171,9 @@ fn an_inotify_overflow_brings_a_full_scan() {
     w.stop();
 }
 
-#[test]
-fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
-    let sshd = Sshd::start();
-    let p = Pair::new();
-    write(&p.b, b"remote/first", b"on b at the start");
+/// `bisync` of `p.a` with `p.b` reached through `sshd`, the remote side
+/// running this build's bisync and watchd.
+fn over_ssh(p: &Pair, sshd: &Sshd) -> Command {
     let mut b = b"127.0.0.1:".to_vec();
     b.extend_from_slice(p.b.as_os_str().as_encoded_bytes());
     let mut cmd = p.command(&[]);
@@ -191,7 +189,15 @@ fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
         cmd.arg("--ssh-opt").arg(o);
     }
     cmd.arg(&p.a).arg(OsString::from_vec(b));
-    let mut w = start(&p, cmd);
+    cmd
+}
+
+#[test]
+fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
+    let sshd = Sshd::start();
+    let p = Pair::new();
+    write(&p.b, b"remote/first", b"on b at the start");
+    let mut w = start(&p, over_ssh(&p, &sshd));
     assert_eq!(
         fs::read(p.a.join("remote/first")).unwrap(),
         b"on b at the start"
@@ -243,23 +249,9 @@ fn sigusr1_during_a_run_is_answered_at_once() {
     let sshd = Sshd::start();
     let p = Pair::new();
     write(&p.a, b"first", b"a");
-    let mut b = b"127.0.0.1:".to_vec();
-    b.extend_from_slice(p.b.as_os_str().as_encoded_bytes());
     let log = p.dir.path().join("bisync.log");
-    let mut cmd = p.command(&[]);
-    cmd.arg("-p")
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(sshd.identity())
-        .arg("--remote-bisync")
-        .arg(bin("bisync"))
-        .arg("--remote-watchd")
-        .arg(bin("watchd"))
-        .stderr(fs::File::create(&log).unwrap());
-    for o in sshd.client_options() {
-        cmd.arg("--ssh-opt").arg(o);
-    }
-    cmd.arg(&p.a).arg(OsString::from_vec(b));
+    let mut cmd = over_ssh(&p, &sshd);
+    cmd.stderr(fs::File::create(&log).unwrap());
     let w = start(&p, cmd);
     let servers = servers_of(&p.b);
     assert_eq!(servers.len(), 1, "one bisync --serve for {}", p.b.display());
