@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
+use crate::pushd::fallback;
 use crate::pushd::plan::Plan;
 use crate::pushd::preview::{on_local_target, Preview};
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
@@ -573,6 +574,9 @@ impl Applier<'_> {
             if let (true, Location::Local(root)) = (direct, &self.target.location) {
                 match crate::pushd::direct::apply_paths(source, root, &list, delete) {
                     Ok(done) => {
+                        if !self.direct {
+                            fallback::succeeded(root);
+                        }
                         report.stats.transferred += done.files;
                         report.stats.transferred_size += done.bytes;
                         report.stats.deleted += done.deleted;
@@ -582,14 +586,15 @@ impl Applier<'_> {
                         }
                         list.clear();
                     }
-                    // Not asked for: rsync applies the batch instead (what
-                    // was done stays done, each step is atomic).
+                    // Not asked for: rsync applies the whole batch instead,
+                    // deletions included (what was done stays done, each
+                    // step is atomic), and the operator is told once.
                     Err(why) if !self.direct => {
-                        crate::log_info!("{}: {why}; applying the batch with rsync", self.target);
+                        fallback::failed(root, &self.target.to_string(), &why);
                     }
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
-                        report.message = why;
+                        report.message = why.to_string();
                         return report.ended(started);
                     }
                 }
@@ -679,18 +684,23 @@ impl Applier<'_> {
     /// that `rsync -a` keeps: owner, group, mode, times, symlinks, devices
     /// and specials), and no setting that asks rsync for more (filters,
     /// `--rsync-opt`, `--checksum`, `--inplace`, `--partial`, `--bwlimit`,
-    /// `--rsync-binary`). An rsync start is most of a small batch's time
-    /// (about 25 ms idle, 100 to 300 ms on a loaded machine: bench/churn.sh).
+    /// `--rsync-binary`), as long as failures of a lasting cause have not
+    /// turned it off for this target ([`fallback`]). An rsync start is most
+    /// of a small batch's time (about 25 ms idle, 100 to 300 ms on a loaded
+    /// machine: bench/churn.sh).
     fn in_process(&self, list: &[WirePath]) -> bool {
         let s = self.settings;
-        matches!(self.target.location, Location::Local(_))
-            && list.len() <= s.in_process_max
+        let Location::Local(root) = &self.target.location else {
+            return false;
+        };
+        list.len() <= s.in_process_max
             && s.extra.is_empty()
             && s.filters.is_empty()
             && !(s.checksum || s.inplace || s.partial)
             && s.bwlimit.is_none()
             && s.rsync_binary.is_none()
             && nix::unistd::geteuid().is_root()
+            && fallback::enabled(root)
     }
 
     /// The guards' case for `deletes` from `source`: its size now only
