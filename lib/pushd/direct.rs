@@ -648,6 +648,26 @@ mod tests {
     }
 
     #[test]
+    fn names_as_long_as_the_file_system_takes_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&dst).unwrap();
+        // The temporary name beside them must be cut to fit (it was not:
+        // ENAMETOOLONG on every batch).
+        let (file, link) = ("f".repeat(NAME_MAX), "l".repeat(NAME_MAX));
+        fs::write(src.join(&file), b"long").unwrap();
+        std::os::unix::fs::symlink(&file, src.join(&link)).unwrap();
+        let paths = [WirePath::from(file.as_str()), WirePath::from(link.as_str())];
+        let done = apply_paths(&src, &dst, &paths, true).unwrap();
+        assert_eq!(done.files, 1);
+        assert_eq!(fs::read(dst.join(&file)).unwrap(), b"long");
+        assert_eq!(fs::read_link(dst.join(&link)).unwrap(), Path::new(&file));
+        assert_eq!(fs::read_dir(&dst).unwrap().count(), 2, "no temporary left");
+        assert!(temp_name(file.as_bytes()).len() <= NAME_MAX);
+    }
+
+    #[test]
     fn planted_symlinks_on_the_target_are_replaced_never_followed() {
         let dir = tempfile::tempdir().unwrap();
         let (src, dst, out) = (
