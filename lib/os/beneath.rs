@@ -107,7 +107,9 @@ pub fn resolve(dir: &OwnedFd, rel: &[u8], flags: OFlag) -> io::Result<OwnedFd> {
         RMode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
-        Err(rustix::io::Errno::NOSYS) => {}
+        // Older container seccomp profiles answer a system call they do not
+        // know with EPERM rather than ENOSYS: the walk below is as safe.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
         // Another thread's rename can make openat2 ask for a retry.
         Err(rustix::io::Errno::AGAIN) => {}
         r => return r.map_err(io::Error::from),

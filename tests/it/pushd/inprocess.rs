@@ -122,3 +122,30 @@ fn direct_names_its_copy_itself_when_an_unnamed_one_cannot_be_linked() {
         fs::read_to_string(&log).unwrap()
     );
 }
+
+#[test]
+fn direct_works_where_openat2_is_refused() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    write(src.path(), b"d/e/f", b"first");
+    let target = dst.path().join("copy");
+    let name = target.display().to_string();
+    let log = scratch.path().join("stderr");
+    // Docker's seccomp profiles before openat2 was known answered it with
+    // EPERM, not ENOSYS: resolving beneath the root walks one O_NOFOLLOW
+    // component at a time instead.
+    let wrapper = refusing("openat2:EPERM");
+    let args = [os("--direct"), target.as_os_str()];
+    let mut p = Pushd::start_under(&wrapper, src.path(), &args, scratch.path(), &log);
+    p.header();
+    assert_eq!(p.result(&name).status, "ok");
+    write(src.path(), b"d/e/f", b"second");
+    write(src.path(), b"d/e/g", b"new");
+    let seq = p.batch(vec![
+        change(ChangeOp::Update, b"d/e/f"),
+        change(ChangeOp::Update, b"d/e/g"),
+    ]);
+    let a = p.applied(&name, seq);
+    assert_eq!((a.status.as_str(), a.rsync_exit), ("ok", None), "{a:?}");
+    assert_same(src.path(), &target);
+    assert_eq!(p.finish(), Some(0));
+}
