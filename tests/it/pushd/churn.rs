@@ -48,7 +48,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
@@ -61,12 +61,12 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
+pub fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 /// The seed from `CHURN_SEED`, else one from the clock (printed).
-fn base_seed() -> u64 {
+pub fn base_seed() -> u64 {
     env_u64("CHURN_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
