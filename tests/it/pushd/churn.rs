@@ -524,13 +524,73 @@ enum Kind {
     SshAgent,
 }
 
-/// One round: a tree made, the pipeline started, churn (with a kill -9 of a
-/// random stage midway when `kill`), then the target must equal the source.
-fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
+/// What happens halfway through a round's churn.
+#[derive(Clone, Copy, PartialEq)]
+enum Midway {
+    Nothing,
+    /// kill -9 of a random stage, 20 changes while none runs, then a new
+    /// pipeline (pushd with `--state`).
+    Kill,
+    /// The target's file system (a small tmpfs) filled to the last byte by a
+    /// file beside the target root; freed once the source is quiet and a
+    /// transfer was seen failing.
+    FillTarget,
+}
+
+/// A tmpfs mounted on a directory for the life of a round; unmounted
+/// (lazily, so a straggling process cannot keep it) before the directory
+/// is removed.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "syncpipe-churn"])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (root needed): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with one file at `ballast`, to ENOSPC.
+    fn fill(&self, ballast: &Path) {
+        let mut f = File::create(ballast).expect("creating the ballast");
+        let block = vec![0u8; 1 << 16];
+        let mut written = 0u64;
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the target's file system: {e}"),
+            }
+        }
+        eprintln!("churn: target file system filled ({written} bytes of ballast)");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// One round: a tree made, the pipeline started, churn (with something done
+/// `midway`), then the target must equal the source.
+fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str) {
     let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
     let logs = scratch.path().join("logs");
     fs::create_dir(&logs).unwrap();
     let ops = env_u64("CHURN_OPS").unwrap_or(250) as usize;
+    let kill = midway == Midway::Kill;
+    // Declared after the temporary directories: unmounted before they go.
+    let disk = (midway == Midway::FillTarget).then(|| Tmpfs::mount(dst.path()));
+    let ballast = dst.path().join("ballast");
     let dst_dir = dst.path().join("copy");
     let mut args: Vec<OsString> = Vec::new();
     match kind {
@@ -567,8 +627,9 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
     let mut pipeline = Some(Pipeline::start(src.path(), &args, &logs, 0));
     pipeline.as_mut().unwrap().started();
     let mut killed = None;
-    churn.run(ops, |c| {
-        if kill {
+    churn.run(ops, |c| match midway {
+        Midway::Nothing => {}
+        Midway::Kill => {
             let stage = c.rng.below(3);
             killed = Some(["watchd", "batchd", "pushd"][stage]);
             pipeline.take().unwrap().kill9(stage);
@@ -578,11 +639,33 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
             }
             pipeline = Some(Pipeline::start(src.path(), &args, &logs, 1));
         }
+        Midway::FillTarget => disk.as_ref().unwrap().fill(&ballast),
     });
+    if let Some(disk) = &disk {
+        // One more new file, so at least one transfer meets the full disk.
+        fs::write(
+            src.path().join("after the disk filled"),
+            vec![b'x'; 100_000],
+        )
+        .unwrap();
+        pipeline.as_mut().unwrap().out.wait_for(
+            "a transfer failing on the full target file system",
+            |r| matches!(r, Record::Applied(a) if a.status == "failed"),
+        );
+        fs::remove_file(&ballast).unwrap();
+        eprintln!("churn: the ballast on {:?} removed", disk.0);
+    }
     let quiet = Instant::now();
     let ok = wait_until(CONVERGE, || tree(src.path()) == tree(&dst_dir));
     let took = quiet.elapsed();
     let summary = pipeline.take().unwrap().stop();
+    let midway_said = match midway {
+        Midway::Nothing => String::new(),
+        Midway::Kill => killed
+            .map(|s| format!(", {s} killed -9 midway"))
+            .unwrap_or_default(),
+        Midway::FillTarget => ", the target's file system full from midway".into(),
+    };
     let replay = format!(
         "replay: CHURN_SEED={seed} CHURN_ROUNDS=1 CHURN_OPS={ops} cargo test --test it {test}"
     );
@@ -599,10 +682,7 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         };
         panic!(
             "churn round did not converge within {CONVERGE:?}: target {kind:?}, seed {seed}, \
-             {ops} ops{}\n{}\n{summary}\n{replay}\n{}{kept}",
-            killed
-                .map(|s| format!(", {s} killed -9 midway"))
-                .unwrap_or_default(),
+             {ops} ops{midway_said}\n{}\n{summary}\n{replay}\n{}{kept}",
             diff(&a, &b),
             log_tails(&logs)
         );
@@ -611,35 +691,38 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         eprintln!("churn: logs kept in {:?}", scratch.keep());
     }
     eprintln!(
-        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{}; {summary}",
+        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{midway_said}; \
+         {summary}",
         took.as_secs_f64(),
-        killed
-            .map(|s| format!(" ({s} killed -9 midway)"))
-            .unwrap_or_default()
     );
 }
 
 /// `CHURN_ROUNDS` rounds (default 1), seeded `CHURN_SEED`, `CHURN_SEED + 1`, ...
-fn rounds(kind: impl Fn(u64) -> Kind, kill: bool, sshd: Option<&Sshd>, test: &str) {
+fn rounds(kind: impl Fn(u64) -> Kind, midway: Midway, sshd: Option<&Sshd>, test: &str) {
     let seed = base_seed();
     let n = env_u64("CHURN_ROUNDS").unwrap_or(1);
     eprintln!("churn: {test}: CHURN_SEED={seed} CHURN_ROUNDS={n}");
     for i in 0..n {
         let s = seed.wrapping_add(i);
-        round(kind(s), s, kill, sshd, test);
+        round(kind(s), s, midway, sshd, test);
     }
 }
 
 #[test]
 fn churn_local_target_converges() {
-    rounds(|_| Kind::Local, false, None, "churn_local_target_converges");
+    rounds(
+        |_| Kind::Local,
+        Midway::Nothing,
+        None,
+        "churn_local_target_converges",
+    );
 }
 
 #[test]
 fn churn_direct_target_converges() {
     rounds(
         |_| Kind::Direct,
-        false,
+        Midway::Nothing,
         None,
         "churn_direct_target_converges",
     );
@@ -650,7 +733,7 @@ fn churn_ssh_target_converges() {
     let sshd = Sshd::start();
     rounds(
         |_| Kind::Ssh,
-        false,
+        Midway::Nothing,
         Some(&sshd),
         "churn_ssh_target_converges",
     );
@@ -661,7 +744,7 @@ fn churn_ssh_target_with_the_agent_converges() {
     let sshd = Sshd::start();
     rounds(
         |_| Kind::SshAgent,
-        false,
+        Midway::Nothing,
         Some(&sshd),
         "churn_ssh_target_with_the_agent_converges",
     );
@@ -671,5 +754,24 @@ fn churn_ssh_target_with_the_agent_converges() {
 fn churn_with_a_stage_killed_converges() {
     // The target kind follows the seed, so a replay picks the same one.
     let kind = |seed: u64| [Kind::Local, Kind::Direct][(seed % 2) as usize];
-    rounds(kind, true, None, "churn_with_a_stage_killed_converges");
+    rounds(
+        kind,
+        Midway::Kill,
+        None,
+        "churn_with_a_stage_killed_converges",
+    );
+}
+
+#[test]
+fn churn_onto_a_target_whose_disk_fills_converges_once_freed() {
+    // The kind follows the seed: the in-process applier, --direct, and the
+    // agent each write (and fail) their own way.
+    let sshd = Sshd::start();
+    let kind = |seed: u64| [Kind::Local, Kind::Direct, Kind::SshAgent][(seed % 3) as usize];
+    rounds(
+        kind,
+        Midway::FillTarget,
+        Some(&sshd),
+        "churn_onto_a_target_whose_disk_fills_converges_once_freed",
+    );
 }
