@@ -1032,7 +1032,7 @@ impl Expansion {
         }
         let on_source = match std::fs::symlink_metadata(join(source, rel)) {
             Ok(meta) => Some(meta.is_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if crate::pushd::direct::vanished(&e) => None,
             Err(_) => return None,
         };
         // The target's entry, `None` when absent or not reachable without
@@ -1136,13 +1136,14 @@ fn count_beneath(dir: &impl std::os::fd::AsFd, name: &[u8]) -> u64 {
     1 + names.iter().map(|n| count_beneath(&sub, n)).sum::<u64>()
 }
 
-/// Whether `p` exists on the source: `Ok(false)` only when it is not found;
-/// any other failure to look is an error, never a reason to delete.
+/// Whether `p` exists on the source: `Ok(false)` only when it is not found
+/// (or a parent is a file now); any other failure to look is an error,
+/// never a reason to delete.
 fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
     let path = join(source, p);
     match std::fs::symlink_metadata(&path) {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if crate::pushd::direct::vanished(&e) => Ok(false),
         Err(e) => Err(format!(
             "cannot read {} on the source: {e}; nothing deleted",
             path.display()

@@ -53,7 +53,7 @@ pub fn apply_paths(
         let (s, t) = (join(source, rel), join(target, rel));
         let meta = match fs::symlink_metadata(&s) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if vanished(&e) => {
                 if delete && remove(&root, rel).map_err(|e| at("removing", &t, e))? {
                     done.deleted += 1;
                     touched_dirs.extend(rel.parent());
@@ -210,6 +210,13 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
     }
 }
 
+/// A source path that is not there any more: gone (ENOENT), or one of its
+/// parents replaced by a file (ENOTDIR) — then the source has no such path
+/// either, and the replacement's own events follow.
+pub(crate) fn vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
 fn at(what: &str, path: &Path, e: io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
@@ -272,7 +279,7 @@ fn copy_file(
         .open(src);
     let mut input = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if vanished(&e) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e),
     };
@@ -444,6 +451,25 @@ mod tests {
         let copied = copy_file(&src.join("f"), root.fd(), b"f", &now, false).unwrap();
         assert_eq!(copied, Some(5));
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"other");
+    }
+
+    #[test]
+    fn a_path_whose_source_parent_became_a_file_is_gone() {
+        // Churn with type swaps: `a` was a directory when `a/f` changed,
+        // and is a file by the time the batch is applied. The source has
+        // no `a/f` then: deleted, not a failed transfer.
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(dst.join("a")).unwrap();
+        fs::write(src.join("a"), b"now a file").unwrap();
+        fs::write(dst.join("a/f"), b"old").unwrap();
+        let paths = [WirePath::from_bytes(b"a/f".to_vec())];
+        let done = apply_paths(&src, &dst, &paths, true).unwrap();
+        assert_eq!(done.deleted, 1);
+        assert!(!dst.join("a/f").exists());
+        let done = apply_paths(&src, &dst, &paths, false).unwrap();
+        assert_eq!(done.deleted, 0);
     }
 
     #[test]
