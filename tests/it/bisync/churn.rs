@@ -2,7 +2,8 @@
 //! a loop (some killed -9 at a random moment), or `bisync --watch`. Once both
 //! sides are quiet, a few runs must bring them to one tree, and a further run
 //! must find nothing to do. Paths changed during a run, directories copied
-//! while they change, renames racing the scan: all part of the workload.
+//! while they change, renames racing the scan, entries swapped for another
+//! type under the same name: all part of the workload.
 //!
 //! A failure prints the seed and the command to replay it:
 //! `CHURN_SEED=N CHURN_ROUNDS=1 cargo test --test it bisync::churn`.
@@ -28,7 +29,11 @@ fn churn_both(p: &Pair, seed: u64, ops: usize, during: impl FnOnce(&AtomicBool))
         .into_iter()
         .map(|(root, s)| {
             let root = root.clone();
-            thread::spawn(move || Churn::new(s, &root).run(ops, |_| {}))
+            thread::spawn(move || {
+                let mut churn = Churn::new(s, &root);
+                churn.swaps = true;
+                churn.run(ops, |_| {})
+            })
         })
         .collect();
     let watcher = {

@@ -9,7 +9,9 @@
 //! `CHURN_OPS` sets the operations per round (default 250), `CHURN_PUSHD_ARGS`
 //! adds pushd flags (split on spaces, e.g. `--max-delete 1000000`),
 //! `CHURN_KEEP=1` keeps the logs, and a failed round's trees, `CHURN_TEE=1` also
-//! writes the event and batch streams to files beside the logs.
+//! writes the event and batch streams to files beside the logs, `CHURN_SWAPS=1`
+//! adds entries replaced by another type under the same name to every churn
+//! (the swap test has them always).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -103,6 +105,9 @@ pub struct Churn {
     pub rng: Rng,
     root: PathBuf,
     counter: u64,
+    /// Also replace entries by another type under the same name (see
+    /// [`Churn::swap`]); off by default so older seeds replay unchanged.
+    pub swaps: bool,
 }
 
 impl Churn {
@@ -111,6 +116,7 @@ impl Churn {
             rng: Rng::new(seed),
             root: root.to_path_buf(),
             counter: 0,
+            swaps: std::env::var_os("CHURN_SWAPS").is_some(),
         }
     }
 
@@ -209,6 +215,9 @@ impl Churn {
 
     fn change(&mut self, files: &[PathBuf], dirs: &[PathBuf]) {
         let subdirs = &dirs[1..];
+        if self.swaps && self.rng.chance(15) {
+            return self.swap(files, subdirs);
+        }
         match self.rng.below(20) {
             0..=2 => {
                 if let Some(f) = self.rng.pick(files) {
@@ -304,6 +313,78 @@ impl Churn {
                     if fs::write(&tmp, data).is_ok() {
                         let _ = fs::rename(&tmp, &f);
                     }
+                }
+            }
+        }
+    }
+
+    /// An entry replaced by another type under the same name: a file by a
+    /// directory (with files) or a symlink, a directory by a file or by a
+    /// link (moved away first, as a deploy swaps `current`), a link by a
+    /// directory or a file; half of them atomically (rename over it).
+    fn swap(&mut self, files: &[PathBuf], subdirs: &[PathBuf]) {
+        let was_dir = self.rng.chance(40) && !subdirs.is_empty();
+        let Some(at) = (if was_dir {
+            self.rng.pick(subdirs)
+        } else {
+            self.rng.pick(files)
+        })
+        .cloned() else {
+            return;
+        };
+        let parent = at.parent().unwrap().to_path_buf();
+        let tmp = parent.join(self.name());
+        let link_target = || -> OsString {
+            match at.file_name() {
+                Some(n) => n.to_os_string(),
+                None => "elsewhere".into(),
+            }
+        };
+        if was_dir {
+            // Moved away (kept in the tree) or removed, then the new entry.
+            let away = parent.join(self.name());
+            if self.rng.chance(50) {
+                let _ = fs::rename(&at, &away);
+            } else {
+                let _ = fs::remove_dir_all(&at);
+            }
+            if self.rng.chance(50) {
+                let _ = std::os::unix::fs::symlink(away.file_name().unwrap(), &tmp);
+            } else {
+                let data = self.content();
+                let _ = fs::write(&tmp, data);
+            }
+            let _ = fs::rename(&tmp, &at);
+            return;
+        }
+        let is_link = at.is_symlink();
+        match self.rng.below(3) {
+            0 => {
+                // Into a directory with files.
+                let _ = fs::remove_file(&at);
+                if fs::create_dir(&at).is_ok() {
+                    for _ in 0..self.rng.below(3) {
+                        let data = self.content();
+                        let _ = fs::write(at.join(self.name()), data);
+                    }
+                }
+            }
+            1 if !is_link => {
+                // A file into a link, atomically when the coin says so.
+                let target = link_target();
+                if self.rng.chance(50) {
+                    let _ = std::os::unix::fs::symlink(target, &tmp);
+                    let _ = fs::rename(&tmp, &at);
+                } else {
+                    let _ = fs::remove_file(&at);
+                    let _ = std::os::unix::fs::symlink(target, &at);
+                }
+            }
+            _ => {
+                // A link (or file) into a file, written aside and renamed over it.
+                let data = self.content();
+                if fs::write(&tmp, data).is_ok() {
+                    let _ = fs::rename(&tmp, &at);
                 }
             }
         }
@@ -422,8 +503,9 @@ impl Pipeline {
         }
     }
 
-    /// Stops every stage; returns a summary of pushd's results.
-    fn stop(mut self) -> String {
+    /// Stops every stage; returns a summary of pushd's results and the
+    /// errors of the failed ones.
+    fn stop(mut self) -> (String, Vec<String>) {
         for (_, p) in self.stages.iter_mut() {
             let _ = nix::sys::signal::kill(p.pid(), Signal::SIGTERM);
             p.wait_exit();
@@ -442,12 +524,14 @@ impl Pipeline {
         for a in &results {
             *statuses.entry(a.status.as_str()).or_insert(0) += 1;
         }
-        format!(
+        let summary = format!(
             "{} results of the last pushd: {} full, statuses {statuses:?}, {} ms in transfers",
             results.len(),
             results.iter().filter(|a| a.full).count(),
             results.iter().map(|a| a.duration_ms).sum::<u64>()
-        )
+        );
+        let errors = results.iter().filter_map(|a| a.error.clone()).collect();
+        (summary, errors)
     }
 }
 
@@ -582,7 +666,7 @@ impl Drop for Tmpfs {
 
 /// One round: a tree made, the pipeline started, churn (with something done
 /// `midway`), then the target must equal the source.
-fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str) {
+fn round(kind: Kind, seed: u64, midway: Midway, swaps: bool, sshd: Option<&Sshd>, test: &str) {
     let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
     let logs = scratch.path().join("logs");
     fs::create_dir(&logs).unwrap();
@@ -621,6 +705,7 @@ fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str)
     }
 
     let mut churn = Churn::new(seed, src.path());
+    churn.swaps |= swaps;
     while entries(src.path()).0.len() < 80 {
         churn.step();
     }
@@ -658,7 +743,7 @@ fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str)
     let quiet = Instant::now();
     let ok = wait_until(CONVERGE, || tree(src.path()) == tree(&dst_dir));
     let took = quiet.elapsed();
-    let summary = pipeline.take().unwrap().stop();
+    let (summary, errors) = pipeline.take().unwrap().stop();
     let midway_said = match midway {
         Midway::Nothing => String::new(),
         Midway::Kill => killed
@@ -687,6 +772,16 @@ fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str)
             log_tails(&logs)
         );
     }
+    // A path whose source parent became a file is gone, not a failure of
+    // the applier (rsync itself still fails on it with exit 23).
+    let enotdir: Vec<&String> = errors
+        .iter()
+        .filter(|e| e.contains("Not a directory (os error 20)"))
+        .collect();
+    assert!(
+        enotdir.is_empty(),
+        "seed {seed}: transfers failed on a path whose parent was swapped: {enotdir:?}\n{replay}"
+    );
     if std::env::var_os("CHURN_KEEP").is_some() {
         eprintln!("churn: logs kept in {:?}", scratch.keep());
     }
@@ -699,12 +794,23 @@ fn round(kind: Kind, seed: u64, midway: Midway, sshd: Option<&Sshd>, test: &str)
 
 /// `CHURN_ROUNDS` rounds (default 1), seeded `CHURN_SEED`, `CHURN_SEED + 1`, ...
 fn rounds(kind: impl Fn(u64) -> Kind, midway: Midway, sshd: Option<&Sshd>, test: &str) {
+    swap_rounds(kind, midway, false, sshd, test);
+}
+
+/// The same, `swaps` turning on [`Churn::swap`] whatever `CHURN_SWAPS` says.
+fn swap_rounds(
+    kind: impl Fn(u64) -> Kind,
+    midway: Midway,
+    swaps: bool,
+    sshd: Option<&Sshd>,
+    test: &str,
+) {
     let seed = base_seed();
     let n = env_u64("CHURN_ROUNDS").unwrap_or(1);
     eprintln!("churn: {test}: CHURN_SEED={seed} CHURN_ROUNDS={n}");
     for i in 0..n {
         let s = seed.wrapping_add(i);
-        round(kind(s), s, midway, sshd, test);
+        round(kind(s), s, midway, swaps, sshd, test);
     }
 }
 
@@ -759,6 +865,20 @@ fn churn_with_a_stage_killed_converges() {
         Midway::Kill,
         None,
         "churn_with_a_stage_killed_converges",
+    );
+}
+
+#[test]
+fn churn_with_entries_swapped_for_other_types_converges() {
+    // Files into directories and links, directories into files and links
+    // (moved away first, as a deploy swaps `current`), links into files.
+    let kind = |seed: u64| [Kind::Local, Kind::Direct][(seed % 2) as usize];
+    swap_rounds(
+        kind,
+        Midway::Nothing,
+        true,
+        None,
+        "churn_with_entries_swapped_for_other_types_converges",
     );
 }
 
