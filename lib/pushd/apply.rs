@@ -1042,7 +1042,7 @@ impl Expansion {
         }
         let on_source = match std::fs::symlink_metadata(join(source, rel)) {
             Ok(meta) => Some(meta.is_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if crate::pushd::direct::vanished(&e) => None,
             Err(_) => return None,
         };
         // The target's entry, `None` when absent or not reachable without
@@ -1129,7 +1129,7 @@ fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
     let path = join(source, p);
     match std::fs::symlink_metadata(&path) {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if crate::pushd::direct::vanished(&e) => Ok(false),
         Err(e) => Err(format!(
             "cannot read {} on the source: {e}; nothing deleted",
             path.display()

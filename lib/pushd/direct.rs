@@ -246,10 +246,17 @@ fn on_source(src: &Root, rel: &WirePath) -> io::Result<Found> {
             Some(st) => Found::Entry(dir, name, st),
             None => Found::Missing,
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Found::Missing),
+        Err(e) if vanished(&e) => Ok(Found::Missing),
         Err(e) if beneath::is_not_beneath(&e) => Ok(Found::NotBeneath),
         Err(e) => Err(e),
     }
+}
+
+/// A source path that is not there any more: gone (ENOENT), or one of its
+/// parents replaced by a file (ENOTDIR) — then the source has no such path
+/// either (deleted on the target), and the replacement's own events follow.
+pub(crate) fn vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// The source directory `rel`'s metadata, when it is a real directory
@@ -346,7 +353,7 @@ fn copy_file(
         | OFlag::O_CLOEXEC;
     let input = match openat(sdir, p(name), flags, Mode::empty()) {
         Ok(fd) => fs::File::from(fd),
-        Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
+        Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut before = fstat(&input)?;
@@ -609,6 +616,25 @@ mod tests {
         let now = stat_at(sroot.fd(), b"f").unwrap().unwrap();
         assert_eq!(copy(&now), Some(5));
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"other");
+    }
+
+    #[test]
+    fn a_path_whose_source_parent_became_a_file_is_gone() {
+        // Churn with type swaps: `a` was a directory when `a/f` changed,
+        // and is a file by the time the batch is applied. The source has
+        // no `a/f` then: deleted, not a failed transfer.
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(dst.join("a")).unwrap();
+        fs::write(src.join("a"), b"now a file").unwrap();
+        fs::write(dst.join("a/f"), b"old").unwrap();
+        let paths = [WirePath::from_bytes(b"a/f".to_vec())];
+        let done = apply_paths(&src, &dst, &paths, true).unwrap();
+        assert_eq!(done.deleted, 1);
+        assert!(!dst.join("a/f").exists());
+        let done = apply_paths(&src, &dst, &paths, false).unwrap();
+        assert_eq!(done.deleted, 0);
     }
 
     #[test]
