@@ -358,20 +358,18 @@ impl Watcher {
             (Loc::Inside(from), Loc::Inside(to)) => {
                 if is_dir {
                     self.forget_below(&from);
-                    if let Some(key) = key {
-                        self.remember(key, Loc::Inside(to.clone()));
-                    }
+                    self.forget_moved(key);
                 }
-                self.push(EventKind::Move, to, is_dir, Some(from));
+                self.push(EventKind::Move, to, is_dir, Some(from.clone()));
+                self.back_at(from);
             }
-            (Loc::Inside(from), to) => {
+            (Loc::Inside(from), _) => {
                 if is_dir {
                     self.forget_below(&from);
-                    if let Some(key) = key {
-                        self.remember(key, to);
-                    }
+                    self.forget_moved(key);
                 }
-                self.push(EventKind::Delete, from, is_dir, None);
+                self.push(EventKind::Delete, from.clone(), is_dir, None);
+                self.back_at(from);
             }
             (_, Loc::Inside(to)) => {
                 if is_dir {
@@ -380,20 +378,15 @@ impl Watcher {
                     // deleted) it may have been inside: its old path is
                     // unknown, so are the cached paths below it.
                     self.forget_paths();
-                    if let Some(key) = key {
-                        self.remember(key, Loc::Inside(to.clone()));
-                    }
                 }
                 self.push(EventKind::Create, to.clone(), is_dir, None);
                 if is_dir {
                     self.report_below(&to);
                 }
             }
-            (_, to) => {
+            (_, _) => {
                 if is_dir {
-                    if let Some(key) = key {
-                        self.remember(key, to);
-                    }
+                    self.forget_moved(key);
                     // A directory above the root may have moved.
                     match sys::handle_of(&self.root) {
                         Ok(h) if self.root_key[8..] == h[..] => {}
@@ -403,6 +396,32 @@ impl Watcher {
             }
         }
         None
+    }
+
+    /// A renamed directory is looked up again on its next event rather than
+    /// cached at its new path: the kernel merges a process's renames with
+    /// the same names while they wait in the queue (`mv b a; mv a b; mv b a`
+    /// read late is two moves, ending at b), so the last rename read may not
+    /// be the last one made.
+    fn forget_moved(&mut self, key: Option<&[u8]>) {
+        if let Some(key) = key {
+            self.cache.remove(key);
+        }
+    }
+
+    /// After a rename from `from`: when something is there again now, a
+    /// rename back may have been merged away (see `forget_moved`), so `from`
+    /// is to be re-read. Usually it is a later create, reported anyway.
+    fn back_at(&mut self, from: WirePath) {
+        if let Ok(meta) = std::fs::symlink_metadata(self.root.join(from.as_path())) {
+            let dir = meta.is_dir();
+            let kind = if dir {
+                EventKind::Rescan
+            } else {
+                EventKind::Create
+            };
+            self.push(kind, from, dir, None);
+        }
     }
 
     /// Where `dir/name` is, `None` when the directory cannot be resolved.

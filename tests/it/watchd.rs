@@ -928,3 +928,40 @@ fn a_directory_moved_while_its_old_parent_is_named_ahead_keeps_its_paths() {
         w.seen()
     );
 }
+
+#[test]
+fn renames_back_and_forth_read_late_end_at_the_last_name() {
+    // One process renaming b to a, back, and to a again while watchd is
+    // stopped: fanotify merges the third rename into the first in its queue
+    // (same names, same process), so two moves are read, ending at b. The
+    // stream must still end with a (re-read), and events in it must be
+    // reported under a.
+    if !backend_usable() {
+        return;
+    }
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir(root.join("b")).unwrap();
+    fs::write(root.join("b/f0"), b"x").unwrap();
+    let mut w = Watchd::start(root, &[]);
+    w.proc.signal(Signal::SIGSTOP);
+    fs::rename(root.join("b"), root.join("a")).unwrap();
+    fs::rename(root.join("a"), root.join("b")).unwrap();
+    fs::rename(root.join("b"), root.join("a")).unwrap();
+    w.proc.signal(Signal::SIGCONT);
+    assert!(
+        create_reported_before_a_marker(&mut w, root, "a/f2"),
+        "{:?}",
+        w.seen()
+    );
+    let last = w
+        .seen()
+        .into_iter()
+        .filter(|(_, p)| p == b"a" || p == b"b")
+        .last();
+    assert!(
+        matches!(&last, Some((EventKind::Move | EventKind::Rescan | EventKind::Create, p)) if p == b"a"),
+        "the last word on a and b must make a re-read: {:?}",
+        w.seen()
+    );
+}
