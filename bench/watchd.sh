@@ -36,6 +36,8 @@
 #                           anyone else holds on it makes every writer there pay)
 #   PIN="0 1"               burst: run the writer on CPU 0 and every watcher on CPU 1 (taskset)
 #   BURST_TOOLS="none inotifywait watchd-fanotify"  burst: only these tools (none is the baseline)
+#                           floor-inotify, floor-fanotify: bench/floor.rs, watchd's marks and a
+#                           reader that never reads (root: the queues are raised while it starts)
 #   Environment such as WATCHD_COALESCE_US reaches watchd as it is.
 set -euo pipefail
 
@@ -99,10 +101,13 @@ if [[ -z ${WATCHD:-} ]]; then
 fi
 [[ -x $WATCHD ]] || die "$WATCHD is not an executable"
 BURST=$PWD/target/bench/burst
-if [[ ! -x $BURST || bench/burst.rs -nt $BURST ]]; then
-    mkdir -p target/bench
-    rustc -O --edition 2021 -o "$BURST" bench/burst.rs || die "rustc bench/burst.rs failed"
-fi
+FLOOR=$PWD/target/bench/floor
+for tool in burst floor; do
+    if [[ ! -x target/bench/$tool || bench/$tool.rs -nt target/bench/$tool ]]; then
+        mkdir -p target/bench
+        rustc -O --edition 2021 -o "target/bench/$tool" "bench/$tool.rs" || die "rustc bench/$tool.rs failed"
+    fi
+done
 
 # The backends this machine can run: fanotify needs root and Linux 5.17+.
 WATCHD_TOOLS=watchd-inotify
@@ -126,7 +131,14 @@ RESULTS=$PWD/bench/results/watchd-$(date -u +%Y-%m-%dT%H%M%SZ).txt
 WORK=$(mktemp -d "$TMPDIR_BENCH/syncpipe-bench.XXXXXX")
 WATCHER_PID=
 
+# the queue limits as they were (floor-* raises them for a moment)
+QUEUES_AT_START=$(cat /proc/sys/fs/inotify/max_queued_events /proc/sys/fs/fanotify/max_queued_events 2>/dev/null || true)
 cleanup() {
+    if [[ ${BURST_TOOLS:-} == *floor-* && -w /proc/sys/fs/inotify/max_queued_events ]]; then
+        read -rd '' qi qf <<<"$QUEUES_AT_START" || true
+        echo "$qi" >/proc/sys/fs/inotify/max_queued_events
+        echo "$qf" >/proc/sys/fs/fanotify/max_queued_events
+    fi
     if [[ -n $WATCHER_PID ]]; then
         kill "$WATCHER_PID" 2>/dev/null || true
         wait "$WATCHER_PID" 2>/dev/null || true
@@ -167,13 +179,21 @@ stop_watcher() {
 # start_watcher TOOL ROOT OUT ERR: starts TOOL on ROOT in the background,
 # stdout to OUT, stderr to ERR; returns once it says its watches are in place.
 start_watcher() {
-    local tool=$1 root=$2 out=$3 err=$4 deadline
+    local tool=$1 root=$2 out=$3 err=$4 deadline queues
     local pin
     mapfile -t pin < <(on_cpu watcher)
     case $tool in
     watchd-*) "${pin[@]}" "$WATCHD" --backend "${tool#watchd-}" "$root" >"$out" 2>"$err" & ;;
     inotifywait) "${pin[@]}" inotifywait -r -m "$root" >"$out" 2>"$err" & ;;
     inotifywait-e) "${pin[@]}" inotifywait -r -m -e "$WATCHD_EVENTS" "$root" >"$out" 2>"$err" & ;;
+    floor-*)
+        # a queue that holds the whole burst: the kernel reads the limit
+        # when the group is made, so it is put back once the tool is ready
+        queues=$(cat /proc/sys/fs/{inotify,fanotify}/max_queued_events)
+        tee /proc/sys/fs/{inotify,fanotify}/max_queued_events <<<$((FILES * 4)) >/dev/null ||
+            die "$tool needs root (it raises fs.*notify.max_queued_events while it starts)"
+        "${pin[@]}" "$FLOOR" "${tool#floor-}" "$root" >"$out" 2>"$err" &
+        ;;
     *) die "unknown tool $tool" ;;
     esac
     WATCHER_PID=$!
@@ -183,6 +203,11 @@ start_watcher() {
         ((SECONDS < deadline)) || die "$tool not ready after ${READY_TIMEOUT}s"
         sleep 0.01
     done
+    if [[ $tool == floor-* ]]; then
+        read -rd '' qi qf <<<"$queues" || true
+        echo "$qi" >/proc/sys/fs/inotify/max_queued_events
+        echo "$qf" >/proc/sys/fs/fanotify/max_queued_events
+    fi
 }
 
 is_ready() {
@@ -377,6 +402,8 @@ burst_once() {
             LINES=$((LINES - 1)) # the header
             CREATES=$(grep -oE '"kind":"create","path":"d[0-9]{3}/f[0-9]{7}"' "$out" | sort -u | wc -l)
             RESCANS=$(grep -c '"kind":"rescan"' "$out" || true)
+        elif [[ $tool == floor-* ]]; then
+            CREATES=0 # it reads nothing: only the writer's figures count
         else
             CREATES=$(grep -E ' CREATE f[0-9]{7}$' "$out" | sort -u | wc -l)
         fi
@@ -426,7 +453,9 @@ part_burst() {
     local wtools=() iw_e=inotifywait-e
     for w in $WATCHD_TOOLS; do [[ " $tools " != *" $w "* ]] || wtools+=("$w"); done
     [[ " $tools " == *" inotifywait-e "* ]] || iw_e=inotifywait
-    for w in "${wtools[@]}"; do
+    local rtools=("${wtools[@]}")
+    for w in floor-inotify floor-fanotify; do [[ " $tools " != *" $w "* ]] || rtools+=("$w"); done
+    for w in "${rtools[@]}"; do
         say "   slowdown ratio $w/inotifywait: wall $(ratio "${slow[$w]}" "${slow[inotifywait]}")," \
             "writer cpu $(ratio "${pslow[$w]}" "${pslow[inotifywait]}")  (target <= 0.50);" \
             "vs $iw_e: wall $(ratio "${slow[$w]}" "${slow[$iw_e]}")," \
