@@ -954,11 +954,7 @@ fn renames_back_and_forth_read_late_end_at_the_last_name() {
         "{:?}",
         w.seen()
     );
-    let last = w
-        .seen()
-        .into_iter()
-        .filter(|(_, p)| p == b"a" || p == b"b")
-        .last();
+    let last = w.seen().into_iter().rfind(|(_, p)| p == b"a" || p == b"b");
     assert!(
         matches!(&last, Some((EventKind::Move | EventKind::Rescan | EventKind::Create, p)) if p == b"a"),
         "the last word on a and b must make a re-read: {:?}",
