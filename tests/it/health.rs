@@ -453,13 +453,13 @@ fn watchd_says_what_it_waits_for_in_its_status_file() {
     let s = wait_status(&status, "waiting", |s| s["summary"] == waiting.as_str());
     assert_eq!(s["ready"], false, "{s:#}");
     assert_eq!(s["numbers"]["waiting"], 1, "{s:#}");
-    let m = fs::read_to_string(&metrics).unwrap();
+    // The metrics file is written after the status file: wait for it too.
+    let want = format!("syncpipe_watchd_waiting{{root=\"{}\"}} 1\n", root.display());
+    let has = || fs::read_to_string(&metrics).is_ok_and(|m| m.contains(&want));
     assert!(
-        m.contains(&format!(
-            "syncpipe_watchd_waiting{{root=\"{}\"}} 1\n",
-            root.display()
-        )),
-        "{m}"
+        wait_until(TIMEOUT, has),
+        "{:?}",
+        fs::read_to_string(&metrics)
     );
     promtool_accepts(&metrics);
     refreshed_while_idle(&status);
