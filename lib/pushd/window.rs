@@ -197,9 +197,14 @@ mod tests {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0usize..4, prop::bool::weighted(0.1)).prop_map(|(sent, fails)| Step::Take { sent, fails }),
-            (any::<prop::sample::Index>(), prop::bool::weighted(0.85))
-                .prop_map(|(k, ok)| Step::Answer { k: k.index(1 << 16), ok }),
+            (0usize..4, prop::bool::weighted(0.1))
+                .prop_map(|(sent, fails)| Step::Take { sent, fails }),
+            (any::<prop::sample::Index>(), prop::bool::weighted(0.85)).prop_map(|(k, ok)| {
+                Step::Answer {
+                    k: k.index(1 << 16),
+                    ok,
+                }
+            }),
         ]
     }
 

@@ -411,7 +411,10 @@ impl Agent {
             if let Some(at) = f.answers.iter().position(|a| a.batch == batch) {
                 return Some(f.answers.remove(at).map(|a| a.ack));
             }
-            let waiting = f.in_flight.iter().any(|r| r.batch == batch && r.records.is_none());
+            let waiting = f
+                .in_flight
+                .iter()
+                .any(|r| r.batch == batch && r.records.is_none());
             (!waiting).then_some(None)
         })
     }
@@ -426,7 +429,9 @@ impl Agent {
     /// Waits until every request sent was answered (a step that must not
     /// overtake them, such as rsync, comes next).
     pub fn wait_all(&mut self) -> anyhow::Result<()> {
-        self.wait_for("waiting for answers", |f| f.in_flight.is_empty().then_some(()))
+        self.wait_for("waiting for answers", |f| {
+            f.in_flight.is_empty().then_some(())
+        })
     }
 
     /// Waits until another request of `bytes` fits in the window.

@@ -402,11 +402,13 @@ pub fn end(target: &Target, settings: &RsyncSettings) -> usize {
 /// The agent, when it is connected and idle (not in use, not broken: a
 /// broken one is dropped here, its requests answered as failed).
 fn idle(target: &Target) -> Option<Agent> {
-    let agent = with_entry(target, |entry| match std::mem::replace(&mut entry.slot, Slot::Never) {
-        Slot::Idle(agent) => Some(agent),
-        other => {
-            entry.slot = other;
-            None
+    let agent = with_entry(target, |entry| {
+        match std::mem::replace(&mut entry.slot, Slot::Never) {
+            Slot::Idle(agent) => Some(agent),
+            other => {
+                entry.slot = other;
+                None
+            }
         }
     })?;
     if agent.is_broken() {
@@ -428,7 +430,9 @@ pub fn answers(target: &Target, settings: &RsyncSettings) -> Vec<(u64, Result<()
         give_back(target, agent, true);
     }
     // A broken link found just now.
-    all.extend(with_entry(target, |entry| std::mem::take(&mut entry.orphans)));
+    all.extend(with_entry(target, |entry| {
+        std::mem::take(&mut entry.orphans)
+    }));
     all.into_iter()
         .map(|a| (a.batch, a.ack.error.map_or(Ok(()), Err)))
         .collect()
@@ -517,7 +521,15 @@ pub fn paths(
 ) -> Option<Pushed> {
     let mut agent = take(target, ssh, settings)?;
     let may_pipeline = with_entry(target, |entry| entry.may_pipeline);
-    match send_paths(&mut agent, settings, source, list, delete, renamed, may_pipeline) {
+    match send_paths(
+        &mut agent,
+        settings,
+        source,
+        list,
+        delete,
+        renamed,
+        may_pipeline,
+    ) {
         Ok((pushed, left)) => {
             with_entry(target, |entry| entry.left += left);
             give_back(target, agent, true);
