@@ -621,6 +621,7 @@ impl<'a> Worker<'a> {
             full: whole && !held_now,
         });
         self.settle();
+        self.report();
         // The first attempt ends start-up even when it failed: a target that
         // is down is retried in the background, not a start that hangs.
         self.start_done();

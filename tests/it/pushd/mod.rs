@@ -11,6 +11,7 @@ pub mod harness;
 mod input;
 mod kinds;
 mod never_worked;
+mod pipelined;
 mod pull;
 mod quickcheck;
 mod remote;
