@@ -249,3 +249,25 @@ fn the_agent_killed_with_batches_in_flight_fails_them_and_they_are_applied_again
     assert_eq!(s.p.finish(), Some(0));
     watch.check();
 }
+
+#[test]
+fn a_path_this_side_cannot_read_keeps_the_agents_connection() {
+    let mut s = setup();
+    let pid = agents(s.dst.path());
+    // `d/x` is listed after `d` became a file on the source: reading it
+    // fails here (not a directory), which says nothing about the link.
+    write(s.src.path(), b"d/x", b"x");
+    let seq = s.p.batch(vec![change(ChangeOp::Update, b"d/x")]);
+    assert_eq!(s.p.applied(&s.target, seq).status, "ok");
+    fs::remove_dir_all(s.src.path().join("d")).unwrap();
+    write(s.src.path(), b"d", b"now a file");
+    let seq = s.p.batch(vec![
+        change(ChangeOp::Update, b"d/x"),
+        change(ChangeOp::Update, b"d"),
+    ]);
+    let a = s.p.applied(&s.target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert_same(s.src.path(), s.dst.path());
+    assert_eq!(agents(s.dst.path()), pid, "the same agent, never reconnected");
+    assert_eq!(s.p.finish(), Some(0));
+}
