@@ -491,7 +491,12 @@ impl Agent {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             // (A parent that is a file now: the path is gone as well.)
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return self.gone(rel, delete)
             }
             Err(e) => return Ok(unreadable(&path, &e)),

@@ -261,13 +261,22 @@ fn a_path_this_side_cannot_read_keeps_the_agents_connection() {
     assert_eq!(s.p.applied(&s.target, seq).status, "ok");
     fs::remove_dir_all(s.src.path().join("d")).unwrap();
     write(s.src.path(), b"d", b"now a file");
-    let seq = s.p.batch(vec![
-        change(ChangeOp::Update, b"d/x"),
-        change(ChangeOp::Update, b"d"),
-    ]);
+    // (Alone in its batch: with `d` listed too, the plan sends `d` only.)
+    let seq = s.p.batch(vec![change(ChangeOp::Update, b"d/x")]);
+    let a = s.p.applied(&s.target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert!(
+        !s.dst.path().join("d/x").exists(),
+        "deleted: it is gone here"
+    );
+    let seq = s.p.batch(vec![change(ChangeOp::Update, b"d")]);
     let a = s.p.applied(&s.target, seq);
     assert_eq!(a.status, "ok", "{a:?}");
     assert_same(s.src.path(), s.dst.path());
-    assert_eq!(agents(s.dst.path()), pid, "the same agent, never reconnected");
+    assert_eq!(
+        agents(s.dst.path()),
+        pid,
+        "the same agent, never reconnected"
+    );
     assert_eq!(s.p.finish(), Some(0));
 }
