@@ -801,7 +801,8 @@ impl<'a> Worker<'a> {
     /// and tells systemd at once when the target's state changed.
     fn report(&self) {
         let now = std::time::SystemTime::now();
-        let unapplied = self.has_work() || !self.held.is_empty();
+        // (Batches in flight are not applied until acknowledged.)
+        let unapplied = self.has_work() || !self.held.is_empty() || !self.window.is_empty();
         self.shared.report(self.index, |h| {
             h.stream = self.stream.clone();
             h.applied_seq = self.pending.applied_seq();
@@ -862,9 +863,12 @@ impl<'a> Worker<'a> {
                 record.duration_ms
             );
         }
+        let none_in_flight = self.window.is_empty();
         self.shared.update(self.index, |h| {
-            h.in_flight = None;
-            h.progress = None;
+            if none_in_flight {
+                h.in_flight = None;
+                h.progress = None;
+            }
             h.transfers += 1;
             h.files_sent += record.files;
             h.bytes_sent += record.bytes;
