@@ -629,7 +629,7 @@ pub fn renames(
         let batch = agent.batch();
         agent.send(super::proto::Request::Check { id: 0 }, &[])?;
         for r in renames {
-            agent.send_rename(&r.from, &r.to)?;
+            agent.send_rename(&r.from, &r.to, r.dir)?;
         }
         if let Some(why) = agent.answer_of(batch)?.and_then(|ack| ack.error) {
             anyhow::bail!("{why}");
