@@ -279,7 +279,7 @@ impl Agent {
         )
     }
 
-    /// The link broke: why (the reader saw it end).
+    /// The link broke (the reader saw it end, or a wrong answer).
     pub fn is_broken(&self) -> bool {
         self.link.lock().broken.is_some()
     }

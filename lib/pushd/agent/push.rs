@@ -441,13 +441,7 @@ pub fn answers(target: &Target, settings: &RsyncSettings) -> Vec<(u64, Result<()
 /// Waits until an answer comes (or the link breaks): the worker's window
 /// is full.
 pub fn wait(target: &Target, settings: &RsyncSettings) {
-    if for_target(target, settings).is_none() {
-        return;
-    }
-    if let Some(mut agent) = idle(target) {
-        let ok = agent.wait_answer().is_ok();
-        give_back(target, agent, ok);
-    }
+    wait_on(target, settings, Agent::wait_answer);
 }
 
 /// Waits until every request sent to `target`'s agent was answered: what
@@ -455,11 +449,21 @@ pub fn wait(target: &Target, settings: &RsyncSettings) {
 /// delete guard's dry run) must not overtake them, nor see the target
 /// without them. Their answers stay for the worker.
 pub fn drain(target: &Target, settings: &RsyncSettings) {
+    wait_on(target, settings, Agent::wait_all);
+}
+
+/// Runs `until` on the target's idle agent, if it has one; a link that
+/// broke meanwhile is dropped.
+fn wait_on(
+    target: &Target,
+    settings: &RsyncSettings,
+    until: impl FnOnce(&mut Agent) -> anyhow::Result<()>,
+) {
     if for_target(target, settings).is_none() {
         return;
     }
     if let Some(mut agent) = idle(target) {
-        let ok = agent.wait_all().is_ok();
+        let ok = until(&mut agent).is_ok();
         give_back(target, agent, ok);
     }
 }
