@@ -476,7 +476,6 @@ impl<'a> Worker<'a> {
             && !std::mem::take(&mut self.wait_next);
         let n = self.window.open();
         crate::pushd::agent::push::begin(self.target, &self.config.rsync, n, may_pipeline);
-        self.shared.acquire();
         let report = pull::apply_for(
             self.config,
             self.target,
@@ -488,8 +487,8 @@ impl<'a> Worker<'a> {
                 upto,
             },
             Some(&report_progress),
+            &self.shared.slots,
         );
-        self.shared.release();
         drop(bar); // cleared before the transfer's log line
         let mut report = report;
         let mut left = crate::pushd::agent::push::end(self.target, &self.config.rsync);
