@@ -517,7 +517,11 @@ fn log_tails(logs: &Path) -> String {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
+    /// A local target: as root, small batches are applied in-process.
     Local,
+    /// A local target with `--direct-max 0`: every batch through rsync,
+    /// which the in-process path otherwise takes over under root.
+    LocalRsync,
     Direct,
     Ssh,
     /// ssh with pushd's agent on the far side (issue 15).
@@ -535,6 +539,10 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
     let mut args: Vec<OsString> = Vec::new();
     match kind {
         Kind::Local => args.push(dst_dir.clone().into()),
+        Kind::LocalRsync => {
+            args.extend(["--direct-max".into(), "0".into()]);
+            args.push(dst_dir.clone().into());
+        }
         Kind::Direct => {
             args.push("--direct".into());
             args.push(dst_dir.clone().into());
@@ -636,6 +644,16 @@ fn churn_local_target_converges() {
 }
 
 #[test]
+fn churn_local_target_through_rsync_converges() {
+    rounds(
+        |_| Kind::LocalRsync,
+        false,
+        None,
+        "churn_local_target_through_rsync_converges",
+    );
+}
+
+#[test]
 fn churn_direct_target_converges() {
     rounds(
         |_| Kind::Direct,
@@ -670,6 +688,6 @@ fn churn_ssh_target_with_the_agent_converges() {
 #[test]
 fn churn_with_a_stage_killed_converges() {
     // The target kind follows the seed, so a replay picks the same one.
-    let kind = |seed: u64| [Kind::Local, Kind::Direct][(seed % 2) as usize];
+    let kind = |seed: u64| [Kind::Local, Kind::Direct, Kind::LocalRsync][(seed % 3) as usize];
     rounds(kind, true, None, "churn_with_a_stage_killed_converges");
 }
