@@ -74,6 +74,10 @@ struct Args {
     )]
     restricted: bool,
     /// The agent on ssh targets, as the remote shell runs it (default `env pushd`)
+    ///
+    /// Batches are pipelined over the agent's connection: the next is sent
+    /// while earlier ones are still being answered, at most 16 unanswered;
+    /// --state moves only past batches whose every path was acknowledged.
     #[arg(long, value_name = "PROGRAM", help_heading = "ssh")]
     agent_path: Option<String>,
     /// ssh targets: rsync alone, no agent (small files, renames and

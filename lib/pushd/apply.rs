@@ -869,6 +869,9 @@ impl Side for Applier<'_> {
         dry_run: bool,
         list: &[WirePath],
     ) -> anyhow::Result<rsync::RunResult> {
+        // rsync must neither overtake the agent's requests in flight nor
+        // weigh a target that lacks them (issue 15).
+        crate::pushd::agent::push::drain(self.target, self.settings);
         let dry_run = dry_run || self.settings.dry_run;
         let mut args = rsync::build_args(self.settings, transfer, dry_run, source, self.target);
         if self.settings.dry_run {

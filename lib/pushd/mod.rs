@@ -10,6 +10,7 @@
 //! run       reads the stream, fans records out to the workers, the exit verdict
 //! worker    one target's thread: takes work, runs transfers, reports them (the I/O)
 //! pending   pure: pending changes and the stream position -> the next batch
+//! window    pure: batches sent and not yet acknowledged -> when --state moves
 //! retry     pure: when to try again (backoff with jitter)
 //! guards    held changes (rechecked, released, never dropped); target root check
 //! health    pure: one table of every target's state and numbers (lib/health/):
@@ -44,6 +45,7 @@ pub mod rsync;
 mod run;
 mod shared;
 pub mod state;
+mod window;
 mod worker;
 
 pub use retry::Retry;

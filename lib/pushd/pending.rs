@@ -205,7 +205,11 @@ impl Pending {
         for change in batch.changes.into_iter().chain(newer) {
             self.changes.push(change);
         }
-        self.first = Some(batch.first_seq);
+        // (Batches sent after it may fail and come back too.)
+        self.first = Some(
+            self.first
+                .map_or(batch.first_seq, |f| f.min(batch.first_seq)),
+        );
     }
 
     /// A batch up to `last_seq` was applied, except what is held from

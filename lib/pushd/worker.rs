@@ -3,8 +3,11 @@
 //! What to send next is [`Pending`] and [`Held`], when to try again
 //! [`Backoff`]; this file does the I/O around them.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -12,13 +15,14 @@ use nix::sys::signal::Signal;
 use crate::location::Target;
 use crate::pushd::apply::{Checks, Identity, Report};
 use crate::pushd::guards::{Held, TargetRoot};
-use crate::pushd::pending::{Pending, Seqs};
+use crate::pushd::pending::{Batch, Pending, Seqs};
 use crate::pushd::plan::Plan;
 use crate::pushd::pull;
 use crate::pushd::retry::Backoff;
 use crate::pushd::rsync::Outcome;
 use crate::pushd::shared::Shared;
 use crate::pushd::state::Position;
+use crate::pushd::window::{Settled, Window, BATCHES_IN_FLIGHT};
 use crate::pushd::Config;
 use crate::wire::event::{Applied, Change, ChangeOp, Event, Record, Timestamp};
 use crate::{log_error, log_info, log_notice, log_warn};
@@ -40,6 +44,21 @@ pub(crate) enum Work {
     Release,
     /// SIGTERM/SIGINT: end after the transfer in progress.
     Stop,
+    /// The input ended (sent by the worker's own forwarder).
+    End,
+    /// Answers came on the target's agent connection.
+    Answers,
+}
+
+/// A batch whose transfer returned, waiting for its acknowledgements (or
+/// for those of a batch before it) to be settled.
+struct Flying {
+    n: u64,
+    batch: Batch,
+    record: Applied,
+    released: bool,
+    /// By a full sync, nothing held.
+    full: bool,
 }
 
 /// One target's queue, position and retry clock.
@@ -64,6 +83,16 @@ pub(crate) struct Worker<'a> {
     synced: bool,
     /// The start-up sync has ended (see [`Shared::target_started`]).
     started: bool,
+    /// Batches taken and not settled (issue 15: an ssh target's agent
+    /// acknowledges a batch while the next is sent).
+    window: Window,
+    flying: VecDeque<Flying>,
+    /// A wake-up for answers is in the inbox already.
+    nudged: Arc<AtomicBool>,
+    /// A batch failed: the next one (which carries its changes) waits for
+    /// its own answers, so a path the agent fails goes to rsync instead of
+    /// failing the batch again.
+    wait_next: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -89,6 +118,10 @@ impl<'a> Worker<'a> {
             target_root: TargetRoot::default(),
             synced: false,
             started: false,
+            window: Window::default(),
+            flying: VecDeque::new(),
+            nudged: Arc::new(AtomicBool::new(false)),
+            wait_next: false,
         }
     }
 
@@ -106,22 +139,56 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// The worker's inbox: what `rx` brings, then [`Work::End`], and
+    /// beside it [`Work::Answers`] from the agent connection's reader, so
+    /// one blocking receive waits for both.
+    fn inbox(&self, rx: Receiver<Work>) -> Receiver<Work> {
+        let (tx, inbox) = mpsc::channel();
+        let forward = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("input {}", self.target.name))
+            .spawn(move || {
+                for work in rx {
+                    if forward.send(work).is_err() {
+                        return;
+                    }
+                }
+                let _ = forward.send(Work::End);
+            });
+        if let Err(e) = spawned {
+            log_error!("{}: starting a thread: {e}", self.target);
+            let _ = tx.send(Work::End);
+        }
+        let nudged = Arc::clone(&self.nudged);
+        crate::pushd::agent::push::set_waker(
+            self.target,
+            &self.config.rsync,
+            Arc::new(move || {
+                if !nudged.swap(true, Ordering::SeqCst) {
+                    let _ = tx.send(Work::Answers);
+                }
+            }),
+        );
+        inbox
+    }
+
     /// Runs until the input ends and the queue is empty. `Err(name)` when
     /// changes were left unapplied.
     pub(crate) fn run(mut self, rx: Receiver<Work>) -> Result<(), String> {
+        let inbox = self.inbox(rx);
         let mut open = true;
-        while open || self.has_work() {
+        while open || self.has_work() || !self.window.is_empty() {
             if open {
                 let wait = match self.due() {
                     Some(at) => at.saturating_duration_since(Instant::now()),
                     None => Duration::from_secs(3600),
                 };
-                match rx.recv_timeout(wait) {
+                match inbox.recv_timeout(wait) {
                     Ok(work) => {
-                        let mut go_on = self.take(work);
+                        let mut go_on = self.take(work, &mut open);
                         // Whatever else is queued joins this transfer.
-                        while let Ok(work) = rx.try_recv() {
-                            go_on &= self.take(work);
+                        while let Ok(work) = inbox.try_recv() {
+                            go_on &= self.take(work, &mut open);
                         }
                         self.report();
                         if !go_on {
@@ -131,15 +198,33 @@ impl<'a> Worker<'a> {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
-            } else if self.shared.sleep_unless_stopped(
-                self.backoff
+            } else {
+                let wait = self
+                    .backoff
                     .next_try()
-                    .saturating_duration_since(Instant::now()),
-            ) {
-                // Stopped after the input ended: what is pending stays
-                // unapplied, and --state says so (it holds applied seqs only).
-                return Ok(());
+                    .saturating_duration_since(Instant::now());
+                if !self.window.is_empty() {
+                    // Answers wake this up; the stop is looked at often.
+                    let tick = Duration::from_millis(100);
+                    let until = if self.has_work() {
+                        wait.min(tick)
+                    } else {
+                        tick
+                    };
+                    let _ = inbox.recv_timeout(until);
+                }
+                let wait = if self.window.is_empty() {
+                    wait
+                } else {
+                    Duration::ZERO
+                };
+                if self.shared.sleep_unless_stopped(wait) {
+                    // Stopped after the input ended: what is pending stays
+                    // unapplied, and --state says so (it holds applied seqs only).
+                    return Ok(());
+                }
             }
+            self.settle();
             if self.due().is_some_and(|at| Instant::now() >= at) {
                 let succeeded = self.transfer();
                 // An agent that reconnected during that transfer may have
@@ -160,6 +245,7 @@ impl<'a> Worker<'a> {
             // One last look: the source may have come back meanwhile.
             self.held.recheck_now(Instant::now());
             self.transfer();
+            self.drain_window();
         }
         if !self.held.is_empty() {
             log_error!(
@@ -173,10 +259,13 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Adds `work` to the queue; false on [`Work::Stop`].
-    fn take(&mut self, work: Work) -> bool {
+    /// Adds `work` to the queue; false on [`Work::Stop`]. `open` turns
+    /// false when the input ended.
+    fn take(&mut self, work: Work, open: &mut bool) -> bool {
         match work {
             Work::Stop => return false,
+            Work::End => *open = false,
+            Work::Answers => {}
             Work::Release => {
                 if self.held.release() {
                     log_notice!(
@@ -221,6 +310,8 @@ impl<'a> Worker<'a> {
     /// for the same stream, else start over, with a full sync unless none
     /// is asked for.
     fn start_stream(&mut self, stream: String, root: PathBuf) {
+        // What is in flight settles under the stream it was sent for.
+        self.drain_window();
         let first = self.stream.is_none();
         let stored = self.shared.state.as_ref().filter(|_| first).and_then(|s| {
             s.lock()
@@ -325,6 +416,15 @@ impl<'a> Worker<'a> {
             self.pending.rescan_all();
         }
         self.full_sync_if_the_agent_asks();
+        // Room in the window first: past it, wait for answers.
+        while self.window.len() >= BATCHES_IN_FLIGHT {
+            let before = self.window.len();
+            crate::pushd::agent::push::wait(self.target, &self.config.rsync);
+            self.settle();
+            if self.window.len() == before {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let with_held = self.held.weighs_now(Instant::now());
         let mut batch = self.pending.take(with_held.then(|| self.held.take()));
         batch.changes =
@@ -364,6 +464,18 @@ impl<'a> Worker<'a> {
             seq: batch.last_seq,
         };
         let delete = self.config.delete.allows(whole);
+        // Only a batch of plain paths may leave its answers to come later:
+        // renames and subtrees need theirs (and rsync) first, a held or
+        // released batch is weighed and settled at once.
+        let may_pipeline = !whole
+            && !with_held
+            && !released
+            && self.held.is_empty()
+            && plan.renames.is_empty()
+            && plan.subtrees.is_empty()
+            && !std::mem::take(&mut self.wait_next);
+        let n = self.window.open();
+        crate::pushd::agent::push::begin(self.target, &self.config.rsync, n, may_pipeline);
         let report = pull::apply_for(
             self.config,
             self.target,
@@ -378,6 +490,21 @@ impl<'a> Worker<'a> {
             &self.shared.slots,
         );
         drop(bar); // cleared before the transfer's log line
+        let mut report = report;
+        let mut left = crate::pushd::agent::push::end(self.target, &self.config.rsync);
+        let plain = report
+            .as_ref()
+            .is_ok_and(|r| r.succeeded() && !r.held() && r.refusal.is_none() && !r.created_root);
+        if left > 0 && !plain {
+            // Settled now, with what the report says.
+            let finished =
+                crate::pushd::agent::push::finish_now(self.target, &self.config.rsync, n);
+            if let (Err(why), Ok(r)) = (finished, report.as_mut()) {
+                r.outcome = Some(Outcome::Retry);
+                r.message = why;
+            }
+            left = 0;
+        }
         let mut held_now = false;
         let mut record = Applied {
             target: self.target.name.clone(),
@@ -480,16 +607,19 @@ impl<'a> Worker<'a> {
                 );
             }
         }
-        if ok {
-            self.succeeded(stream, batch.last_seq, released, whole && !held_now);
-        } else {
-            // Nothing is lost: the changes go back in front of whatever
-            // arrived meanwhile, and the next try waits a little longer.
-            self.pending.put_back(batch);
-            self.backoff.failed(Instant::now());
-        }
-        self.note_outcome(ok, &record);
-        self.shared.emit(&Record::Applied(record));
+        self.window.seal(
+            n,
+            left,
+            (!ok).then(|| record.error.clone().unwrap_or_default()),
+        );
+        self.flying.push_back(Flying {
+            n,
+            batch,
+            record,
+            released,
+            full: whole && !held_now,
+        });
+        self.settle();
         self.report();
         // The first attempt ends start-up even when it failed: a target that
         // is down is retried in the background, not a start that hangs.
@@ -497,10 +627,93 @@ impl<'a> Worker<'a> {
         ok
     }
 
+    /// Takes the answers that came, and finishes every batch that is
+    /// settled now, in the order taken.
+    fn settle(&mut self) {
+        self.nudged.store(false, Ordering::SeqCst);
+        for (n, result) in crate::pushd::agent::push::answers(self.target, &self.config.rsync) {
+            self.window.answered(n, result);
+        }
+        for settled in self.window.settle() {
+            let flying = self.flying.pop_front().expect("a batch per window entry");
+            match settled {
+                Settled::Applied { n, advance } => {
+                    debug_assert_eq!(n, flying.n);
+                    self.finished(flying, Ok(advance));
+                }
+                Settled::Failed { n, why } => {
+                    debug_assert_eq!(n, flying.n);
+                    self.finished(flying, Err(why));
+                }
+            }
+        }
+    }
+
+    /// Waits until every batch in flight is settled.
+    fn drain_window(&mut self) {
+        while !self.window.is_empty() {
+            let before = self.window.len();
+            crate::pushd::agent::push::wait(self.target, &self.config.rsync);
+            self.settle();
+            if self.window.len() == before {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// A batch is settled: applied (`Ok(advance)`: `--state` may move to
+    /// its last seq), or failed (`Err`), when its changes go back in front
+    /// of whatever arrived meanwhile, and the next try waits a little
+    /// longer. Its result record goes out now.
+    fn finished(&mut self, flying: Flying, outcome: Result<bool, String>) {
+        let Flying {
+            batch,
+            mut record,
+            released,
+            full,
+            ..
+        } = flying;
+        let ok = match outcome {
+            Ok(advance) => {
+                let stream = record.stream.clone();
+                self.succeeded(stream, batch.last_seq, released, full, advance);
+                true
+            }
+            Err(why) => {
+                if record.status != "failed" {
+                    // Sent whole to the agent, and a step failed after.
+                    log_warn!(
+                        "{}: seqs {}..{}: {why}; applying them again",
+                        self.target,
+                        batch.first_seq,
+                        batch.last_seq
+                    );
+                    record.status = "failed".into();
+                    record.error = Some(why);
+                }
+                self.pending.put_back(batch);
+                self.backoff.failed(Instant::now());
+                self.wait_next = true;
+                false
+            }
+        };
+        self.note_outcome(ok, &record);
+        self.shared.emit(&Record::Applied(record));
+        self.report();
+    }
+
     /// A transfer up to `last_seq` succeeded: the source as it is now is
-    /// trusted, and `--state` records the position (before anything held).
-    /// `full`: by a full sync, nothing held.
-    fn succeeded(&mut self, stream: String, last_seq: u64, released: bool, full: bool) {
+    /// trusted, and `--state` records the position (before anything held)
+    /// when `advance` (see [`Settled::Applied`]). `full`: by a full sync,
+    /// nothing held.
+    fn succeeded(
+        &mut self,
+        stream: String,
+        last_seq: u64,
+        released: bool,
+        full: bool,
+        advance: bool,
+    ) {
         if released {
             // The operator accepted the source as it is now.
             self.held.release_done();
@@ -510,9 +723,12 @@ impl<'a> Worker<'a> {
         }
         self.target_root.note(self.target);
         self.synced = true;
+        self.backoff.succeeded(Instant::now());
+        if !advance {
+            return;
+        }
         // Held changes are not applied: --state stays before them.
         let seq = self.pending.applied(last_seq, self.held.first());
-        self.backoff.succeeded(Instant::now());
         let position = Position {
             stream: stream.clone(),
             seq,
@@ -584,7 +800,8 @@ impl<'a> Worker<'a> {
     /// and tells systemd at once when the target's state changed.
     fn report(&self) {
         let now = std::time::SystemTime::now();
-        let unapplied = self.has_work() || !self.held.is_empty();
+        // (Batches in flight are not applied until acknowledged.)
+        let unapplied = self.has_work() || !self.held.is_empty() || !self.window.is_empty();
         self.shared.report(self.index, |h| {
             h.stream = self.stream.clone();
             h.applied_seq = self.pending.applied_seq();
@@ -645,9 +862,12 @@ impl<'a> Worker<'a> {
                 record.duration_ms
             );
         }
+        let none_in_flight = self.window.is_empty();
         self.shared.update(self.index, |h| {
-            h.in_flight = None;
-            h.progress = None;
+            if none_in_flight {
+                h.in_flight = None;
+                h.progress = None;
+            }
             h.transfers += 1;
             h.files_sent += record.files;
             h.bytes_sent += record.bytes;

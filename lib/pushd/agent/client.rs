@@ -9,9 +9,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
-use std::sync::{Arc, Mutex};
-
-use anyhow::Context;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::proto::{self, Ack, Meta, Recorded, Request};
 use crate::bisync::proto::{parse, read_line, write_line};
@@ -60,7 +58,7 @@ pub fn remote_command(program: &OsStr, path: &[u8], owners: bool) -> Vec<u8> {
 pub enum Sent {
     /// A directory, symlink or metadata sent with this id.
     Id(u64),
-    /// A file's data sent inline with this id.
+    /// A file's data sent inline: its size.
     Put(u64),
     /// A deletion sent with this id.
     Delete(u64),
@@ -79,34 +77,70 @@ pub struct Acked {
     pub position: Position,
 }
 
-/// A request in flight: its id, its inline bytes, and for an `applied`
-/// the position it records.
+/// Called by the reader thread when an answer arrives or the link breaks,
+/// so a worker waiting on its own channel looks at the answers.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The answer to a request sent in `batch` ([`Agent::set_batch`]).
+#[derive(Debug)]
+pub struct Answer {
+    pub batch: u64,
+    pub ack: Ack,
+}
+
+/// A request in flight: its id, its inline bytes, the batch it belongs
+/// to, and for an `applied` the position it records.
 struct InFlight {
     id: u64,
     bytes: u64,
+    batch: u64,
     records: Option<Position>,
 }
 
-/// One live agent connection.
+/// What the pusher and the connection's reader thread share.
+#[derive(Default)]
+struct Flight {
+    /// Requests sent and not yet answered, in order.
+    in_flight: VecDeque<InFlight>,
+    /// Of them, the ones that are not `applied`.
+    requests: usize,
+    bytes: u64,
+    /// Answers read and not taken yet, in order (never those of `applied`).
+    answers: VecDeque<Answer>,
+    /// The last `applied` the agent acknowledged on this connection.
+    acked: Option<Acked>,
+    record_failed: bool,
+    /// The link broke (end of stream, a read error, a wrong answer): why.
+    broken: Option<String>,
+}
+
+struct Link {
+    flight: Mutex<Flight>,
+    changed: Condvar,
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One live agent connection. Answers are read by a thread of their own
+/// ([`read_answers`]), so the pusher can send a batch while the answers
+/// of earlier ones are still coming, and a worker can wait for them
+/// beside its input.
 pub struct Agent {
     child: Child,
     to: BufWriter<ChildStdin>,
-    from: BufReader<ChildStdout>,
+    link: Arc<Link>,
     stderr: Arc<Mutex<Vec<u8>>>,
-    line: Vec<u8>,
     next_id: u64,
-    /// Requests sent and not yet acknowledged, in order.
-    in_flight: VecDeque<InFlight>,
-    /// Of them, the ones that are not `applied` (what [`Agent::ack`] returns).
-    requests: usize,
-    bytes_in_flight: u64,
+    /// The batch requests are sent in now.
+    batch: u64,
     pub root_user: bool,
     pub producer: String,
     /// What the agent had recorded as applied when it said hello.
     pub recorded: Option<Recorded>,
-    /// The last `applied` it acknowledged on this connection.
-    pub acked: Option<Acked>,
-    record_failed: bool,
 }
 
 impl Agent {
@@ -117,6 +151,7 @@ impl Agent {
         ssh: &SshSettings,
         program: &OsStr,
         owners: bool,
+        waker: Option<Waker>,
     ) -> Result<Agent, Unavailable> {
         let command = remote_command(program, path, owners);
         let mut child = child::command("ssh")
@@ -146,29 +181,29 @@ impl Agent {
                 }
             }
         });
+        let mut from = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
         let mut agent = Agent {
             to: BufWriter::with_capacity(256 * 1024, child.stdin.take().expect("piped")),
-            from: BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped")),
             child,
+            link: Arc::new(Link {
+                flight: Mutex::new(Flight::default()),
+                changed: Condvar::new(),
+            }),
             stderr,
-            line: Vec::new(),
             next_id: 1,
-            in_flight: VecDeque::new(),
-            requests: 0,
-            bytes_in_flight: 0,
+            batch: 0,
             root_user: false,
             producer: String::new(),
             recorded: None,
-            acked: None,
-            record_failed: false,
         };
         let hello = Request::Hello {
             v: proto::VERSION,
             producer: concat!("pushd/", env!("CARGO_PKG_VERSION")).into(),
             owners,
         };
+        let mut line = Vec::new();
         let sent = write_line(&mut agent.to, &hello).and_then(|()| agent.to.flush());
-        let answer = sent.and_then(|()| read_line(&mut agent.from, &mut agent.line));
+        let answer = sent.and_then(|()| read_line(&mut from, &mut line));
         let what = String::from_utf8_lossy(&command).into_owned();
         match answer {
             Ok(Some(())) => {}
@@ -193,13 +228,18 @@ impl Agent {
                 });
             }
         }
-        if let Ok(hello) = parse::<proto::HelloReply>(&agent.line) {
+        if let Ok(hello) = parse::<proto::HelloReply>(&line) {
             agent.root_user = hello.root_user;
             agent.producer = hello.producer;
             agent.recorded = hello.applied;
+            let link = Arc::clone(&agent.link);
+            std::thread::Builder::new()
+                .name("agent answers".into())
+                .spawn(move || read_answers(from, &link, waker))
+                .map_err(|e| Unavailable::Link(format!("starting a thread: {e}")))?;
             return Ok(agent);
         }
-        if let Ok(r) = parse::<proto::HelloRefused>(&agent.line) {
+        if let Ok(r) = parse::<proto::HelloRefused>(&line) {
             if r.v == proto::VERSION {
                 // The same protocol, but DIR cannot be opened now (missing):
                 // rsync creates it, the agent is tried again later.
@@ -209,12 +249,12 @@ impl Agent {
                 )));
             }
         }
-        let refused = parse::<proto::HelloRefused>(&agent.line)
+        let refused = parse::<proto::HelloRefused>(&line)
             .map(|r| format!("{} (agent protocol {})", r.error, r.v))
             .unwrap_or_else(|_| {
                 format!(
                     "unexpected answer: {}",
-                    String::from_utf8_lossy(&agent.line[..agent.line.len().min(200)])
+                    String::from_utf8_lossy(&line[..line.len().min(200)])
                 )
             });
         Err(Unavailable::Refused(format!(
@@ -228,7 +268,7 @@ impl Agent {
     }
 
     /// A broken link, with what the agent or ssh said.
-    fn broken(&mut self, what: &str, e: io::Error) -> anyhow::Error {
+    fn broken(&mut self, what: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
         let status = match self.child.try_wait() {
             Ok(Some(status)) => format!(" (ssh exited: {status})"),
             _ => String::new(),
@@ -239,15 +279,30 @@ impl Agent {
         )
     }
 
-    /// Requests sent and not yet acknowledged (not counting `applied`).
+    /// The link broke (the reader saw it end, or a wrong answer).
+    pub fn is_broken(&self) -> bool {
+        self.link.lock().broken.is_some()
+    }
+
+    /// Requests sent in `batch` from now on (see [`Answer`]).
+    pub fn set_batch(&mut self, batch: u64) {
+        self.batch = batch;
+    }
+
+    /// Requests sent and not yet answered (not counting `applied`).
     pub fn in_flight(&self) -> usize {
-        self.requests
+        self.link.lock().requests
     }
 
     /// Whether another request of `bytes` inline bytes fits in the window.
     pub fn has_room(&self, bytes: u64) -> bool {
-        self.in_flight.len() < WINDOW
-            && (self.in_flight.is_empty() || self.bytes_in_flight + bytes <= WINDOW_BYTES)
+        let f = self.link.lock();
+        f.in_flight.len() < WINDOW && (f.in_flight.is_empty() || f.bytes + bytes <= WINDOW_BYTES)
+    }
+
+    /// The last `applied` the agent acknowledged on this connection.
+    pub fn acked(&self) -> Option<Acked> {
+        self.link.lock().acked.clone()
     }
 
     /// Sends `request` (its id is assigned here) with `data` after it for a
@@ -270,10 +325,6 @@ impl Agent {
             | Request::Check { id: i } => *i = id,
             Request::Hello { .. } | Request::Bye => anyhow::bail!("not a request with an id"),
         }
-        let written = write_line(&mut self.to, &request).and_then(|()| self.to.write_all(data));
-        if let Err(e) = written {
-            return Err(self.broken("sending a request", e));
-        }
         let records = match &request {
             Request::Applied { stream, seq, .. } => Some(Position {
                 stream: stream.clone(),
@@ -281,18 +332,32 @@ impl Agent {
             }),
             _ => None,
         };
-        self.requests += usize::from(records.is_none());
-        self.in_flight.push_back(InFlight {
-            id,
-            bytes: data.len() as u64,
-            records,
-        });
-        self.bytes_in_flight += data.len() as u64;
+        {
+            // Queued before it is written: its answer may come before this
+            // thread gets here again.
+            let mut f = self.link.lock();
+            if let Some(why) = f.broken.clone() {
+                drop(f);
+                return Err(self.broken("sending a request", &why));
+            }
+            f.requests += usize::from(records.is_none());
+            f.bytes += data.len() as u64;
+            f.in_flight.push_back(InFlight {
+                id,
+                bytes: data.len() as u64,
+                batch: self.batch,
+                records,
+            });
+        }
+        let written = write_line(&mut self.to, &request).and_then(|()| self.to.write_all(data));
+        if let Err(e) = written {
+            return Err(self.broken("sending a request", &e));
+        }
         Ok(id)
     }
 
     /// Asks the agent to record that `position` is applied, without
-    /// waiting: its answer is read with the next ones ([`Agent::ack`]).
+    /// waiting: its answer is noted by the reader ([`Agent::acked`]).
     pub fn record(&mut self, position: &Position) -> anyhow::Result<()> {
         let request = Request::Applied {
             id: 0,
@@ -306,58 +371,103 @@ impl Agent {
     /// Sends what is buffered.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         if let Err(e) = self.to.flush() {
-            return Err(self.broken("sending requests", e));
+            return Err(self.broken("sending requests", &e));
         }
         Ok(())
     }
 
-    /// The next acknowledgement of a request other than `applied` (flushing
-    /// first), in the order sent; those of `applied` met on the way are
-    /// noted in [`Agent::acked`].
-    pub fn ack(&mut self) -> anyhow::Result<Ack> {
+    /// Waits (flushing first) until `done` holds of what is in flight and
+    /// answered, or the link breaks (an error).
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&mut Flight) -> Option<T>,
+    ) -> anyhow::Result<T> {
         self.flush()?;
+        let link = Arc::clone(&self.link);
+        let mut f = link.lock();
         loop {
-            let Some(sent) = self.in_flight.pop_front() else {
-                anyhow::bail!("no request is waiting for an answer");
-            };
-            self.bytes_in_flight -= sent.bytes;
-            match read_line(&mut self.from, &mut self.line) {
-                Ok(Some(())) => {}
-                Ok(None) => {
-                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream");
-                    return Err(self.broken("waiting for an answer", eof));
-                }
-                Err(e) => return Err(self.broken("reading an answer", e)),
+            if let Some(t) = done(&mut f) {
+                return Ok(t);
             }
-            let ack: Ack = match parse(&self.line) {
-                Ok(ack) => ack,
-                Err(e) => return Err(self.broken("reading an answer", e)),
-            };
-            anyhow::ensure!(
-                ack.id == sent.id,
-                "the agent answered {} where {} was due",
-                ack.id,
-                sent.id
-            );
-            let Some(position) = sent.records else {
-                self.requests -= 1;
-                return Ok(ack);
-            };
-            match (ack.error, ack.record) {
-                (None, Some(record)) => self.acked = Some(Acked { record, position }),
-                (error, _) if !self.record_failed => {
-                    // Not fatal: the next connection finds an older record
-                    // (or none) and a full sync is done then. Said once.
-                    self.record_failed = true;
-                    crate::log_warn!(
-                        "the agent could not record what was applied ({}): \
-                         a reconnect will mean a full sync",
-                        error.as_deref().unwrap_or("no record named")
-                    );
-                }
-                _ => {}
+            if let Some(why) = f.broken.clone() {
+                drop(f);
+                return Err(self.broken(what, &why));
             }
+            f = link.changed.wait(f).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The batch requests are sent in now.
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+
+    /// The next answer to a request sent in `batch`, in the order sent;
+    /// those of other batches stay for [`Agent::answers`]. `None`: none
+    /// of its requests is waiting for one.
+    pub fn answer_of(&mut self, batch: u64) -> anyhow::Result<Option<Ack>> {
+        self.wait_for("waiting for an answer", |f| {
+            if let Some(at) = f.answers.iter().position(|a| a.batch == batch) {
+                return Some(f.answers.remove(at).map(|a| a.ack));
+            }
+            let waiting = f
+                .in_flight
+                .iter()
+                .any(|r| r.batch == batch && r.records.is_none());
+            (!waiting).then_some(None)
+        })
+    }
+
+    /// Waits until an answer is there to take, or nothing is in flight.
+    pub fn wait_answer(&mut self) -> anyhow::Result<()> {
+        self.wait_for("waiting for an answer", |f| {
+            (!f.answers.is_empty() || f.requests == 0).then_some(())
+        })
+    }
+
+    /// Waits until every request sent was answered (a step that must not
+    /// overtake them, such as rsync, comes next).
+    pub fn wait_all(&mut self) -> anyhow::Result<()> {
+        self.wait_for("waiting for answers", |f| {
+            f.in_flight.is_empty().then_some(())
+        })
+    }
+
+    /// Waits until another request of `bytes` fits in the window.
+    pub fn wait_room(&mut self, bytes: u64) -> anyhow::Result<()> {
+        self.wait_for("waiting for answers", |f| {
+            let room = f.in_flight.len() < WINDOW
+                && (f.in_flight.is_empty() || f.bytes + bytes <= WINDOW_BYTES);
+            room.then_some(())
+        })
+    }
+
+    /// The answers read so far, taken.
+    pub fn answers(&mut self) -> Vec<Answer> {
+        self.link.lock().answers.drain(..).collect()
+    }
+
+    /// The answers read so far, and an error for every request still in
+    /// flight: what a connection being dropped leaves its batches with.
+    pub fn last_answers(&mut self, why: &str) -> Vec<Answer> {
+        let mut f = self.link.lock();
+        let mut all: Vec<Answer> = f.answers.drain(..).collect();
+        all.extend(
+            f.in_flight
+                .iter()
+                .filter(|r| r.records.is_none())
+                .map(|r| Answer {
+                    batch: r.batch,
+                    ack: Ack {
+                        id: r.id,
+                        error: Some(why.to_string()),
+                        bytes: 0,
+                        record: None,
+                    },
+                }),
+        );
+        all
     }
 
     /// Brings `rel` on the target to its state under `source` (a file
@@ -381,7 +491,7 @@ impl Agent {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             Err(e) if crate::pushd::direct::vanished(&e) => return self.gone(rel, delete),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Ok(unreadable(&path, &e)),
         };
         let kind = meta.file_type();
         if kind.is_dir() {
@@ -393,8 +503,10 @@ impl Agent {
             return self.send(request, &[]).map(Sent::Id);
         }
         if kind.is_symlink() {
-            let to = std::fs::read_link(&path)
-                .with_context(|| format!("reading the symlink {}", path.display()))?;
+            let to = match std::fs::read_link(&path) {
+                Ok(to) => to,
+                Err(e) => return Ok(unreadable(&path, &e)),
+            };
             let request = Request::Symlink {
                 id: 0,
                 path: rel.clone(),
@@ -420,26 +532,27 @@ impl Agent {
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if crate::pushd::direct::vanished(&e) => return self.gone(rel, delete),
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+            Err(e) => return Ok(unreadable(&path, &e)),
         };
         let mut data = Vec::with_capacity(meta.len() as usize);
-        (&mut file)
-            .take(inline_max + 1)
-            .read_to_end(&mut data)
-            .with_context(|| format!("reading {}", path.display()))?;
+        if let Err(e) = (&mut file).take(inline_max + 1).read_to_end(&mut data) {
+            return Ok(unreadable(&path, &e));
+        }
         if data.len() as u64 > inline_max {
             return Ok(Sent::Rsync);
         }
-        let meta = file
-            .metadata()
-            .with_context(|| format!("reading {}", path.display()))?;
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) => return Ok(unreadable(&path, &e)),
+        };
         let request = Request::Put {
             id: 0,
             path: rel.clone(),
             size: 0,
             meta: Meta::of(&meta),
         };
-        self.send(request, &data).map(Sent::Put)
+        let size = data.len() as u64;
+        self.send(request, &data).map(|_| Sent::Put(size))
     }
 
     /// `rel` is not on the source: deleted when deletions propagate.
@@ -469,6 +582,83 @@ impl Agent {
         };
         self.send(request, &[])
     }
+}
+
+/// A source path this process cannot read (a parent replaced by a file,
+/// EACCES, EIO): rsync is given it and says what it makes of it. The
+/// agent's connection is healthy and stays.
+fn unreadable(path: &Path, e: &io::Error) -> Sent {
+    crate::log_info!("reading {}: {e}; rsync sends it", path.display());
+    Sent::Rsync
+}
+
+/// The connection's reader: every answer goes to the request it is due
+/// for (they come in the order sent), `applied` ones are noted, the rest
+/// queued for the pusher; the end of the stream or a wrong answer marks
+/// the link broken. Every change wakes the waiters and the worker.
+fn read_answers(mut from: BufReader<ChildStdout>, link: &Link, waker: Option<Waker>) {
+    let mut line = Vec::new();
+    loop {
+        let read = read_line(&mut from, &mut line);
+        let mut f = link.lock();
+        let broken = match read {
+            Ok(Some(())) => match parse::<Ack>(&line) {
+                Ok(ack) => take_answer(&mut f, ack).err(),
+                Err(e) => Some(format!("reading an answer: {e}")),
+            },
+            Ok(None) => Some("end of stream".to_string()),
+            Err(e) => Some(format!("reading an answer: {e}")),
+        };
+        let end = broken.is_some();
+        if let Some(why) = broken {
+            f.broken.get_or_insert(why);
+        }
+        drop(f);
+        link.changed.notify_all();
+        if let Some(wake) = &waker {
+            wake();
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// Matches `ack` with the request it is due for.
+fn take_answer(f: &mut Flight, ack: Ack) -> Result<(), String> {
+    let Some(sent) = f.in_flight.pop_front() else {
+        return Err(format!("an answer ({}) to no request", ack.id));
+    };
+    f.bytes -= sent.bytes;
+    if ack.id != sent.id {
+        return Err(format!(
+            "the agent answered {} where {} was due",
+            ack.id, sent.id
+        ));
+    }
+    let Some(position) = sent.records else {
+        f.requests -= 1;
+        f.answers.push_back(Answer {
+            batch: sent.batch,
+            ack,
+        });
+        return Ok(());
+    };
+    match (ack.error, ack.record) {
+        (None, Some(record)) => f.acked = Some(Acked { record, position }),
+        (error, _) if !f.record_failed => {
+            // Not fatal: the next connection finds an older record (or
+            // none) and a full sync is done then. Said once.
+            f.record_failed = true;
+            crate::log_warn!(
+                "the agent could not record what was applied ({}): \
+                 a reconnect will mean a full sync",
+                error.as_deref().unwrap_or("no record named")
+            );
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Drop for Agent {

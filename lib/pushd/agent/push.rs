@@ -6,6 +6,13 @@
 //! sends the whole list to rsync and reconnects later with backoff; a
 //! remote without the agent is said once and left to rsync for good.
 //!
+//! Across batches: a batch the agent takes whole (no rsync, no rename, no
+//! comparison) is left in flight when the worker allows it ([`begin`]),
+//! and its answers are handed to the worker later ([`answers`]), tagged
+//! with the batch, for its [`crate::pushd::window`]. Anything that must
+//! not overtake requests in flight (an rsync, see [`drain`]) waits for
+//! them first; the agent applies requests in order on its one connection.
+//!
 //! The connections live in a table keyed by target name rather than in the
 //! worker, so the worker loop (being split, issue 12) needs no change; they
 //! move into the worker once it has settled.
@@ -16,7 +23,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::client::{Acked, Agent, Sent, Unavailable};
+use super::client::{Acked, Agent, Answer, Sent, Unavailable, Waker};
 use super::proto::Recorded;
 use crate::location::{Location, Target};
 use crate::pushd::plan::Rename;
@@ -73,6 +80,16 @@ struct Entry {
     /// (said to the worker once), and nothing is recorded until it is done.
     full_due: Option<String>,
     in_doubt: bool,
+    /// Wakes the target's worker when an answer comes ([`set_waker`]).
+    waker: Option<Waker>,
+    /// The batch being applied, and whether it may be left in flight.
+    batch: u64,
+    may_pipeline: bool,
+    /// Requests of `batch` left in flight by [`paths`].
+    left: usize,
+    /// Answers of a connection that was dropped (an error for every
+    /// request it left unanswered), for the worker.
+    orphans: Vec<Answer>,
 }
 
 static POOL: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
@@ -92,6 +109,11 @@ fn with_entry<T>(target: &Target, f: impl FnOnce(&mut Entry) -> T) -> T {
             acked: None,
             full_due: None,
             in_doubt: false,
+            waker: None,
+            batch: 0,
+            may_pipeline: false,
+            left: 0,
+            orphans: Vec::new(),
         });
     f(entry)
 }
@@ -149,23 +171,27 @@ pub fn judge(
 
 /// The target's agent, connecting when due; `None`: use rsync alone. A
 /// new connection is judged against what pushd applied ([`judge`]).
+/// Requests sent on it belong to the batch being applied.
 fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<Agent> {
     let Location::Ssh { user, host, path } = &target.location else {
         return None;
     };
-    let delay = with_entry(target, |entry| {
+    let due = with_entry(target, |entry| {
         match std::mem::replace(&mut entry.slot, Slot::Never) {
-            Slot::Idle(agent) => Err(Some(agent)),
+            Slot::Idle(mut agent) => {
+                agent.set_batch(entry.batch);
+                Err(Some(agent))
+            }
             Slot::Never => Err(None),
             Slot::Waiting { until, delay } if Instant::now() < until => {
                 entry.slot = Slot::Waiting { until, delay };
                 Err(None)
             }
-            Slot::Waiting { delay, .. } => Ok(delay),
+            Slot::Waiting { delay, .. } => Ok((delay, entry.waker.clone())),
         }
     });
-    let delay = match delay {
-        Ok(delay) => delay,
+    let (delay, waker) = match due {
+        Ok(due) => due,
         Err(agent) => return agent.map(|a| *a),
     };
     let destination = match user {
@@ -175,9 +201,10 @@ fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<
     let owners = nix::unistd::geteuid().is_root();
     // Connecting takes a login: the pool is not locked meanwhile (the slot
     // says Never until then, so no other caller connects too).
-    let connected = Agent::connect(&destination, path, ssh, &settings.program, owners);
-    with_entry(target, |entry| match connected {
+    let connected = Agent::connect(&destination, path, ssh, &settings.program, owners, waker);
+    let (agent, failed) = with_entry(target, |entry| match connected {
         Ok(mut agent) => {
+            agent.set_batch(entry.batch);
             let at = match &agent.recorded {
                 Some(r) => format!("it last applied seq {} of stream {}", r.seq, r.stream),
                 None => "it has no record of what it applied".into(),
@@ -187,7 +214,7 @@ fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<
                 agent.producer
             );
             if entry.in_doubt {
-                return Some(agent);
+                return (Some(agent), None);
             }
             match judge(
                 agent.recorded.as_ref(),
@@ -205,7 +232,9 @@ fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<
                     );
                     if agent.record(&applied).is_err() {
                         entry.slot = backoff(BACKOFF_MIN);
-                        return None;
+                        // Dropped once the pool is unlocked: a hung link
+                        // takes a second to close.
+                        return (None, Some(agent));
                     }
                 }
                 Verdict::Full(why) => {
@@ -213,20 +242,22 @@ fn take(target: &Target, ssh: &SshSettings, settings: &AgentSettings) -> Option<
                     entry.in_doubt = true;
                 }
             }
-            Some(agent)
+            (Some(agent), None)
         }
         Err(Unavailable::Missing(why) | Unavailable::Refused(why)) => {
             crate::log_notice!("{target}: {why}; using rsync over ssh");
             entry.slot = Slot::Never;
-            None
+            (None, None)
         }
         Err(Unavailable::Link(why)) => {
             let delay = (delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
             crate::log_info!("{target}: {why}; rsync alone, agent again in {delay:?}");
             entry.slot = backoff(delay);
-            None
+            (None, None)
         }
-    })
+    });
+    drop(failed);
+    agent
 }
 
 fn backoff(delay: Duration) -> Slot {
@@ -237,19 +268,25 @@ fn backoff(delay: Duration) -> Slot {
 }
 
 /// Puts a healthy agent back, or drops a broken one and waits before the
-/// next try; what it acknowledged recording is kept either way.
-fn give_back(target: &Target, agent: Agent, healthy: bool) {
-    let acked = agent.acked.clone();
-    let agent = if healthy {
-        Some(agent)
+/// next try; what it acknowledged recording is kept either way, and what
+/// it left unanswered goes to the worker as failed ([`answers`]). A
+/// connection is dropped outside the pool's lock (closing a hung link
+/// takes a second, and the pool is every ssh target's).
+fn give_back(target: &Target, mut agent: Agent, healthy: bool) {
+    let acked = agent.acked();
+    let healthy = healthy && !agent.is_broken();
+    let (agent, orphans) = if healthy {
+        (Some(agent), Vec::new())
     } else {
+        let orphans = agent.last_answers("the agent connection was lost before it answered");
         drop(agent);
-        None
+        (None, orphans)
     };
     with_entry(target, |entry| {
         if acked.is_some() {
             entry.acked = acked;
         }
+        entry.orphans.extend(orphans);
         entry.slot = match agent {
             Some(agent) => Slot::Idle(Box::new(agent)),
             None => backoff(BACKOFF_MIN),
@@ -288,21 +325,28 @@ pub fn applied(target: &Target, settings: &RsyncSettings, position: Position, fu
     if for_target(target, settings).is_none() {
         return;
     }
-    with_entry(target, |entry| {
+    let Some(agent) = with_entry(target, |entry| {
         if full {
             entry.in_doubt = false;
             entry.full_due = None;
         }
         entry.applied = Some(position.clone());
         if entry.in_doubt {
-            return;
+            return None;
         }
-        if let Slot::Idle(agent) = &mut entry.slot {
-            if agent.record(&position).is_err() {
-                entry.slot = backoff(BACKOFF_MIN);
+        match std::mem::replace(&mut entry.slot, Slot::Never) {
+            Slot::Idle(agent) => Some(agent),
+            other => {
+                entry.slot = other;
+                None
             }
         }
-    });
+    }) else {
+        return;
+    };
+    let mut agent = *agent;
+    let sent = agent.record(&position);
+    give_back(target, agent, sent.is_ok());
 }
 
 /// Closes every agent when dropped (pushd is ending): declared after the
@@ -312,9 +356,150 @@ pub struct CloseAll;
 
 impl Drop for CloseAll {
     fn drop(&mut self) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        *pool = None;
+        let pool = POOL.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(pool);
     }
+}
+
+/// The worker's hand in the pipelining: `waker` is called when an answer
+/// comes on `target`'s agent connection (from its reader thread).
+pub fn set_waker(target: &Target, settings: &RsyncSettings, waker: Waker) {
+    if for_target(target, settings).is_some() {
+        with_entry(target, |entry| entry.waker = Some(waker));
+    }
+}
+
+/// A batch numbered `batch` is about to be applied; `may_pipeline`: the
+/// worker can take its answers later (nothing in it needs them first).
+pub fn begin(target: &Target, settings: &RsyncSettings, batch: u64, may_pipeline: bool) {
+    if for_target(target, settings).is_some() {
+        with_entry(target, |entry| {
+            entry.batch = batch;
+            entry.may_pipeline = may_pipeline;
+            entry.left = 0;
+        });
+    }
+}
+
+/// The batch's transfer returned: how many of its requests were left in
+/// flight (their answers come through [`answers`]). A batch that waited
+/// for its own answers leaves none, and its orphans are not the worker's.
+pub fn end(target: &Target, settings: &RsyncSettings) -> usize {
+    if for_target(target, settings).is_none() {
+        return 0;
+    }
+    with_entry(target, |entry| {
+        let left = std::mem::take(&mut entry.left);
+        if left == 0 {
+            let batch = entry.batch;
+            entry.orphans.retain(|a| a.batch != batch);
+        }
+        entry.may_pipeline = false;
+        left
+    })
+}
+
+/// The agent, when it is connected and idle (not in use, not broken: a
+/// broken one is dropped here, its requests answered as failed).
+fn idle(target: &Target) -> Option<Agent> {
+    let agent = with_entry(target, |entry| {
+        match std::mem::replace(&mut entry.slot, Slot::Never) {
+            Slot::Idle(agent) => Some(agent),
+            other => {
+                entry.slot = other;
+                None
+            }
+        }
+    })?;
+    if agent.is_broken() {
+        give_back(target, *agent, false);
+        return None;
+    }
+    Some(*agent)
+}
+
+/// The answers of batches left in flight that came since last asked: the
+/// batch and whether its step succeeded. Never waits.
+pub fn answers(target: &Target, settings: &RsyncSettings) -> Vec<(u64, Result<(), String>)> {
+    if for_target(target, settings).is_none() {
+        return Vec::new();
+    }
+    let mut all = with_entry(target, |entry| std::mem::take(&mut entry.orphans));
+    if let Some(mut agent) = idle(target) {
+        all.extend(agent.answers());
+        give_back(target, agent, true);
+    }
+    // A broken link found just now.
+    all.extend(with_entry(target, |entry| {
+        std::mem::take(&mut entry.orphans)
+    }));
+    all.into_iter()
+        .map(|a| (a.batch, a.ack.error.map_or(Ok(()), Err)))
+        .collect()
+}
+
+/// Waits until an answer comes (or the link breaks): the worker's window
+/// is full.
+pub fn wait(target: &Target, settings: &RsyncSettings) {
+    wait_on(target, settings, Agent::wait_answer);
+}
+
+/// Waits until every request sent to `target`'s agent was answered: what
+/// comes next (an rsync over the same shared connection, a full sync, a
+/// delete guard's dry run) must not overtake them, nor see the target
+/// without them. Their answers stay for the worker.
+pub fn drain(target: &Target, settings: &RsyncSettings) {
+    wait_on(target, settings, Agent::wait_all);
+}
+
+/// Runs `until` on the target's idle agent, if it has one; a link that
+/// broke meanwhile is dropped.
+fn wait_on(
+    target: &Target,
+    settings: &RsyncSettings,
+    until: impl FnOnce(&mut Agent) -> anyhow::Result<()>,
+) {
+    if for_target(target, settings).is_none() {
+        return;
+    }
+    if let Some(mut agent) = idle(target) {
+        let ok = until(&mut agent).is_ok();
+        give_back(target, agent, ok);
+    }
+}
+
+/// Waits for every answer of `batch` now (its transfer ended in a way the
+/// worker handles at once): the first failure, if any.
+pub fn finish_now(target: &Target, settings: &RsyncSettings, batch: u64) -> Result<(), String> {
+    if for_target(target, settings).is_none() {
+        return Ok(());
+    }
+    let mut failed = None;
+    if let Some(mut agent) = idle(target) {
+        let result = (|| -> anyhow::Result<()> {
+            while let Some(ack) = agent.answer_of(batch)? {
+                if let Some(why) = ack.error {
+                    failed.get_or_insert(why);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            failed.get_or_insert(format!("{e:#}"));
+        }
+        give_back(target, agent, result.is_ok());
+    }
+    let mine: Vec<Answer> = with_entry(target, |entry| {
+        let (mine, rest) = std::mem::take(&mut entry.orphans)
+            .into_iter()
+            .partition(|a| a.batch == batch);
+        entry.orphans = rest;
+        mine
+    });
+    if let Some(why) = mine.into_iter().find_map(|a| a.ack.error) {
+        failed.get_or_insert(why);
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// What the agent did with a list of paths.
@@ -327,7 +512,8 @@ pub struct Pushed {
 
 /// Applies `list` through the target's agent; `None` when there is no
 /// agent (or its link broke before everything was acknowledged), and
-/// rsync takes the whole list.
+/// rsync takes the whole list. When the agent takes the whole list and
+/// the worker allows it ([`begin`]), its answers are left to come later.
 pub fn paths(
     target: &Target,
     ssh: &SshSettings,
@@ -338,8 +524,18 @@ pub fn paths(
     renamed: &[WirePath],
 ) -> Option<Pushed> {
     let mut agent = take(target, ssh, settings)?;
-    match send_paths(&mut agent, settings, source, list, delete, renamed) {
-        Ok(pushed) => {
+    let may_pipeline = with_entry(target, |entry| entry.may_pipeline);
+    match send_paths(
+        &mut agent,
+        settings,
+        source,
+        list,
+        delete,
+        renamed,
+        may_pipeline,
+    ) {
+        Ok((pushed, left)) => {
+            with_entry(target, |entry| entry.left += left);
             give_back(target, agent, true);
             Some(pushed)
         }
@@ -351,6 +547,10 @@ pub fn paths(
     }
 }
 
+/// Sends `list`, then either waits for every answer (what failed goes to
+/// rsync) or, when `may_pipeline` and the agent took everything, returns
+/// at once with how many requests are left in flight (counted as done:
+/// a failure fails the whole batch later, in the worker).
 fn send_paths(
     agent: &mut Agent,
     settings: &AgentSettings,
@@ -358,52 +558,19 @@ fn send_paths(
     list: &[WirePath],
     delete: bool,
     renamed: &[WirePath],
-) -> anyhow::Result<Pushed> {
+    may_pipeline: bool,
+) -> anyhow::Result<(Pushed, usize)> {
     let mut pushed = Pushed::default();
     // Requests in flight: what was sent, and for which path.
     let mut waiting: std::collections::VecDeque<(Sent, usize)> = Default::default();
-    let check = agent.send(super::proto::Request::Check { id: 0 }, &[])?;
-    let settle = |agent: &mut Agent,
-                  waiting: &mut std::collections::VecDeque<(Sent, usize)>,
-                  pushed: &mut Pushed|
-     -> anyhow::Result<()> {
-        let ack = agent.ack()?;
-        if ack.id == check {
-            if let Some(why) = ack.error {
-                anyhow::bail!("{why}");
-            }
-            return Ok(());
-        }
-        let (sent, i) = waiting.pop_front().expect("an ack per request");
-        match ack.error {
-            None => {
-                pushed.stats.files += 1;
-                match sent {
-                    Sent::Put(_) => {
-                        pushed.stats.transferred += 1;
-                        pushed.stats.transferred_size += ack.bytes;
-                    }
-                    Sent::Delete(_) => pushed.stats.deleted += 1,
-                    _ => {}
-                }
-            }
-            Some(why) => {
-                if !matches!(sent, Sent::Same(_)) {
-                    crate::log_info!("agent: {why}; rsync sends it instead");
-                }
-                pushed.rest.push(list[i].clone());
-            }
-        }
-        Ok(())
-    };
+    let batch = agent.batch();
+    agent.send(super::proto::Request::Check { id: 0 }, &[])?;
     for (i, rel) in list.iter().enumerate() {
         if rel.is_root() {
             pushed.rest.push(rel.clone());
             continue;
         }
-        while !agent.has_room(settings.inline_max) {
-            settle(agent, &mut waiting, &mut pushed)?;
-        }
+        agent.wait_room(settings.inline_max)?;
         let was_renamed = renamed.contains(rel);
         match agent.send_path(source, rel, settings.inline_max, delete, was_renamed)? {
             Sent::Rsync => pushed.rest.push(rel.clone()),
@@ -411,15 +578,50 @@ fn send_paths(
             sent => waiting.push_back((sent, i)),
         }
     }
-    while agent.in_flight() > 0 {
-        settle(agent, &mut waiting, &mut pushed)?;
+    let compared = waiting.iter().any(|(s, _)| matches!(s, Sent::Same(_)));
+    if may_pipeline && pushed.rest.is_empty() && !compared {
+        agent.flush()?;
+        for (sent, _) in &waiting {
+            count(&mut pushed, *sent, None);
+        }
+        return Ok((pushed, waiting.len() + 1));
     }
-    Ok(pushed)
+    // The check first: the root is still the one the agent opened.
+    if let Some(why) = agent.answer_of(batch)?.and_then(|ack| ack.error) {
+        anyhow::bail!("{why}");
+    }
+    while let Some(ack) = agent.answer_of(batch)? {
+        let (sent, i) = waiting.pop_front().expect("an answer per request");
+        match ack.error {
+            None => count(&mut pushed, sent, Some(ack.bytes)),
+            Some(why) => {
+                if !matches!(sent, Sent::Same(_)) {
+                    crate::log_info!("agent: {why}; rsync sends it instead");
+                }
+                pushed.rest.push(list[i].clone());
+            }
+        }
+    }
+    Ok((pushed, 0))
+}
+
+/// Counts a path the agent applied (`bytes`: as its answer says, else as
+/// sent).
+fn count(pushed: &mut Pushed, sent: Sent, bytes: Option<u64>) {
+    pushed.stats.files += 1;
+    match sent {
+        Sent::Put(size) => {
+            pushed.stats.transferred += 1;
+            pushed.stats.transferred_size += bytes.unwrap_or(size);
+        }
+        Sent::Delete(_) => pushed.stats.deleted += 1,
+        _ => {}
+    }
 }
 
 /// Replays `renames` through the target's agent: `None` when there is no
 /// agent, else how many were done or why one failed (the plan then sends
-/// the data of every new name instead).
+/// the data of every new name instead). Always waits for the answers.
 pub fn renames(
     target: &Target,
     ssh: &SshSettings,
@@ -428,15 +630,17 @@ pub fn renames(
 ) -> Option<Result<u64, String>> {
     let mut agent = take(target, ssh, settings)?;
     let result = (|| -> anyhow::Result<Result<u64, String>> {
-        let check = agent.send(super::proto::Request::Check { id: 0 }, &[])?;
+        let batch = agent.batch();
+        agent.send(super::proto::Request::Check { id: 0 }, &[])?;
         for r in renames {
             agent.send_rename(&r.from, &r.to, r.dir)?;
         }
+        if let Some(why) = agent.answer_of(batch)?.and_then(|ack| ack.error) {
+            anyhow::bail!("{why}");
+        }
         let mut failed = None;
-        while agent.in_flight() > 0 {
-            let ack = agent.ack()?;
+        while let Some(ack) = agent.answer_of(batch)? {
             if let Some(why) = ack.error {
-                anyhow::ensure!(ack.id != check, "{why}");
                 failed.get_or_insert(why);
             }
         }

@@ -62,6 +62,9 @@ pub struct Records {
     born: bool,
     /// The record id, once known (read, or made by the first write).
     record: Option<String>,
+    /// What the file said when the agent started (read once: the lock
+    /// keeps every other writer out), then what this agent wrote.
+    last: Option<Recorded>,
     _lock: Flock<File>,
 }
 
@@ -124,14 +127,22 @@ impl Records {
             id: root_id.to_string(),
             born: root_id.born.is_some(),
             record: None,
+            last: None,
             _lock: lock,
         };
-        records.record = records.read().map(|r| r.record);
+        records.last = records.read();
+        records.record = records.last.as_ref().map(|r| r.record.clone());
         Ok(records)
     }
 
-    /// What was last recorded for this directory as it is now.
-    pub fn read(&self) -> Option<Recorded> {
+    /// What was last recorded for this directory as it is now (the hello's
+    /// `applied`).
+    pub fn last(&self) -> Option<&Recorded> {
+        self.last.as_ref()
+    }
+
+    /// The file's record, when it is of this directory as it is now.
+    fn read(&self) -> Option<Recorded> {
         if !self.born {
             return None;
         }
@@ -148,14 +159,15 @@ impl Records {
             Some(r) => r.clone(),
             None => crate::wire::event::new_stream_id()?,
         };
+        let recorded = Recorded {
+            record: record.clone(),
+            stream,
+            seq,
+        };
         let file = OnDisk {
             root: self.root.clone(),
             id: self.id.clone(),
-            recorded: Recorded {
-                record: record.clone(),
-                stream,
-                seq,
-            },
+            recorded,
         };
         let mut bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
         bytes.push(b'\n');
@@ -163,6 +175,7 @@ impl Records {
         std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, &self.file)?;
         self.record = Some(record.clone());
+        self.last = self.born.then_some(file.recorded);
         Ok(record)
     }
 }

@@ -195,7 +195,7 @@ pub fn serve_on(
                     v,
                     producer: producer(),
                     root_user,
-                    applied: records.as_ref().and_then(Records::read),
+                    applied: records.as_ref().and_then(Records::last).cloned(),
                 },
             )?;
             out.flush()?;

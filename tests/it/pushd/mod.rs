@@ -12,6 +12,7 @@ mod inprocess;
 mod input;
 mod kinds;
 mod never_worked;
+mod pipelined;
 mod pull;
 mod quickcheck;
 mod remote;

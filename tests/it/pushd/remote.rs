@@ -107,14 +107,14 @@ fn ssh_opt_control_master_no_logs_in_per_transfer() {
 }
 
 /// pushd's flags for `sshd` with the agent at the test build's pushd.
-fn agent_flags(sshd: &Sshd, scratch: &std::path::Path) -> Vec<std::ffi::OsString> {
+pub(super) fn agent_flags(sshd: &Sshd, scratch: &std::path::Path) -> Vec<std::ffi::OsString> {
     let mut args = ssh_flags(sshd, scratch);
     args.extend(["--agent-path".into(), crate::support::bin("pushd").into()]);
     args
 }
 
 /// The agents serving `dst` right now (processes below sshd).
-fn agents(dst: &std::path::Path) -> Vec<i32> {
+pub(super) fn agents(dst: &std::path::Path) -> Vec<i32> {
     let want = dst.as_os_str().as_encoded_bytes();
     fs::read_dir("/proc")
         .into_iter()
@@ -203,7 +203,7 @@ fn a_killed_agent_and_dropped_connections_still_converge() {
 }
 
 /// Every result for `target` until one applied `seq` (failed ones too).
-fn results_until(p: &mut Pushd, target: &str, seq: u64) -> Vec<Applied> {
+pub(super) fn results_until(p: &mut Pushd, target: &str, seq: u64) -> Vec<Applied> {
     let mut all = Vec::new();
     loop {
         let a = p.result(target);
