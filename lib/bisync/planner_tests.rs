@@ -1160,7 +1160,10 @@ fn regression_a_rename_onto_a_removed_directory() {
         &[
             vec![(false, ModelOp::Mkdir(85))],
             vec![(false, ModelOp::Mkdir(18)), (false, ModelOp::WriteBoth(36))],
-            vec![(true, ModelOp::Delete(78)), (true, ModelOp::Rename(180, 42))],
+            vec![
+                (true, ModelOp::Delete(78)),
+                (true, ModelOp::Rename(180, 42)),
+            ],
         ],
         Prefer::Keep,
     );

@@ -112,6 +112,12 @@ fn apply(replica: &mut Tree, source: &Tree, c: &Change) -> Result<(), String> {
             let Some(&node) = replica.get(&from) else {
                 return Err(format!("{c:?}: nothing to rename on the target"));
             };
+            // A consumer renames only what the change says moved: a file's
+            // rename finding a directory (a target ahead of the source)
+            // would carry its contents to a path the fold knows as a file.
+            if matches!(node, Node::Dir(_)) != c.dir {
+                return Err(format!("{c:?}: another type on the target"));
+            }
             need_parent(replica)?;
             match (node, replica.get(&p)) {
                 (_, None) | (Node::File(_), Some(Node::File(_))) => {}
@@ -844,4 +850,35 @@ fn regression_issue_10_a_file_captured_by_the_previous_batchs_rescan() {
         (&b"a/b"[..], &b"\xff"[..])
     );
     check(&[], &actions, 2, &ahead).unwrap();
+}
+
+#[test]
+fn regression_a_file_rename_never_carries_a_directory_the_target_holds() {
+    // Found by PROPTEST_SOAK: `c d` is a file at the start and is renamed to
+    // `b`, then `b` to `a`; later `c d` and `c d/a` are made as directories.
+    // A target that copied those directories (ahead) and applied the first
+    // batch's `move c d>b` as a plain rename carried `c d/a` to `b/a`; the
+    // merged retry knew `b` only as a file and left `b/a` there forever.
+    // A rename of a file must refuse a directory (the data is sent instead).
+    let setup = [Action::CreateTwice(0, 0), Action::Rename(0, 0, 2)];
+    let actions = [
+        Action::CreateFile(0, 0),
+        Action::Rename(691823803911207103, 0, 1),
+        Action::Rename(2218801392519506879, 0, 0),
+        Action::Mkdir(0, 2),
+        Action::Mkdir(4089186473703692426, 1),
+        Action::Write(0),
+        Action::Mkdir(4180652829639472289, 0),
+        Action::Mkdir(3114784180477110849, 1),
+        Action::Rename(2397017233526462929, 11195651724464548942, 0),
+    ];
+    let ahead = Ahead {
+        captures: vec![
+            (1775700151910641983, 12449556327580102007),
+            (616478510921409872, 0),
+        ],
+        lags: vec![3],
+        applied: 1783451281090255994,
+    };
+    check(&setup, &actions, 2382287286227622022, &ahead).unwrap();
 }

@@ -1211,9 +1211,20 @@ pub(crate) fn rename_local(root: &Path, plan: &Plan) -> Result<(), String> {
         let (from_dir, from_name) = beneath
             .parent(&r.from)
             .map_err(|e| format!("{} is not on the target: {e}", from.display()))?;
-        beneath::stat_at(&from_dir, &from_name)
+        let st = beneath::stat_at(&from_dir, &from_name)
             .map_err(|e| format!("reading {}: {e}", from.display()))?
             .ok_or_else(|| format!("{} is not on the target", from.display()))?;
+        // Rename only what moved on the source: a target ahead of it may
+        // hold a directory where a file was renamed, and carrying that
+        // directory's contents to the new name would leave them there (the
+        // batches after know the new name as a file).
+        if (beneath::kind_of(&st) == nix::sys::stat::SFlag::S_IFDIR) != r.dir {
+            return Err(format!(
+                "{} is a {} on the target, not what was renamed",
+                from.display(),
+                if r.dir { "file" } else { "directory" }
+            ));
+        }
         let (to_parent, to_name) = beneath::split(&r.to).map_err(|e| e.to_string())?;
         let to_dir = beneath::make_dirs(&beneath, &to_parent)
             .map_err(|e| format!("creating the parent of {}: {e}", to.display()))?;
@@ -1321,6 +1332,34 @@ mod tests {
         assert!(judge_deletes(&count, case(6, 1000)).is_some());
         assert_eq!(judge_deletes(&count, case(5, 0)), None);
         assert_eq!(judge_deletes(&half, case(0, 0)), None);
+    }
+
+    #[test]
+    fn a_rename_refuses_an_entry_of_another_type_than_what_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("c d/a")).unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let rename = |from: &str, to: &str, dir| Plan {
+            renames: vec![crate::pushd::plan::Rename {
+                from: from.into(),
+                to: to.into(),
+                dir,
+            }],
+            ..Plan::default()
+        };
+        // A file moved on the source; the target holds a directory there.
+        let err = rename_local(dir.path(), &rename("c d", "b", false)).unwrap_err();
+        assert!(err.contains("is a directory on the target"), "{err}");
+        assert!(dir.path().join("c d/a").is_dir());
+        assert!(!dir.path().join("b").exists());
+        // A directory moved; the target holds a file there.
+        assert!(rename_local(dir.path(), &rename("f", "g", true)).is_err());
+        assert!(dir.path().join("f").is_file());
+        // The same types: renamed.
+        rename_local(dir.path(), &rename("c d", "b", true)).unwrap();
+        assert!(dir.path().join("b/a").is_dir());
+        rename_local(dir.path(), &rename("f", "g", false)).unwrap();
+        assert!(dir.path().join("g").is_file());
     }
 
     #[test]

@@ -455,11 +455,17 @@ impl Agent {
     }
 
     /// Moves `from` to `to` on the target, without waiting for the answer.
-    pub fn send_rename(&mut self, from: &WirePath, to: &WirePath) -> anyhow::Result<u64> {
+    pub fn send_rename(
+        &mut self,
+        from: &WirePath,
+        to: &WirePath,
+        dir: bool,
+    ) -> anyhow::Result<u64> {
         let request = Request::Rename {
             id: 0,
             from: from.clone(),
             to: to.clone(),
+            dir: Some(dir),
         };
         self.send(request, &[])
     }

@@ -84,6 +84,11 @@ pub enum Request {
         id: u64,
         from: WirePath,
         to: WirePath,
+        /// Whether a directory moved on the source: `from` of another type
+        /// on the target (a target ahead of the source) is refused, so a
+        /// file's rename never carries a directory's contents along.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<bool>,
     },
     /// Removes `path` and everything below it; done when it is not there.
     Delete {

@@ -430,7 +430,7 @@ pub fn renames(
     let result = (|| -> anyhow::Result<Result<u64, String>> {
         let check = agent.send(super::proto::Request::Check { id: 0 }, &[])?;
         for r in renames {
-            agent.send_rename(&r.from, &r.to)?;
+            agent.send_rename(&r.from, &r.to, r.dir)?;
         }
         let mut failed = None;
         while agent.in_flight() > 0 {

@@ -235,8 +235,8 @@ pub fn serve_on(
             Request::SetMeta { path, meta, .. } => app
                 .set_meta(&path, meta)
                 .map_err(|e| format!("setting the metadata of {path:?}: {e}")),
-            Request::Rename { from, to, .. } => app
-                .rename(&from, &to)
+            Request::Rename { from, to, dir, .. } => app
+                .rename(&from, &to, dir)
                 .map_err(|e| format!("renaming {from:?} to {to:?}: {e}")),
             Request::Delete { path, .. } => remove(&app.root, &path)
                 .map(|_| ())
@@ -470,11 +470,16 @@ impl Applier {
             .map_err(|e| format!("setting the metadata of {rel:?}: {e}"))
     }
 
-    fn rename(&self, from: &WirePath, to: &WirePath) -> io::Result<()> {
+    fn rename(&self, from: &WirePath, to: &WirePath, dir: Option<bool>) -> io::Result<()> {
         let (from_dir, from_name) = self.root.parent(from)?;
         let Some(st) = stat_at(&from_dir, &from_name)? else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "not on the target"));
         };
+        if dir.is_some_and(|d| d != (kind_of(&st) == SFlag::S_IFDIR)) {
+            return Err(io::Error::other(
+                "another type on the target than what moved",
+            ));
+        }
         let (to_dir, to_name) = self.parent(to)?;
         if let Some(old) = stat_at(&to_dir, &to_name)? {
             let (a, b) = (kind_of(&st), kind_of(&old));
@@ -579,6 +584,7 @@ mod tests {
                 id: 5,
                 from: "old".into(),
                 to: "m/renamed".into(),
+                dir: Some(false),
             },
         );
         line(
@@ -587,6 +593,7 @@ mod tests {
                 id: 6,
                 from: "gone".into(),
                 to: "x".into(),
+                dir: Some(false),
             },
         );
         line(
@@ -664,6 +671,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_of_another_type_than_what_moved_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("c d/a")).unwrap();
+        let mut input = Vec::new();
+        line(&mut input, &hello(proto::VERSION));
+        for (id, dir) in [(1, Some(false)), (2, Some(true))] {
+            line(
+                &mut input,
+                &Request::Rename {
+                    id,
+                    from: "c d".into(),
+                    to: "b".into(),
+                    dir,
+                },
+            );
+        }
+        line(&mut input, &Request::Bye);
+        let (ok, lines) = run(root, &input);
+        assert!(ok, "{lines:?}");
+        let acks: Vec<Ack> = lines[1..]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(acks[0].error.is_some(), "a file's rename moved a directory");
+        assert!(acks[1].error.is_none(), "{:?}", acks[1]);
+        assert!(root.join("b/a").is_dir() && !root.join("c d").exists());
+    }
+
+    #[test]
     fn planted_symlinks_are_replaced_never_followed() {
         let dir = tempfile::tempdir().unwrap();
         let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
@@ -707,6 +744,7 @@ mod tests {
                 id: 4,
                 from: "a/f".into(),
                 to: "../escaped".into(),
+                dir: None,
             },
         );
         let (ok, lines) = run(&root, &input);
