@@ -244,9 +244,9 @@ fn ask_ahead(items: &[Item], at: usize, batcher: &Batcher) {
         _ => None,
     };
     // The first events of a chunk are asked for at its start.
-    let first = if at == 0 { 0 } else { usize::MAX };
-    for i in (first..PATH_AHEAD).map(|i| at + i).chain([at + PATH_AHEAD]) {
-        if let Some(ev) = event(i) {
+    let nearest = if at == 0 { 0 } else { PATH_AHEAD };
+    for ahead in nearest..=PATH_AHEAD {
+        if let Some(ev) = event(at + ahead) {
             if let Some(byte) = ev.path.as_bytes().first() {
                 crate::fold::prefetch(byte);
             }
