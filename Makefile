@@ -12,7 +12,7 @@ BINS := watchd batchd pushd bisync keysetup syncpipe relayd
 # relayd (the NATS bridge) needs the `relay` feature: only it links tokio.
 FEATURES := --features relay
 # Debian packages the tests need, and a command (or a file) each provides.
-TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd nats-server:nats-server fish:fish bash-completion:/usr/share/bash-completion/bash_completion prometheus:promtool prometheus-node-exporter:prometheus-node-exporter
+TEST_PACKAGES := rsync:rsync openssh-server:sshd openssh-client:ssh util-linux:unshare systemd:systemd-analyze systemd-container:systemd-nspawn passwd:useradd zsh:zsh bsdutils:script lsyncd:lsyncd nats-server:nats-server fish:fish bash-completion:/usr/share/bash-completion/bash_completion prometheus:promtool prometheus-node-exporter:prometheus-node-exporter python3:python3 libseccomp2:/usr/lib/x86_64-linux-gnu/libseccomp.so.2
 # What `make demo` needs beyond the build.
 DEMO_PACKAGES := rsync:rsync diffutils:diff
 

@@ -31,7 +31,14 @@
 #   WATCHD=path/to/watchd   use that binary instead of building target/release/watchd
 #   WIDE=20000              a2: set-up on one directory with that many subdirectories
 #   PARTS="setup wide burst" run only some parts
-#   TMPDIR_BENCH=/dev/shm   where the trees go (must be a tmpfs to measure watchers, not disks)
+#   TMPDIR_BENCH=/dev/shm   where the trees go (must be a tmpfs to measure watchers, not disks;
+#                           a private `mount -t tmpfs` is best: a fanotify file-system mark
+#                           anyone else holds on it makes every writer there pay)
+#   PIN="0 1"               burst: run the writer on CPU 0 and every watcher on CPU 1 (taskset)
+#   BURST_TOOLS="none inotifywait watchd-fanotify"  burst: only these tools (none is the baseline)
+#                           floor-inotify, floor-fanotify: bench/floor.rs, watchd's marks and a
+#                           reader that never reads (root: the queues are raised while it starts)
+#   Environment such as WATCHD_COALESCE_US reaches watchd as it is.
 set -euo pipefail
 
 DIRS=${DIRS:-100000}
@@ -42,6 +49,14 @@ WIDE=${WIDE:-20000}
 PARTS=${PARTS:-setup wide burst}
 TMPDIR_BENCH=${TMPDIR_BENCH:-/dev/shm}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
+PIN=${PIN:-}
+read -r PIN_WRITER PIN_WATCHER <<<"$PIN" || true
+# on_cpu ROLE: the taskset prefix for the writer or the watchers (nothing without PIN)
+on_cpu() {
+    local cpu
+    [[ $1 == writer ]] && cpu=${PIN_WRITER:-} || cpu=${PIN_WATCHER:-}
+    [[ -z $cpu ]] || printf '%s\n' taskset -c "$cpu"
+}
 # The burst's inotifywait peers: the plain `inotifywait -r -m` the issue names
 # (it reports every event, OPEN included), and one asking for the same events
 # as watchd's default, the like-for-like comparison.
@@ -86,10 +101,13 @@ if [[ -z ${WATCHD:-} ]]; then
 fi
 [[ -x $WATCHD ]] || die "$WATCHD is not an executable"
 BURST=$PWD/target/bench/burst
-if [[ ! -x $BURST || bench/burst.rs -nt $BURST ]]; then
-    mkdir -p target/bench
-    rustc -O --edition 2021 -o "$BURST" bench/burst.rs || die "rustc bench/burst.rs failed"
-fi
+FLOOR=$PWD/target/bench/floor
+for tool in burst floor; do
+    if [[ ! -x target/bench/$tool || bench/$tool.rs -nt target/bench/$tool ]]; then
+        mkdir -p target/bench
+        rustc -O --edition 2021 -o "target/bench/$tool" "bench/$tool.rs" || die "rustc bench/$tool.rs failed"
+    fi
+done
 
 # The backends this machine can run: fanotify needs root and Linux 5.17+.
 WATCHD_TOOLS=watchd-inotify
@@ -113,7 +131,14 @@ RESULTS=$PWD/bench/results/watchd-$(date -u +%Y-%m-%dT%H%M%SZ).txt
 WORK=$(mktemp -d "$TMPDIR_BENCH/syncpipe-bench.XXXXXX")
 WATCHER_PID=
 
+# the queue limits as they were (floor-* raises them for a moment)
+QUEUES_AT_START=$(cat /proc/sys/fs/inotify/max_queued_events /proc/sys/fs/fanotify/max_queued_events 2>/dev/null || true)
 cleanup() {
+    if [[ ${BURST_TOOLS:-} == *floor-* && -w /proc/sys/fs/inotify/max_queued_events ]]; then
+        read -rd '' qi qf <<<"$QUEUES_AT_START" || true
+        echo "$qi" >/proc/sys/fs/inotify/max_queued_events
+        echo "$qf" >/proc/sys/fs/fanotify/max_queued_events
+    fi
     if [[ -n $WATCHER_PID ]]; then
         kill "$WATCHER_PID" 2>/dev/null || true
         wait "$WATCHER_PID" 2>/dev/null || true
@@ -154,11 +179,21 @@ stop_watcher() {
 # start_watcher TOOL ROOT OUT ERR: starts TOOL on ROOT in the background,
 # stdout to OUT, stderr to ERR; returns once it says its watches are in place.
 start_watcher() {
-    local tool=$1 root=$2 out=$3 err=$4 deadline
+    local tool=$1 root=$2 out=$3 err=$4 deadline queues
+    local pin
+    mapfile -t pin < <(on_cpu watcher)
     case $tool in
-    watchd-*) "$WATCHD" --backend "${tool#watchd-}" "$root" >"$out" 2>"$err" & ;;
-    inotifywait) inotifywait -r -m "$root" >"$out" 2>"$err" & ;;
-    inotifywait-e) inotifywait -r -m -e "$WATCHD_EVENTS" "$root" >"$out" 2>"$err" & ;;
+    watchd-*) "${pin[@]}" "$WATCHD" --backend "${tool#watchd-}" "$root" >"$out" 2>"$err" & ;;
+    inotifywait) "${pin[@]}" inotifywait -r -m "$root" >"$out" 2>"$err" & ;;
+    inotifywait-e) "${pin[@]}" inotifywait -r -m -e "$WATCHD_EVENTS" "$root" >"$out" 2>"$err" & ;;
+    floor-*)
+        # a queue that holds the whole burst: the kernel reads the limit
+        # when the group is made, so it is put back once the tool is ready
+        queues=$(cat /proc/sys/fs/{inotify,fanotify}/max_queued_events)
+        tee /proc/sys/fs/{inotify,fanotify}/max_queued_events <<<$((FILES * 4)) >/dev/null ||
+            die "$tool needs root (it raises fs.*notify.max_queued_events while it starts)"
+        "${pin[@]}" "$FLOOR" "${tool#floor-}" "$root" >"$out" 2>"$err" &
+        ;;
     *) die "unknown tool $tool" ;;
     esac
     WATCHER_PID=$!
@@ -168,6 +203,11 @@ start_watcher() {
         ((SECONDS < deadline)) || die "$tool not ready after ${READY_TIMEOUT}s"
         sleep 0.01
     done
+    if [[ $tool == floor-* ]]; then
+        read -rd '' qi qf <<<"$queues" || true
+        echo "$qi" >/proc/sys/fs/inotify/max_queued_events
+        echo "$qf" >/proc/sys/fs/fanotify/max_queued_events
+    fi
 }
 
 is_ready() {
@@ -337,7 +377,9 @@ burst_once() {
     mkdir -p "$root"
     for ((d = 0; d < BURST_DIRS; d++)); do mkdir "$root/$(printf 'd%03d' "$d")"; done
     [[ $tool == none ]] || start_watcher "$tool" "$root" "$out" "$err"
-    read -r WRITER WRITER_CPU < <("$BURST" "$root" "$FILES" "$BURST_DIRS")
+    local pin
+    mapfile -t pin < <(on_cpu writer)
+    read -r WRITER WRITER_CPU < <("${pin[@]}" "$BURST" "$root" "$FILES" "$BURST_DIRS")
     if [[ $tool != none ]]; then
         # Wait until the watcher has written everything: neither its output
         # nor its CPU time has grown for a second (a watcher still busy with
@@ -360,6 +402,8 @@ burst_once() {
             LINES=$((LINES - 1)) # the header
             CREATES=$(grep -oE '"kind":"create","path":"d[0-9]{3}/f[0-9]{7}"' "$out" | sort -u | wc -l)
             RESCANS=$(grep -c '"kind":"rescan"' "$out" || true)
+        elif [[ $tool == floor-* ]]; then
+            CREATES=0 # it reads nothing: only the writer's figures count
         else
             CREATES=$(grep -E ' CREATE f[0-9]{7}$' "$out" | sort -u | wc -l)
         fi
@@ -368,11 +412,15 @@ burst_once() {
 }
 
 part_burst() {
-    local tools="none inotifywait inotifywait-e ${WATCHD_TOOLS}" tool r n=0
+    local tools=${BURST_TOOLS:-"none inotifywait inotifywait-e ${WATCHD_TOOLS}"} tool r n=0
+    [[ " $tools " == *" none "* && " $tools " == *" inotifywait "* ]] ||
+        die "BURST_TOOLS must hold none and inotifywait (the baseline and the reference)"
     local WRITER WRITER_CPU LINES CREATES RESCANS DRAIN CPU
     local -A W=() P=() L=() C=() S=() D=() U=()
     say ""
     say "== b. burst: $FILES empty files created over $BURST_DIRS watched directories (tmpfs), median of $REPEAT =="
+    [[ -z $PIN ]] || say "   pinned: the writer on CPU $PIN_WRITER, every watcher on CPU $PIN_WATCHER (taskset)"
+    [[ -z ${WATCHD_COALESCE_US:-} ]] || say "   WATCHD_COALESCE_US=$WATCHD_COALESCE_US"
     say "   inotifywait   = inotifywait -r -m ROOT (every event, OPEN included)"
     say "   inotifywait-e = inotifywait -r -m -e $WATCHD_EVENTS ROOT (watchd's default set)"
     for ((r = 1; r <= REPEAT; r++)); do
@@ -402,16 +450,21 @@ part_burst() {
     done
     ratio() { calc "${1} / (${2} == 0 ? 1 : ${2})"; }
     local w
-    for w in $WATCHD_TOOLS; do
+    local wtools=() iw_e=inotifywait-e
+    for w in $WATCHD_TOOLS; do [[ " $tools " != *" $w "* ]] || wtools+=("$w"); done
+    [[ " $tools " == *" inotifywait-e "* ]] || iw_e=inotifywait
+    local rtools=("${wtools[@]}")
+    for w in floor-inotify floor-fanotify; do [[ " $tools " != *" $w "* ]] || rtools+=("$w"); done
+    for w in "${rtools[@]}"; do
         say "   slowdown ratio $w/inotifywait: wall $(ratio "${slow[$w]}" "${slow[inotifywait]}")," \
             "writer cpu $(ratio "${pslow[$w]}" "${pslow[inotifywait]}")  (target <= 0.50);" \
-            "vs inotifywait-e: wall $(ratio "${slow[$w]}" "${slow[inotifywait-e]}")," \
-            "writer cpu $(ratio "${pslow[$w]}" "${pslow[inotifywait-e]}")"
+            "vs $iw_e: wall $(ratio "${slow[$w]}" "${slow[$iw_e]}")," \
+            "writer cpu $(ratio "${pslow[$w]}" "${pslow[$iw_e]}")"
     done
     # Nothing missing silently: in every watchd run, all files reported as
     # created, or a rescan emitted.
     local complete=0 rescued=0 silent=0 cs ss i
-    for w in $WATCHD_TOOLS; do
+    for w in "${wtools[@]}"; do
         read -ra cs <<<"${C[$w]}"
         read -ra ss <<<"${S[$w]}"
         for i in "${!cs[@]}"; do
@@ -424,9 +477,9 @@ part_burst() {
             fi
         done
     done
-    say "   watchd completeness over $REPEAT runs x ($WATCHD_TOOLS): all $FILES creates reported in $complete," \
+    say "   watchd completeness over $REPEAT runs x (${wtools[*]}): all $FILES creates reported in $complete," \
         "some missing but a rescan emitted in $rescued, missing SILENTLY in $silent"
-    say "   inotifywait creates reported (of $FILES):${C[inotifywait]}  (-e:${C[inotifywait-e]}; it loses events on overflow without a word)"
+    say "   inotifywait creates reported (of $FILES):${C[inotifywait]}  (-e:${C[inotifywait-e]:-}; it loses events on overflow without a word)"
     ((silent == 0)) || say "   FAIL: watchd lost events without a rescan"
 }
 

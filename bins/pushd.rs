@@ -88,7 +88,8 @@ struct Args {
     /// Local targets, as root: a batch of at most N paths is applied like
     /// --direct, without starting rsync, unless rsync flags ask for more
     /// (filters, --rsync-opt, --checksum, --inplace, --partial, --bwlimit,
-    /// --rsync-binary); 0: always rsync
+    /// --rsync-binary); 0: always rsync. A failure is applied by rsync and
+    /// warned once per cause; one that lasts turns this off until restart
     #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Sync")]
     direct_max: usize,
     /// Which transfers may delete on the target

@@ -21,6 +21,11 @@ use syncpipe::wire::transport;
 /// place, so a consumer that copies the tree after reading the header misses
 /// nothing.
 ///
+/// During a burst watchd reads the kernel's queue once a millisecond instead of
+/// being woken by every event: a waiting reader's wake-up is paid by the
+/// process making the change. WATCHD_COALESCE_US in the environment sets that
+/// pause in microseconds (0: woken by every event), for benchmarks.
+///
 /// $ watchd /srv/www | batchd -d 15 | env pushd backup:/srv/www
 ///
 /// $ watchd --exclude '*.tmp' --exclude .git/ /data | jq -c 'select(.kind=="delete")'
@@ -39,8 +44,10 @@ struct Args {
 
     /// How to watch: inotify (a watch per directory, any user), fanotify (one
     /// mark per file system: instant set-up and no watch limit; needs root,
-    /// Linux 5.17+ and a file system with file handles), or auto (fanotify
-    /// when it can, else inotify; stderr and the header say which)
+    /// Linux 5.17+ and a file system with file handles; every writer on that
+    /// file system, also outside ROOT, then pays for the mark's events), or
+    /// auto (fanotify when it can, else inotify; stderr and the header say
+    /// which)
     #[arg(
         long,
         value_enum,

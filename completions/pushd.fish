@@ -2,7 +2,7 @@ complete -c pushd -l from -d 'Pull into the one local TARGET from UPSTREAM (DIR 
 complete -c pushd -l upstream-state -d 'With --from, when the upstream is itself a replica (tiers): its --state FILE on its host; nothing is pulled before it has applied it' -r
 complete -c pushd -l serve -d 'Be the agent for DIR on the far side of ssh: apply a pusher\'s requests on stdin beneath DIR (started by pushd itself over ssh; what was applied is recorded in $XDG_STATE_HOME/syncpipe/agent/; docs/protocol.md)' -r -F
 complete -c pushd -l agent-path -d 'The agent on ssh targets, as the remote shell runs it (default `env pushd`)' -r
-complete -c pushd -l direct-max -d 'Local targets, as root: a batch of at most N paths is applied like --direct, without starting rsync, unless rsync flags ask for more (filters, --rsync-opt, --checksum, --inplace, --partial, --bwlimit, --rsync-binary); 0: always rsync' -r
+complete -c pushd -l direct-max -d 'Local targets, as root: a batch of at most N paths is applied like --direct, without starting rsync, unless rsync flags ask for more (filters, --rsync-opt, --checksum, --inplace, --partial, --bwlimit, --rsync-binary); 0: always rsync. A failure is applied by rsync and warned once per cause; one that lasts turns this off until restart' -r
 complete -c pushd -l delete -d 'Which transfers may delete on the target' -r -f -a "true\t'Deletions propagate always'
 false\t'Never delete on the target'
 startup\t'Only full syncs (start-up, new stream, overflow) delete'

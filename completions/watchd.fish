@@ -1,7 +1,7 @@
 complete -c watchd -l events -d 'Which content changes to report: close_write (a file once, when its writer closes it), modify (every write) or all. Creates, deletes, moves and attribute changes are always reported' -r -f -a "close_write\t'A file is reported once, when its writer closes it (the default: a consumer never copies a half-written file because of our event)'
 modify\t'Every write(2), as it happens (noisy, but sees files held open)'
 all\t'Both'"
-complete -c watchd -l backend -d 'How to watch: inotify (a watch per directory, any user), fanotify (one mark per file system: instant set-up and no watch limit; needs root, Linux 5.17+ and a file system with file handles), or auto (fanotify when it can, else inotify; stderr and the header say which)' -r -f -a "auto\t'fanotify when this process, kernel and file system allow it, else inotify'
+complete -c watchd -l backend -d 'How to watch: inotify (a watch per directory, any user), fanotify (one mark per file system: instant set-up and no watch limit; needs root, Linux 5.17+ and a file system with file handles; every writer on that file system, also outside ROOT, then pays for the mark\'s events), or auto (fanotify when it can, else inotify; stderr and the header say which)' -r -f -a "auto\t'fanotify when this process, kernel and file system allow it, else inotify'
 inotify\t'A watch on every directory (any user, any file system)'
 fanotify\t'One mark per file system (root, Linux 5.17+, file systems with file handles)'"
 complete -c watchd -l exclude -d 'Leave out paths matching PATTERN, gitignore-style, relative to the root: `*.tmp`, `/build/`, `cache/`, `logs/**`, `a/**/b`, `!keep.log` (repeatable; rsync rules like `- *.tmp` or `dir/***` are refused)' -r

@@ -108,7 +108,7 @@ fn run_one(
             // With --checksum the data is hashed on its way through, so the
             // archive knows the content of what was copied.
             let mut hash = None;
-            let mut applied = here.write(path, src, expect.as_ref(), &mut |out| {
+            let written = here.write(path, src, expect.as_ref(), &mut |out| {
                 let out = &mut tally.counting(out);
                 if !hash_copies {
                     return there.read(path, src, out);
@@ -117,7 +117,9 @@ fn run_one(
                 let intact = there.read(path, src, &mut hashing)?;
                 hash = Some(Hash::from(hashing.hasher.finalize()));
                 Ok(intact)
-            })?;
+            });
+            tally.copy_ended(matches!(written, Ok(Applied::Done(_))));
+            let mut applied = written?;
             if let (Applied::Done(Some(entry)), Kind::File) = (&mut applied, src.kind) {
                 if entry.hash.is_none() {
                     entry.hash = hash;

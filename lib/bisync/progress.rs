@@ -40,8 +40,17 @@ pub struct Tally {
     files_planned: AtomicU64,
     bytes_planned: AtomicU64,
     files: AtomicU64,
+    /// Bytes of the copies kept.
     bytes: AtomicU64,
+    /// Bytes of the copy under way: kept or dropped when it ends.
+    copy_bytes: AtomicU64,
+    /// Grows with every phase, file and byte: the run moved (the watchdog).
+    moves: AtomicU64,
 }
+
+/// What the ticker saw of a run's [`Tally::moved`] last time.
+#[derive(Debug, Default)]
+pub struct Seen(Option<(u64, Phase)>);
 
 impl Tally {
     pub fn new(started: Instant) -> Tally {
@@ -54,6 +63,28 @@ impl Tally {
             bytes_planned: AtomicU64::new(0),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            copy_bytes: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the run moved since `seen` was taken, for the watchdog: a
+    /// copying run only when a file or byte moved; scanning and hashing
+    /// have no counters yet, so there it moved by assumption.
+    pub fn moved(&self, seen: &mut Seen) -> bool {
+        let now = (self.moves.load(Ordering::Relaxed), self.phase());
+        let moved = now.1 != Phase::Copying || seen.0 != Some(now);
+        seen.0 = Some(now);
+        moved
+    }
+
+    /// The copy under way ended: its bytes count when it was `kept`, and
+    /// are dropped when the copy was (the source changed while it was read,
+    /// or the write failed).
+    pub fn copy_ended(&self, kept: bool) {
+        let n = self.copy_bytes.swap(0, Ordering::Relaxed);
+        if kept {
+            self.bytes.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -67,6 +98,7 @@ impl Tally {
 
     pub fn hashing(&self) {
         self.phase.store(Phase::Hashing as u8, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The plan is made: `files` copies of `bytes` in all come next.
@@ -75,6 +107,7 @@ impl Tally {
         self.bytes_planned.store(bytes, Ordering::Relaxed);
         let _ = self.copying_since.set(now);
         self.phase.store(Phase::Copying as u8, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The files and bytes the plan copies.
@@ -95,6 +128,7 @@ impl Tally {
 
     pub fn file_copied(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `out`, counting the bytes written through it.
@@ -108,7 +142,8 @@ impl Tally {
     pub fn progress(&self, now: Instant) -> Option<Progress> {
         let since = *self.copying_since.get()?;
         let files = self.files.load(Ordering::Relaxed);
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        // The kept copies and the one under way (dropped again if it is).
+        let bytes = self.bytes.load(Ordering::Relaxed) + self.copy_bytes.load(Ordering::Relaxed);
         let (done, of) = match self.bytes_planned.load(Ordering::Relaxed) {
             0 => (files, self.files_planned.load(Ordering::Relaxed)),
             planned => (bytes, planned),
@@ -195,7 +230,8 @@ pub struct Counting<'w> {
 impl Write for Counting<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(buf)?;
-        self.tally.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.tally.copy_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.tally.moves.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -236,6 +272,7 @@ mod tests {
         t.copying(4, 2000, t0);
         let mut sink = Vec::new();
         t.counting(&mut sink).write_all(&[7; 500]).unwrap();
+        t.copy_ended(true);
         t.file_copied();
         assert_eq!(sink.len(), 500);
         let p = t.progress(t0 + Duration::from_secs(2)).unwrap();
@@ -288,5 +325,45 @@ mod tests {
             after,
             "no tick after the end"
         );
+    }
+
+    /// A copy dropped (its source changed while read) leaves no bytes in
+    /// the count; one under way counts until it ends.
+    #[test]
+    fn only_kept_copies_count() {
+        let t0 = Instant::now();
+        let t = Tally::new(t0);
+        t.copying(2, 1000, t0);
+        let mut sink = Vec::new();
+        t.counting(&mut sink).write_all(&[1; 400]).unwrap();
+        assert_eq!(t.progress(t0).unwrap().bytes, 400, "under way");
+        t.copy_ended(false);
+        assert_eq!(t.progress(t0).unwrap().bytes, 0, "dropped");
+        t.counting(&mut sink).write_all(&[1; 300]).unwrap();
+        t.copy_ended(true);
+        t.file_copied();
+        assert_eq!(t.progress(t0).unwrap().bytes, 300);
+    }
+
+    /// The watchdog is pinged while a copying run moves, not while it
+    /// stands still (a read stuck on a replica).
+    #[test]
+    fn a_copying_run_moves_only_when_data_does() {
+        let t0 = Instant::now();
+        let t = Tally::new(t0);
+        let mut seen = Seen::default();
+        assert!(t.moved(&mut seen), "scanning: no counters, assumed");
+        assert!(t.moved(&mut seen));
+        t.copying(1, 100, t0);
+        assert!(t.moved(&mut seen), "a new phase");
+        assert!(!t.moved(&mut seen), "nothing since");
+        let mut sink = Vec::new();
+        t.counting(&mut sink).write_all(&[1; 10]).unwrap();
+        assert!(t.moved(&mut seen));
+        assert!(!t.moved(&mut seen));
+        t.copy_ended(false);
+        assert!(!t.moved(&mut seen), "a dropped copy is no progress");
+        t.file_copied();
+        assert!(t.moved(&mut seen));
     }
 }

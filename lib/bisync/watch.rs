@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -47,7 +49,8 @@ pub fn run(config: Config, settings: WatchSettings) -> anyhow::Result<Code> {
     let store = run::store(&config)?;
     let _lock = store.lock()?;
     let (tx, rx) = mpsc::channel();
-    forward_signals(signals, tx.clone());
+    let usr1 = Arc::new(AtomicBool::new(false));
+    forward_signals(signals, tx.clone(), usr1.clone());
     let feeds = [Side::A, Side::B].map(|side| {
         let spec = if side == Side::A {
             &config.a
@@ -82,6 +85,7 @@ pub fn run(config: Config, settings: WatchSettings) -> anyhow::Result<Code> {
         systemd: Systemd::from_env(),
         publisher: crate::health::publish::Publisher::new(&settings.health),
         totals: Totals::default(),
+        usr1,
     };
     let result = watch.follow(&rx);
     for feed in &mut watch.feeds {
@@ -101,8 +105,10 @@ fn local_watchd() -> OsString {
         .unwrap_or_else(|| "watchd".into())
 }
 
-/// Hands termination signals to the loop as notes.
-fn forward_signals(mut signals: Signals, tx: Sender<Note>) {
+/// Hands termination signals to the loop as notes. SIGUSR1 also raises
+/// `usr1`, so the ticker of a run in progress answers it at once; the
+/// loop answers it between runs (whichever takes the flag first).
+fn forward_signals(mut signals: Signals, tx: Sender<Note>, usr1: Arc<AtomicBool>) {
     std::thread::spawn(move || loop {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -110,6 +116,9 @@ fn forward_signals(mut signals: Signals, tx: Sender<Note>) {
             Err(_) => return,
         }
         while let Ok(Some(signal)) = signals.pending() {
+            if signal == Signal::SIGUSR1 {
+                usr1.store(true, Ordering::Relaxed);
+            }
             if tx.send(Note::Signal(signal)).is_err() {
                 return;
             }
@@ -136,6 +145,8 @@ struct Watch {
     /// `--status-file`, `--metrics-file`.
     publisher: Publisher,
     totals: Totals,
+    /// A SIGUSR1 not yet answered.
+    usr1: Arc<AtomicBool>,
 }
 
 /// What the runs of this process did, for the status file and metrics.
@@ -259,6 +270,8 @@ impl Watch {
                 return Ok(Next::Stop(Code::Ok));
             }
             Note::Signal(Signal::SIGHUP) => self.full_scan("SIGHUP"),
+            // Answered already by the ticker of the run it came during.
+            Note::Signal(Signal::SIGUSR1) if !self.usr1.swap(false, Ordering::Relaxed) => {}
             Note::Signal(signal) => crate::log_notice!(
                 "{signal}: {}; last run: {}",
                 self.status_text(),
@@ -315,6 +328,7 @@ impl Watch {
                 systemd,
                 publisher,
                 totals,
+                usr1,
                 ..
             } = self;
             let names = [config.a.key(), config.b.key()];
@@ -325,6 +339,8 @@ impl Watch {
                 names: &names,
                 bar: crate::cli::progress::Bar::default(),
                 phase: None,
+                seen: progress::Seen::default(),
+                usr1,
             };
             let pair = Pair {
                 config,
@@ -473,6 +489,10 @@ struct Told<'w> {
     bar: crate::cli::progress::Bar,
     /// The phase last told: a new one is told at once.
     phase: Option<progress::Phase>,
+    /// The run's counters at the last tick: the watchdog is pinged only
+    /// when they moved.
+    seen: progress::Seen,
+    usr1: &'w AtomicBool,
 }
 
 impl Told<'_> {
@@ -481,7 +501,16 @@ impl Told<'_> {
     /// and the bar. A run that ends within a tick says nothing; the first
     /// sync says its end too.
     fn tick(&mut self, tally: &Tally, last: bool) {
-        self.systemd.tick();
+        if tally.moved(&mut self.seen) {
+            self.systemd.tick();
+        }
+        if self.usr1.swap(false, Ordering::Relaxed) {
+            crate::log_notice!(
+                "SIGUSR1: a run is in progress: {}; last run: {}",
+                tally.words(Instant::now()),
+                self.totals.said
+            );
+        }
         if last && !tally.is_first() {
             return;
         }

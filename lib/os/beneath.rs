@@ -107,7 +107,9 @@ pub fn resolve(dir: &OwnedFd, rel: &[u8], flags: OFlag) -> io::Result<OwnedFd> {
         RMode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
-        Err(rustix::io::Errno::NOSYS) => {}
+        // Older container seccomp profiles answer a system call they do not
+        // know with EPERM rather than ENOSYS: the walk below is as safe.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
         // Another thread's rename can make openat2 ask for a retry.
         Err(rustix::io::Errno::AGAIN) => {}
         r => return r.map_err(io::Error::from),
@@ -190,6 +192,78 @@ fn clear_dir(fd: OwnedFd) -> io::Result<()> {
         remove_at(&keep, &name)?;
     }
     Ok(())
+}
+
+/// Entries at and below `rel` beneath `root` (0 when it is not there, or a
+/// parent is not a real directory: then nothing of it is beneath the root),
+/// never following a symlink, counting at most `limit`: what deleting
+/// `rel` would remove. A directory swapped for a symlink to a big tree
+/// counts as one entry, as its removal removes one.
+pub fn count(root: &Root, rel: &WirePath, limit: u64) -> u64 {
+    if !rel.is_root() {
+        return match root.parent(rel) {
+            Ok((dir, name)) => count_in(&dir, &name, limit),
+            Err(_) => 0,
+        };
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut n = 1;
+    if let Ok(fd) = openat(root.fd(), ".", flags, Mode::empty()) {
+        count_below(fd, limit, &mut n);
+    }
+    n.min(limit)
+}
+
+/// [`count`] for the entry `name` in the directory `dir`.
+pub fn count_in(dir: &impl AsFd, name: &[u8], limit: u64) -> u64 {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut n = match stat_at(dir, name) {
+        Ok(Some(_)) => 1,
+        _ => return 0,
+    };
+    // A symlink or a file fails O_NOFOLLOW | O_DIRECTORY: one entry.
+    if let Ok(fd) = openat(dir, p(name), flags, Mode::empty()) {
+        count_below(fd, limit, &mut n);
+    }
+    n.min(limit)
+}
+
+/// Adds the entries below the directory open as `fd` to `n`, up to `limit`.
+fn count_below(fd: OwnedFd, limit: u64, n: &mut u64) {
+    let Ok(keep) = fd.try_clone() else {
+        return;
+    };
+    let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
+        return;
+    };
+    let mut subdirs = Vec::new();
+    for entry in dir.iter().filter_map(Result::ok) {
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        *n += 1;
+        if *n >= limit {
+            return;
+        }
+        let is_dir = match entry.file_type() {
+            Some(t) => t == nix::dir::Type::Directory,
+            None => matches!(stat_at(&keep, name), Ok(Some(st)) if kind_of(&st) == SFlag::S_IFDIR),
+        };
+        if is_dir {
+            subdirs.push(name.to_vec());
+        }
+    }
+    drop(dir);
+    for name in subdirs {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if let Ok(sub) = openat(&keep, p(&name), flags, Mode::empty()) {
+            count_below(sub, limit, n);
+        }
+        if *n >= limit {
+            return;
+        }
+    }
 }
 
 /// An entry opened without following a symlink, to change its metadata
@@ -457,6 +531,36 @@ mod tests {
         );
         std::os::unix::fs::symlink(outside.join("victim"), root.join("l2")).unwrap();
         assert!(Handle::open(r.fd(), b"l2").is_err());
+    }
+
+    #[test]
+    fn counts_beneath_the_root_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("d/e")).unwrap();
+        fs::write(root.join("d/e/f"), b"").unwrap();
+        fs::write(root.join("top"), b"").unwrap();
+        fs::create_dir_all(outside.join("x")).unwrap();
+        for i in 0..50 {
+            fs::write(outside.join(format!("x/{i}")), b"").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, root.join("d/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("s")).unwrap();
+        let r = Root::open(&root).unwrap();
+        let n = |rel: &str| count(&r, &WirePath::from(rel), u64::MAX);
+        // root, d, d/e, d/e/f, d/link, top, s
+        assert_eq!(n("."), 7);
+        assert_eq!((n("d"), n("d/e"), n("top")), (4, 2, 1));
+        // A symlink is one entry, and nothing is beneath the root through it.
+        assert_eq!((n("s"), n("s/x"), n("d/link/x"), n("none")), (1, 0, 0, 0));
+        assert_eq!(count(&r, &WirePath::root(), 3), 3);
+        // The root itself may be reached through a symlink: the user's choice.
+        let via = dir.path().join("via");
+        std::os::unix::fs::symlink(&root, &via).unwrap();
+        assert_eq!(
+            count(&Root::open(&via).unwrap(), &WirePath::root(), u64::MAX),
+            7
+        );
     }
 
     #[test]

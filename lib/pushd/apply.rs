@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
+use crate::pushd::fallback;
 use crate::pushd::plan::Plan;
 use crate::pushd::preview::{on_local_target, Preview};
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Stats, Transfer};
@@ -533,7 +534,7 @@ impl Applier<'_> {
                 let n = if missing.is_empty() {
                     0
                 } else if let Location::Local(root) = &self.target.location {
-                    missing.iter().map(|p| count_entries(&join(root, p))).sum()
+                    missing.iter().map(|p| count_at(root, p, u64::MAX)).sum()
                 } else if self.settings.delete_missing_args_works {
                     let dry =
                         self.rsync(source, Transfer::Paths { delete: true }, true, &missing)?;
@@ -573,6 +574,9 @@ impl Applier<'_> {
             if let (true, Location::Local(root)) = (direct, &self.target.location) {
                 match crate::pushd::direct::apply_paths(source, root, &list, delete) {
                     Ok(done) => {
+                        if !self.direct {
+                            fallback::succeeded(root);
+                        }
                         report.stats.transferred += done.files;
                         report.stats.transferred_size += done.bytes;
                         report.stats.deleted += done.deleted;
@@ -582,14 +586,15 @@ impl Applier<'_> {
                         }
                         list.clear();
                     }
-                    // Not asked for: rsync applies the batch instead (what
-                    // was done stays done, each step is atomic).
+                    // Not asked for: rsync applies the whole batch instead,
+                    // deletions included (what was done stays done, each
+                    // step is atomic), and the operator is told once.
                     Err(why) if !self.direct => {
-                        crate::log_info!("{}: {why}; applying the batch with rsync", self.target);
+                        fallback::failed(root, &self.target.to_string(), &why);
                     }
                     Err(why) => {
                         report.outcome = Some(Outcome::Fail);
-                        report.message = why;
+                        report.message = why.to_string();
                         return report.ended(started);
                     }
                 }
@@ -679,18 +684,23 @@ impl Applier<'_> {
     /// that `rsync -a` keeps: owner, group, mode, times, symlinks, devices
     /// and specials), and no setting that asks rsync for more (filters,
     /// `--rsync-opt`, `--checksum`, `--inplace`, `--partial`, `--bwlimit`,
-    /// `--rsync-binary`). An rsync start is most of a small batch's time
-    /// (about 25 ms idle, 100 to 300 ms on a loaded machine: bench/churn.sh).
+    /// `--rsync-binary`), as long as failures of a lasting cause have not
+    /// turned it off for this target ([`fallback`]). An rsync start is most
+    /// of a small batch's time (about 25 ms idle, 100 to 300 ms on a loaded
+    /// machine: bench/churn.sh).
     fn in_process(&self, list: &[WirePath]) -> bool {
         let s = self.settings;
-        matches!(self.target.location, Location::Local(_))
-            && list.len() <= s.in_process_max
+        let Location::Local(root) = &self.target.location else {
+            return false;
+        };
+        list.len() <= s.in_process_max
             && s.extra.is_empty()
             && s.filters.is_empty()
             && !(s.checksum || s.inplace || s.partial)
             && s.bwlimit.is_none()
             && s.rsync_binary.is_none()
             && nix::unistd::geteuid().is_root()
+            && fallback::enabled(root)
     }
 
     /// The guards' case for `deletes` from `source`: its size now only
@@ -698,7 +708,7 @@ impl Applier<'_> {
     fn weighed(&self, source: &Path, deletes: u64, empty: bool, checks: Checks) -> DeleteCase {
         let source_now = match self.guards.max_delete {
             MaxDelete::Percent(_) if deletes > PERCENT_FLOOR => {
-                count_entries(source).saturating_sub(1)
+                count_at(source, &WirePath::root(), u64::MAX).saturating_sub(1)
             }
             _ => 0,
         };
@@ -958,13 +968,13 @@ impl Side for Applier<'_> {
             // Any deletion at all is held then: only none passes.
             return subtrees
                 .iter()
-                .all(|p| !p.is_root() && count_entries_upto(&join(root, p), 1) == 0);
+                .all(|p| !p.is_root() && count_at(root, p, 1) == 0);
         }
         let mut bound = 0;
         for p in subtrees {
             // The root itself is never deleted.
             let skip = u64::from(p.is_root());
-            bound += count_entries_upto(&join(root, p), COUNT_CAP + skip + 1).saturating_sub(skip);
+            bound += count_at(root, p, COUNT_CAP + skip + 1).saturating_sub(skip);
             if bound > COUNT_CAP {
                 return false;
             }
@@ -985,7 +995,7 @@ impl Side for Applier<'_> {
         let source_now = if needed == 0 {
             0
         } else {
-            count_entries_upto(source, needed + 1).saturating_sub(1)
+            count_at(source, &WirePath::root(), needed + 1).saturating_sub(1)
         };
         let case = DeleteCase {
             deletes: bound,
@@ -1032,7 +1042,7 @@ impl Expansion {
         }
         let on_source = match std::fs::symlink_metadata(join(source, rel)) {
             Ok(meta) => Some(meta.is_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if crate::pushd::direct::vanished(&e) => None,
             Err(_) => return None,
         };
         // The target's entry, `None` when absent or not reachable without
@@ -1047,7 +1057,7 @@ impl Expansion {
         let Some(source_dir) = on_source else {
             if let (Some(_), Some((dir, name))) = (on_target, &parent) {
                 self.gone.push(rel.clone());
-                self.deleted += count_beneath(dir, name);
+                self.deleted += crate::os::beneath::count_in(dir, name, u64::MAX);
             }
             return Some(());
         };
@@ -1060,7 +1070,7 @@ impl Expansion {
             }
             (false, Some(true)) => {
                 if let Some((dir, name)) = &parent {
-                    self.deleted += count_beneath(dir, name);
+                    self.deleted += crate::os::beneath::count_in(dir, name, u64::MAX);
                 }
                 self.created += 1;
             }
@@ -1081,7 +1091,7 @@ impl Expansion {
             let dir = target.dir(rel).ok()?;
             for name in read_names(&dir)? {
                 if !wanted.contains(name.as_slice()) {
-                    self.deleted += count_beneath(&dir, &name);
+                    self.deleted += crate::os::beneath::count_in(&dir, &name, u64::MAX);
                     self.gone.push(rel.join(&name));
                 }
             }
@@ -1113,36 +1123,13 @@ fn read_names(dir: &std::os::fd::OwnedFd) -> Option<Vec<Vec<u8>>> {
     )
 }
 
-/// Entries at and below `name` in `dir` (0 when absent), through
-/// descriptors, never following a symlink: what deleting it removes.
-fn count_beneath(dir: &impl std::os::fd::AsFd, name: &[u8]) -> u64 {
-    use crate::os::beneath;
-    use nix::fcntl::OFlag;
-    let Ok(Some(st)) = beneath::stat_at(dir, name) else {
-        return 0;
-    };
-    if beneath::kind_of(&st) != nix::sys::stat::SFlag::S_IFDIR {
-        return 1;
-    }
-    let Ok(sub) = nix::fcntl::openat(
-        dir,
-        beneath::p(name),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) else {
-        return 1;
-    };
-    let names = read_names(&sub).unwrap_or_default();
-    1 + names.iter().map(|n| count_beneath(&sub, n)).sum::<u64>()
-}
-
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
 /// any other failure to look is an error, never a reason to delete.
 fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
     let path = join(source, p);
     match std::fs::symlink_metadata(&path) {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if crate::pushd::direct::vanished(&e) => Ok(false),
         Err(e) => Err(format!(
             "cannot read {} on the source: {e}; nothing deleted",
             path.display()
@@ -1155,6 +1142,17 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
         root.to_path_buf()
     } else {
         root.join(p.as_path())
+    }
+}
+
+/// Entries at and below `rel` beneath `root`, counting at most `limit`,
+/// never through a symlink (a target directory swapped for a symlink to a
+/// big tree must not pass for that tree): what deleting `rel` removes. 0
+/// when the root cannot be opened.
+fn count_at(root: &Path, rel: &WirePath, limit: u64) -> u64 {
+    match crate::os::beneath::Root::open(root) {
+        Ok(r) => crate::os::beneath::count(&r, rel, limit),
+        Err(_) => 0,
     }
 }
 
@@ -1638,6 +1636,43 @@ mod tests {
             assert_eq!(report.rsync_runs, rsync_runs, "{report:?}");
             assert_eq!(snapshot(&dst), snapshot(&src));
             std::fs::write(dst.join("gone"), b"g").unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_target_directory_swapped_for_a_symlink_does_not_count_what_it_points_to() {
+        let dir = tempfile_dir().unwrap();
+        let (src, dst, out) = (dir.join("src"), dir.join("dst"), dir.join("outside"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/keep"), b"k").unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::create_dir_all(out.join("x")).unwrap();
+        for i in 0..100 {
+            std::fs::write(out.join(format!("x/{i}")), b"big").unwrap();
+        }
+        // The target's `d` now points at a big tree elsewhere; the source
+        // lost `d/x`. Nothing beneath the target goes: no hold, no count of
+        // the tree outside, and nothing outside is touched.
+        let plan = Plan {
+            paths: vec!["d/x".into()],
+            ..Plan::default()
+        };
+        for in_process_max in [0, 256] {
+            let d = dst.join("d");
+            if std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&d).unwrap();
+            }
+            std::os::unix::fs::symlink(&out, &d).unwrap();
+            let mut parts = Parts::local(&dst);
+            parts.settings.in_process_max = in_process_max;
+            let report = parts
+                .applier()
+                .apply(&src, plan.clone(), true, Checks::default())
+                .unwrap();
+            assert!(report.succeeded(), "{report:?}");
+            assert!(!report.held() && report.refused_deletes == 0, "{report:?}");
+            assert_eq!(std::fs::read_dir(out.join("x")).unwrap().count(), 100);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

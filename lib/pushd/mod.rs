@@ -21,6 +21,7 @@
 //! pull      --from: a pull replica's transfer and the upstream's checks (tiers)
 //! rsync     rsync command lines, runs and exit codes
 //! direct    --direct: local targets by plain file system calls
+//! fallback  in-process apply failed: warn once per cause, stop a lasting one
 //! excluded  --exclude applied to listed paths
 //! state     --state: each target's stream and last applied seq
 //! agent/    pushd --serve on ssh targets, its protocol and client
@@ -30,6 +31,7 @@ pub mod agent;
 pub mod apply;
 pub(crate) mod direct;
 pub(crate) mod excluded;
+mod fallback;
 mod guards;
 pub(crate) mod health;
 mod pending;

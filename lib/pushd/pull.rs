@@ -26,6 +26,7 @@ use crate::pushd::apply::{
 };
 use crate::pushd::plan::Plan;
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Transfer};
+use crate::pushd::shared::Slots;
 use crate::pushd::state::Position;
 use crate::ssh::{quote_for_shell, SshSettings};
 use crate::wire::path::WirePath;
@@ -340,13 +341,16 @@ impl<'a> Puller<'a> {
     /// Pulls what `plan` lists, deleting (when `delete`) what the upstream
     /// no longer has, behind the guards; `upto` is the stream position the
     /// plan brings this replica to (tiers wait for the upstream to reach
-    /// it). Refused deletions are named in the report as held.
-    pub fn apply(
+    /// it). Refused deletions are named in the report as held. A
+    /// `--max-procs` slot is taken only once the upstream is ready: waiting
+    /// for a tier above runs no transfer and must not stop other targets'.
+    pub(crate) fn apply(
         &self,
         mut plan: Plan,
         delete: bool,
         checks: Checks,
         upto: Option<&Position>,
+        slots: &Slots,
     ) -> anyhow::Result<Report> {
         let started = Instant::now();
         let root = self.root()?.to_path_buf();
@@ -358,6 +362,7 @@ impl<'a> Puller<'a> {
                 return report.ended(started);
             }
         };
+        let _slot = slots.take();
         let empty = probe.identity.empty;
         if let (true, false, Some(before)) = (delete, checks.released, &checks.identity) {
             if let Some(why) =
@@ -543,6 +548,7 @@ pub(crate) fn apply_for(
     source: &Path,
     step: Step,
     progress: Option<&(dyn Fn(crate::health::target::Progress) + Sync)>,
+    slots: &Slots,
 ) -> anyhow::Result<Report> {
     let Step {
         plan,
@@ -552,16 +558,19 @@ pub(crate) fn apply_for(
     } = step;
     match &config.pull {
         Some(upstream) => {
-            Puller::of(config, upstream, target).apply(plan, delete, checks, Some(&upto))
+            Puller::of(config, upstream, target).apply(plan, delete, checks, Some(&upto), slots)
         }
-        None => crate::pushd::apply::Applier {
-            target,
-            settings: &config.rsync,
-            guards: &config.guards,
-            direct: config.direct,
-            progress,
+        None => {
+            let _slot = slots.take();
+            crate::pushd::apply::Applier {
+                target,
+                settings: &config.rsync,
+                guards: &config.guards,
+                direct: config.direct,
+                progress,
+            }
+            .apply(source, plan, delete, checks)
         }
-        .apply(source, plan, delete, checks),
     }
 }
 
@@ -729,6 +738,7 @@ mod tests {
             identity: Some(puller.identity().unwrap()),
             released: false,
         };
+        let slots = Slots::new(1);
         let deletes: Vec<Change> = (0..30)
             .map(|i| Change {
                 op: ChangeOp::Delete,
@@ -740,19 +750,21 @@ mod tests {
         // Vanished: nothing applied, a failure to retry.
         std::fs::rename(&up, dir.path().join("away")).unwrap();
         let r = puller
-            .apply(Plan::from_changes(&deletes), true, checks, None)
+            .apply(Plan::from_changes(&deletes), true, checks, None, &slots)
             .unwrap();
         assert!(!r.succeeded() && r.message.contains("not there"), "{r:?}");
         // Replaced by an empty directory: everything held.
         std::fs::create_dir(&up).unwrap();
         let r = puller
-            .apply(Plan::from_changes(&deletes), true, checks, None)
+            .apply(Plan::from_changes(&deletes), true, checks, None, &slots)
             .unwrap();
         assert!(r.held_everything, "{r:?}");
         // A full sync from it, as at a restart (no identity to compare):
         // the empty-source guard holds the deletions.
         let fresh = Checks::default();
-        let r = puller.apply(Plan::full(), true, fresh, None).unwrap();
+        let r = puller
+            .apply(Plan::full(), true, fresh, None, &slots)
+            .unwrap();
         assert!(r.succeeded() && !r.held_subtrees.is_empty(), "{r:?}");
         assert_eq!(std::fs::read_dir(&here).unwrap().count(), 30);
         // The original back: the batch applies, the files go.
@@ -763,7 +775,7 @@ mod tests {
         }
         std::fs::write(up.join("kept"), b"k").unwrap();
         let r = puller
-            .apply(Plan::from_changes(&deletes), true, checks, None)
+            .apply(Plan::from_changes(&deletes), true, checks, None, &slots)
             .unwrap();
         // 30 of 31 would go: the percentage guard holds them, the rest applies.
         assert!(r.succeeded() && r.held_paths.len() == 30, "{r:?}");
@@ -772,9 +784,74 @@ mod tests {
             ..checks
         };
         let r = puller
-            .apply(Plan::from_changes(&deletes), true, released, None)
+            .apply(Plan::from_changes(&deletes), true, released, None, &slots)
             .unwrap();
         assert!(r.succeeded() && !r.held(), "{r:?}");
         assert_eq!(std::fs::read_dir(&here).unwrap().count(), 0);
+    }
+
+    /// A tier-2 pull waiting for its upstream to apply the batch holds no
+    /// `--max-procs` slot: the upstream's state file is a FIFO, so the
+    /// probe is seen reading it, and the only slot is free right then.
+    #[test]
+    fn waiting_for_the_upstream_holds_no_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (up, here) = (dir.path().join("up"), dir.path().join("here"));
+        std::fs::create_dir_all(&up).unwrap();
+        std::fs::create_dir_all(&here).unwrap();
+        std::fs::write(up.join("f"), b"x").unwrap();
+        let state = dir.path().join("state");
+        nix::unistd::mkfifo(&state, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let upstream = Upstream {
+            location: Target::parse(up.as_os_str(), dir.path()).unwrap(),
+            state: Some(state.as_os_str().as_bytes().to_vec()),
+        };
+        let target = Target::parse(here.as_os_str(), dir.path()).unwrap();
+        let (settings, guards) = (RsyncSettings::default(), Guards::default());
+        let puller = Puller {
+            upstream: &upstream,
+            target: &target,
+            settings: &settings,
+            guards: &guards,
+        };
+        let slots = Slots::new(1);
+        let upto = Position {
+            stream: "s".into(),
+            seq: 5,
+        };
+        let update = [Change {
+            op: ChangeOp::Update,
+            path: "f".into(),
+            dir: false,
+            from: None,
+        }];
+        std::thread::scope(|scope| {
+            let pull = scope.spawn(|| {
+                puller.apply(
+                    Plan::from_changes(&update),
+                    false,
+                    Checks::default(),
+                    Some(&upto),
+                    &slots,
+                )
+            });
+            // Opening the FIFO waits for the probe to open it.
+            let mut fifo = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&state)
+                .unwrap();
+            let free = slots.try_take().is_some();
+            std::io::Write::write_all(&mut fifo, br#"{"targets":{"/t":{"stream":"s","seq":5}}}"#)
+                .unwrap();
+            drop(fifo);
+            let r = pull.join().unwrap().unwrap();
+            assert!(
+                free,
+                "the slot is held while the upstream is only being looked at"
+            );
+            assert!(r.succeeded(), "{r:?}");
+        });
+        assert_eq!(std::fs::read(here.join("f")).unwrap(), b"x");
+        assert!(slots.try_take().is_some(), "the slot is given back");
     }
 }

@@ -341,12 +341,22 @@ fn read_stream(
             Item::Record(Record::Applied(_)) => {}
             Item::Record(other @ Record::Other { .. }) => shared.emit(&other),
             Item::Malformed { .. } | Item::Gap { .. } => {
-                match &item {
+                let what = match &item {
                     Item::Malformed { line_no, error } => {
-                        log_warn!("line {line_no} is malformed ({error}): syncing the whole root")
+                        format!("line {line_no} is malformed ({error})")
                     }
-                    Item::Gap { reason } => log_warn!("{reason}: syncing the whole root"),
-                    Item::Record(_) => {}
+                    Item::Gap { reason } => reason.clone(),
+                    Item::Record(_) => String::new(),
+                };
+                if stream.is_some() {
+                    log_warn!("{what}: syncing the whole root");
+                } else {
+                    // Nothing is sent before a header names the stream and
+                    // its root; the header then starts with a full sync, or
+                    // resumes (--state) where the seqs show any loss.
+                    log_warn!(
+                        "{what} before any header: nothing to sync until a header names the stream"
+                    );
                 }
                 if stream.is_some() {
                     send(&|| Work::FullSync);

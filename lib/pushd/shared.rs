@@ -15,14 +15,59 @@ use crate::pushd::health::HealthTable;
 use crate::pushd::state::StateFile;
 use crate::wire::event::Record;
 
+/// `--max-procs` slots: how many transfers may run at once.
+pub(crate) struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One slot, given back when dropped (also on an early return or a panic).
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(crate) fn new(n: usize) -> Self {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes a slot, waiting for one.
+    pub(crate) fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+
+    /// Takes a slot if one is free now.
+    #[cfg(test)]
+    pub(crate) fn try_take(&self) -> Option<Slot<'_>> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        (*free > 0).then(|| {
+            *free -= 1;
+            Slot(self)
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// State shared by the workers and the reader.
 pub(crate) struct Shared {
     /// Where result records go; `None` once a write failed.
     out: Mutex<Option<Box<dyn Write + Send>>>,
     /// `--state`: each target's applied position.
     pub(crate) state: Option<Mutex<StateFile>>,
-    /// Free `--max-procs` slots.
-    slots: (Mutex<usize>, Condvar),
+    /// `--max-procs`: transfers that may run at once.
+    pub(crate) slots: Slots,
     /// SIGTERM/SIGINT after the input ended: workers waiting to retry stop.
     stop: (Mutex<bool>, Condvar),
     /// Everything pushd reports, under one lock.
@@ -54,7 +99,7 @@ impl Shared {
         Shared {
             out: Mutex::new(Some(output)),
             state: state.map(Mutex::new),
-            slots: (Mutex::new(max_procs.max(1)), Condvar::new()),
+            slots: Slots::new(max_procs),
             stop: (Mutex::new(false), Condvar::new()),
             status: Mutex::new(Status {
                 table,
@@ -104,22 +149,6 @@ impl Shared {
         let (flag, cv) = &self.stop;
         *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cv.notify_all();
-    }
-
-    /// Takes a `--max-procs` slot, waiting for one.
-    pub(crate) fn acquire(&self) {
-        let (count, cv) = &self.slots;
-        let mut free = count.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = cv.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-    }
-
-    pub(crate) fn release(&self) {
-        let (count, cv) = &self.slots;
-        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        cv.notify_one();
     }
 
     /// Changes one target's numbers; the status files follow at their

@@ -364,7 +364,6 @@ impl<'a> Worker<'a> {
             seq: batch.last_seq,
         };
         let delete = self.config.delete.allows(whole);
-        self.shared.acquire();
         let report = pull::apply_for(
             self.config,
             self.target,
@@ -376,8 +375,8 @@ impl<'a> Worker<'a> {
                 upto,
             },
             Some(&report_progress),
+            &self.shared.slots,
         );
-        self.shared.release();
         drop(bar); // cleared before the transfer's log line
         let mut held_now = false;
         let mut record = Applied {

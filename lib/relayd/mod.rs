@@ -3,6 +3,7 @@
 //! needs); it starts and ends inside [`run`], behind the `relay` feature.
 
 mod connect;
+mod out;
 mod publish;
 pub mod resume;
 mod subscribe;

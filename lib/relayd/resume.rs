@@ -133,6 +133,16 @@ impl Follower {
         step
     }
 
+    /// At a process start, when the last event acknowledged cannot be
+    /// found: a `rescan` of the root at the seq the message at the cursor
+    /// carries stands in for it (a consumer downstream that lost what
+    /// came before then does a full sync; see [`replayed`](Self::replayed)).
+    pub fn replayed_rescan(&mut self, meta: &Meta) -> Step {
+        let mut step = self.replayed(meta, &rescan_line(meta.seq));
+        step.rescan = Some("the last event acknowledged is not found".into());
+        step
+    }
+
     /// The JetStream seq of the last message written.
     pub fn last_js(&self) -> u64 {
         self.last_js

@@ -2,7 +2,6 @@
 //! consumer and writes the syncpipe records on stdout, acknowledging each
 //! only after it is written; gaps become a `rescan` of the root.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,6 +43,10 @@ struct Lag {
     rescans: u64,
     /// The server answered the last look at the consumer.
     reachable: bool,
+    /// How long stdout has not taken a line (downstream not reading).
+    stdout_blocked: Option<Duration>,
+    /// What the start-up replay did (status file `start`).
+    start: String,
 }
 
 impl Lag {
@@ -100,6 +103,11 @@ impl Lag {
                     self.rescans,
                 ),
                 Number::gauge(
+                    "stdout_blocked_seconds",
+                    "How long writing stdout has waited for downstream to read (0: not waiting)",
+                    self.stdout_blocked.map_or(0.0, |d| d.as_secs_f64()),
+                ),
+                Number::gauge(
                     "broker_up",
                     "1 when the server answered the last look at the consumer (every 2 s)",
                     f64::from(u8::from(self.reachable)),
@@ -109,12 +117,21 @@ impl Lag {
         // Who this is, for `syncpipe status`.
         doc.numbers.insert("durable".into(), durable.into());
         doc.numbers.insert("stream".into(), stream.into());
+        doc.numbers
+            .insert("start".into(), self.start.clone().into());
         (doc, metrics)
     }
 
     fn describe(&self, durable: &str) -> String {
+        let blocked = match self.stdout_blocked {
+            Some(d) => format!(
+                "; blocked on stdout for {}s (downstream does not read)",
+                d.as_secs()
+            ),
+            None => String::new(),
+        };
         format!(
-            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind{}",
+            "{durable}: wrote JetStream seq {} (stream {} seq {}); {} pending, {:.1}s behind{}{blocked}",
             self.js_seq,
             self.stream,
             self.seq,
@@ -126,6 +143,35 @@ impl Lag {
                 "; the server does not answer"
             }
         )
+    }
+}
+
+/// What to do once a message's lines are out: acknowledge it (a replay at
+/// start has none) and count it as written.
+struct Written {
+    msg: Option<jetstream::Message>,
+    js_seq: u64,
+    stream: String,
+    /// The record's seq, for records with one.
+    seq: Option<u64>,
+    /// A redelivery: acknowledged, nothing new written.
+    duplicate: bool,
+}
+
+impl Written {
+    async fn done(self, lag: &mut Lag) {
+        if let Some(msg) = &self.msg {
+            if let Err(e) = msg.ack().await {
+                log_warn!("acknowledging JetStream message {}: {e}", self.js_seq);
+            }
+        }
+        if !self.duplicate {
+            lag.js_seq = self.js_seq;
+            lag.stream = self.stream;
+            if let Some(seq) = self.seq {
+                lag.seq = seq;
+            }
+        }
     }
 }
 
@@ -142,7 +188,7 @@ pub(super) async fn run(
     let mut ready = false;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut logged = std::time::Instant::now();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::Out::<Written>::start(std::io::stdout())?;
     let mut publisher = crate::health::publish::Publisher::new(&config.health);
     let (durable, stream_name) = (config.durable.as_str(), broker.stream.as_str());
     loop {
@@ -157,17 +203,8 @@ pub(super) async fn run(
         }
         let f = follower.as_mut().expect("set above");
         if let (true, Start::After(acked)) = (process_start, start) {
-            if let Some((meta, payload)) = last_acknowledged(&stream, acked).await {
-                log_info!(
-                    "writing the last event acknowledged (JetStream message {}, seq {}) again: the pipeline that read it may not have applied it",
-                    meta.js_seq,
-                    meta.seq
-                );
-                write_lines(&mut out, &f.replayed(&meta, &payload).lines)?;
-                lag.js_seq = meta.js_seq;
-                lag.seq = meta.seq;
-                lag.stream = meta.stream;
-            }
+            let (lines, written) = replay(f, &stream, acked, &mut lag).await;
+            out.send(lines, written)?;
         }
         let mut messages = consumer
             .messages()
@@ -185,7 +222,8 @@ pub(super) async fn run(
         );
         loop {
             tokio::select! {
-                m = messages.next() => match m {
+                // No more is pulled while the writer has its fill.
+                m = messages.next(), if out.has_room() => match m {
                     Some(Ok(msg)) => {
                         let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
                         let meta = meta_of(msg.headers.as_ref(), info.stream_sequence);
@@ -197,17 +235,18 @@ pub(super) async fn run(
                         if let Some(why) = &step.warning {
                             log_notice!("{why}");
                         }
-                        write_lines(&mut out, &step.lines)?;
-                        if let Err(e) = msg.ack().await {
-                            log_warn!("acknowledging JetStream message {}: {e}", meta.js_seq);
-                        }
-                        if !step.duplicate {
-                            lag.js_seq = meta.js_seq;
-                            lag.stream = meta.stream;
-                            if meta.kind == Kind::Seq { lag.seq = meta.seq; }
-                        }
                         // The next refresh finds the oldest one left.
                         lag.pending = info.pending;
+                        // A redelivery goes through the writer too (no
+                        // lines): acknowledged only after what came before.
+                        let written = Written {
+                            js_seq: meta.js_seq,
+                            seq: (meta.kind == Kind::Seq).then_some(meta.seq),
+                            stream: meta.stream,
+                            duplicate: step.duplicate,
+                            msg: Some(msg),
+                        };
+                        out.send(step.lines, written)?;
                     }
                     Some(Err(e)) => {
                         use consumer::pull::MessagesErrorKind as K;
@@ -224,13 +263,27 @@ pub(super) async fn run(
                     }
                     None => break,
                 },
+                w = out.written() => w?.done(&mut lag).await,
                 signal = signals.recv() => match signal {
                     Some(Signal::Usr1) => {
                         refresh(&stream, &consumer, &mut lag).await;
+                        lag.stdout_blocked = out.blocked();
                         log_notice!("{}", lag.describe(&config.durable));
                     }
                     _ => {
                         sd.stopping("stopping");
+                        // What the writer can still finish is acknowledged;
+                        // the rest is delivered again at the next start.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while out.waiting() > 0 {
+                                match out.written().await {
+                                    Ok(w) => w.done(&mut lag).await,
+                                    Err(_) => break,
+                                }
+                            }
+                        })
+                        .await;
+                        lag.stdout_blocked = out.blocked();
                         publisher.tick(true, |now| lag.views(durable, stream_name, ready, now));
                         // The last acknowledgements must reach the server,
                         // or the next start writes those records again.
@@ -240,6 +293,7 @@ pub(super) async fn run(
                 },
                 _ = tick.tick() => {
                     refresh(&stream, &consumer, &mut lag).await;
+                    lag.stdout_blocked = out.blocked();
                     sd.status(&lag.describe(&config.durable), false);
                     sd.tick();
                     publisher.changed();
@@ -252,6 +306,63 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// At a process start on a consumer that had acknowledged up to `acked`:
+/// the lines that write the last event acknowledged again, or, when it
+/// cannot be found, what stands in for it — said in the log and in the
+/// status file's `start`, never skipped without a word.
+async fn replay(
+    f: &mut Follower,
+    stream: &jetstream::stream::Stream,
+    acked: u64,
+    lag: &mut Lag,
+) -> (Vec<Vec<u8>>, Written) {
+    let mut written = Written {
+        msg: None,
+        js_seq: acked,
+        stream: String::new(),
+        seq: None,
+        duplicate: true,
+    };
+    let lines = match last_acknowledged(stream, acked).await {
+        Found::Event(meta, payload) => {
+            lag.start = format!(
+                "wrote the last event acknowledged again (JetStream message {}, seq {})",
+                meta.js_seq, meta.seq
+            );
+            log_info!(
+                "{}: the pipeline that read it may not have applied it",
+                lag.start
+            );
+            written = Written {
+                js_seq: meta.js_seq,
+                stream: meta.stream.clone(),
+                seq: Some(meta.seq),
+                duplicate: false,
+                msg: None,
+            };
+            f.replayed(&meta, &payload).lines
+        }
+        Found::Nothing(why) => {
+            lag.start = format!("nothing written again: {why}");
+            log_notice!("{}", lag.start);
+            Vec::new()
+        }
+        Found::Unknown(meta, why) => {
+            lag.start = format!(
+                "wrote a rescan of the root at seq {} (full sync): {why}",
+                meta.seq
+            );
+            log_warn!(
+                "full sync: the last event acknowledged before JetStream message {acked} is not found ({why}); writing a rescan of the root at seq {} in its place",
+                meta.seq
+            );
+            lag.rescans += 1;
+            f.replayed_rescan(&meta).lines
+        }
+    };
+    (lines, written)
 }
 
 /// The consumer's own numbers: what it has yet to deliver and what awaits
@@ -294,43 +405,68 @@ async fn refresh(
     }
 }
 
-/// Writes `lines` and flushes: acknowledging comes after.
-fn write_lines(out: &mut impl Write, lines: &[Vec<u8>]) -> anyhow::Result<()> {
-    for line in lines {
-        out.write_all(line).context("writing stdout")?;
-        out.write_all(b"\n").context("writing stdout")?;
-    }
-    out.flush().context("writing stdout")
+/// How far back the start-up replay looks for the last event (one
+/// request per message).
+const LOOKBACK: u64 = 4096;
+
+/// What the look back for the last event acknowledged found.
+enum Found {
+    /// The last event at or before the cursor: written again.
+    Event(Meta, Vec<u8>),
+    /// Nothing to write again, and why (no change can be lost).
+    Nothing(String),
+    /// No event found, none ruled out: the message at the cursor (its
+    /// stream, header and seq) and why. A rescan at its seq stands in.
+    Unknown(Meta, String),
 }
 
 /// The last event at or before JetStream message `acked`, looking back past
-/// pass-through records and `end`s (at most 64 messages, and never past a
-/// header: nothing with a change came since). `None` when there is none or
-/// it is gone (trimmed): then the next message proves continuity or not.
-async fn last_acknowledged(
-    stream: &jetstream::stream::Stream,
-    acked: u64,
-) -> Option<(Meta, Vec<u8>)> {
-    for js_seq in (acked.saturating_sub(63).max(1)..=acked).rev() {
+/// pass-through records and `end`s, never past a header (nothing with a
+/// change came since), for at most [`LOOKBACK`] messages.
+async fn last_acknowledged(stream: &jetstream::stream::Stream, acked: u64) -> Found {
+    let mut at_cursor: Option<Meta> = None;
+    let oldest = acked.saturating_sub(LOOKBACK - 1).max(1);
+    for js_seq in (oldest..=acked).rev() {
         let msg = match stream.get_raw_message(js_seq).await {
             Ok(m) => m,
             Err(e) => {
-                log_notice!(
-                    "the last message acknowledged ({js_seq}) cannot be read again ({e}); the next one shows whether anything was skipped"
-                );
-                return None;
+                return match at_cursor {
+                    None => Found::Nothing(format!(
+                        "the last message acknowledged ({js_seq}) cannot be read again ({e}); the next one shows whether anything was skipped"
+                    )),
+                    Some(meta) => Found::Unknown(
+                        meta,
+                        format!("JetStream message {js_seq} is gone ({e}) before an event was found"),
+                    ),
+                };
             }
         };
         let meta = meta_of(Some(&msg.headers), js_seq);
         match meta.kind {
-            Kind::Header => return None,
+            Kind::Header => {
+                return Found::Nothing(format!(
+                    "no event since the stream's header (JetStream message {js_seq})"
+                ))
+            }
             Kind::Seq if matches!(Record::parse(&msg.payload), Ok(Record::Event(_))) => {
-                return Some((meta, msg.payload.to_vec()))
+                return Found::Event(meta, msg.payload.to_vec())
             }
             _ => {}
         }
+        at_cursor.get_or_insert(meta);
     }
-    None
+    match at_cursor {
+        Some(meta) if meta.header.is_some() && meta.seq == 0 => {
+            Found::Nothing("no event in the stream since its header".into())
+        }
+        Some(meta) if meta.header.is_some() && oldest > 1 => {
+            Found::Unknown(meta, format!("no event among the last {LOOKBACK} messages"))
+        }
+        Some(_) if oldest > 1 => Found::Nothing(format!(
+            "the last {LOOKBACK} messages are not syncpipe records"
+        )),
+        _ => Found::Nothing("no event in the stream before the cursor".into()),
+    }
 }
 
 /// The syncpipe identity relayd publish put in the headers; a message from

@@ -105,7 +105,7 @@ pub fn start_pipeline(conf: &Conf, bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Res
     }
     let pc = p
         .args(split(conf.get("PUSHD_OPTS")))
-        .args(split(conf.get("TARGETS")))
+        .args(super::words::split(conf.get("TARGETS").unwrap_or_default()))
         .stdin(bout)
         .stdout(Stdio::null())
         .spawn()
@@ -247,7 +247,10 @@ pub fn compare(
     for (k, v) in ours.keys.iter_mut() {
         match k.as_str() {
             "SOURCE" => *v = src.display().to_string(),
-            "TARGETS" => *v = st.display().to_string(),
+            "TARGETS" => {
+                let st = st.display().to_string();
+                *v = super::words::quote(&st).unwrap_or(st);
+            }
             "DELAY" => *v = "1s".into(),
             // Only what decides which files land; the rest names remote hosts.
             "PUSHD_OPTS" => {

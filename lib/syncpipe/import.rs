@@ -489,7 +489,7 @@ fn one_sync(
                     target
                 };
                 match Target::parse(std::ffi::OsStr::new(&target), base) {
-                    Ok(_) if !target.chars().any(char::is_whitespace) => {
+                    Ok(_) if super::words::quote(&target).is_some() => {
                         let note = if mode == "direct" && target.contains(':') {
                             "--direct needs a local target"
                         } else {
@@ -499,7 +499,7 @@ fn one_sync(
                         targets.push(target);
                     }
                     Ok(_) => b.row(key, value, "", Fate::Lost,
-                        "TARGETS= splits at spaces; a target path with a space needs a symlink without one"),
+                        "a quote, backslash or control character cannot be written in TARGETS=; use a symlink without one"),
                     Err(e) => b.row(key, value, "", Fate::Lost, &format!("not a target pushd reads: {e}")),
                 }
             }
@@ -508,9 +508,10 @@ fn one_sync(
                     b.row(
                         "delay",
                         value,
-                        "DELAY=",
+                        "DELAY= BATCHD_OPTS=--settle=0",
                         Fate::Carried,
-                        "batchd writes a batch this long after its first change",
+                        "batchd writes a batch this long after its first change, as lsyncd does \
+                         (--settle=0: not sooner when the input goes quiet)",
                     );
                 }
                 _ => b.row("delay", value, "", Fate::Lost, "not a number of seconds"),
@@ -702,8 +703,15 @@ fn one_sync(
         Some(LuaVal::Num(n)) if *n >= 0.0 => LuaVal::Num(*n).show(),
         _ => "15".into(),
     };
+    let targets: Vec<String> = targets
+        .iter()
+        .filter_map(|t| super::words::quote(t))
+        .collect();
     keys.push(("TARGETS".into(), targets.join(" ")));
     keys.push(("DELAY".into(), format!("{delay}s")));
+    // lsyncd sends a change `delay` after it came, never sooner: batchd's
+    // settle (a batch as soon as the input is quiet) would change that.
+    b.batchd.insert(0, "--settle=0".into());
     let spaced = b.excludes.iter().any(|p| p.contains(' '));
     let mut conf = Conf {
         name: name.to_string(),
@@ -1195,6 +1203,24 @@ mod tests {
             assert_eq!(excluded(&ex, path, dir), want, "{path} with {patterns:?}");
         }
         assert!(!imp.anything_lost());
+    }
+
+    /// A target with a space is carried, written so systemd reads it back
+    /// as one word (lib/syncpipe/words.rs); one with a quote is not.
+    #[test]
+    fn a_target_with_a_space_is_quoted_for_the_unit() {
+        let rec = super::super::lua::evaluate(
+            br#"sync { default.rsync, source = "/s", target = "/mnt/usb disk/s" }
+                sync { default.rsync, source = "/q", target = "/it's" }"#,
+            "f.lua",
+        )
+        .unwrap();
+        let imp = import(&rec, "f.lua", &Naming::default(), Path::new("/")).unwrap();
+        let targets = imp.confs[0].get("TARGETS").unwrap();
+        assert_eq!(targets, r#"\"/mnt/usb disk/s\""#);
+        assert_eq!(super::super::words::split(targets), ["/mnt/usb disk/s"]);
+        assert!(imp.anything_lost(), "the quoted one is not carried");
+        assert_eq!(imp.confs.len(), 1);
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod excludes;
 pub mod import;
 pub mod lua;
 pub mod status;
+pub mod words;

@@ -12,11 +12,12 @@
 //! the file system's mount point, then `readlink` of `/proc/self/fd/N`) and
 //! the answer cached: inside the root at this relative path, excluded,
 //! outside, or gone. Creates and deletes seen later keep the cache right; a
-//! directory renamed into, inside or out of the root empties it of every
-//! path inside the root (see `forget_paths` for why relabelling is not
-//! enough). A
-//! directory already deleted when its events are read (ESTALE, or a
-//! "(deleted)" link) needs nothing reported about what happened inside it:
+//! directory renamed inside or out of the root drops what is cached at or
+//! below its old path, one renamed in from outside (or from a directory that
+//! is gone) every path (see `forget_below` for why dropping, not
+//! relabelling, and why that is enough). A directory already deleted when
+//! its events are read (ESTALE, or a "(deleted)" link) needs nothing
+//! reported about what happened inside it:
 //! its own deletion, or that of a directory above it, or its move out of the
 //! root, is an event from a directory that still exists. A handle that cannot
 //! be resolved for any other reason makes a `rescan` of the root: never
@@ -56,8 +57,9 @@ const INFO_NEW_DFID_NAME: u8 = 12;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Loc {
     Inside(WirePath),
-    /// Inside the root, but it or a directory above it is excluded.
-    Excluded,
+    /// Inside the root at this path, but it or a directory above it is
+    /// excluded.
+    Excluded(WirePath),
     Outside,
     /// Deleted. Its events need not be reported: its removal (or that of a
     /// directory above it, or its move out of the root) is an event of its
@@ -355,21 +357,19 @@ impl Watcher {
         match (from, to) {
             (Loc::Inside(from), Loc::Inside(to)) => {
                 if is_dir {
-                    self.forget_paths(false);
-                    if let Some(key) = key {
-                        self.remember(key, Loc::Inside(to.clone()));
-                    }
+                    self.forget_below(&from);
+                    self.forget_moved(key);
                 }
-                self.push(EventKind::Move, to, is_dir, Some(from));
+                self.push(EventKind::Move, to, is_dir, Some(from.clone()));
+                self.back_at(from);
             }
-            (Loc::Inside(from), to) => {
+            (Loc::Inside(from), _) => {
                 if is_dir {
-                    self.forget_paths(false);
-                    if let Some(key) = key {
-                        self.remember(key, to);
-                    }
+                    self.forget_below(&from);
+                    self.forget_moved(key);
                 }
-                self.push(EventKind::Delete, from, is_dir, None);
+                self.push(EventKind::Delete, from.clone(), is_dir, None);
+                self.back_at(from);
             }
             (_, Loc::Inside(to)) => {
                 if is_dir {
@@ -377,21 +377,16 @@ impl Watcher {
                     // when it came from a directory that is gone (replaced,
                     // deleted) it may have been inside: its old path is
                     // unknown, so are the cached paths below it.
-                    self.forget_paths(true);
-                    if let Some(key) = key {
-                        self.remember(key, Loc::Inside(to.clone()));
-                    }
+                    self.forget_paths();
                 }
                 self.push(EventKind::Create, to.clone(), is_dir, None);
                 if is_dir {
                     self.report_below(&to);
                 }
             }
-            (_, to) => {
+            (_, _) => {
                 if is_dir {
-                    if let Some(key) = key {
-                        self.remember(key, to);
-                    }
+                    self.forget_moved(key);
                     // A directory above the root may have moved.
                     match sys::handle_of(&self.root) {
                         Ok(h) if self.root_key[8..] == h[..] => {}
@@ -401,6 +396,32 @@ impl Watcher {
             }
         }
         None
+    }
+
+    /// A renamed directory is looked up again on its next event rather than
+    /// cached at its new path: the kernel merges a process's renames with
+    /// the same names while they wait in the queue (`mv b a; mv a b; mv b a`
+    /// read late is two moves, ending at b), so the last rename read may not
+    /// be the last one made.
+    fn forget_moved(&mut self, key: Option<&[u8]>) {
+        if let Some(key) = key {
+            self.cache.remove(key);
+        }
+    }
+
+    /// After a rename from `from`: when something is there again now, a
+    /// rename back may have been merged away (see `forget_moved`), so `from`
+    /// is to be re-read. Usually it is a later create, reported anyway.
+    fn back_at(&mut self, from: WirePath) {
+        if let Ok(meta) = std::fs::symlink_metadata(self.root.join(from.as_path())) {
+            let dir = meta.is_dir();
+            let kind = if dir {
+                EventKind::Rescan
+            } else {
+                EventKind::Create
+            };
+            self.push(kind, from, dir, None);
+        }
     }
 
     /// Where `dir/name` is, `None` when the directory cannot be resolved.
@@ -416,7 +437,7 @@ impl Watcher {
         };
         Some(
             if !path.is_root() && self.excludes.is_excluded(path.as_path(), is_dir) {
-                Loc::Excluded
+                Loc::Excluded(path)
             } else {
                 Loc::Inside(path)
             },
@@ -455,10 +476,11 @@ impl Watcher {
         let loc = match link.strip_prefix(&self.root) {
             Ok(rel) if rel.as_os_str().is_empty() => Loc::Inside(WirePath::root()),
             Ok(rel) => {
+                let path = WirePath::from(rel);
                 if self.excluded_or_below(rel) {
-                    Loc::Excluded
+                    Loc::Excluded(path)
                 } else {
-                    Loc::Inside(WirePath::from(rel))
+                    Loc::Inside(path)
                 }
             }
             Err(_) => Loc::Outside,
@@ -484,27 +506,43 @@ impl Watcher {
         self.cache.insert(key.into(), loc);
     }
 
-    /// A directory was renamed: forget every cached place inside the root
-    /// (and, with `outside`, outside it too; only `Gone` is for good).
-    ///
-    /// Rewriting the cached paths below the old name is not enough: a path
-    /// asked of the kernel is today's, ahead of the event being read, so in
-    /// `touch c/d/f; mv a b; mv c a` read late, d is cached as `a/d` and the
-    /// move of a to b would carry it to `b/d`; and when the old directory is
-    /// gone (`mv p/x y; mv q p`), the old name of what moved is unknown. A
-    /// wrong cached path silently misplaces every later event below it, while
-    /// a forgotten one costs a lookup.
-    fn forget_paths(&mut self, outside: bool) {
-        self.cache.retain(|_, loc| match loc {
-            Loc::Gone => true,
-            Loc::Outside => !outside,
-            Loc::Inside(_) | Loc::Excluded => false,
-        });
+    /// A directory came in from outside the root or from a directory that is
+    /// gone: forget every cached place but `Gone` (which is for good), since
+    /// what was cached as outside may be below it now, and its old path, so
+    /// what was cached below it, is unknown.
+    fn forget_paths(&mut self) {
+        self.cache.retain(|_, loc| matches!(loc, Loc::Gone));
     }
 
+    /// The directory at `path` was deleted or moved away: forget what is
+    /// cached at or below it (one lookup each on their next event).
+    ///
+    /// Dropping, not relabelling: a path asked of the kernel is today's,
+    /// ahead of the event being read, so in `touch c/d/f; mv a b; mv c a`
+    /// read late, d is cached as `a/d` and carrying `a/*` along to `b/*`
+    /// would misplace every later event below d. A forgotten entry costs a
+    /// lookup; a wrong one silently misplaces events.
+    ///
+    /// Dropping only what is at or below the old path is enough. An entry
+    /// looked up after the rename is right or ahead (then a queued rename
+    /// drops it in turn). An entry from before the rename is at or below the
+    /// old path, so it goes, if the old path is right: it is the old parent's
+    /// cached path plus the name, wrong only when that parent's entry is
+    /// ahead, looked up after a later rename of it or of a directory above
+    /// it. That later rename is still queued; nothing moved those directories
+    /// in between, so its old path is a prefix of the stale entry's, and its
+    /// old parent is one level nearer the root, whose entry is never wrong.
+    /// So a rename already queued drops the stale entry, and the events read
+    /// until then under its old path happened below the moved directory
+    /// before that rename: the `move` record is followed by a rescan of its
+    /// new path (batchd), which covers them. The churn tests and the
+    /// read-late regression tests (`watchd::a_directory_moved_out_of_one_*`,
+    /// `watchd::a_name_moved_away_*`) exercise these orders.
     fn forget_below(&mut self, path: &WirePath) {
-        self.cache
-            .retain(|_, loc| !matches!(loc, Loc::Inside(p) if p.starts_with(path)));
+        self.cache.retain(|_, loc| match loc {
+            Loc::Inside(p) | Loc::Excluded(p) => !p.starts_with(path),
+            Loc::Outside | Loc::Gone => true,
+        });
     }
 
     /// A directory moved in from outside: report what it holds (nothing
@@ -625,4 +663,50 @@ fn parse_info(mut rest: &[u8]) -> Info<'_> {
         }
     }
     info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watcher() -> Watcher {
+        Watcher {
+            fd: std::fs::File::open("/dev/null").expect("/dev/null").into(),
+            root: PathBuf::from("/nowhere"),
+            root_key: Vec::new(),
+            mask: 0,
+            excludes: Excludes::default(),
+            fs: Vec::new(),
+            cache: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn at(p: &str) -> WirePath {
+        WirePath::from(Path::new(p))
+    }
+
+    #[test]
+    fn a_moved_directory_drops_only_what_is_cached_at_or_below_its_old_path() {
+        let mut w = watcher();
+        let entries = [
+            (b"a".as_slice(), Loc::Inside(at("a"))),
+            (b"a/b", Loc::Inside(at("a/b"))),
+            (b"a/x", Loc::Excluded(at("a/x"))),
+            (b"ab", Loc::Inside(at("ab"))),
+            (b"c", Loc::Inside(at("c/a"))),
+            (b"out", Loc::Outside),
+            (b"gone", Loc::Gone),
+        ];
+        for (key, loc) in entries {
+            w.remember(key, loc);
+        }
+        w.forget_below(&at("a"));
+        let mut left: Vec<&[u8]> = w.cache.keys().map(|k| &k[..]).collect();
+        left.sort();
+        assert_eq!(left, [&b"ab"[..], b"c", b"gone", b"out"]);
+        w.forget_paths();
+        let left: Vec<&[u8]> = w.cache.keys().map(|k| &k[..]).collect();
+        assert_eq!(left, [&b"gone"[..]]);
+    }
 }

@@ -244,6 +244,67 @@ fn restarted_subscriber_resumes_exactly_and_reports_its_lag() {
     sub.stop();
 }
 
+/// `count` pass-through records (a type this version does not know).
+fn others(count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| Record::Other {
+            kind: "future".into(),
+            line: format!(r#"{{"type":"future","i":{i}}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+/// The replay at start looks back past many pass-through records for the
+/// last event acknowledged (it once gave up after 64 without a word); past
+/// its reach it writes a rescan of the root at that seq and says so.
+#[test]
+fn the_replay_at_start_finds_the_last_event_behind_many_other_records() {
+    let nats = NatsServer::start();
+    let url = nats.url("far");
+    let (mut publisher, mut stdin) = live_publisher(&url, &[]);
+    let mut send = |records: &[Record]| {
+        for r in records {
+            writeln!(stdin, "{}", r.to_line()).unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    let mut input = vec![header("s")];
+    input.extend(events(1..=2));
+    input.extend(others(100));
+    send(&input);
+    let mut sub = subscribe(&url, "web1", None);
+    assert_eq!(sub.take(input.len()), input);
+    sub.stop();
+
+    let mut sub = subscribe(&url, "web1", None);
+    let got = sub.take(2);
+    assert_eq!(got[..1], input[..1], "the header");
+    assert_eq!(got[1], input[2], "the last event, 100 messages back");
+    assert!(sub
+        .log()
+        .contains("wrote the last event acknowledged again"));
+    sub.stop();
+
+    // Further back than relayd looks: a rescan at the last seq stands in.
+    let more = others(4200);
+    send(&more);
+    let mut sub = subscribe(&url, "web1", None);
+    assert_eq!(sub.take(2 + more.len())[2..], more[..]);
+    sub.stop();
+    let mut sub = subscribe(&url, "web1", None);
+    let got = sub.take(2);
+    assert!(matches!(&got[0], Record::Header(h) if h.stream == "s"));
+    assert_eq!(is_rescan(&got[1]), Some(2), "{:?}", got[1]);
+    let log = sub.log();
+    assert!(
+        log.contains("full sync") && log.contains("not found"),
+        "{log}"
+    );
+    sub.stop();
+    drop(stdin);
+    assert_eq!(publisher.wait_exit(), Some(0));
+}
+
 #[test]
 fn trimmed_cursor_and_recreated_stream_mean_a_rescan() {
     let mut nats = NatsServer::start();
@@ -814,11 +875,12 @@ fn the_status_file_shows_the_replicas_lag() {
             .spawn()
             .unwrap(),
     };
-    let numbers = || -> Option<serde_json::Value> {
+    let document = || -> Option<serde_json::Value> {
         let doc: serde_json::Value = serde_json::from_slice(&fs::read(&status).ok()?).ok()?;
         assert_eq!(doc["program"], "relayd");
-        Some(doc["numbers"].clone())
+        Some(doc)
     };
+    let numbers = || document().map(|d| d["numbers"].clone());
     // Nobody reads yet: the pipe fills, the backlog waits.
     let mut seen = None;
     assert!(
@@ -826,6 +888,20 @@ fn the_status_file_shows_the_replicas_lag() {
             seen = numbers();
             seen.as_ref().is_some_and(|n| {
                 n["pending_messages"].as_u64() > Some(0) && n["behind_seconds"].as_f64() > Some(0.0)
+            })
+        }),
+        "{seen:?}"
+    );
+    // Writing stdout waits, the status goes on (it is rewritten every 2 s:
+    // 3 s blocked needs at least a rewrite after the stall began) and says so.
+    assert!(
+        wait_until(TIMEOUT, || {
+            seen = document();
+            seen.as_ref().is_some_and(|d| {
+                d["numbers"]["stdout_blocked_seconds"].as_f64() >= Some(3.0)
+                    && d["summary"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("blocked on stdout"))
             })
         }),
         "{seen:?}"
@@ -840,6 +916,7 @@ fn the_status_file_shows_the_replicas_lag() {
             seen.as_ref().is_some_and(|n| {
                 n["pending_messages"] == 0
                     && n["behind_seconds"] == 0
+                    && n["stdout_blocked_seconds"] == 0
                     && n["written_seq"] == 1000
                     && n["written_jetstream_seq"] == 1001
             })

@@ -481,8 +481,8 @@ fn syncpipe_status_under_a_real_systemd() {
         fs::create_dir_all(&src).unwrap();
         fs::write(src.join("file"), name).unwrap();
     }
-    // TARGETS= is split at spaces: no spaces in these.
-    fs::create_dir_all(work.path().join("web-target")).unwrap();
+    // A target with a space, quoted as the config example says.
+    fs::create_dir_all(work.path().join("web target")).unwrap();
     let Some(c) = boot(work.path(), "syncpipe_status_under_a_real_systemd") else {
         return;
     };
@@ -490,7 +490,8 @@ fn syncpipe_status_under_a_real_systemd() {
     let dead = format!("{WORK}/missing-parent/dead-target");
     c.write(
         "/etc/syncpipe/web.conf",
-        format!("SOURCE={WORK}/web source\nTARGETS={WORK}/web-target\nDELAY=100ms\n").as_bytes(),
+        format!("SOURCE={WORK}/web source\nTARGETS=\\\"{WORK}/web target\\\"\nDELAY=100ms\n")
+            .as_bytes(),
     );
     c.write(
         "/etc/syncpipe/dead.conf",
@@ -509,7 +510,7 @@ fn syncpipe_status_under_a_real_systemd() {
     );
     assert_eq!(
         c.property("syncpipe@web", "StatusText"),
-        format!("{WORK}/web-target: in sync")
+        format!("{WORK}/web target: in sync")
     );
 
     let status = |args: &[&str]| {
@@ -552,7 +553,7 @@ fn syncpipe_status_under_a_real_systemd() {
         web_line[..4],
         [
             "web",
-            &format!("{WORK}/web-target"),
+            &format!("{WORK}/web target"),
             "in-sync",
             "0 events, 0s"
         ],

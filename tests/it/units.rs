@@ -108,6 +108,37 @@ fn the_config_example_names_every_key_the_units_read() {
     }
 }
 
+/// The replica unit runs batchd and pushd as syncpipe@ and batchd@ do, so
+/// every key those two give a default (`Environment=`) reaches its
+/// pipeline too (LOG_FILE= and RSYNC_BINARY= once did not).
+#[test]
+fn the_replica_unit_honours_the_keys_the_push_units_honour() {
+    let replica = fs::read_to_string(units_dir().join("syncpipe-replica@.service")).unwrap();
+    let exec = replica
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .unwrap();
+    let mut checked = 0;
+    for unit in ["batchd@.service", "syncpipe@.service"] {
+        let text = fs::read_to_string(units_dir().join(unit)).unwrap();
+        for line in text.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+            for key in line
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|kv| kv.0)
+            {
+                // In the unit's `sh -c`: `$$KEY` or `$${KEY...}`.
+                assert!(
+                    exec.contains(&format!("$${key}")) || exec.contains(&format!("$${{{key}")),
+                    "{unit} honours {key}, the replica unit does not: {exec}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{checked} keys");
+}
+
 /// USER= in a sync's config becomes User= for its three units (systemd
 /// cannot read User= from an EnvironmentFile), and the units with that
 /// drop-in still verify cleanly.

@@ -897,3 +897,67 @@ fn a_name_moved_away_and_taken_by_another_directory_before_watchd_looks() {
         w.seen()
     );
 }
+
+#[test]
+fn a_directory_moved_while_its_old_parent_is_named_ahead_keeps_its_paths() {
+    // `touch p/f0; mv p/h n/h; touch n/h/y/fw; mv p p2` queued in one read,
+    // after p/h/y was seen: fanotify names p by asking the kernel (p2, ahead
+    // of the move of h), so the move of h is read as one from p2/h and what
+    // is cached under p/h stays; the move of p read next must drop it, or
+    // every later event in y is reported under a path that is gone.
+    if !backend_usable() {
+        return;
+    }
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir_all(root.join("p/h/y")).unwrap();
+    fs::create_dir(root.join("n")).unwrap();
+    let mut w = Watchd::start(root, &[]);
+    fs::write(root.join("p/h/y/f1"), b"x").unwrap();
+    w.expect(EventKind::Create, b"p/h/y/f1");
+    w.proc.signal(Signal::SIGSTOP);
+    fs::write(root.join("p/f0"), b"x").unwrap();
+    fs::rename(root.join("p/h"), root.join("n/h")).unwrap();
+    fs::write(root.join("n/h/y/fw"), b"x").unwrap();
+    fs::rename(root.join("p"), root.join("p2")).unwrap();
+    w.proc.signal(Signal::SIGCONT);
+    w.expect(EventKind::Move, b"p2");
+    assert!(
+        create_reported_before_a_marker(&mut w, root, "n/h/y/f2"),
+        "{:?}",
+        w.seen()
+    );
+}
+
+#[test]
+fn renames_back_and_forth_read_late_end_at_the_last_name() {
+    // One process renaming b to a, back, and to a again while watchd is
+    // stopped: fanotify merges the third rename into the first in its queue
+    // (same names, same process), so two moves are read, ending at b. The
+    // stream must still end with a (re-read), and events in it must be
+    // reported under a.
+    if !backend_usable() {
+        return;
+    }
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir(root.join("b")).unwrap();
+    fs::write(root.join("b/f0"), b"x").unwrap();
+    let mut w = Watchd::start(root, &[]);
+    w.proc.signal(Signal::SIGSTOP);
+    fs::rename(root.join("b"), root.join("a")).unwrap();
+    fs::rename(root.join("a"), root.join("b")).unwrap();
+    fs::rename(root.join("b"), root.join("a")).unwrap();
+    w.proc.signal(Signal::SIGCONT);
+    assert!(
+        create_reported_before_a_marker(&mut w, root, "a/f2"),
+        "{:?}",
+        w.seen()
+    );
+    let last = w.seen().into_iter().rfind(|(_, p)| p == b"a" || p == b"b");
+    assert!(
+        matches!(&last, Some((EventKind::Move | EventKind::Rescan | EventKind::Create, p)) if p == b"a"),
+        "the last word on a and b must make a re-read: {:?}",
+        w.seen()
+    );
+}

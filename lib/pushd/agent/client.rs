@@ -380,7 +380,7 @@ impl Agent {
         };
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.gone(rel, delete),
+            Err(e) if crate::pushd::direct::vanished(&e) => return self.gone(rel, delete),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let kind = meta.file_type();
@@ -419,7 +419,7 @@ impl Agent {
         // after the read is a later event, which sends the file again.
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.gone(rel, delete),
+            Err(e) if crate::pushd::direct::vanished(&e) => return self.gone(rel, delete),
             Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         };
         let mut data = Vec::with_capacity(meta.len() as usize);

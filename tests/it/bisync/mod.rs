@@ -358,6 +358,7 @@ fn excludes_leave_paths_alone_and_one_run_per_pair() {
 
 mod ssh;
 
+mod churn;
 mod kill;
 
 mod watch;

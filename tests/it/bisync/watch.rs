@@ -171,11 +171,9 @@ fn an_inotify_overflow_brings_a_full_scan() {
     w.stop();
 }
 
-#[test]
-fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
-    let sshd = Sshd::start();
-    let p = Pair::new();
-    write(&p.b, b"remote/first", b"on b at the start");
+/// `bisync` of `p.a` with `p.b` reached through `sshd`, the remote side
+/// running this build's bisync and watchd.
+fn over_ssh(p: &Pair, sshd: &Sshd) -> Command {
     let mut b = b"127.0.0.1:".to_vec();
     b.extend_from_slice(p.b.as_os_str().as_encoded_bytes());
     let mut cmd = p.command(&[]);
@@ -191,7 +189,15 @@ fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
         cmd.arg("--ssh-opt").arg(o);
     }
     cmd.arg(&p.a).arg(OsString::from_vec(b));
-    let mut w = start(&p, cmd);
+    cmd
+}
+
+#[test]
+fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
+    let sshd = Sshd::start();
+    let p = Pair::new();
+    write(&p.b, b"remote/first", b"on b at the start");
+    let mut w = start(&p, over_ssh(&p, &sshd));
     assert_eq!(
         fs::read(p.a.join("remote/first")).unwrap(),
         b"on b at the start"
@@ -212,5 +218,57 @@ fn a_remote_replica_is_watched_over_ssh_and_a_lost_link_heals() {
         p.a.join("after the break").exists()
     });
     assert_eq!(tree(&p.a), tree(&p.b));
+    w.stop();
+}
+
+/// The processes whose command line holds `--serve` and `root`: the
+/// remote end of a bisync over ssh (a child of sshd, not of bisync).
+fn servers_of(root: &Path) -> Vec<i32> {
+    let root = root.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&&b"--serve"[..]) && args.contains(&root) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// SIGUSR1 during a run is answered at once, from the run's ticker, with
+/// how far the run got: here the run waits on a remote replica whose
+/// server is stopped (it once waited for the run to end).
+#[test]
+fn sigusr1_during_a_run_is_answered_at_once() {
+    let sshd = Sshd::start();
+    let p = Pair::new();
+    write(&p.a, b"first", b"a");
+    let log = p.dir.path().join("bisync.log");
+    let mut cmd = over_ssh(&p, &sshd);
+    cmd.stderr(fs::File::create(&log).unwrap());
+    let w = start(&p, cmd);
+    let servers = servers_of(&p.b);
+    assert_eq!(servers.len(), 1, "one bisync --serve for {}", p.b.display());
+    let server = nix::unistd::Pid::from_raw(servers[0]);
+    nix::sys::signal::kill(server, Signal::SIGSTOP).unwrap();
+    // A change: the run that follows waits on the stopped server.
+    write(&p.a, b"second", b"a");
+    let said = || fs::read_to_string(&log).unwrap_or_default();
+    let answered = wait_until(TIMEOUT, || {
+        w.run.signal(Signal::SIGUSR1);
+        wait_until(std::time::Duration::from_secs(1), || {
+            said().contains("SIGUSR1: a run is in progress: syncing: ")
+        })
+    });
+    nix::sys::signal::kill(server, Signal::SIGCONT).unwrap();
+    assert!(answered, "{}", said());
+    let mut w = w;
+    w.until("the change after the stop", || p.b.join("second").exists());
     w.stop();
 }

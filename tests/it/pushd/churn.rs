@@ -9,7 +9,9 @@
 //! `CHURN_OPS` sets the operations per round (default 250), `CHURN_PUSHD_ARGS`
 //! adds pushd flags (split on spaces, e.g. `--max-delete 1000000`),
 //! `CHURN_KEEP=1` keeps the logs, and a failed round's trees, `CHURN_TEE=1` also
-//! writes the event and batch streams to files beside the logs.
+//! writes the event and batch streams to files beside the logs, `CHURN_SWAPS=1`
+//! adds entries replaced by another type under the same name to every churn
+//! (the swap test has them always).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -48,7 +50,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
@@ -61,12 +63,12 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
+pub fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 /// The seed from `CHURN_SEED`, else one from the clock (printed).
-fn base_seed() -> u64 {
+pub fn base_seed() -> u64 {
     env_u64("CHURN_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -103,6 +105,9 @@ pub struct Churn {
     pub rng: Rng,
     root: PathBuf,
     counter: u64,
+    /// Also replace entries by another type under the same name (see
+    /// [`Churn::swap`]); off by default so older seeds replay unchanged.
+    pub swaps: bool,
 }
 
 impl Churn {
@@ -111,6 +116,7 @@ impl Churn {
             rng: Rng::new(seed),
             root: root.to_path_buf(),
             counter: 0,
+            swaps: std::env::var_os("CHURN_SWAPS").is_some(),
         }
     }
 
@@ -209,6 +215,9 @@ impl Churn {
 
     fn change(&mut self, files: &[PathBuf], dirs: &[PathBuf]) {
         let subdirs = &dirs[1..];
+        if self.swaps && self.rng.chance(15) {
+            return self.swap(files, subdirs);
+        }
         match self.rng.below(20) {
             0..=2 => {
                 if let Some(f) = self.rng.pick(files) {
@@ -304,6 +313,78 @@ impl Churn {
                     if fs::write(&tmp, data).is_ok() {
                         let _ = fs::rename(&tmp, &f);
                     }
+                }
+            }
+        }
+    }
+
+    /// An entry replaced by another type under the same name: a file by a
+    /// directory (with files) or a symlink, a directory by a file or by a
+    /// link (moved away first, as a deploy swaps `current`), a link by a
+    /// directory or a file; half of them atomically (rename over it).
+    fn swap(&mut self, files: &[PathBuf], subdirs: &[PathBuf]) {
+        let was_dir = self.rng.chance(40) && !subdirs.is_empty();
+        let Some(at) = (if was_dir {
+            self.rng.pick(subdirs)
+        } else {
+            self.rng.pick(files)
+        })
+        .cloned() else {
+            return;
+        };
+        let parent = at.parent().unwrap().to_path_buf();
+        let tmp = parent.join(self.name());
+        let link_target = || -> OsString {
+            match at.file_name() {
+                Some(n) => n.to_os_string(),
+                None => "elsewhere".into(),
+            }
+        };
+        if was_dir {
+            // Moved away (kept in the tree) or removed, then the new entry.
+            let away = parent.join(self.name());
+            if self.rng.chance(50) {
+                let _ = fs::rename(&at, &away);
+            } else {
+                let _ = fs::remove_dir_all(&at);
+            }
+            if self.rng.chance(50) {
+                let _ = std::os::unix::fs::symlink(away.file_name().unwrap(), &tmp);
+            } else {
+                let data = self.content();
+                let _ = fs::write(&tmp, data);
+            }
+            let _ = fs::rename(&tmp, &at);
+            return;
+        }
+        let is_link = at.is_symlink();
+        match self.rng.below(3) {
+            0 => {
+                // Into a directory with files.
+                let _ = fs::remove_file(&at);
+                if fs::create_dir(&at).is_ok() {
+                    for _ in 0..self.rng.below(3) {
+                        let data = self.content();
+                        let _ = fs::write(at.join(self.name()), data);
+                    }
+                }
+            }
+            1 if !is_link => {
+                // A file into a link, atomically when the coin says so.
+                let target = link_target();
+                if self.rng.chance(50) {
+                    let _ = std::os::unix::fs::symlink(target, &tmp);
+                    let _ = fs::rename(&tmp, &at);
+                } else {
+                    let _ = fs::remove_file(&at);
+                    let _ = std::os::unix::fs::symlink(target, &at);
+                }
+            }
+            _ => {
+                // A link (or file) into a file, written aside and renamed over it.
+                let data = self.content();
+                if fs::write(&tmp, data).is_ok() {
+                    let _ = fs::rename(&tmp, &at);
                 }
             }
         }
@@ -422,8 +503,9 @@ impl Pipeline {
         }
     }
 
-    /// Stops every stage; returns a summary of pushd's results.
-    fn stop(mut self) -> String {
+    /// Stops every stage; returns a summary of pushd's results and the
+    /// errors of the failed ones.
+    fn stop(mut self) -> (String, Vec<String>) {
         for (_, p) in self.stages.iter_mut() {
             let _ = nix::sys::signal::kill(p.pid(), Signal::SIGTERM);
             p.wait_exit();
@@ -442,12 +524,14 @@ impl Pipeline {
         for a in &results {
             *statuses.entry(a.status.as_str()).or_insert(0) += 1;
         }
-        format!(
+        let summary = format!(
             "{} results of the last pushd: {} full, statuses {statuses:?}, {} ms in transfers",
             results.len(),
             results.iter().filter(|a| a.full).count(),
             results.iter().map(|a| a.duration_ms).sum::<u64>()
-        )
+        );
+        let errors = results.iter().filter_map(|a| a.error.clone()).collect();
+        (summary, errors)
     }
 }
 
@@ -517,24 +601,92 @@ fn log_tails(logs: &Path) -> String {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
+    /// A local target: as root, small batches are applied in-process.
     Local,
+    /// A local target with `--direct-max 0`: every batch through rsync,
+    /// which the in-process path otherwise takes over under root.
+    LocalRsync,
     Direct,
     Ssh,
     /// ssh with pushd's agent on the far side (issue 15).
     SshAgent,
 }
 
-/// One round: a tree made, the pipeline started, churn (with a kill -9 of a
-/// random stage midway when `kill`), then the target must equal the source.
-fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
+/// What happens halfway through a round's churn.
+#[derive(Clone, Copy, PartialEq)]
+enum Midway {
+    Nothing,
+    /// kill -9 of a random stage, 20 changes while none runs, then a new
+    /// pipeline (pushd with `--state`).
+    Kill,
+    /// The target's file system (a small tmpfs) filled to the last byte by a
+    /// file beside the target root; freed once the source is quiet and a
+    /// transfer was seen failing.
+    FillTarget,
+}
+
+/// A tmpfs mounted on a directory for the life of a round; unmounted
+/// (lazily, so a straggling process cannot keep it) before the directory
+/// is removed.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "syncpipe-churn"])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (root needed): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with one file at `ballast`, to ENOSPC.
+    fn fill(&self, ballast: &Path) {
+        let mut f = File::create(ballast).expect("creating the ballast");
+        let block = vec![0u8; 1 << 16];
+        let mut written = 0u64;
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the target's file system: {e}"),
+            }
+        }
+        eprintln!("churn: target file system filled ({written} bytes of ballast)");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// One round: a tree made, the pipeline started, churn (with something done
+/// `midway`), then the target must equal the source.
+fn round(kind: Kind, seed: u64, midway: Midway, swaps: bool, sshd: Option<&Sshd>, test: &str) {
     let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
     let logs = scratch.path().join("logs");
     fs::create_dir(&logs).unwrap();
     let ops = env_u64("CHURN_OPS").unwrap_or(250) as usize;
+    let kill = midway == Midway::Kill;
+    // Declared after the temporary directories: unmounted before they go.
+    let disk = (midway == Midway::FillTarget).then(|| Tmpfs::mount(dst.path()));
+    let ballast = dst.path().join("ballast");
     let dst_dir = dst.path().join("copy");
     let mut args: Vec<OsString> = Vec::new();
     match kind {
         Kind::Local => args.push(dst_dir.clone().into()),
+        Kind::LocalRsync => {
+            args.extend(["--direct-max".into(), "0".into()]);
+            args.push(dst_dir.clone().into());
+        }
         Kind::Direct => {
             args.push("--direct".into());
             args.push(dst_dir.clone().into());
@@ -561,14 +713,16 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
     }
 
     let mut churn = Churn::new(seed, src.path());
+    churn.swaps |= swaps;
     while entries(src.path()).0.len() < 80 {
         churn.step();
     }
     let mut pipeline = Some(Pipeline::start(src.path(), &args, &logs, 0));
     pipeline.as_mut().unwrap().started();
     let mut killed = None;
-    churn.run(ops, |c| {
-        if kill {
+    churn.run(ops, |c| match midway {
+        Midway::Nothing => {}
+        Midway::Kill => {
             let stage = c.rng.below(3);
             killed = Some(["watchd", "batchd", "pushd"][stage]);
             pipeline.take().unwrap().kill9(stage);
@@ -578,11 +732,33 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
             }
             pipeline = Some(Pipeline::start(src.path(), &args, &logs, 1));
         }
+        Midway::FillTarget => disk.as_ref().unwrap().fill(&ballast),
     });
+    if let Some(disk) = &disk {
+        // One more new file, so at least one transfer meets the full disk.
+        fs::write(
+            src.path().join("after the disk filled"),
+            vec![b'x'; 100_000],
+        )
+        .unwrap();
+        pipeline.as_mut().unwrap().out.wait_for(
+            "a transfer failing on the full target file system",
+            |r| matches!(r, Record::Applied(a) if a.status == "failed"),
+        );
+        fs::remove_file(&ballast).unwrap();
+        eprintln!("churn: the ballast on {:?} removed", disk.0);
+    }
     let quiet = Instant::now();
     let ok = wait_until(CONVERGE, || tree(src.path()) == tree(&dst_dir));
     let took = quiet.elapsed();
-    let summary = pipeline.take().unwrap().stop();
+    let (summary, errors) = pipeline.take().unwrap().stop();
+    let midway_said = match midway {
+        Midway::Nothing => String::new(),
+        Midway::Kill => killed
+            .map(|s| format!(", {s} killed -9 midway"))
+            .unwrap_or_default(),
+        Midway::FillTarget => ", the target's file system full from midway".into(),
+    };
     let replay = format!(
         "replay: CHURN_SEED={seed} CHURN_ROUNDS=1 CHURN_OPS={ops} cargo test --test it {test}"
     );
@@ -599,47 +775,78 @@ fn round(kind: Kind, seed: u64, kill: bool, sshd: Option<&Sshd>, test: &str) {
         };
         panic!(
             "churn round did not converge within {CONVERGE:?}: target {kind:?}, seed {seed}, \
-             {ops} ops{}\n{}\n{summary}\n{replay}\n{}{kept}",
-            killed
-                .map(|s| format!(", {s} killed -9 midway"))
-                .unwrap_or_default(),
+             {ops} ops{midway_said}\n{}\n{summary}\n{replay}\n{}{kept}",
             diff(&a, &b),
             log_tails(&logs)
         );
     }
+    // A path whose source parent became a file is gone, not a failure of
+    // the applier (rsync itself still fails on it with exit 23).
+    let enotdir: Vec<&String> = errors
+        .iter()
+        .filter(|e| e.contains("Not a directory (os error 20)"))
+        .collect();
+    assert!(
+        enotdir.is_empty(),
+        "seed {seed}: transfers failed on a path whose parent was swapped: {enotdir:?}\n{replay}"
+    );
     if std::env::var_os("CHURN_KEEP").is_some() {
         eprintln!("churn: logs kept in {:?}", scratch.keep());
     }
     eprintln!(
-        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{}; {summary}",
+        "churn: {kind:?} seed {seed}: converged {:.2}s after the last change{midway_said}; \
+         {summary}",
         took.as_secs_f64(),
-        killed
-            .map(|s| format!(" ({s} killed -9 midway)"))
-            .unwrap_or_default()
     );
 }
 
 /// `CHURN_ROUNDS` rounds (default 1), seeded `CHURN_SEED`, `CHURN_SEED + 1`, ...
-fn rounds(kind: impl Fn(u64) -> Kind, kill: bool, sshd: Option<&Sshd>, test: &str) {
+fn rounds(kind: impl Fn(u64) -> Kind, midway: Midway, sshd: Option<&Sshd>, test: &str) {
+    swap_rounds(kind, midway, false, sshd, test);
+}
+
+/// The same, `swaps` turning on [`Churn::swap`] whatever `CHURN_SWAPS` says.
+fn swap_rounds(
+    kind: impl Fn(u64) -> Kind,
+    midway: Midway,
+    swaps: bool,
+    sshd: Option<&Sshd>,
+    test: &str,
+) {
     let seed = base_seed();
     let n = env_u64("CHURN_ROUNDS").unwrap_or(1);
     eprintln!("churn: {test}: CHURN_SEED={seed} CHURN_ROUNDS={n}");
     for i in 0..n {
         let s = seed.wrapping_add(i);
-        round(kind(s), s, kill, sshd, test);
+        round(kind(s), s, midway, swaps, sshd, test);
     }
 }
 
 #[test]
 fn churn_local_target_converges() {
-    rounds(|_| Kind::Local, false, None, "churn_local_target_converges");
+    rounds(
+        |_| Kind::Local,
+        Midway::Nothing,
+        None,
+        "churn_local_target_converges",
+    );
+}
+
+#[test]
+fn churn_local_target_through_rsync_converges() {
+    rounds(
+        |_| Kind::LocalRsync,
+        Midway::Nothing,
+        None,
+        "churn_local_target_through_rsync_converges",
+    );
 }
 
 #[test]
 fn churn_direct_target_converges() {
     rounds(
         |_| Kind::Direct,
-        false,
+        Midway::Nothing,
         None,
         "churn_direct_target_converges",
     );
@@ -650,7 +857,7 @@ fn churn_ssh_target_converges() {
     let sshd = Sshd::start();
     rounds(
         |_| Kind::Ssh,
-        false,
+        Midway::Nothing,
         Some(&sshd),
         "churn_ssh_target_converges",
     );
@@ -661,7 +868,7 @@ fn churn_ssh_target_with_the_agent_converges() {
     let sshd = Sshd::start();
     rounds(
         |_| Kind::SshAgent,
-        false,
+        Midway::Nothing,
         Some(&sshd),
         "churn_ssh_target_with_the_agent_converges",
     );
@@ -670,6 +877,39 @@ fn churn_ssh_target_with_the_agent_converges() {
 #[test]
 fn churn_with_a_stage_killed_converges() {
     // The target kind follows the seed, so a replay picks the same one.
+    let kind = |seed: u64| [Kind::Local, Kind::Direct, Kind::LocalRsync][(seed % 3) as usize];
+    rounds(
+        kind,
+        Midway::Kill,
+        None,
+        "churn_with_a_stage_killed_converges",
+    );
+}
+
+#[test]
+fn churn_with_entries_swapped_for_other_types_converges() {
+    // Files into directories and links, directories into files and links
+    // (moved away first, as a deploy swaps `current`), links into files.
     let kind = |seed: u64| [Kind::Local, Kind::Direct][(seed % 2) as usize];
-    rounds(kind, true, None, "churn_with_a_stage_killed_converges");
+    swap_rounds(
+        kind,
+        Midway::Nothing,
+        true,
+        None,
+        "churn_with_entries_swapped_for_other_types_converges",
+    );
+}
+
+#[test]
+fn churn_onto_a_target_whose_disk_fills_converges_once_freed() {
+    // The kind follows the seed: the in-process applier, --direct, and the
+    // agent each write (and fail) their own way.
+    let sshd = Sshd::start();
+    let kind = |seed: u64| [Kind::Local, Kind::Direct, Kind::SshAgent][(seed % 3) as usize];
+    rounds(
+        kind,
+        Midway::FillTarget,
+        Some(&sshd),
+        "churn_onto_a_target_whose_disk_fills_converges_once_freed",
+    );
 }

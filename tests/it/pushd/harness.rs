@@ -2,7 +2,7 @@
 //! compared entry by entry, awkward names, and one run through every change kind.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -58,7 +58,7 @@ impl Pushd {
 
     /// Like [`start_with`](Self::start_with), with extra environment variables.
     pub fn start_env(root: &Path, args: &[&OsStr], cwd: &Path, env: &[(&str, &OsStr)]) -> Pushd {
-        Self::spawn(root, args, cwd, env, Stdio::inherit())
+        Self::spawn(&[], root, args, cwd, env, Stdio::inherit())
     }
 
     /// Like [`start_in`](Self::start_in), with stderr written to `log`.
@@ -75,17 +75,44 @@ impl Pushd {
             .map(OsStr::new)
             .collect();
         all.extend_from_slice(args);
-        Self::spawn(root, &all, cwd, &[], stderr)
+        Self::spawn(&[], root, &all, cwd, &[], stderr)
+    }
+
+    /// Like [`start_with_stderr`](Self::start_with_stderr), with pushd
+    /// started by `wrapper` (its program and arguments, pushd's path and
+    /// arguments follow), e.g. [`refusing`].
+    pub fn start_under(
+        wrapper: &[OsString],
+        root: &Path,
+        args: &[&OsStr],
+        cwd: &Path,
+        log: &Path,
+    ) -> Pushd {
+        let mut all: Vec<&OsStr> = ["--retry-min", "50ms", "--retry-max", "400ms"]
+            .into_iter()
+            .map(OsStr::new)
+            .collect();
+        all.extend_from_slice(args);
+        let stderr = Stdio::from(fs::File::create(log).unwrap());
+        Self::spawn(wrapper, root, &all, cwd, &[], stderr)
     }
 
     fn spawn(
+        wrapper: &[OsString],
         root: &Path,
         args: &[&OsStr],
         cwd: &Path,
         env: &[(&str, &OsStr)],
         stderr: Stdio,
     ) -> Pushd {
-        let mut cmd = Command::new(bin("pushd"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(bin("pushd"));
+                cmd
+            }
+            None => Command::new(bin("pushd")),
+        };
         cmd.envs(env.iter().copied())
             .stderr(stderr)
             .arg("-v")
@@ -385,4 +412,37 @@ pub fn converges(out: &mut RecordStream, src: &Path, dst: &Path) {
             assert_same(src, dst);
         }
     }
+}
+
+/// A wrapper for [`Pushd::start_under`]: the kernel refuses the system
+/// calls `rules` name for pushd and its children (a seccomp filter loaded
+/// through libseccomp, as a container runtime's profile would), e.g.
+/// `linkat:EPERM`, or `fchownat:4&0x1000:EPERM` for calls whose argument 4
+/// has those bits set. Rules are comma-separated.
+pub fn refusing(rules: &str) -> Vec<OsString> {
+    const SCRIPT: &str = r#"
+import ctypes, errno, os, sys
+lib = ctypes.CDLL("libseccomp.so.2")
+lib.seccomp_init.restype = ctypes.c_void_p
+ctx = ctypes.c_void_p(lib.seccomp_init(ctypes.c_uint32(0x7FFF0000)))  # allow
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+for rule in sys.argv[1].split(","):
+    parts = rule.split(":")
+    nr = lib.seccomp_syscall_resolve_name(parts[0].encode())
+    action = ctypes.c_uint32(0x00050000 | getattr(errno, parts[-1]))  # errno
+    if len(parts) == 3:
+        arg, mask = parts[1].split("&")
+        cmp = Cmp(int(arg), 7, int(mask, 0), int(mask, 0))  # masked eq
+        rc = lib.seccomp_rule_add_array(ctx, action, nr, 1, ctypes.byref(cmp))
+    else:
+        rc = lib.seccomp_rule_add_array(ctx, action, nr, 0, None)
+    assert rc == 0, (rule, rc)
+assert lib.seccomp_load(ctx) == 0
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
+    ["/usr/bin/python3", "-c", SCRIPT, rules]
+        .map(OsString::from)
+        .to_vec()
 }

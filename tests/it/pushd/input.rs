@@ -172,3 +172,28 @@ fn pushd_alone_exits_14_on_an_empty_input() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without a stream header"), "{err}");
 }
+
+/// A malformed line before any header: nothing can be synced yet (no root
+/// is known), and the log says so instead of claiming a full sync; the
+/// header that follows starts the stream with its full sync.
+#[test]
+fn a_malformed_line_before_any_header_is_logged_as_what_happens() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let log = scratch.path().join("pushd.log");
+    let target = dst.path().display().to_string();
+    write(src.path(), b"a", b"a");
+    let mut p = Pushd::start_with_stderr(src.path(), &[os(&target)], scratch.path(), &log);
+    let stdin = p.stdin.as_mut().unwrap();
+    std::io::Write::write_all(stdin, b"{not json\n").unwrap();
+    p.header();
+    let a = p.result(&target);
+    assert!(a.full && a.status == "ok", "{a:?}");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("line 1 is malformed") && text.contains("before any header: nothing to sync"),
+        "{text}"
+    );
+    assert!(!text.contains("syncing the whole root"), "{text}");
+}

@@ -8,6 +8,7 @@ mod excludes;
 mod failures;
 mod guards;
 pub mod harness;
+mod inprocess;
 mod input;
 mod kinds;
 mod never_worked;

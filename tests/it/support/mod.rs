@@ -13,7 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub mod users;
 
 /// Generous: CI machines are slow and noisy. Tests wait on signals the
 /// program gives; this only bounds how long a broken test hangs.
-pub const TIMEOUT: Duration = Duration::from_secs(20);
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Path of a binary built by this package.
 pub fn bin(name: &str) -> PathBuf {
@@ -201,11 +202,16 @@ impl Drop for Running {
 }
 
 /// A stand-in for systemd's notify socket: a datagram socket at a path in a
-/// temporary directory. Pass `path()` as `NOTIFY_SOCKET`.
+/// temporary directory. Pass `path()` as `NOTIFY_SOCKET`. A thread reads it
+/// all the time, as systemd does: the kernel queues only
+/// `net.unix.max_dgram_qlen` datagrams (10 here), and a sender whose
+/// datagrams nobody reads blocks (sd_notify is a blocking send), so a test
+/// that stopped reading after `READY=1` would stall the program it watches.
 pub struct NotifySocket {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    sock: UnixDatagram,
+    received: mpsc::Receiver<String>,
+    stop: Arc<AtomicBool>,
 }
 
 impl NotifySocket {
@@ -213,10 +219,27 @@ impl NotifySocket {
         let dir = tempdir();
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("binding notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (tx, received) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if tx.send(text).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         NotifySocket {
             _dir: dir,
             path,
-            sock,
+            received,
+            stop,
         }
     }
 
@@ -226,12 +249,7 @@ impl NotifySocket {
 
     /// The next datagram's text, or `None` after `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<String> {
-        self.sock.set_read_timeout(Some(timeout)).unwrap();
-        let mut buf = vec![0u8; 4096];
-        match self.sock.recv(&mut buf) {
-            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-            Err(_) => None,
-        }
+        self.received.recv_timeout(timeout).ok()
     }
 
     /// Waits for a datagram containing `needle` (e.g. `READY=1`); returns it.
@@ -247,6 +265,12 @@ impl NotifySocket {
             }
         }
         panic!("no {needle:?} from the notify socket; got {seen:?}");
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
