@@ -77,10 +77,10 @@ run() {
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores" >&2
-run "batchd, $((paths)) paths" $((events / 10)) "$work/tenth.jsonl" "$batchd" -v -d 1h
-run "batchd, $((paths)) paths" $((events / 2)) "$work/half.jsonl" "$batchd" -v -d 1h
-run "batchd, $((paths)) paths" "$events" "$work/big.jsonl" "$batchd" -v -d 1h
-run "batchd, $((paths / 10)) paths" $((events * 3 / 10)) "$work/few-paths.jsonl" "$batchd" -v -d 1h
+run "batchd, $((paths)) paths" $((events / 10)) "$work/tenth.jsonl" "$batchd" -v -d 1h --settle 0
+run "batchd, $((paths)) paths" $((events / 2)) "$work/half.jsonl" "$batchd" -v -d 1h --settle 0
+run "batchd, $((paths)) paths" "$events" "$work/big.jsonl" "$batchd" -v -d 1h --settle 0
+run "batchd, $((paths / 10)) paths" $((events * 3 / 10)) "$work/few-paths.jsonl" "$batchd" -v -d 1h --settle 0
 run "peer: wc -l" $((events / 10)) "$work/tenth.jsonl" wc -l
 run "peer: jq -c .path" $((events / 10)) "$work/tenth.jsonl" jq -c .path
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

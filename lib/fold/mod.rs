@@ -59,6 +59,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+mod table;
+use table::with_huge_pages;
+pub(crate) use table::{prefetch, PathTable};
+
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
 
@@ -115,9 +119,22 @@ impl Op {
 /// without touching the log (the lookup brings it in the same cache line).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    slot: usize,
+    /// The record's place in `log`, as 32 bits so the entry and a short
+    /// key fill half a cache line (see table.rs).
+    at: u32,
     kind: Kind,
     dir: bool,
+}
+
+impl Entry {
+    fn new(slot: usize, kind: Kind, dir: bool) -> Self {
+        let at = u32::try_from(slot).expect("fewer than 4 G records: memory would run out first");
+        Entry { at, kind, dir }
+    }
+
+    fn slot(&self) -> usize {
+        self.at as usize
+    }
 }
 
 /// A path as the fold keeps it: up to 24 bytes inline, so looking a short
@@ -144,10 +161,9 @@ pub struct Fold {
     log: Vec<Option<Rec>>,
     /// Current source path -> its record's slot in `log`. A record not in the
     /// index (a degraded move) still applies but no longer speaks for a path.
-    /// foldhash, not SipHash: hashing paths was a tenth of the fold's time,
-    /// and a per-process random seed still keeps crafted names from piling
-    /// into one bucket.
-    index: HashMap<Key, Entry, RandomState>,
+    /// Looked up for nearly every event: its own table, one cache line per
+    /// look-up, which batchd fetches ahead ([`Fold::prefetch`]).
+    index: PathTable<Entry>,
     /// The index's paths in byte order: everything below a directory is one
     /// range. (The hash map serves the many lookups of single paths.) Built
     /// the first time a subtree with something in it is listed, and kept from
@@ -216,6 +232,27 @@ impl Fold {
             EventKind::Rescan | EventKind::Other(_) => self.rescan(path, ev.dir),
         }
         self.bound_memory();
+    }
+
+    /// Asks for the index slots folding `ev` will look at first (a hint
+    /// only): called some events ahead of [`push_event`](Self::push_event),
+    /// the fetch overlaps the folding of the events before it.
+    pub fn prefetch_index(&self, ev: &Event) {
+        self.index.prefetch(normal(ev.path.as_bytes()));
+        if let Some(from) = &ev.from {
+            self.index.prefetch(normal(from.as_bytes()));
+        }
+    }
+
+    /// Asks for the record of `ev`'s path, when it has one (a hint only):
+    /// called a few events after [`prefetch_index`](Self::prefetch_index),
+    /// when the index slot is in the cache.
+    pub fn prefetch_record(&self, ev: &Event) {
+        if let Some(e) = self.index.get(normal(ev.path.as_bytes())) {
+            if let Some(rec) = self.log.get(e.slot()) {
+                prefetch(rec);
+            }
+        }
     }
 
     /// Folds one change of an earlier batch. Folding the changes of batches
@@ -301,7 +338,7 @@ impl Fold {
         match e.kind {
             // A repeated create (a watcher reports an entry twice) is a modify.
             Kind::Update(_) => self.retype(e, path, dir),
-            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Delete => self.replace(e.slot(), path, dir),
             Kind::Move => self.moved_entry_changed(e, path, dir),
             Kind::Rescan => {}
         }
@@ -325,7 +362,7 @@ impl Fold {
             Kind::Update(_) => self.retype(e, path, dir),
             // Only changes say this (delete, then an update of a path made
             // again later): the same as a create after a delete.
-            Kind::Delete => self.replace(e.slot, path, dir),
+            Kind::Delete => self.replace(e.slot(), path, dir),
             Kind::Move => self.moved_entry_changed(e, path, dir),
             Kind::Rescan => {}
         }
@@ -358,7 +395,7 @@ impl Fold {
         if !dir {
             self.swallow_below(path);
         }
-        self.replace(entry.slot, path, dir);
+        self.replace(entry.slot(), path, dir);
     }
 
     /// The new path of a kept move changed again: its `update` after the
@@ -398,12 +435,12 @@ impl Fold {
             // copy that ran meanwhile (an earlier batch's rescan, a full
             // sync) may have put it on the target.
             Kind::Update(_) => {
-                let old = self.rec(e.slot);
+                let old = self.rec(e.slot());
                 let stale = old.stale || old.dir || dir;
                 self.requeue(path, dir, Op::Delete, stale);
             }
             Kind::Delete => {
-                let rec = self.rec_mut(e.slot);
+                let rec = self.rec_mut(e.slot());
                 rec.dir |= dir;
                 rec.stale |= dir;
                 self.index.get_mut(path).expect("found above").dir |= dir;
@@ -455,7 +492,7 @@ impl Fold {
             // The record re-reads `to` where it stands; what the target holds
             // before it (its base) has not changed.
             Kind::Update(_) => self.retype(e, to, false),
-            Kind::Delete => self.replace(e.slot, to, false),
+            Kind::Delete => self.replace(e.slot(), to, false),
             Kind::Move => {
                 self.degrade_move(to);
                 self.append(to, false, Op::Update(Base::Unknown));
@@ -543,7 +580,7 @@ impl Fold {
     /// whole); a kept move into it turns into a delete of its old path.
     fn swallow_below(&mut self, path: &[u8]) {
         for (key, _) in self.below(path) {
-            if self.index[&key].kind == Kind::Move {
+            if self.entry(&key).kind == Kind::Move {
                 self.degrade_move(&key);
             } else {
                 self.unindex(&key);
@@ -556,7 +593,7 @@ impl Fold {
     /// old path being vacated).
     fn degrade_move(&mut self, to: &[u8]) {
         let entry = self.index.remove(to).expect("caller saw the record");
-        let slot = entry.slot;
+        let slot = entry.slot();
         self.forget_key(to);
         self.moves -= 1;
         if entry.dir {
@@ -573,7 +610,7 @@ impl Fold {
 
     /// Removes the record that speaks for `path`, returning it.
     fn unindex(&mut self, path: &[u8]) -> Option<Rec> {
-        let slot = self.index.remove(path)?.slot;
+        let slot = self.index.remove(path)?.slot();
         self.forget_key(path);
         let rec = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
@@ -600,9 +637,7 @@ impl Fold {
         self.maybe_compact();
         let slot = self.push_rec(path, dir, op, stale);
         let kind = self.rec(slot).op.kind();
-        let old = self
-            .index
-            .insert(Key::from_slice(path), Entry { slot, kind, dir });
+        let old = self.index.insert(path, Entry::new(slot, kind, dir));
         debug_assert!(old.is_none(), "append over a live record");
         self.note_key(path);
     }
@@ -640,7 +675,7 @@ impl Fold {
     /// of the log (same index entry, so no key is copied).
     fn requeue(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) {
         self.maybe_compact();
-        let slot = self.index[path].slot;
+        let slot = self.entry(path).slot();
         let old = self.log[slot].take().expect("indexed slots are live");
         self.live -= 1;
         self.count(&old.op, old.dir, false, path);
@@ -648,11 +683,7 @@ impl Fold {
         // The old record's path is this path: keep its bytes.
         debug_assert_eq!(&old.path[..], path);
         let new = self.push_rec_owned(old.path, dir, op, stale);
-        *self.index.get_mut(path).expect("looked up above") = Entry {
-            slot: new,
-            kind,
-            dir,
-        };
+        *self.index.get_mut(path).expect("looked up above") = Entry::new(new, kind, dir);
     }
 
     fn push_rec(&mut self, path: &[u8], dir: bool, op: Op, stale: bool) -> usize {
@@ -661,6 +692,13 @@ impl Fold {
 
     fn push_rec_owned(&mut self, path: Key, dir: bool, op: Op, stale: bool) -> usize {
         self.count(&op, dir, true, &path);
+        if self.log.len() == self.log.capacity() {
+            // Grown by hand to keep huge pages (see `with_huge_pages`):
+            // deletes and requeues read records all over the log.
+            let mut grown = with_huge_pages(self.log.capacity().max(512) * 2);
+            grown.append(&mut self.log);
+            self.log = grown;
+        }
         self.log.push(Some(Rec {
             path,
             dir,
@@ -678,7 +716,7 @@ impl Fold {
         }
         let log = std::mem::take(&mut self.log);
         let mut new_slot = vec![usize::MAX; log.len()];
-        self.log = Vec::with_capacity(self.live * 2);
+        self.log = with_huge_pages(self.live * 2);
         for (old, rec) in log.into_iter().enumerate() {
             if let Some(rec) = rec {
                 new_slot[old] = self.log.len();
@@ -686,7 +724,7 @@ impl Fold {
             }
         }
         for entry in self.index.values_mut() {
-            entry.slot = new_slot[entry.slot];
+            *entry = Entry::new(new_slot[entry.slot()], entry.kind, entry.dir);
         }
     }
 
@@ -721,7 +759,12 @@ impl Fold {
 
     /// What the index knows of the record that speaks for `path`.
     fn kind(&self, path: &[u8]) -> Option<Entry> {
-        self.index.get(path).copied()
+        self.index.get(path)
+    }
+
+    /// The entry of a path known to be indexed.
+    fn entry(&self, path: &[u8]) -> Entry {
+        self.index.get(path).expect("the path is indexed")
     }
 
     /// True when `path` or a directory above it has a pending `rescan` or a
@@ -752,7 +795,7 @@ impl Fold {
         if path == ROOT {
             return false;
         }
-        let hit = |key: &[u8]| self.index.get(key).is_some_and(&pred);
+        let hit = |key: &[u8]| self.index.get(key).is_some_and(|e| pred(&e));
         hit(ROOT) || parents(path).any(hit)
     }
 
@@ -773,7 +816,7 @@ impl Fold {
         }
         let keys = self
             .keys
-            .get_or_insert_with(|| self.index.keys().cloned().collect());
+            .get_or_insert_with(|| self.index.iter().map(|(k, _)| Key::from_slice(k)).collect());
         let range = if path == ROOT {
             (Bound::Unbounded, Bound::Unbounded)
         } else {
@@ -785,7 +828,10 @@ impl Fold {
         };
         keys.range::<Key, _>(range)
             .filter(|key| key.as_slice() != ROOT)
-            .map(|key| (key.clone(), self.index[key].slot))
+            .map(|key| {
+                let entry = self.index.get(key).expect("the path is indexed");
+                (key.clone(), entry.slot())
+            })
             .collect()
     }
 }

@@ -725,17 +725,17 @@ fn assert_consistent(f: &Fold) {
     }
     let mut under: std::collections::HashMap<Vec<u8>, u32> = Default::default();
     let (mut covers, mut moves) = (std::collections::HashSet::new(), 0);
-    for (key, e) in &f.index {
+    for (key, e) in f.index.iter() {
         if let Some(keys) = &f.keys {
             assert!(keys.contains(key), "key set misses {key:?}");
         }
         for dir in super::parents(key) {
             *under.entry(dir.to_vec()).or_default() += 1;
         }
-        let rec = f.log[e.slot]
+        let rec = f.log[e.slot()]
             .as_ref()
             .expect("index points at a live record");
-        assert_eq!(&rec.path, key);
+        assert_eq!(&rec.path[..], key);
         assert_eq!(rec.op.kind(), e.kind);
         assert_eq!(rec.dir, e.dir);
         if e.kind == Kind::Rescan || (e.kind == Kind::Move && e.dir) {
