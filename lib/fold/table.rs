@@ -318,9 +318,15 @@ mod tests {
     fn key() -> impl Strategy<Value = Vec<u8>> {
         // Few distinct keys, so the same ones come back; short and long
         // (inline and on the heap).
-        (0u8..40, 0usize..30).prop_map(|(n, long)| {
+        // (21 to 24 bytes: either side of the inline limit.)
+        (0u8..40, 0usize..36).prop_map(|(n, long)| {
             let mut k = vec![b'k', n];
-            k.resize(if long > 25 { 23 + long } else { 2 + long % 4 }, b'x');
+            let len = match long {
+                30.. => 21 + long % 4,
+                26.. => 23 + long,
+                _ => 2 + long % 4,
+            };
+            k.resize(len, b'x');
             k
         })
     }

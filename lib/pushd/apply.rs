@@ -1126,27 +1126,19 @@ fn read_names(dir: &std::os::fd::OwnedFd) -> Option<Vec<Vec<u8>>> {
     )
 }
 
-/// Listed paths whose source parent is a file (or a symlink) now: the
-/// source has no such path, and rsync fails on it (`link_stat … Not a
-/// directory`, exit 23, on every retry, until a later batch happens to list
-/// the parent). The nearest ancestor that is not a directory is synced
-/// instead: it replaces whatever the target holds there, the path included.
+/// Listed paths below something on the source that is not a real directory
+/// now — a file, or a symlink (rsync reads by name and would follow it out
+/// of the source) — are replaced by that entry: the source has no such
+/// path; syncing the entry itself (a file, or the link as a link) replaces
+/// whatever the target holds there. Without it rsync fails on a path below
+/// a file (`link_stat … Not a directory`, exit 23, on every retry, until a
+/// later batch lists the parent). One lstat per distinct directory.
 fn lift_below_files(source: &Path, list: Vec<WirePath>) -> Vec<WirePath> {
-    let below_a_file = |p: &WirePath| {
-        matches!(std::fs::symlink_metadata(join(source, p)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR))
-    };
-    if !list.iter().any(below_a_file) {
-        return list;
-    }
+    let mut real_dir: std::collections::HashMap<WirePath, bool> = Default::default();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for p in list {
-        let p = if below_a_file(&p) {
-            nearest_non_directory(source, &p).unwrap_or(p)
-        } else {
-            p
-        };
+        let p = nearest_non_directory(source, &p, &mut real_dir).unwrap_or(p);
         if seen.insert(p.clone()) {
             out.push(p);
         }
@@ -1154,9 +1146,13 @@ fn lift_below_files(source: &Path, list: Vec<WirePath>) -> Vec<WirePath> {
     out
 }
 
-/// The topmost ancestor of `p` that exists on the source and is not a
-/// directory (not following symlinks).
-fn nearest_non_directory(source: &Path, p: &WirePath) -> Option<WirePath> {
+/// The topmost ancestor of `p` that exists on the source and is not a real
+/// directory (not following symlinks); `real_dir` remembers the answers.
+fn nearest_non_directory(
+    source: &Path,
+    p: &WirePath,
+    real_dir: &mut std::collections::HashMap<WirePath, bool>,
+) -> Option<WirePath> {
     let mut chain = Vec::new();
     let mut at = p.parent();
     while let Some(a) = at.filter(|a| !a.is_root()) {
@@ -1164,10 +1160,19 @@ fn nearest_non_directory(source: &Path, p: &WirePath) -> Option<WirePath> {
         chain.push(a);
     }
     for a in chain.into_iter().rev() {
-        match std::fs::symlink_metadata(join(source, &a)) {
-            Ok(meta) if meta.is_dir() => continue,
-            Ok(_) => return Some(a),
-            Err(_) => return None,
+        let is_dir = match real_dir.get(&a) {
+            Some(&known) => known,
+            None => {
+                // Gone: nothing below it either; rsync deletes the path.
+                let Ok(meta) = std::fs::symlink_metadata(join(source, &a)) else {
+                    return None;
+                };
+                real_dir.insert(a.clone(), meta.is_dir());
+                meta.is_dir()
+            }
+        };
+        if !is_dir {
+            return Some(a);
         }
     }
     None
@@ -1390,16 +1395,17 @@ mod tests {
         std::fs::write(src.join("a/b/c"), b"file now").unwrap();
         std::fs::write(src.join("f"), b"x").unwrap();
         std::os::unix::fs::symlink("a", src.join("l")).unwrap();
-        let list: Vec<WirePath> = ["a/b/c/d/e", "f", "a/b/c/x", "gone/y", "l/b"]
+        let list: Vec<WirePath> = ["a/b/c/d/e", "f", "a/b/c/x", "gone/y", "l/b", "a/b/z"]
             .into_iter()
             .map(WirePath::from)
             .collect();
         let lifted = lift_below_files(src, list);
-        let want: Vec<WirePath> = ["a/b/c", "f", "gone/y", "l/b"]
+        // `l/b` would be read through the link (out of the source, were it
+        // pointing there): the link itself is synced.
+        let want: Vec<WirePath> = ["a/b/c", "f", "gone/y", "l", "a/b/z"]
             .into_iter()
             .map(WirePath::from)
             .collect();
-        // (`l/b` resolves through the link: rsync reads it the same way.)
         assert_eq!(lifted, want);
     }
 

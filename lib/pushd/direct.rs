@@ -469,6 +469,22 @@ impl<'a> Temp<'a> {
         let Err(e) = link_unnamed(&self.file, self.dir, self.tmp) else {
             return Ok(());
         };
+        // Only a refusal to name it is a reason to stop using unnamed files;
+        // a full disk or a directory removed meanwhile fails this copy alone.
+        let refused = matches!(
+            e.raw_os_error().map(Errno::from_raw),
+            Some(
+                Errno::EPERM
+                    | Errno::EACCES
+                    | Errno::ENOENT
+                    | Errno::ENOSYS
+                    | Errno::EOPNOTSUPP
+                    | Errno::EINVAL
+            )
+        );
+        if !refused {
+            return Err(e);
+        }
         if !NAMING_REFUSED.swap(true, Ordering::Relaxed) {
             crate::log_warn!(
                 "cannot give an O_TMPFILE file a name ({e}: no CAP_DAC_READ_SEARCH and no /proc?): \

@@ -86,6 +86,12 @@ impl Window {
         }
     }
 
+    /// Batches taken so far cannot move `--state` any more (the stream went
+    /// backwards: what they carry is older than what comes next).
+    pub(crate) fn block(&mut self) {
+        self.blocked_below = self.next + 1;
+    }
+
     /// Batches taken and not settled yet.
     pub(crate) fn len(&self) -> usize {
         self.open.len()
@@ -150,6 +156,30 @@ mod tests {
             ]
         );
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn batches_taken_before_the_stream_went_backwards_never_move_state() {
+        let mut w = Window::default();
+        let a = w.open();
+        w.seal(a, 1, None);
+        w.block();
+        let b = w.open();
+        w.seal(b, 0, None);
+        w.answered(a, Ok(()));
+        assert_eq!(
+            w.settle(),
+            vec![
+                Settled::Applied {
+                    n: a,
+                    advance: false
+                },
+                Settled::Applied {
+                    n: b,
+                    advance: true
+                }
+            ]
+        );
     }
 
     #[test]

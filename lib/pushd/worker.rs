@@ -372,6 +372,9 @@ impl<'a> Worker<'a> {
                 true
             }
             Seqs::Backwards { after } => {
+                // Batches still in flight carry seqs from before: settling
+                // them must not write their higher seq to `--state`.
+                self.window.block();
                 // A rescan batch from batchd may repeat the seq it reached:
                 // not worth a warning.
                 if !rescan {

@@ -148,10 +148,10 @@ mod tests {
             assert!(out.blocked().is_some());
             open.send(()).unwrap();
             assert_eq!(out.written().await.unwrap(), 1);
-            assert!(out.blocked().is_none(), "it moved just now");
             open.send(()).unwrap();
             assert_eq!(out.written().await.unwrap(), 2);
             assert_eq!(seen.lock().unwrap().as_slice(), b"a\nb\nc\n");
+            // Nothing waits now: not blocked, however slow this machine is.
             assert!(out.blocked().is_none());
         });
     }
