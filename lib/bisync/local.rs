@@ -69,8 +69,15 @@ impl LocalReplica {
             return Ok(());
         };
         let root = backup::open_root(&self.root)?;
-        backup::keep(&root, active, dir, name, path)
-            .map_err(|e| io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}")))
+        backup::keep(&root, active, dir, name, path).map_err(|e| {
+            if vanished(&e) {
+                // The entry (or the directory holding it) went away: the
+                // step is skipped, with the error as it is.
+                e
+            } else {
+                io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}"))
+            }
+        })
     }
 
     /// `--serve` without `--owners`: never chown, strip set-id bits.

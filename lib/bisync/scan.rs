@@ -362,8 +362,10 @@ fn walk(
 /// A temporary file whose writer is gone (a killed run) is removed.
 fn remove_stale_temp(path: &Path, name: &[u8]) {
     let Some(pid) = temp_owner(name) else { return };
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    if !alive {
+    // EPERM: alive, another user's (only ESRCH says the writer is gone).
+    let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        == Err(nix::errno::Errno::ESRCH);
+    if gone {
         crate::log_debug!("removing {} left by an interrupted run", path.display());
         let _ = fs::remove_file(path);
     }
