@@ -716,7 +716,8 @@ mod tests {
             mode: 0o644,
             ..Entry::dir(0)
         };
-        let ways: [(&str, fn(&Path)); 4] = [
+        type Replace = fn(&Path);
+        let ways: [(&str, Replace); 4] = [
             ("removed", |_| {}),
             ("a file", |d| fs::write(d, b"x").unwrap()),
             ("a symlink", |d| {
@@ -743,7 +744,11 @@ mod tests {
             fs::remove_dir_all(&d).unwrap();
             replace(&d);
             let how = format!("{how}{}", if warm { ", d cached" } else { "" });
-            assert_eq!(rep.hash(&[f.clone()]).unwrap(), [None], "d {how}");
+            assert_eq!(
+                rep.hash(std::slice::from_ref(&f)).unwrap(),
+                [None],
+                "d {how}"
+            );
             assert_eq!(rep.stat(&f).unwrap(), None, "d {how}");
             let mut copied = Vec::new();
             assert!(!rep.read(&f, &expect, &mut copied).unwrap(), "d {how}");
