@@ -522,7 +522,7 @@ impl Applier<'_> {
             Vec::new()
         };
         if !plan.paths.is_empty() || !joined.is_empty() {
-            let mut list = plan.paths.clone();
+            let mut list = lift_below_files(source, plan.paths.clone());
             if delete {
                 let missing: Vec<WirePath> = list
                     .iter()
@@ -1126,6 +1126,53 @@ fn read_names(dir: &std::os::fd::OwnedFd) -> Option<Vec<Vec<u8>>> {
     )
 }
 
+/// Listed paths whose source parent is a file (or a symlink) now: the
+/// source has no such path, and rsync fails on it (`link_stat … Not a
+/// directory`, exit 23, on every retry, until a later batch happens to list
+/// the parent). The nearest ancestor that is not a directory is synced
+/// instead: it replaces whatever the target holds there, the path included.
+fn lift_below_files(source: &Path, list: Vec<WirePath>) -> Vec<WirePath> {
+    let below_a_file = |p: &WirePath| {
+        matches!(std::fs::symlink_metadata(join(source, p)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR))
+    };
+    if !list.iter().any(below_a_file) {
+        return list;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for p in list {
+        let p = if below_a_file(&p) {
+            nearest_non_directory(source, &p).unwrap_or(p)
+        } else {
+            p
+        };
+        if seen.insert(p.clone()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The topmost ancestor of `p` that exists on the source and is not a
+/// directory (not following symlinks).
+fn nearest_non_directory(source: &Path, p: &WirePath) -> Option<WirePath> {
+    let mut chain = Vec::new();
+    let mut at = p.parent();
+    while let Some(a) = at.filter(|a| !a.is_root()) {
+        at = a.parent();
+        chain.push(a);
+    }
+    for a in chain.into_iter().rev() {
+        match std::fs::symlink_metadata(join(source, &a)) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => return Some(a),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Whether `p` exists on the source: `Ok(false)` only when it is not found;
 /// any other failure to look is an error, never a reason to delete.
 fn source_state(source: &Path, p: &WirePath) -> Result<bool, String> {
@@ -1333,6 +1380,27 @@ mod tests {
         assert!(judge_deletes(&count, case(6, 1000)).is_some());
         assert_eq!(judge_deletes(&count, case(5, 0)), None);
         assert_eq!(judge_deletes(&half, case(0, 0)), None);
+    }
+
+    #[test]
+    fn a_path_below_what_is_a_file_now_is_synced_as_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        std::fs::create_dir_all(src.join("a/b")).unwrap();
+        std::fs::write(src.join("a/b/c"), b"file now").unwrap();
+        std::fs::write(src.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("a", src.join("l")).unwrap();
+        let list: Vec<WirePath> = ["a/b/c/d/e", "f", "a/b/c/x", "gone/y", "l/b"]
+            .into_iter()
+            .map(WirePath::from)
+            .collect();
+        let lifted = lift_below_files(src, list);
+        let want: Vec<WirePath> = ["a/b/c", "f", "gone/y", "l/b"]
+            .into_iter()
+            .map(WirePath::from)
+            .collect();
+        // (`l/b` resolves through the link: rsync reads it the same way.)
+        assert_eq!(lifted, want);
     }
 
     #[test]

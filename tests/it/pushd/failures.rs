@@ -579,3 +579,25 @@ fn a_kept_rename_the_target_is_ahead_of_is_harmless() {
     assert_same(src.path(), dst.path());
     assert_eq!(p.finish(), Some(0));
 }
+
+/// A batch listing `d/x` alone after `d` became a file on the source (its
+/// own change comes in a later batch): rsync fails on such a path on every
+/// retry (exit 23); pushd syncs `d` instead and the batch succeeds.
+#[test]
+fn a_path_below_what_became_a_file_does_not_fail_its_batch() {
+    let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
+    let target = dst.path().display().to_string();
+    let args = [os("--direct-max"), os("0"), os(&target)];
+    write(src.path(), b"d/x", b"x");
+    let mut p = Pushd::start_in(src.path(), &args, scratch.path());
+    p.header();
+    assert_eq!(p.applied(&target, 0).status, "ok");
+    assert!(dst.path().join("d/x").is_file());
+    fs::remove_dir_all(src.path().join("d")).unwrap();
+    write(src.path(), b"d", b"now a file");
+    let seq = p.batch(vec![change(ChangeOp::Update, b"d/x")]);
+    let a = p.applied(&target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert_same(src.path(), dst.path());
+    assert_eq!(p.finish(), Some(0));
+}
