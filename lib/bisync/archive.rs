@@ -132,7 +132,35 @@ impl Store {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))?;
+        self.remove_stale_temps(dir);
         Ok(())
+    }
+
+    /// Removes the temporary archives of runs killed while saving (their
+    /// pid is gone): harmless, but they would pile up. Best effort.
+    fn remove_stale_temps(&self, dir: &Path) {
+        let Some(name) = self.archive.file_name() else {
+            return;
+        };
+        let mut prefix = name.as_encoded_bytes().to_vec();
+        prefix.extend_from_slice(b".tmp.");
+        let Ok(listing) = fs::read_dir(dir) else {
+            return;
+        };
+        for item in listing.flatten() {
+            let file = item.file_name();
+            let Some(pid) = file.as_encoded_bytes().strip_prefix(&prefix[..]) else {
+                continue;
+            };
+            let Some(pid) = std::str::from_utf8(pid).ok().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH) {
+                crate::log_debug!("removing {} left by a killed run", item.path().display());
+                let _ = fs::remove_file(item.path());
+            }
+        }
     }
 }
 
@@ -325,6 +353,18 @@ mod tests {
         assert_eq!(store.load().unwrap(), sample());
         drop(lock);
         assert!(store.lock().is_ok());
+        // A run killed while saving leaves its temporary archive; the next
+        // save removes it (its pid is gone), not a live writer's.
+        let temp = |pid: u32| {
+            let mut name = store.archive.as_os_str().to_owned();
+            name.push(format!(".tmp.{pid}"));
+            PathBuf::from(name)
+        };
+        let (dead, live) = (temp(999_999_999), temp(1));
+        fs::write(&dead, b"half an archive").unwrap();
+        fs::write(&live, b"being written").unwrap();
+        store.save(&sample()).unwrap();
+        assert!(!dead.exists() && live.exists());
         fs::write(&store.archive, b"garbage").unwrap();
         assert!(store.load().is_none());
         assert_ne!(Store::new(tmp.path(), "/x", "/z").archive, store.archive);

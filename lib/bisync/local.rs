@@ -69,8 +69,15 @@ impl LocalReplica {
             return Ok(());
         };
         let root = backup::open_root(&self.root)?;
-        backup::keep(&root, active, dir, name, path)
-            .map_err(|e| io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}")))
+        backup::keep(&root, active, dir, name, path).map_err(|e| {
+            if vanished(&e) {
+                // The entry (or the directory holding it) went away: the
+                // step is skipped, with the error as it is.
+                e
+            } else {
+                io::Error::new(e.kind(), format!("keeping a backup of {path:?}: {e}"))
+            }
+        })
     }
 
     /// `--serve` without `--owners`: never chown, strip set-id bits.
@@ -96,7 +103,10 @@ impl LocalReplica {
     /// What is at `path` now (not following a final symlink), `None` when
     /// nothing is.
     pub fn stat(&mut self, path: &WirePath) -> io::Result<Option<Entry>> {
-        let (dir, name) = self.parent(path)?;
+        let (dir, name) = match self.parent(path) {
+            Err(e) if vanished(&e) => return Ok(None),
+            r => r?,
+        };
         stat_at(&dir, &name)
     }
 
@@ -138,6 +148,14 @@ impl LocalReplica {
         }
         self.cached = Some((dir, fd.try_clone()?));
         Ok((fd, name))
+    }
+
+    /// A step whose path, or a directory above it, went away (or turned
+    /// into a file or symlink) while it ran: skipped, the next run sees the
+    /// new state. The cached directory may be the one removed.
+    fn gone_meanwhile(&mut self, e: &io::Error) -> Applied {
+        self.cached = None;
+        Applied::Skipped(format!("gone since the scan ({e})"))
     }
 
     fn temp_name(&mut self) -> Vec<u8> {
@@ -406,27 +424,48 @@ impl Replica for LocalReplica {
     fn hash(&mut self, paths: &[WirePath]) -> anyhow::Result<Vec<Option<Hash>>> {
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
-            let (dir, name) = self.parent(path)?;
+            let (dir, name) = match self.parent(path) {
+                Ok(found) => found,
+                Err(e) if vanished(&e) => {
+                    self.cached = None;
+                    out.push(None);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "opening the directory of {path:?} in {}",
+                            self.root.display()
+                        )
+                    })
+                }
+            };
             let fd = match open_regular(&dir, &name) {
                 Ok(Some(fd)) => fd,
                 Ok(None) | Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {
                     out.push(None);
                     continue;
                 }
-                Err(e) => return Err(e).with_context(|| format!("opening {path:?} to hash it")),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("opening {path:?} in {} to hash it", self.root.display())
+                    })
+                }
             };
             let mut hasher = blake3::Hasher::new();
             hasher
                 .update_reader(File::from(fd))
-                .with_context(|| format!("hashing {path:?}"))?;
+                .with_context(|| format!("hashing {path:?} in {}", self.root.display()))?;
             out.push(Some(Hash::from(hasher.finalize())));
         }
         Ok(out)
     }
 
     fn change(&mut self, change: &Change) -> anyhow::Result<Applied> {
-        self.apply(change)
-            .with_context(|| format!("{} in {}", describe(change), self.root.display()))
+        match self.apply(change) {
+            Err(e) if vanished(&e) => Ok(self.gone_meanwhile(&e)),
+            r => r.with_context(|| format!("{} in {}", describe(change), self.root.display())),
+        }
     }
 
     fn read(
@@ -435,9 +474,23 @@ impl Replica for LocalReplica {
         expect: &Entry,
         out: &mut dyn Write,
     ) -> anyhow::Result<bool> {
-        let (dir, name) = self.parent(path)?;
+        let root = self.root.display().to_string();
+        let (dir, name) = match self.parent(path) {
+            Ok(found) => found,
+            // A directory above it vanished: so did the source.
+            Err(e) if vanished(&e) => {
+                self.cached = None;
+                pad(out, expect.size)?;
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("opening the directory of {path:?} in {root}"))
+            }
+        };
         if expect.kind == Kind::Symlink {
-            return Ok(differs(stat_at(&dir, &name)?.as_ref(), Some(expect)).is_none());
+            let now = stat_at(&dir, &name).with_context(|| format!("stat {path:?} in {root}"))?;
+            return Ok(differs(now.as_ref(), Some(expect)).is_none());
         }
         let fd = match open_regular(&dir, &name) {
             Ok(Some(fd)) => fd,
@@ -445,21 +498,22 @@ impl Replica for LocalReplica {
                 pad(out, expect.size)?;
                 return Ok(false);
             }
-            Err(e) => return Err(e).with_context(|| format!("opening {path:?}")),
+            Err(e) => return Err(e).with_context(|| format!("opening {path:?} in {root}")),
         };
-        let before = entry_from_stat(&fstat(&fd)?, None);
+        let stat = |fd: &OwnedFd| fstat(fd).with_context(|| format!("stat {path:?} in {root}"));
+        let before = entry_from_stat(&stat(&fd)?, None);
         if differs(before.as_ref(), Some(expect)).is_some() {
             pad(out, expect.size)?;
             return Ok(false);
         }
         let mut file = File::from(fd);
         let copied = io::copy(&mut (&mut file).take(expect.size), out)
-            .with_context(|| format!("reading {path:?}"))?;
+            .with_context(|| format!("reading {path:?} in {root}"))?;
         if copied < expect.size {
             pad(out, expect.size - copied)?;
             return Ok(false);
         }
-        let after = entry_from_stat(&fstat(file.as_fd())?, None);
+        let after = entry_from_stat(&stat(&OwnedFd::from(file))?, None);
         Ok(differs(after.as_ref(), Some(expect)).is_none())
     }
 
@@ -470,8 +524,13 @@ impl Replica for LocalReplica {
         expect: Option<&Entry>,
         fill: &mut Fill<'_>,
     ) -> anyhow::Result<Applied> {
-        self.write_inner(path, src, expect, fill)
-            .with_context(|| format!("writing {path:?} in {}", self.root.display()))
+        match self.write_inner(path, src, expect, fill) {
+            Err(e) if !is_transport(&e) && vanished_cause(&e).is_some() => {
+                let io = vanished_cause(&e).expect("checked");
+                Ok(self.gone_meanwhile(&io))
+            }
+            r => r.with_context(|| format!("writing {path:?} in {}", self.root.display())),
+        }
     }
 }
 
@@ -521,25 +580,65 @@ fn timespec(ns: i64) -> TimeSpec {
     TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
+/// Whether an error says a path (or a directory above it) is not there any
+/// more, or is no longer a directory where one was: what churn does to a
+/// replica between the scan and a step.
+fn vanished(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP)
+    )
+}
+
+/// The error in `err`'s chain that says a path vanished (see [`vanished`]).
+fn vanished_cause(err: &anyhow::Error) -> Option<io::Error> {
+    err.chain().find_map(|c| {
+        let e = if let Some(e) = c.downcast_ref::<io::Error>() {
+            io::Error::from_raw_os_error(e.raw_os_error()?)
+        } else {
+            io::Error::from(*c.downcast_ref::<Errno>()?)
+        };
+        vanished(&e).then_some(e)
+    })
+}
+
+fn is_transport(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|c| c.downcast_ref::<super::replica::Transport>().is_some())
+}
+
 /// The entry at `name` in `dir` now, `None` when nothing is there.
 fn stat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<Entry>> {
+    // A symlink can be removed or replaced between the stat and the readlink.
+    for _ in 0..3 {
+        if let Some(found) = stat_once(dir, name)? {
+            return Ok(found);
+        }
+    }
+    Err(io::Error::other("keeps changing between stat and readlink"))
+}
+
+/// [`stat_at`] once; `None` when the symlink changed under the readlink.
+fn stat_once(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<Option<Entry>>> {
     match fstatat(dir, p(name), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => {
             let target = if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK {
-                Some(WirePath::from_bytes(
-                    readlinkat(dir, p(name))?.as_bytes().to_vec(),
-                ))
+                match readlinkat(dir, p(name)) {
+                    Ok(t) => Some(WirePath::from_bytes(t.as_bytes().to_vec())),
+                    Err(Errno::ENOENT | Errno::EINVAL) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 None
             };
-            Ok(entry_from_stat(&st, target).or(Some(Entry {
+            Ok(Some(entry_from_stat(&st, target).or(Some(Entry {
                 // A socket or device: never ours to replace.
                 kind: Kind::Symlink,
                 target: Some(Box::new(WirePath::from("<special file>"))),
                 ..Entry::dir(0)
-            })))
+            }))))
         }
-        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ENOENT) => Ok(Some(None)),
         Err(e) => Err(e.into()),
     }
 }
@@ -599,6 +698,101 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Churn removes a directory (or swaps it for a file or a symlink)
+    /// after the scan: hashing, reading and every step under it must see
+    /// "gone", never fail the run with a bare ENOENT (a bisync run once
+    /// exited 1 with "No such file or directory (os error 2)" from `hash`).
+    #[test]
+    fn a_directory_vanished_since_the_scan_is_gone_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r");
+        let d = root.join("d");
+        let f = WirePath::from("d/f");
+        let file = Entry {
+            kind: Kind::File,
+            size: 2,
+            mode: 0o644,
+            ..Entry::dir(0)
+        };
+        type Replace = fn(&Path);
+        let ways: [(&str, Replace); 4] = [
+            ("removed", |_| {}),
+            ("a file", |d| fs::write(d, b"x").unwrap()),
+            ("a symlink", |d| {
+                std::os::unix::fs::symlink("/tmp", d).unwrap()
+            }),
+            ("a symlink to a dir", |d| {
+                std::os::unix::fs::symlink(d.with_file_name("elsewhere"), d).unwrap()
+            }),
+        ];
+        for ((how, replace), warm) in ways.into_iter().flat_map(|w| [(w, false), (w, true)]) {
+            let _ = fs::remove_file(&d);
+            fs::create_dir_all(&d).unwrap();
+            fs::create_dir_all(root.join("elsewhere")).unwrap();
+            fs::write(d.join("f"), b"hi").unwrap();
+            let mut rep = LocalReplica::new("r", &root, Excludes::default());
+            let expect = LocalReplica::new("r", &root, Excludes::default())
+                .stat(&f)
+                .unwrap()
+                .expect("there");
+            if warm {
+                // The replica caches the descriptor of d, now removed.
+                rep.stat(&f).unwrap();
+            }
+            fs::remove_dir_all(&d).unwrap();
+            replace(&d);
+            let how = format!("{how}{}", if warm { ", d cached" } else { "" });
+            assert_eq!(
+                rep.hash(std::slice::from_ref(&f)).unwrap(),
+                [None],
+                "d {how}"
+            );
+            assert_eq!(rep.stat(&f).unwrap(), None, "d {how}");
+            let mut copied = Vec::new();
+            assert!(!rep.read(&f, &expect, &mut copied).unwrap(), "d {how}");
+            assert_eq!(copied.len(), 2, "padded to the size announced");
+            let steps = [
+                Change::Remove {
+                    path: f.clone(),
+                    expect: expect.clone(),
+                },
+                Change::SetMeta {
+                    path: f.clone(),
+                    src: file.clone(),
+                    expect: expect.clone(),
+                },
+                Change::Rename {
+                    path: f.clone(),
+                    to: WirePath::from("d/g"),
+                    expect: expect.clone(),
+                },
+                Change::Mkdir {
+                    path: WirePath::from("d/e"),
+                    entry: Entry::dir(0o755),
+                },
+            ];
+            for step in &steps {
+                let got = rep.change(step);
+                assert!(
+                    matches!(got, Ok(Applied::Skipped(_))),
+                    "d {how}: {}: {got:?}",
+                    describe(step)
+                );
+            }
+            for expect in [None, Some(&expect)] {
+                let got = rep.write(&WirePath::from("d/new"), &file, expect, &mut |out| {
+                    out.write_all(b"hi")?;
+                    Ok(true)
+                });
+                assert!(
+                    matches!(got, Ok(Applied::Skipped(_))),
+                    "d {how}: writing: {got:?}"
+                );
+            }
+            assert!(!root.join("elsewhere/new").exists(), "d {how}");
+        }
     }
 
     #[test]

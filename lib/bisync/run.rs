@@ -142,9 +142,11 @@ fn report_clashes(config: &Config, clashes: &[names::Clash]) -> anyhow::Result<(
                     kind: "bisync_name_clash",
                     clash: c,
                 },
-            )?;
-            out.write_all(b"\n")?;
-            out.flush()?;
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .context("writing a name clash record to stdout")?;
         }
     }
     Ok(())
@@ -209,7 +211,9 @@ pub fn settle(
         crate::log_info!("hashing {} files changed on both sides", need.len());
         tally.hashing();
         for (i, rep) in [&mut *a, &mut *b].into_iter().enumerate() {
-            let hashes = rep.hash(&need)?;
+            let hashes = rep
+                .hash(&need)
+                .with_context(|| format!("hashing {} files on {}", need.len(), rep.name()))?;
             for (path, hash) in need.iter().zip(hashes) {
                 if let Some(e) = scans[i].get_mut(path) {
                     e.hash = hash;

@@ -105,9 +105,24 @@ pub fn entry_from_stat(st: &nix::sys::stat::FileStat, target: Option<WirePath>) 
     })
 }
 
+/// The hash of the regular file at `path`, never following a symlink nor
+/// blocking on a FIFO swapped in since the lstat: those are `NotFound`
+/// (gone as the file that was listed).
 pub fn hash_file(path: &Path) -> io::Result<Hash> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP | nix::libc::ENOTDIR) => io::ErrorKind::NotFound.into(),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(fs::File::open(path)?)?;
+    hasher.update_reader(file)?;
     Ok(Hash::from(hasher.finalize()))
 }
 
@@ -347,8 +362,10 @@ fn walk(
 /// A temporary file whose writer is gone (a killed run) is removed.
 fn remove_stale_temp(path: &Path, name: &[u8]) {
     let Some(pid) = temp_owner(name) else { return };
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    if !alive {
+    // EPERM: alive, another user's (only ESRCH says the writer is gone).
+    let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        == Err(nix::errno::Errno::ESRCH);
+    if gone {
         crate::log_debug!("removing {} left by an interrupted run", path.display());
         let _ = fs::remove_file(path);
     }
