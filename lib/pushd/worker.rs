@@ -179,10 +179,15 @@ impl<'a> Worker<'a> {
         let mut open = true;
         while open || self.has_work() || !self.window.is_empty() {
             if open {
-                let wait = match self.due() {
+                let mut wait = match self.due() {
                     Some(at) => at.saturating_duration_since(Instant::now()),
                     None => Duration::from_secs(3600),
                 };
+                if !self.window.is_empty() {
+                    // An agent that stops answering wakes nobody: look at
+                    // what is in flight now and then (see `settle`).
+                    wait = wait.min(Duration::from_secs(1));
+                }
                 match inbox.recv_timeout(wait) {
                     Ok(work) => {
                         let mut go_on = self.take(work, &mut open);

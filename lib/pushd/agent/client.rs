@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::proto::{self, Ack, Meta, Recorded, Request};
 use crate::bisync::proto::{parse, read_line, write_line};
@@ -112,6 +113,9 @@ struct Flight {
     record_failed: bool,
     /// The link broke (end of stream, a read error, a wrong answer): why.
     broken: Option<String>,
+    /// When the agent last showed progress on what is in flight: the
+    /// first request sent after an idle spell, or the last answer.
+    progress: Option<std::time::Instant>,
 }
 
 struct Link {
@@ -141,6 +145,11 @@ pub struct Agent {
     pub producer: String,
     /// What the agent had recorded as applied when it said hello.
     pub recorded: Option<Recorded>,
+    /// Longest wait for an answer without any answer coming (`--io-timeout`):
+    /// an agent stuck on a hung target file system behind a live ssh is
+    /// given up (ssh killed, the link broken, its batches applied again),
+    /// not waited on forever by the worker, the other targets and a stop.
+    quiet: Option<Duration>,
 }
 
 impl Agent {
@@ -195,6 +204,7 @@ impl Agent {
             root_user: false,
             producer: String::new(),
             recorded: None,
+            quiet: ssh.connect_timeout.map(Duration::from_secs),
         };
         let hello = Request::Hello {
             v: proto::VERSION,
@@ -279,7 +289,13 @@ impl Agent {
         )
     }
 
-    /// The link broke (the reader saw it end, or a wrong answer).
+    /// Why the link broke (the reader saw it end, a wrong answer, no
+    /// answer within `--io-timeout`).
+    pub fn broken_why(&self) -> Option<String> {
+        self.link.lock().broken.clone()
+    }
+
+    /// The link broke.
     pub fn is_broken(&self) -> bool {
         self.link.lock().broken.is_some()
     }
@@ -342,6 +358,9 @@ impl Agent {
             }
             f.requests += usize::from(records.is_none());
             f.bytes += data.len() as u64;
+            if f.in_flight.is_empty() {
+                f.progress = Some(std::time::Instant::now());
+            }
             f.in_flight.push_back(InFlight {
                 id,
                 bytes: data.len() as u64,
@@ -386,6 +405,7 @@ impl Agent {
         self.flush()?;
         let link = Arc::clone(&self.link);
         let mut f = link.lock();
+        let mut since = std::time::Instant::now();
         loop {
             if let Some(t) = done(&mut f) {
                 return Ok(t);
@@ -394,7 +414,26 @@ impl Agent {
                 drop(f);
                 return Err(self.broken(what, &why));
             }
-            f = link.changed.wait(f).unwrap_or_else(|e| e.into_inner());
+            let Some(quiet) = self.quiet else {
+                f = link.changed.wait(f).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let left = quiet.saturating_sub(since.elapsed());
+            let (g, waited) = link
+                .changed
+                .wait_timeout(f, left)
+                .unwrap_or_else(|e| e.into_inner());
+            f = g;
+            if !waited.timed_out() {
+                since = std::time::Instant::now();
+            } else if since.elapsed() >= quiet {
+                let why = format!("no answer for {} s (--io-timeout)", quiet.as_secs());
+                f.broken = Some(why.clone());
+                drop(f);
+                link.changed.notify_all();
+                let _ = self.child.kill();
+                return Err(self.broken(what, &why));
+            }
         }
     }
 
@@ -445,7 +484,25 @@ impl Agent {
 
     /// The answers read so far, taken.
     pub fn answers(&mut self) -> Vec<Answer> {
-        self.link.lock().answers.drain(..).collect()
+        let mut f = self.link.lock();
+        let stalled = self.quiet.filter(|quiet| {
+            f.broken.is_none()
+                && !f.in_flight.is_empty()
+                && f.progress.is_some_and(|at| at.elapsed() >= *quiet)
+        });
+        if let Some(quiet) = stalled {
+            // Batches sent on without waiting are watched here: the
+            // worker asks for answers while they are in flight.
+            f.broken = Some(format!(
+                "no answer for {} s (--io-timeout)",
+                quiet.as_secs()
+            ));
+            drop(f);
+            self.link.changed.notify_all();
+            let _ = self.child.kill();
+            f = self.link.lock();
+        }
+        f.answers.drain(..).collect()
     }
 
     /// The answers read so far, and an error for every request still in
@@ -626,6 +683,7 @@ fn read_answers(mut from: BufReader<ChildStdout>, link: &Link, waker: Option<Wak
 
 /// Matches `ack` with the request it is due for.
 fn take_answer(f: &mut Flight, ack: Ack) -> Result<(), String> {
+    f.progress = Some(std::time::Instant::now());
     let Some(sent) = f.in_flight.pop_front() else {
         return Err(format!("an answer ({}) to no request", ack.id));
     };

@@ -278,7 +278,11 @@ fn give_back(target: &Target, mut agent: Agent, healthy: bool) {
     let (agent, orphans) = if healthy {
         (Some(agent), Vec::new())
     } else {
-        let orphans = agent.last_answers("the agent connection was lost before it answered");
+        let why = match agent.broken_why() {
+            Some(why) => format!("the agent connection was lost before it answered ({why})"),
+            None => "the agent connection was lost before it answered".to_string(),
+        };
+        let orphans = agent.last_answers(&why);
         drop(agent);
         (None, orphans)
     };

@@ -102,12 +102,17 @@ struct Setup {
 /// pushd with the agent, `--state` and a status file, in step after a
 /// first batch (so the agent is connected and has answered).
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+fn setup_with(extra: &[&str]) -> Setup {
     let sshd = Sshd::start();
     let (src, dst, scratch) = (tempdir(), tempdir(), tempdir());
     let target = format!("127.0.0.1:{}", dst.path().display());
     let state = scratch.path().join("state.json");
     let status = scratch.path().join("status.json");
     let mut args: Vec<OsString> = agent_flags(&sshd, scratch.path());
+    args.extend(extra.iter().map(OsString::from));
     args.extend([
         "--state".into(),
         state.clone().into(),
@@ -278,5 +283,28 @@ fn a_path_this_side_cannot_read_keeps_the_agents_connection() {
         pid,
         "the same agent, never reconnected"
     );
+    assert_eq!(s.p.finish(), Some(0));
+}
+
+/// An agent that stops answering behind a live ssh (a hung target file
+/// system) is given up after `--io-timeout`: the batch fails and is
+/// applied again over a new connection, never waited on forever.
+#[test]
+fn an_agent_that_stops_answering_is_given_up_after_the_io_timeout() {
+    let mut s = setup_with(&["--io-timeout", "2s"]);
+    let pid = agents(s.dst.path())[0];
+    signal(pid, Signal::SIGSTOP);
+    let seq = s.batch("while stopped");
+    let target = s.target.clone();
+    s.p.out
+        .wait_for("the batch failed for want of an answer", |r| {
+            matches!(r, syncpipe::wire::event::Record::Applied(a)
+            if a.target == target && a.status == "failed"
+                && a.error.as_deref().is_some_and(|e| e.contains("no answer")))
+        });
+    signal(pid, Signal::SIGKILL);
+    let a = s.p.applied(&s.target, seq);
+    assert_eq!(a.status, "ok", "{a:?}");
+    assert_same(s.src.path(), s.dst.path());
     assert_eq!(s.p.finish(), Some(0));
 }
