@@ -1204,51 +1204,11 @@ fn join(root: &Path, p: &WirePath) -> PathBuf {
 /// never through a symlink (a target directory swapped for a symlink to a
 /// big tree must not pass for that tree): what deleting `rel` removes. 0
 /// when the root cannot be opened.
-fn count_at(root: &Path, rel: &WirePath, limit: u64) -> u64 {
+pub(crate) fn count_at(root: &Path, rel: &WirePath, limit: u64) -> u64 {
     match crate::os::beneath::Root::open(root) {
         Ok(r) => crate::os::beneath::count(&r, rel, limit),
         Err(_) => 0,
     }
-}
-
-/// Entries at and below `path` (0 when it is not there), not following
-/// symlinks: what deleting it removes.
-pub(crate) fn count_entries(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return 1;
-    }
-    let below: u64 = std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| count_entries(&entry.path()))
-        .sum();
-    1 + below
-}
-
-/// Like [`count_entries`], but stops once `limit` is reached.
-pub(crate) fn count_entries_upto(path: &Path, limit: u64) -> u64 {
-    fn walk(path: &Path, limit: u64, n: &mut u64) {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        *n += 1;
-        if !meta.is_dir() || *n >= limit {
-            return;
-        }
-        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            walk(&entry.path(), limit, n);
-            if *n >= limit {
-                return;
-            }
-        }
-    }
-    let mut n = 0;
-    walk(path, limit, &mut n);
-    n
 }
 
 /// Renames on a local target through directory descriptors resolved
@@ -1443,10 +1403,11 @@ mod tests {
         for i in 0..5 {
             std::fs::create_dir_all(dir.path().join(format!("d{i}/e"))).unwrap();
         }
-        assert_eq!(count_entries(dir.path()), 11);
-        assert_eq!(count_entries_upto(dir.path(), 100), 11);
-        assert_eq!(count_entries_upto(dir.path(), 4), 4);
-        assert_eq!(count_entries_upto(&dir.path().join("none"), 4), 0);
+        let root = WirePath::root();
+        assert_eq!(count_at(dir.path(), &root, u64::MAX), 11);
+        assert_eq!(count_at(dir.path(), &root, 100), 11);
+        assert_eq!(count_at(dir.path(), &root, 4), 4);
+        assert_eq!(count_at(dir.path(), &WirePath::from("none"), 4), 0);
     }
 
     #[test]

@@ -15,14 +15,14 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::limit::MaxDelete;
 use crate::location::{Location, Target};
 use crate::pushd::apply::{
-    check_source, count_entries, count_entries_upto, judge_deletes, rename_local, run,
-    sync_subtrees, Checks, DeleteCase, Guards, Identity, Report, RootId, Side, PERCENT_FLOOR,
+    check_source, count_at, judge_deletes, rename_local, run, sync_subtrees, Checks, DeleteCase,
+    Guards, Identity, Report, RootId, Side, PERCENT_FLOOR,
 };
 use crate::pushd::plan::Plan;
 use crate::pushd::rsync::{self, Outcome, RsyncSettings, Transfer};
@@ -447,7 +447,7 @@ impl<'a> Puller<'a> {
     fn weighed(&self, root: &Path, deletes: u64, checks: Checks, empty: bool) -> DeleteCase {
         DeleteCase {
             deletes,
-            source_now: count_entries(root)
+            source_now: count_at(root, &WirePath::root(), u64::MAX)
                 .saturating_sub(1)
                 .saturating_sub(deletes),
             empty_now: empty,
@@ -493,8 +493,7 @@ impl Side for Puller<'_> {
         let mut bound = 0;
         for p in list {
             let skip = u64::from(p.is_root());
-            bound += count_entries_upto(&join(root, p), limit.saturating_add(skip + 1))
-                .saturating_sub(skip);
+            bound += count_at(root, p, limit.saturating_add(skip + 1)).saturating_sub(skip);
             if bound > limit {
                 return false;
             }
@@ -584,14 +583,6 @@ pub(crate) fn identity_for(
     match &config.pull {
         Some(upstream) => Puller::of(config, upstream, target).identity(),
         None => Identity::of(source),
-    }
-}
-
-fn join(root: &Path, p: &WirePath) -> PathBuf {
-    if p.is_root() {
-        root.to_path_buf()
-    } else {
-        root.join(p.as_path())
     }
 }
 
